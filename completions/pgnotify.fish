@@ -1,0 +1,136 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_pgnotify_global_optspecs
+    string join \n d/dbname= h/host= p/port= U/username= w/no-password W/password color= q/quiet v/verbose ?/help V/version
+end
+
+function __fish_pgnotify_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_pgnotify_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_pgnotify_using_subcommand
+    set -l cmd (__fish_pgnotify_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -s V -l version -d 'Print version'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "listen" -d 'Print notifications as they arrive'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "notify" -d 'Send a notification (payload from the argument or stdin)'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "pipe" -d 'Forward notifications as NDJSON to stdout or TCP (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l format -d 'Output format [default: text on a terminal, json otherwise]' -r -f -a "text\t'One line per notification: local time, channel, sender PID, payload'
+json\t'NDJSON: {"channel","payload","pid","received_at"} per line'
+psql\t'psql\'s sentences: Asynchronous notification "ch" with payload "p" received from server process with PID n'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s c -l count -d 'Exit with status 0 after N notifications' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l json -d 'Write NDJSON, the same as --format json'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s b -l batch -d 'With --lines: how many lines go in one transaction' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s l -l lines -d 'Send one notification per line of standard input'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s c -l count -d 'Exit with status 0 after N notifications' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l keep -d 'Leave the server running and print its connection settings as shell `export` lines on stdout (the demo\'s own output then goes to stderr)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "listen" -d 'Print notifications as they arrive'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "notify" -d 'Send a notification (payload from the argument or stdin)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "pipe" -d 'Forward notifications as NDJSON to stdout or TCP (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

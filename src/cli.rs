@@ -1,0 +1,333 @@
+//! The command line, as clap derive types. Nothing but `config` and `lib::run` reads these.
+//!
+//! Conventions (xh's): doc comments are the help text, the first paragraph for `-?`, all of it
+//! for `--help`; explicit `short`, implicit `long`; UPPERCASE `value_name`s; single values are
+//! checked by `value_parser` functions so that clap reports them with status 2; connection
+//! options are `global` so they work before or after the command, as with psql. `-h` is the
+//! host, as in psql, so help is `-?` / `--help`. Every command's help ends with examples.
+
+use crate::output::ColorChoice;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+const ROOT_EXAMPLES: &str = "\
+Examples:
+  pgnotify demo                                  see it work against a throwaway server
+  pgnotify -d shop listen orders                 watch the channel \"orders\" live
+  pgnotify -d shop notify orders '{\"id\":42}'     send one notification
+  seq 100 | pgnotify -d shop notify --lines jobs send one notification per line";
+
+/// PostgreSQL LISTEN/NOTIFY from the shell.
+///
+/// Watch channels live, send notifications from scripts and cron jobs, and (soon) turn table
+/// changes into events and forward them as NDJSON. Connection options work like psql's and
+/// libpq's PG* environment variables, password file and service file apply.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgnotify",
+    version,
+    disable_help_flag = true,
+    arg_required_else_help = true,
+    args_override_self = true,
+    max_term_width = 100,
+    after_help = ROOT_EXAMPLES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
+    pub color: ColorChoice,
+
+    /// Print only errors on stderr, no warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Also say on stderr what pgnotify is doing: the server reached, when it is listening.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Print help (-? for a summary, --help for all of it).
+    #[arg(short = '?', long, action = ArgAction::Help, global = true)]
+    pub help: Option<bool>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Connection options, as in psql. A password is never taken on the command line.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Connection options")]
+pub struct ConnArgs {
+    /// Database name, or a whole connection string ("host=db1 dbname=shop" or
+    /// "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U.
+    #[arg(short = 'd', long = "dbname", value_name = "DBNAME", global = true)]
+    pub dbname: Option<String>,
+
+    /// Server host name, or directory of its unix socket [default: the socket in
+    /// /var/run/postgresql or /tmp].
+    #[arg(short = 'h', long, value_name = "HOSTNAME", global = true)]
+    pub host: Option<String>,
+
+    /// Server port [default: 5432].
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = parse_port_list, global = true)]
+    pub port: Option<String>,
+
+    /// User name to connect as [default: the operating-system user].
+    #[arg(short = 'U', long, value_name = "USERNAME", global = true)]
+    pub username: Option<String>,
+
+    /// Never prompt for a password: fail if none is found in PGPASSWORD or the password file.
+    #[arg(short = 'w', long, global = true)]
+    pub no_password: bool,
+
+    /// Prompt for a password (without echo) before connecting.
+    #[arg(short = 'W', long, global = true, conflicts_with = "no_password")]
+    pub password: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Listen(ListenArgs),
+    Notify(NotifyArgs),
+    WatchTable(WatchTableArgs),
+    Pipe(PipeArgs),
+    Demo(DemoArgs),
+    /// Write the shell completions and man pages (for maintainers).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+const LISTEN_EXAMPLES: &str = "\
+Examples:
+  pgnotify listen orders                      watch one channel until Ctrl-C
+  pgnotify listen Orders 'order events'       channels are case-exact; quote spaces
+  pgnotify listen jobs --count 1 --timeout 30s && echo 'a job arrived'
+  pgnotify listen jobs --json | jq .payload    NDJSON, one object per line";
+
+/// Print notifications as they arrive.
+///
+/// Listens on every CHANNEL on one connection and prints each notification: on a terminal as
+/// a line with the local time, channel, sender PID and payload; elsewhere (a pipe, a file) as
+/// NDJSON, one JSON object per line: {"channel", "payload", "pid", "received_at"}. Output is
+/// flushed as soon as nothing more is waiting.
+///
+/// Channel names are taken exactly as written: `listen Orders` listens on "Orders", not
+/// "orders". Names must be 1 to 63 bytes.
+///
+/// Exit status: 0 after --count notifications or when the reader of stdout goes away, 124 when
+/// --timeout elapses first, 3 when the connection fails or is lost, 130/143 on SIGINT/SIGTERM
+/// (after writing everything already received).
+#[derive(Debug, Args)]
+#[command(after_help = LISTEN_EXAMPLES)]
+pub struct ListenArgs {
+    /// Channels to listen on, exactly as written (case, spaces and quotes kept).
+    #[arg(required = true, value_name = "CHANNEL")]
+    pub channels: Vec<String>,
+
+    /// Output format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+
+    /// Write NDJSON, the same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `--count` and `--timeout`, shared by `listen` and `pipe`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct WaitArgs {
+    /// Exit with status 0 after N notifications.
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Exit with status 124 if the --count notifications (without --count: a first
+    /// notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h.
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Output formats of `listen`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// One line per notification: local time, channel, sender PID, payload.
+    Text,
+    /// NDJSON: {"channel","payload","pid","received_at"} per line.
+    Json,
+    /// psql's sentences: Asynchronous notification "ch" with payload "p" received from server
+    /// process with PID n.
+    Psql,
+}
+
+const NOTIFY_EXAMPLES: &str = "\
+Examples:
+  pgnotify notify orders '{\"id\":42}'              payload from the argument
+  date | pgnotify notify ticks                     payload from stdin (one trailing newline dropped)
+  pgnotify notify cache_reset                      empty payload
+  cat ids.txt | pgnotify notify --lines jobs       one notification per line";
+
+/// Send a notification (payload from the argument or stdin).
+///
+/// Sends with `SELECT pg_notify($1, $2)`: the channel is taken exactly as written and the
+/// payload travels as a bind parameter, never spliced into SQL. Exit status 0 means the
+/// notification was committed (delivered to every session listening at that moment; nobody
+/// listening means nobody gets it).
+///
+/// Without PAYLOAD, or with "-", the payload is read from standard input, with one trailing
+/// newline removed (so `echo hi | pgnotify notify ch` sends "hi"); when standard input is a
+/// terminal and PAYLOAD is absent, the payload is empty.
+///
+/// With --lines, every line of standard input is one notification (its newline removed), sent
+/// in transactions of --batch lines. PostgreSQL delivers identical channel+payload pairs only
+/// once per transaction: use --batch 1 when repeated lines must each arrive.
+///
+/// Checked before anything is sent: the channel name (1 to 63 bytes) and each payload (at most
+/// 7999 bytes of UTF-8, no NUL). A bad line stops the run with status 1 before its batch is
+/// sent; earlier batches stay committed.
+#[derive(Debug, Args)]
+#[command(after_help = NOTIFY_EXAMPLES)]
+pub struct NotifyArgs {
+    /// Channel to notify, exactly as written.
+    #[arg(value_name = "CHANNEL")]
+    pub channel: String,
+
+    /// The payload; "-" or absent: read standard input.
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: Option<String>,
+
+    /// Send one notification per line of standard input.
+    #[arg(short = 'l', long, conflicts_with = "payload")]
+    pub lines: bool,
+
+    /// With --lines: how many lines go in one transaction.
+    #[arg(short = 'b', long, value_name = "N", default_value_t = 1000, requires = "lines",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub batch: u32,
+}
+
+const WATCH_TABLE_EXAMPLES: &str = "\
+Examples:
+  pgnotify watch-table orders                 notify on every change to orders
+  pgnotify watch-table '\"My Schema\".\"Orders\"'";
+
+/// Install a trigger that notifies on a table's changes (not implemented yet).
+///
+/// Will install (or remove, or list) a trigger that sends one JSON notification per changed
+/// row. This version only declares the command: it exits with status 1.
+#[derive(Debug, Args)]
+#[command(after_help = WATCH_TABLE_EXAMPLES)]
+pub struct WatchTableArgs {
+    /// The table, written as in SQL: orders, shop.orders, "My Schema"."Order Items".
+    #[arg(value_name = "TABLE")]
+    pub table: String,
+}
+
+const PIPE_EXAMPLES: &str = "\
+Examples:
+  pgnotify pipe jobs | while read -r event; do echo \"$event\"; done";
+
+/// Forward notifications as NDJSON to stdout or TCP (not implemented yet).
+///
+/// Will forward every notification as one NDJSON line to stdout, a TCP peer or TCP clients,
+/// surviving reconnects. This version only declares the command: it exits with status 1.
+#[derive(Debug, Args)]
+#[command(after_help = PIPE_EXAMPLES)]
+pub struct PipeArgs {
+    /// Channels to forward, exactly as written.
+    #[arg(required = true, value_name = "CHANNEL")]
+    pub channels: Vec<String>,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  pgnotify demo                        watch listen receive what notify sends, then clean up
+  eval \"$(pgnotify demo --keep)\"       keep the server and point PG* variables at it";
+
+/// Run pgnotify against a private throwaway PostgreSQL, then remove it.
+///
+/// Starts a PostgreSQL server from this machine's server binaries in a new temporary
+/// directory (as the postgres user when run as root), runs `pgnotify listen` and shows it
+/// receiving what `pgnotify notify` sends, then stops the server and removes the directory,
+/// also on Ctrl-C or an error. Needs the server binaries (Debian/Ubuntu: apt-get install
+/// postgresql); it does not touch any other server.
+#[derive(Debug, Args)]
+#[command(after_help = DEMO_EXAMPLES)]
+pub struct DemoArgs {
+    /// Leave the server running and print its connection settings as shell `export` lines on
+    /// stdout (the demo's own output then goes to stderr).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The project directory to write completions/ and man/ into.
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: std::path::PathBuf,
+}
+
+/// Reads `500ms`, `10s`, `5m`, `1h`, `1h 30m`; zero and negative durations are refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration; write e.g. 500ms, 10s, 5m or 1h"))?;
+    if d.is_zero() || d.is_negative() {
+        return Err(format!("\"{s}\" must be longer than zero"));
+    }
+    Duration::try_from(d).map_err(|e| e.to_string())
+}
+
+/// A port, or a comma list of ports for several hosts, each 1 to 65535.
+fn parse_port_list(s: &str) -> Result<String, String> {
+    for part in s.split(',') {
+        match part.trim().parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("\"{part}\" is not a port number (1 to 65535)")),
+        }
+    }
+    Ok(s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn connection_options_work_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "pgnotify", "listen", "a", "-h", "db", "-p", "6000", "-U", "u",
+        ])
+        .unwrap();
+        assert_eq!(cli.conn.host.as_deref(), Some("db"));
+        assert_eq!(cli.conn.port.as_deref(), Some("6000"));
+        assert_eq!(cli.conn.username.as_deref(), Some("u"));
+        assert!(Cli::try_parse_from(["pgnotify", "-p", "0", "listen", "a"]).is_err());
+        assert!(Cli::try_parse_from(["pgnotify", "-w", "-W", "listen", "a"]).is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! `demo`: show `listen` receiving what `notify` sends, against a private throwaway server, then
+//! remove the server (also on Ctrl-C or an error, through `tempdb::Cluster`'s cleanup).
+//!
+//! The demo runs this very binary as child processes, with the same command lines it prints, so
+//! what a newcomer sees is exactly what they would type.
+
+use crate::events::{self, Event};
+use crate::exit::Exit;
+use crate::tempdb::{self, Cluster};
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// What `demo` was asked to do.
+pub struct DemoSettings {
+    /// Leave the server running and print its settings as `export` lines on stdout.
+    pub keep: bool,
+    /// A pause before the notifications are sent (a test hook, `PGNOTIFY_DEMO_PAUSE`).
+    pub pause: Option<Duration>,
+}
+
+/// The notifications the demo sends: the shell line shown, the arguments, standard input, and
+/// how many notifications that sends.
+const STEPS: &[(&str, &[&str], &str, usize)] = &[
+    (
+        "pgnotify notify demo 'hello from pgnotify'",
+        &["notify", "demo", "hello from pgnotify"],
+        "",
+        1,
+    ),
+    (
+        "echo '{\"order\": 42, \"status\": \"paid\"}' | pgnotify notify demo",
+        &["notify", "demo"],
+        "{\"order\": 42, \"status\": \"paid\"}\n",
+        1,
+    ),
+    (
+        "printf 'first line\\nsecond line\\n' | pgnotify notify demo --lines",
+        &["notify", "demo", "--lines"],
+        "first line\nsecond line\n",
+        2,
+    ),
+];
+
+/// Events the demo waits on: its listener's stderr lines, and signals.
+enum DemoEvent {
+    ListenerSaid(String),
+    Stop(i32),
+}
+
+pub fn run(settings: DemoSettings) -> Result<Exit> {
+    let (tx, rx) = mpsc::channel();
+    let (signal_tx, signal_rx) = mpsc::channel();
+    events::deliver_signals_to(signal_tx);
+    forward_signals(signal_rx, tx.clone());
+    say("starting a throwaway PostgreSQL server...");
+    let cluster = Cluster::start(&tempdb::Options::default())?;
+    say(&format!(
+        "the server runs in {} (socket there, TCP 127.0.0.1:{}), as user \"{}\"",
+        cluster.root().display(),
+        cluster.port(),
+        tempdb::SUPERUSER
+    ));
+    let outcome = show(&cluster, &settings, tx, &rx);
+    if let Err(e) = &outcome {
+        say(&format!("the demo failed: {e:#}"));
+    }
+    match (settings.keep, outcome) {
+        (true, Ok(Exit::Success)) => print_settings(cluster),
+        (_, outcome) => {
+            drop(cluster);
+            say("stopped the server and removed its directory");
+            outcome
+        }
+    }
+}
+
+/// Starts the listener, sends the notifications, and waits for the listener to exit.
+fn show(
+    cluster: &Cluster,
+    settings: &DemoSettings,
+    tx: mpsc::Sender<DemoEvent>,
+    rx: &Receiver<DemoEvent>,
+) -> Result<Exit> {
+    let psql = cluster.bin_dir().join("psql");
+    let count = STEPS.iter().map(|s| s.3).sum::<usize>() + usize::from(psql.is_file());
+    let count_text = count.to_string();
+    say(&format!("$ pgnotify listen demo --count {count} &"));
+    let mut listener = pgnotify(cluster)
+        .args([
+            "-v",
+            "listen",
+            "demo",
+            "--count",
+            &count_text,
+            "--timeout",
+            "30s",
+        ])
+        .stdout(listener_stdout(settings.keep)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("could not start the listener")?;
+    forward_lines(&mut listener, tx);
+    let started = Instant::now();
+    loop {
+        match wait_event(rx, started + Duration::from_secs(20))? {
+            DemoEvent::ListenerSaid(line) => {
+                eprintln!("  {line}");
+                if line.contains("listening on") {
+                    break;
+                }
+            }
+            DemoEvent::Stop(signal) => return stop(&mut listener, signal),
+        }
+    }
+    if let Some(pause) = settings.pause {
+        if let Ok(DemoEvent::Stop(signal)) = rx.recv_timeout(pause) {
+            return stop(&mut listener, signal);
+        }
+    }
+    for (shown, args, input, _) in STEPS {
+        say(&format!("$ {shown}"));
+        send(cluster, args, input)?;
+    }
+    if psql.is_file() {
+        say("$ psql -c \"NOTIFY demo, 'psql works too'\"");
+        notify_with_psql(cluster, &psql)?;
+    }
+    wait_listener(&mut listener, rx)
+}
+
+fn wait_listener(listener: &mut Child, rx: &Receiver<DemoEvent>) -> Result<Exit> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = listener.try_wait()? {
+            if status.success() {
+                say("the listener received every notification and exited with status 0");
+                return Ok(Exit::Success);
+            }
+            bail!("the listener exited with {status}");
+        }
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(DemoEvent::ListenerSaid(line)) => eprintln!("  {line}"),
+            Ok(DemoEvent::Stop(signal)) => return stop(listener, signal),
+            Err(_) if Instant::now() > deadline => bail!("the listener did not finish in time"),
+            Err(_) => {}
+        }
+    }
+}
+
+fn wait_event(rx: &Receiver<DemoEvent>, deadline: Instant) -> Result<DemoEvent> {
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(event) => Ok(event),
+        Err(RecvTimeoutError::Timeout) => bail!("the listener did not start listening in time"),
+        Err(RecvTimeoutError::Disconnected) => bail!("the listener stopped before listening"),
+    }
+}
+
+fn stop(listener: &mut Child, signal: i32) -> Result<Exit> {
+    let _ = listener.kill();
+    let _ = listener.wait();
+    Ok(Exit::for_signal(signal))
+}
+
+/// This binary, with the connection options of the throwaway server.
+fn pgnotify(cluster: &Cluster) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "pgnotify".into());
+    let mut cmd = Command::new(exe);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("-h").arg(cluster.socket_dir()).args([
+        "-p",
+        &cluster.port().to_string(),
+        "-U",
+        tempdb::SUPERUSER,
+        "-d",
+        "postgres",
+    ]);
+    cmd
+}
+
+fn send(cluster: &Cluster, args: &[&str], input: &str) -> Result<()> {
+    let mut child = pgnotify(cluster)
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("could not run pgnotify notify")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .context("could not write to pgnotify notify")?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`pgnotify {}` exited with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// psql on the same server: pgnotify and psql see the same channels.
+fn notify_with_psql(cluster: &Cluster, psql: &std::path::Path) -> Result<()> {
+    let status = Command::new(psql)
+        .env_clear()
+        .arg("-X")
+        .arg("-q")
+        .arg("-d")
+        .arg(cluster.conninfo())
+        .args(["-c", "NOTIFY demo, 'psql works too'"])
+        .stdin(Stdio::null())
+        .status()
+        .context("could not run psql")?;
+    if !status.success() {
+        bail!("psql exited with {status}");
+    }
+    Ok(())
+}
+
+/// With --keep, stdout is for the settings only: the listener's output goes to stderr.
+fn listener_stdout(keep: bool) -> Result<Stdio> {
+    if keep {
+        let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
+        return Ok(Stdio::from(stderr));
+    }
+    Ok(Stdio::inherit())
+}
+
+fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(DemoEvent::ListenerSaid(line)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn forward_signals(rx: Receiver<Event>, tx: mpsc::Sender<DemoEvent>) {
+    std::thread::spawn(move || {
+        if let Ok(Event::Signal(signal)) = rx.recv() {
+            let _ = tx.send(DemoEvent::Stop(signal));
+        }
+    });
+}
+
+fn print_settings(cluster: Cluster) -> Result<Exit> {
+    let host = cluster.socket_dir().display().to_string();
+    let port = cluster.port();
+    let stop = cluster.keep();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "export PGHOST='{host}' PGPORT='{port}' PGUSER='{}' PGDATABASE='postgres'",
+        tempdb::SUPERUSER
+    )?;
+    writeln!(
+        out,
+        "# then try: pgnotify listen jobs   and, in another shell: pgnotify notify jobs hello"
+    )?;
+    writeln!(out, "# stop and remove the server: {stop}")?;
+    say("the server keeps running; its settings are on stdout");
+    Ok(Exit::Success)
+}
+
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "pgnotify demo: {text}");
+}

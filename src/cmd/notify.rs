@@ -1,0 +1,212 @@
+//! `notify`: send one notification, or one per line of stdin in batched transactions.
+//!
+//! Every payload travels as a bind parameter of `pg_notify($1, $2)` (notify-facts F5, F8);
+//! nothing is spliced into SQL. Channel and payloads are checked before any round trip.
+
+use crate::config::{Input, NotifySettings};
+use crate::conn::{self, describe_pg_error};
+use crate::exit::Exit;
+use crate::msg;
+use crate::notification::{check_channel, check_payload};
+use anyhow::{Context, Result, anyhow};
+use postgres::types::Type;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+
+const NOTIFY_ONE: &str = "SELECT pg_catalog.pg_notify($1, $2)";
+
+/// One statement per batch: one round trip and one transaction for N notifications, in the
+/// order of the array (a function scan over `unnest` yields elements in order).
+const NOTIFY_MANY: &str = "SELECT pg_catalog.count(pg_catalog.pg_notify($1, p)) \
+                           FROM pg_catalog.unnest($2::pg_catalog.text[]) AS p";
+
+pub fn run(settings: NotifySettings, conn: &conn::Settings) -> Result<Exit> {
+    check_channel(&settings.channel)?;
+    let payload = match settings.input {
+        Input::Lines { batch } => return send_lines(&settings.channel, batch, conn),
+        Input::Argument(payload) => payload,
+        Input::Empty => String::new(),
+        Input::Stdin => read_stdin()?,
+    };
+    check_payload(&payload)?;
+    let mut client = conn::connect(conn)?.client;
+    client
+        .execute_typed(
+            NOTIFY_ONE,
+            &[(&settings.channel, Type::TEXT), (&payload, Type::TEXT)],
+        )
+        .map_err(|e| anyhow!("could not send the notification: {}", describe_pg_error(&e)))?;
+    Ok(Exit::Success)
+}
+
+/// All of stdin as the payload, with one trailing newline removed.
+fn read_stdin() -> Result<String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .context("could not read the payload from standard input")?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow!(
+            "the payload on standard input is not valid UTF-8 (bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Lines of stdin, read and checked one batch at a time.
+struct Lines<R> {
+    reader: R,
+    batch: usize,
+    line: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next batch of payloads (empty at the end of input), every one already checked.
+    fn next_batch(&mut self) -> Result<Vec<String>> {
+        let mut payloads = Vec::with_capacity(self.batch);
+        while payloads.len() < self.batch {
+            self.buf.clear();
+            let read = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .context("could not read standard input")?;
+            if read == 0 {
+                break;
+            }
+            self.line += 1;
+            if self.buf.last() == Some(&b'\n') {
+                self.buf.pop();
+            }
+            let payload = String::from_utf8(std::mem::take(&mut self.buf))
+                .map_err(|_| anyhow!("line {} is not valid UTF-8", self.line))?;
+            check_payload(&payload).with_context(|| format!("line {}", self.line))?;
+            payloads.push(payload);
+        }
+        Ok(payloads)
+    }
+}
+
+fn send_lines(channel: &str, batch: usize, conn: &conn::Settings) -> Result<Exit> {
+    let stdin = std::io::stdin().lock();
+    let mut lines = Lines {
+        reader: BufReader::with_capacity(256 * 1024, stdin),
+        batch,
+        line: 0,
+        buf: Vec::new(),
+    };
+    let mut sent: u64 = 0;
+    let mut payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
+    let mut client = conn::connect(conn)?.client;
+    let statement = client
+        .prepare_typed(NOTIFY_MANY, &[Type::TEXT, Type::TEXT_ARRAY])
+        .map_err(|e| {
+            anyhow!(
+                "could not prepare the notifications: {}",
+                describe_pg_error(&e)
+            )
+        })?;
+    let mut folded = 0;
+    while !payloads.is_empty() {
+        folded += repeated(&payloads);
+        client
+            .query_one(&statement, &[&channel, &payloads])
+            .map_err(|e| {
+                unsent(
+                    anyhow!(
+                        "could not send the notifications: {}",
+                        describe_pg_error(&e)
+                    ),
+                    sent,
+                )
+            })?;
+        sent += payloads.len() as u64;
+        payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
+    }
+    if folded > 0 {
+        msg::warn(&format!(
+            "{folded} lines repeated a payload already sent in the same transaction; PostgreSQL \
+             delivers each channel+payload pair once per transaction (use --batch 1 to send every line)"
+        ));
+    }
+    msg::info(&format!("sent {sent} notifications on {channel:?}"));
+    Ok(Exit::Success)
+}
+
+/// Says what was committed before a failure, so a script knows where to resume.
+fn unsent(err: anyhow::Error, sent: u64) -> anyhow::Error {
+    match sent {
+        0 => err.context("nothing was sent"),
+        n => err.context(format!(
+            "the first {n} lines were sent and committed; nothing after them was"
+        )),
+    }
+}
+
+/// How many payloads of a batch repeat an earlier one of the same batch (PostgreSQL folds
+/// them: notify-facts F16).
+fn repeated(payloads: &[String]) -> usize {
+    let mut seen = HashSet::with_capacity(payloads.len());
+    payloads.iter().filter(|p| !seen.insert(p.as_str())).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batches(input: &str, size: usize) -> Vec<Result<Vec<String>, String>> {
+        let mut lines = Lines {
+            reader: input.as_bytes(),
+            batch: size,
+            line: 0,
+            buf: Vec::new(),
+        };
+        let mut out = Vec::new();
+        loop {
+            match lines.next_batch() {
+                Ok(b) if b.is_empty() => return out,
+                Ok(b) => out.push(Ok(b)),
+                Err(e) => {
+                    out.push(Err(format!("{e:#}")));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lines_are_split_and_batched() {
+        let got = batches("a\nb\n\nc", 2);
+        assert_eq!(
+            got,
+            vec![
+                Ok(vec!["a".into(), "b".into()]),
+                Ok(vec!["".into(), "c".into()])
+            ]
+        );
+        assert_eq!(batches("x\r\n", 5), vec![Ok(vec!["x\r".to_string()])]);
+    }
+
+    #[test]
+    fn a_bad_line_fails_its_batch() {
+        let big = "y".repeat(8000);
+        let got = batches(&format!("a\nb\nc\n{big}\n"), 2);
+        assert_eq!(got[0], Ok(vec!["a".to_string(), "b".to_string()]));
+        let err = got[1].as_ref().unwrap_err();
+        assert!(
+            err.starts_with("line 4: payload is 8000 bytes long"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repeats_within_a_batch_are_counted() {
+        let p = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(repeated(&p(&["a", "b", "a", "a"])), 2);
+        assert_eq!(repeated(&p(&["a", "b"])), 0);
+    }
+}

@@ -1,0 +1,223 @@
+//! Opens a `postgres::Client` for resolved settings: one server at a time, with the password
+//! from the settings, the password file or a prompt, TCP keepalives on, and messages that name
+//! the server the way psql does.
+
+use super::{PasswordPrompt, Settings, Target, pgpass};
+use crate::exit::ConnectionError;
+use crate::msg;
+use anyhow::Result;
+use postgres::config::{SslMode, TargetSessionAttrs};
+use postgres::{Client, NoTls};
+use std::time::Duration;
+
+/// TCP keepalive defaults for a connection that may sit idle for hours: a dead peer is noticed
+/// within about a minute instead of the kernel's two hours (failure-modes F2).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// An open connection and the server it reached.
+pub struct Connection {
+    pub client: Client,
+    pub target: Target,
+}
+
+/// Connects to the first target that accepts; the error names every target that failed.
+pub fn connect(settings: &Settings) -> Result<Connection> {
+    let mut password = settings.get("password").map(str::to_owned);
+    if settings.prompt == PasswordPrompt::Always {
+        password = Some(prompt_password(settings.user())?);
+    }
+    let mut failures = Vec::new();
+    for target in settings.targets() {
+        let mut tried_prompt = false;
+        loop {
+            let pw = password
+                .clone()
+                .or_else(|| passfile_password(settings, target));
+            match open(settings, target, pw.as_deref()) {
+                Ok(client) => {
+                    msg::info(&format!(
+                        "connected to {} as user \"{}\", database \"{}\"",
+                        target.describe(),
+                        settings.user(),
+                        settings.dbname()
+                    ));
+                    return Ok(Connection {
+                        client,
+                        target: target.clone(),
+                    });
+                }
+                Err(e)
+                    if wants_password(&e) && pw.is_none() && may_prompt(settings, tried_prompt) =>
+                {
+                    password = Some(prompt_password(settings.user())?);
+                    tried_prompt = true;
+                }
+                Err(e) => {
+                    failures.push(format!(
+                        "connection to {} failed: {}",
+                        target.describe(),
+                        describe_connect_error(&e)
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    Err(ConnectionError(failures.join("; ")).into())
+}
+
+fn open(
+    settings: &Settings,
+    target: &Target,
+    password: Option<&str>,
+) -> Result<Client, postgres::Error> {
+    let mut cfg = postgres::Config::new();
+    cfg.user(settings.user())
+        .dbname(settings.dbname())
+        .port(target.port)
+        .ssl_mode(SslMode::Disable)
+        .keepalives(settings.get("keepalives") != Some("0"))
+        .keepalives_idle(seconds(settings.get("keepalives_idle")).unwrap_or(KEEPALIVE_IDLE))
+        .keepalives_interval(
+            seconds(settings.get("keepalives_interval")).unwrap_or(KEEPALIVE_INTERVAL),
+        )
+        .keepalives_retries(
+            settings
+                .get("keepalives_count")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(KEEPALIVE_RETRIES),
+        )
+        .notice_callback(|notice| {
+            msg::warn(&format!(
+                "server {}: {}",
+                notice.severity().to_lowercase(),
+                notice.message()
+            ))
+        });
+    if let Some(app) = settings.get("application_name") {
+        cfg.application_name(app);
+    }
+    if target.is_socket() {
+        cfg.host_path(&target.host);
+    } else {
+        cfg.host(&target.host);
+    }
+    if let Some(addr) = target.hostaddr {
+        cfg.hostaddr(addr);
+    }
+    if let Some(pw) = password {
+        cfg.password(pw);
+    }
+    if let Some(options) = settings.get("options") {
+        cfg.options(options);
+    }
+    if let Some(timeout) = connect_timeout(settings.get("connect_timeout")) {
+        cfg.connect_timeout(timeout);
+    }
+    if let Some(ms) = settings
+        .get("tcp_user_timeout")
+        .and_then(|t| t.parse().ok())
+    {
+        cfg.tcp_user_timeout(Duration::from_millis(ms));
+    }
+    cfg.target_session_attrs(match settings.get("target_session_attrs") {
+        Some("read-write") => TargetSessionAttrs::ReadWrite,
+        Some("read-only") => TargetSessionAttrs::ReadOnly,
+        _ => TargetSessionAttrs::Any,
+    });
+    cfg.connect(NoTls)
+}
+
+fn seconds(value: Option<&str>) -> Option<Duration> {
+    value?.parse().ok().map(Duration::from_secs)
+}
+
+/// libpq: `connect_timeout` in seconds, 0 or unset = wait forever, values below 2 mean 2.
+fn connect_timeout(value: Option<&str>) -> Option<Duration> {
+    let secs: u64 = value?.trim().parse().ok()?;
+    (secs > 0).then(|| Duration::from_secs(secs.max(2)))
+}
+
+fn passfile_password(settings: &Settings, target: &Target) -> Option<String> {
+    let path = settings.passfile.as_ref()?;
+    let port = target.port.to_string();
+    let key = pgpass::Key {
+        host: &target.host,
+        port: &port,
+        dbname: settings.dbname(),
+        user: settings.user(),
+    };
+    match pgpass::lookup(path, &key) {
+        pgpass::Lookup::Found(pw) => Some(pw),
+        pgpass::Lookup::NotFound => None,
+        pgpass::Lookup::Ignored(warning) => {
+            msg::warn(&warning);
+            None
+        }
+    }
+}
+
+/// The `postgres` crate's answer when the server asks for a password and it has none.
+fn wants_password(e: &postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.to_string() == "password missing")
+}
+
+fn may_prompt(settings: &Settings, tried: bool) -> bool {
+    !tried && settings.prompt == PasswordPrompt::Auto && terminal_available()
+}
+
+fn terminal_available() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
+}
+
+/// Asks on the terminal, without echo, as psql does.
+fn prompt_password(user: &str) -> Result<String> {
+    rpassword::prompt_password(format!("Password for user {user}: ")).map_err(|e| {
+        ConnectionError(format!("could not read a password from the terminal: {e}")).into()
+    })
+}
+
+fn describe_connect_error(e: &postgres::Error) -> String {
+    if wants_password(e) {
+        return "the server asked for a password and none was given \
+                (set PGPASSWORD, use a password file, or leave out -w to be asked)"
+            .to_owned();
+    }
+    describe_pg_error(e)
+}
+
+/// One line for a `postgres` error: the server's message with its SQLSTATE, detail and hint,
+/// or the I/O cause. Never includes a password: the crate's errors do not carry one.
+pub fn describe_pg_error(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = strip_os_error(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// "Connection refused (os error 111)" -> "Connection refused".
+fn strip_os_error(text: &str) -> String {
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_owned(),
+        _ => text.to_owned(),
+    }
+}

@@ -1,0 +1,327 @@
+//! Parses libpq connection strings, both forms: `key=value` conninfo and `postgres://` URIs.
+//!
+//! Owns only the syntax (libpq "Connection Strings", §34.1.1): quoting, percent-decoding, host
+//! lists. Which keys mean what, and which source wins, is `conn::resolve`'s job.
+
+use anyhow::{Result, bail};
+
+/// The keywords libpq knows. pgnotify honours the ones `conn` reads and accepts the rest so that
+/// a connection string written for psql works here too.
+pub const KNOWN_KEYS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "sslnegotiation",
+    "requiressl",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
+
+/// True when `-d` holds a connection string rather than a plain database name, by libpq's
+/// rule: a URI prefix, or an `=` anywhere.
+pub fn is_connection_string(s: &str) -> bool {
+    uri_rest(s).is_some() || s.contains('=')
+}
+
+/// Parses a connection string of either form into (keyword, value) pairs, in order.
+pub fn parse(s: &str) -> Result<Vec<(String, String)>> {
+    let pairs = match uri_rest(s) {
+        Some(rest) => parse_uri(rest)?,
+        None => parse_keyword_value(s)?,
+    };
+    for (key, _) in &pairs {
+        check_key(key)?;
+    }
+    Ok(pairs)
+}
+
+/// Refuses a keyword libpq would refuse.
+pub fn check_key(key: &str) -> Result<()> {
+    if !KNOWN_KEYS.contains(&key) {
+        bail!("invalid connection option \"{key}\"");
+    }
+    Ok(())
+}
+
+fn uri_rest(s: &str) -> Option<&str> {
+    s.strip_prefix("postgresql://")
+        .or_else(|| s.strip_prefix("postgres://"))
+}
+
+/// `key = value ...`; values may be single-quoted; a backslash escapes the next character.
+fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            bail!("missing \"=\" after \"{key}\" in connection info string");
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let value = if chars.next_if_eq(&'\'').is_some() {
+            quoted_value(&mut chars)?
+        } else {
+            bare_value(&mut chars)
+        };
+        pairs.push((key, value));
+    }
+}
+
+fn quoted_value(chars: &mut impl Iterator<Item = char>) -> Result<String> {
+    let mut value = String::new();
+    loop {
+        match chars.next() {
+            None => bail!("unterminated quoted string in connection info string"),
+            Some('\'') => return Ok(value),
+            Some('\\') => match chars.next() {
+                Some(c) => value.push(c),
+                None => bail!("unterminated quoted string in connection info string"),
+            },
+            Some(c) => value.push(c),
+        }
+    }
+}
+
+fn bare_value(chars: &mut std::iter::Peekable<impl Iterator<Item = char>>) -> String {
+    let mut value = String::new();
+    while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+        if c == '\\' {
+            if let Some(escaped) = chars.next() {
+                value.push(escaped);
+            }
+        } else {
+            value.push(c);
+        }
+    }
+    value
+}
+
+/// `[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`, after the scheme.
+fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+    let mut pairs = Vec::new();
+    let hostlist = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                pairs.push(("user".to_owned(), percent_decode(user)?));
+            }
+            if let Some(p) = password {
+                pairs.push(("password".to_owned(), percent_decode(p)?));
+            }
+            hosts
+        }
+        None => authority,
+    };
+    if !hostlist.is_empty() {
+        let (hosts, ports) = split_hosts(hostlist)?;
+        pairs.push(("host".to_owned(), hosts));
+        if !ports.is_empty() {
+            pairs.push(("port".to_owned(), ports));
+        }
+    }
+    if !path.is_empty() {
+        pairs.push(("dbname".to_owned(), percent_decode(path)?));
+    }
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((key, value)) = param.split_once('=') else {
+            bail!("missing key/value separator \"=\" in URI query parameter: \"{param}\"");
+        };
+        let key = percent_decode(key)?;
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            bail!("invalid URI query parameter: \"{key}\"");
+        }
+        pairs.push((key, percent_decode(value)?));
+    }
+    Ok(pairs)
+}
+
+/// Splits `h1:p1,[::1]:p2,h3` into the comma lists libpq's `host` and `port` keys hold.
+/// The port list is empty when no host names a port.
+fn split_hosts(list: &str) -> Result<(String, String)> {
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for item in list.split(',') {
+        let (host, port) = if let Some(inner) = item.strip_prefix('[') {
+            let Some((addr, after)) = inner.split_once(']') else {
+                bail!("missing \"]\" in IPv6 host address in URI: \"{item}\"");
+            };
+            (addr, after.strip_prefix(':').unwrap_or(""))
+        } else {
+            item.split_once(':').unwrap_or((item, ""))
+        };
+        hosts.push(percent_decode(host)?);
+        ports.push(port.to_owned());
+    }
+    let ports = if ports.iter().all(String::is_empty) {
+        String::new()
+    } else {
+        ports.join(",")
+    };
+    Ok((hosts.join(","), ports))
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).unwrap_or("");
+            let Ok(byte) = u8::from_str_radix(hex, 16) else {
+                bail!("invalid percent-encoded token in URI: \"{s}\"");
+            };
+            if byte == 0 {
+                bail!("forbidden value %00 in percent-encoded value: \"{s}\"");
+            }
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| anyhow::anyhow!("URI part \"{s}\" is not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(s: &str) -> Vec<(String, String)> {
+        parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn kv(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn keyword_value_with_quotes_and_escapes() {
+        assert_eq!(
+            pairs("host=localhost port = 5433 dbname='my db' password='it\\'s' user=a\\ b"),
+            kv(&[
+                ("host", "localhost"),
+                ("port", "5433"),
+                ("dbname", "my db"),
+                ("password", "it's"),
+                ("user", "a b"),
+            ])
+        );
+        assert_eq!(pairs("dbname=''"), kv(&[("dbname", "")]));
+    }
+
+    #[test]
+    fn keyword_value_errors() {
+        let err = parse("host").unwrap_err().to_string();
+        assert!(err.contains("missing \"=\" after \"host\""), "{err}");
+        assert!(
+            parse("password='abc")
+                .unwrap_err()
+                .to_string()
+                .contains("unterminated")
+        );
+        let err = parse("hots=x").unwrap_err().to_string();
+        assert_eq!(err, "invalid connection option \"hots\"");
+    }
+
+    #[test]
+    fn uris() {
+        assert_eq!(
+            pairs(
+                "postgresql://u%40x:p%3Aw@db.example:6543/my%20db?application_name=a&sslmode=disable"
+            ),
+            kv(&[
+                ("user", "u@x"),
+                ("password", "p:w"),
+                ("host", "db.example"),
+                ("port", "6543"),
+                ("dbname", "my db"),
+                ("application_name", "a"),
+                ("sslmode", "disable"),
+            ])
+        );
+        assert_eq!(pairs("postgres://"), kv(&[]));
+        assert_eq!(
+            pairs("postgresql://%2Ftmp%2Fsock/db"),
+            kv(&[("host", "/tmp/sock"), ("dbname", "db")])
+        );
+        assert_eq!(
+            pairs("postgresql://h1:1,[::1]:2,h3/d"),
+            kv(&[("host", "h1,::1,h3"), ("port", "1,2,"), ("dbname", "d")])
+        );
+        assert_eq!(
+            pairs("postgresql:///d?host=/run/pg&port=7"),
+            kv(&[("dbname", "d"), ("host", "/run/pg"), ("port", "7")])
+        );
+    }
+
+    #[test]
+    fn uri_errors() {
+        assert!(
+            parse("postgresql://h/d?nope=1")
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
+        assert!(parse("postgresql://h/%zz").is_err());
+        assert!(parse("postgresql://h/%00").is_err());
+        assert!(parse("postgresql://[::1/d").is_err());
+    }
+
+    #[test]
+    fn detection() {
+        assert!(is_connection_string("postgres://x"));
+        assert!(is_connection_string("host=x"));
+        assert!(!is_connection_string("mydb"));
+    }
+}

@@ -1,0 +1,368 @@
+//! Connection settings with libpq's sources, precedence and defaults, and connecting with them.
+//!
+//! The `postgres` crate reads no PG* variables, no password file and no service file
+//! (rust-postgres#654, #729), so this module does what libpq does (§34.1, §34.15-34.17):
+//!
+//! 1. the command line, in psql's order: `-h`, `-p`, `-U`, then `-d` (a connection string in
+//!    `-d` overrides the three before it);
+//! 2. the service named by `service=` or `PGSERVICE`, for keys still unset;
+//! 3. the `PG*` environment variables, for keys still unset;
+//! 4. defaults: the unix socket in /var/run/postgresql or /tmp, port 5432, user = the OS user,
+//!    database = the user, application_name = `pgnotify`;
+//! 5. a password from `PGPASSWORD`/`password=`, else the password file, else a prompt (`-W`
+//!    always, never with `-w`, otherwise when the server asks and a terminal is there).
+//!
+//! Owns: resolving and connecting. Does not own: what is done on the connection.
+
+pub mod conninfo;
+mod pgpass;
+mod service;
+
+use crate::exit::ConnectionError;
+use anyhow::{Context, Result, bail};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// When to ask for a password on the terminal (psql's `-w` / `-W`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PasswordPrompt {
+    /// Ask when the server wants a password and none was found, if there is a terminal.
+    #[default]
+    Auto,
+    /// `-w`: never ask.
+    Never,
+    /// `-W`: ask before connecting.
+    Always,
+}
+
+/// The connection options given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct ConnOptions {
+    pub dbname: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub user: Option<String>,
+    pub prompt: PasswordPrompt,
+}
+
+/// What libpq reads from the process: the environment, the home directory, the OS user.
+#[derive(Clone, Debug, Default)]
+pub struct Env {
+    pub vars: HashMap<String, String>,
+    pub home: Option<PathBuf>,
+    pub os_user: Option<String>,
+}
+
+impl Env {
+    /// The real process environment.
+    pub fn from_process() -> Env {
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten();
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| user.as_ref().map(|u| u.dir.clone()));
+        Env {
+            vars: std::env::vars().collect(),
+            home,
+            os_user: user.map(|u| u.name),
+        }
+    }
+
+    /// A variable's value; libpq treats an empty one like an unset one for these settings.
+    fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The environment variables libpq reads, by the key they set.
+const ENV_VARS: &[(&str, &str)] = &[
+    ("host", "PGHOST"),
+    ("hostaddr", "PGHOSTADDR"),
+    ("port", "PGPORT"),
+    ("dbname", "PGDATABASE"),
+    ("user", "PGUSER"),
+    ("password", "PGPASSWORD"),
+    ("passfile", "PGPASSFILE"),
+    ("options", "PGOPTIONS"),
+    ("application_name", "PGAPPNAME"),
+    ("sslmode", "PGSSLMODE"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("connect_timeout", "PGCONNECT_TIMEOUT"),
+    ("client_encoding", "PGCLIENTENCODING"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+];
+
+/// Where libpq looks for the server's socket when no host is given (Debian's build, then the
+/// upstream default).
+const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/tmp"];
+
+/// One server to try: a host name or socket directory, optionally an address, and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub hostaddr: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl Target {
+    /// True for a unix-socket directory.
+    pub fn is_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// psql's way of naming a server in messages.
+    pub fn describe(&self) -> String {
+        if self.is_socket() {
+            let socket = Path::new(&self.host).join(format!(".s.PGSQL.{}", self.port));
+            return format!("server on socket \"{}\"", socket.display());
+        }
+        match self.hostaddr {
+            Some(addr) if addr.to_string() != self.host => {
+                format!("server at \"{}\" ({addr}), port {}", self.host, self.port)
+            }
+            _ => format!("server at \"{}\", port {}", self.host, self.port),
+        }
+    }
+}
+
+/// Resolved connection settings: every key libpq would use, and the servers to try.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    params: BTreeMap<String, String>,
+    targets: Vec<Target>,
+    prompt: PasswordPrompt,
+    passfile: Option<PathBuf>,
+}
+
+impl Settings {
+    /// A resolved value, e.g. `user`, `dbname`, `application_name`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params.get(key).map(String::as_str)
+    }
+
+    /// The servers to try, in order.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The user name to connect as.
+    pub fn user(&self) -> &str {
+        self.get("user").unwrap_or_default()
+    }
+
+    /// The database to connect to.
+    pub fn dbname(&self) -> &str {
+        self.get("dbname").unwrap_or_default()
+    }
+}
+
+/// Resolves the command-line options against the service file, the environment and libpq's
+/// defaults, in libpq's order of precedence (see the module documentation).
+pub fn resolve(opts: &ConnOptions, env: &Env) -> Result<Settings> {
+    resolve_params(opts, env).map_err(|e| ConnectionError(format!("{e:#}")).into())
+}
+
+fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<Settings> {
+    let mut params = BTreeMap::new();
+    let flags = [
+        ("host", &opts.host),
+        ("port", &opts.port),
+        ("user", &opts.user),
+    ];
+    for (key, value) in flags {
+        if let Some(value) = value {
+            params.insert(key.to_owned(), value.clone());
+        }
+    }
+    if let Some(db) = &opts.dbname {
+        if conninfo::is_connection_string(db) {
+            params.extend(conninfo::parse(db)?);
+        } else {
+            params.insert("dbname".to_owned(), db.clone());
+        }
+    }
+    let service = params.get("service").cloned();
+    if let Some(name) = service.as_deref().or(env.var("PGSERVICE")) {
+        let files = service_files(env);
+        let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        for (key, value) in service::find(name, &files)? {
+            params.entry(key).or_insert(value);
+        }
+    }
+    for (key, var) in ENV_VARS {
+        if !params.contains_key(*key)
+            && let Some(value) = env.var(var)
+        {
+            params.insert((*key).to_owned(), value.to_owned());
+        }
+    }
+    apply_defaults(&mut params, env)?;
+    check_supported(&params)?;
+    let targets = targets(&params)?;
+    let passfile = params
+        .get("passfile")
+        .map(PathBuf::from)
+        .or_else(|| env.home.as_ref().map(|h| h.join(".pgpass")));
+    Ok(Settings {
+        params,
+        targets,
+        prompt: opts.prompt,
+        passfile,
+    })
+}
+
+fn service_files(env: &Env) -> Vec<PathBuf> {
+    let user_file = match env.var("PGSERVICEFILE") {
+        Some(file) => Some(PathBuf::from(file)),
+        None => env.home.as_ref().map(|h| h.join(".pg_service.conf")),
+    };
+    let sysconf = env.var("PGSYSCONFDIR").unwrap_or("/etc/postgresql-common");
+    user_file
+        .into_iter()
+        .chain([Path::new(sysconf).join("pg_service.conf")])
+        .collect()
+}
+
+fn apply_defaults(params: &mut BTreeMap<String, String>, env: &Env) -> Result<()> {
+    if !params.contains_key("user") {
+        let Some(user) = env.os_user.clone() else {
+            bail!("could not determine the user name to connect as; use -U or PGUSER");
+        };
+        params.insert("user".to_owned(), user);
+    }
+    if !params.contains_key("dbname") {
+        let user = params["user"].clone();
+        params.insert("dbname".to_owned(), user);
+    }
+    if !params.contains_key("application_name") {
+        let fallback = params
+            .get("fallback_application_name")
+            .cloned()
+            .unwrap_or_else(|| "pgnotify".to_owned());
+        params.insert("application_name".to_owned(), fallback);
+    }
+    Ok(())
+}
+
+/// Refuses settings this build cannot honour, rather than silently weakening them.
+fn check_supported(params: &BTreeMap<String, String>) -> Result<()> {
+    match params.get("sslmode").map(String::as_str) {
+        None | Some("disable" | "allow" | "prefer") => {}
+        Some(mode @ ("require" | "verify-ca" | "verify-full")) => bail!(
+            "sslmode={mode} needs TLS, which this version of pgnotify does not support yet; \
+             use sslmode=disable or prefer (no encryption)"
+        ),
+        Some(other) => bail!("invalid sslmode value: \"{other}\""),
+    }
+    if let Some(enc) = params.get("client_encoding")
+        && !enc.eq_ignore_ascii_case("utf8")
+        && !enc.eq_ignore_ascii_case("utf-8")
+        && !enc.eq_ignore_ascii_case("auto")
+    {
+        bail!("client_encoding \"{enc}\" is not supported: pgnotify always talks UTF-8");
+    }
+    match params.get("target_session_attrs").map(String::as_str) {
+        None | Some("any" | "read-write" | "read-only") => Ok(()),
+        Some(other) => bail!("invalid target_session_attrs value: \"{other}\""),
+    }
+}
+
+/// Pairs the comma lists in `host`, `hostaddr` and `port` into targets, as libpq does.
+fn targets(params: &BTreeMap<String, String>) -> Result<Vec<Target>> {
+    let split = |key: &str| -> Vec<String> {
+        params
+            .get(key)
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let addrs = split("hostaddr")
+        .iter()
+        .map(|a| parse_addr(a))
+        .collect::<Result<Vec<_>>>()?;
+    let mut hosts = split("host");
+    if hosts.is_empty() {
+        hosts = match addrs.is_empty() {
+            true => vec![String::new()],
+            false => addrs
+                .iter()
+                .map(|a| a.map(|a| a.to_string()).unwrap_or_default())
+                .collect(),
+        };
+    }
+    if !addrs.is_empty() && addrs.len() != hosts.len() {
+        bail!(
+            "could not match {} host names to {} hostaddr values",
+            hosts.len(),
+            addrs.len()
+        );
+    }
+    let ports = split("port")
+        .iter()
+        .map(|p| parse_port(p))
+        .collect::<Result<Vec<_>>>()?;
+    if ports.len() > 1 && ports.len() != hosts.len() {
+        bail!(
+            "could not match {} port numbers to {} hosts",
+            ports.len(),
+            hosts.len()
+        );
+    }
+    let targets = hosts.into_iter().enumerate().map(|(i, host)| {
+        let port = match ports.len() {
+            0 => 5432,
+            1 => ports[0],
+            _ => ports[i],
+        };
+        let host = if host.is_empty() && addrs.get(i).copied().flatten().is_none() {
+            default_socket_dir(port)
+        } else {
+            host
+        };
+        Target {
+            host,
+            hostaddr: addrs.get(i).copied().flatten(),
+            port,
+        }
+    });
+    Ok(targets.collect())
+}
+
+fn parse_addr(a: &str) -> Result<Option<IpAddr>> {
+    if a.is_empty() {
+        return Ok(None);
+    }
+    a.parse()
+        .map(Some)
+        .with_context(|| format!("could not parse network address \"{a}\""))
+}
+
+fn parse_port(p: &str) -> Result<u16> {
+    if p.is_empty() {
+        return Ok(5432);
+    }
+    match p.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => bail!("invalid port number: \"{p}\""),
+    }
+}
+
+fn default_socket_dir(port: u16) -> String {
+    let socket = |dir: &str| Path::new(dir).join(format!(".s.PGSQL.{port}"));
+    SOCKET_DIRS
+        .iter()
+        .find(|dir| socket(dir).exists())
+        .unwrap_or(&SOCKET_DIRS[0])
+        .to_string()
+}
+
+mod connect;
+pub use connect::{Connection, connect, describe_pg_error};
+
+#[cfg(test)]
+mod tests;

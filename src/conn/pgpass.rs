@@ -1,0 +1,165 @@
+//! Looks a password up in a libpq password file (`~/.pgpass`, `PGPASSFILE`, `passfile=`).
+//!
+//! Same rules as libpq (§34.16 "The Password File"): `host:port:database:user:password` lines,
+//! `*` matches anything, `\` escapes `:` and `\`, the first match wins, a socket host matches
+//! `localhost`, and a file that group or others can read is ignored with a warning.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// What the connection is for, as the password file's first four fields see it.
+pub struct Key<'a> {
+    pub host: &'a str,
+    pub port: &'a str,
+    pub dbname: &'a str,
+    pub user: &'a str,
+}
+
+/// The outcome of a lookup: a password, nothing, or a warning why the file was not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(String),
+    NotFound,
+    Ignored(String),
+}
+
+/// Reads `path` and returns the password of the first line matching `key`.
+pub fn lookup(path: &Path, key: &Key) -> Lookup {
+    let Ok(meta) = fs::metadata(path) else {
+        return Lookup::NotFound;
+    };
+    if !meta.is_file() {
+        return Lookup::Ignored(format!(
+            "password file \"{}\" is not a plain file",
+            path.display()
+        ));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Lookup::Ignored(format!(
+            "password file \"{}\" has group or world access; permissions should be u=rw (0600) or less",
+            path.display()
+        ));
+    }
+    match fs::read(path) {
+        Ok(bytes) => find(&String::from_utf8_lossy(&bytes), key),
+        Err(e) => Lookup::Ignored(format!(
+            "could not read password file \"{}\": {e}",
+            path.display()
+        )),
+    }
+}
+
+fn find(text: &str, key: &Key) -> Lookup {
+    // libpq matches a socket directory (or no host) against "localhost".
+    let host = if key.host.is_empty() || key.host.starts_with('/') {
+        "localhost"
+    } else {
+        key.host
+    };
+    let wanted = [host, key.port, key.dbname, key.user];
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_fields(line);
+        if fields.len() < 5 {
+            continue;
+        }
+        let matches = fields[..4]
+            .iter()
+            .zip(wanted)
+            .all(|(field, value)| field == "*" || field == value);
+        if matches {
+            return Lookup::Found(fields[4..].join(":"));
+        }
+    }
+    Lookup::NotFound
+}
+
+/// Splits a line at unescaped colons and removes the escapes.
+fn split_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next()
+                    && let Some(last) = fields.last_mut()
+                {
+                    last.push(next);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => {
+                if let Some(last) = fields.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key<'a>(host: &'a str, port: &'a str, db: &'a str, user: &'a str) -> Key<'a> {
+        Key {
+            host,
+            port,
+            dbname: db,
+            user,
+        }
+    }
+
+    #[test]
+    fn first_match_wins_with_wildcards_and_escapes() {
+        let text = "# comment\n\
+                    other:5432:*:alice:nope\n\
+                    db\\:1:*:*:alice:pa\\:ss\\\\word\n\
+                    *:*:*:alice:fallback\n";
+        assert_eq!(
+            find(text, &key("db:1", "5432", "x", "alice")),
+            Lookup::Found("pa:ss\\word".into())
+        );
+        assert_eq!(
+            find(text, &key("h", "1", "x", "alice")),
+            Lookup::Found("fallback".into())
+        );
+        assert_eq!(find(text, &key("h", "1", "x", "bob")), Lookup::NotFound);
+    }
+
+    #[test]
+    fn sockets_match_localhost() {
+        let text = "localhost:5432:db:u:sock\n";
+        assert_eq!(
+            find(text, &key("/tmp", "5432", "db", "u")),
+            Lookup::Found("sock".into())
+        );
+    }
+
+    #[test]
+    fn unescaped_colons_in_the_password_are_kept() {
+        assert_eq!(
+            find("*:*:*:*:a:b\n", &key("h", "1", "d", "u")),
+            Lookup::Found("a:b".into())
+        );
+    }
+
+    #[test]
+    fn open_permissions_are_refused() {
+        let dir = std::env::temp_dir().join(format!("pgpass-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pgpass");
+        fs::write(&file, "*:*:*:*:secret\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        let k = key("h", "1", "d", "u");
+        assert!(matches!(lookup(&file, &k), Lookup::Ignored(w) if w.contains("0600")));
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(lookup(&file, &k), Lookup::Found("secret".into()));
+        assert_eq!(lookup(&dir.join("missing"), &k), Lookup::NotFound);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

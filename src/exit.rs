@@ -1,0 +1,148 @@
+//! Exit statuses and the one function that maps an error chain to one.
+//!
+//! The table is the contract in DESIGN.md ("Exit codes"). Commands return `Ok(Exit)` for the
+//! ways a run can end normally (count reached, timeout, signal) and `Err(anyhow::Error)` for
+//! failures; a failure's status is decided here from the typed errors in its chain, so command
+//! code only has to wrap a connection problem in [`ConnectionError`] to get status 3.
+
+use std::fmt;
+
+/// How a run ended, as the process exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The job is done: the count was reached, the notification committed, the reader left.
+    Success,
+    /// A runtime error: bad payload, SQL error, I/O error.
+    Failure,
+    /// Bad flags or arguments (clap reports most of these itself, with the same status).
+    Usage,
+    /// Could not connect, or the connection was lost.
+    Connection,
+    /// `--timeout` elapsed before the awaited notifications arrived.
+    Timeout,
+    /// Stopped by SIGINT after flushing what was received.
+    Interrupted,
+    /// Stopped by SIGTERM after flushing what was received.
+    Terminated,
+}
+
+impl Exit {
+    /// The numeric process status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Connection => 3,
+            Exit::Timeout => 124,
+            Exit::Interrupted => 130,
+            Exit::Terminated => 143,
+        }
+    }
+
+    /// The status for a fatal signal, 128 + its number, as shells report it.
+    pub fn for_signal(signal: i32) -> Exit {
+        if signal == signal_hook::consts::SIGTERM {
+            Exit::Terminated
+        } else {
+            Exit::Interrupted
+        }
+    }
+}
+
+/// A failure to connect, or the loss of an established connection (status 3).
+///
+/// The message is complete on its own: it names the host and port and the cause.
+#[derive(Debug)]
+pub struct ConnectionError(pub String);
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+/// A bad argument found after parsing (status 2), for checks clap cannot do alone.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The exit status for a failed run.
+pub fn for_error(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.is::<ConnectionError>() {
+            return Exit::Connection;
+        }
+        if cause.is::<UsageError>() {
+            return Exit::Usage;
+        }
+    }
+    Exit::Failure
+}
+
+/// Renders an error chain as the one line printed after `pgnotify: error: `.
+///
+/// Control characters (a channel name or payload is user data) are escaped when the line goes
+/// to a terminal, so an error can neither forge lines nor recolour the screen.
+pub fn render(err: &anyhow::Error, to_terminal: bool) -> String {
+    let text = format!("{err:#}");
+    if to_terminal {
+        crate::output::escape_controls(&text).into_owned()
+    } else {
+        text.replace('\n', " ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_the_contract() {
+        let table = [
+            (Exit::Success, 0),
+            (Exit::Failure, 1),
+            (Exit::Usage, 2),
+            (Exit::Connection, 3),
+            (Exit::Timeout, 124),
+            (Exit::Interrupted, 130),
+            (Exit::Terminated, 143),
+        ];
+        for (exit, code) in table {
+            assert_eq!(exit.code(), code, "{exit:?}");
+        }
+        assert_eq!(
+            Exit::for_signal(signal_hook::consts::SIGINT),
+            Exit::Interrupted
+        );
+        assert_eq!(
+            Exit::for_signal(signal_hook::consts::SIGTERM),
+            Exit::Terminated
+        );
+    }
+
+    #[test]
+    fn typed_errors_anywhere_in_the_chain_decide_the_status() {
+        let conn = anyhow::Error::new(ConnectionError("refused".into())).context("listening");
+        assert_eq!(for_error(&conn), Exit::Connection);
+        let usage = anyhow::Error::new(UsageError("bad".into()));
+        assert_eq!(for_error(&usage), Exit::Usage);
+        assert_eq!(for_error(&anyhow::anyhow!("sql")), Exit::Failure);
+    }
+
+    #[test]
+    fn rendering_is_one_line() {
+        let err = anyhow::anyhow!("payload \"a\nb\x1b[31m\"");
+        assert_eq!(render(&err, true), "payload \"a\\nb\\x1b[31m\"");
+        assert!(!render(&err, false).contains('\n'));
+    }
+}

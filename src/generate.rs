@@ -1,0 +1,196 @@
+//! Shell completions and man pages, generated from the clap definition in `cli`.
+//!
+//! The files are committed (completions/, man/) so that packagers need no build step; the
+//! integration test `generated_files_are_current` fails when they are stale, and
+//! `cargo run -- generate` rewrites them.
+
+use crate::cli::Cli;
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+use clap_complete::Shell;
+use roff::{Roff, bold, roman};
+use std::path::{Path, PathBuf};
+
+/// Every generated file: its path under the project directory and its content.
+pub fn files() -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for (shell, name) in [
+        (Shell::Bash, "pgnotify.bash"),
+        (Shell::Zsh, "_pgnotify"),
+        (Shell::Fish, "pgnotify.fish"),
+    ] {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "pgnotify", &mut buf);
+        files.push((Path::new("completions").join(name), buf));
+    }
+    let mut root = Cli::command().disable_help_subcommand(true);
+    root.build();
+    files.push((Path::new("man").join("pgnotify.1"), man_page(&root, None)?));
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let file = format!("pgnotify-{}.1", sub.get_name());
+        files.push((
+            Path::new("man").join(file),
+            man_page(sub, Some(sub.get_name()))?,
+        ));
+    }
+    Ok(files)
+}
+
+/// Writes every generated file under `dir`.
+pub fn write_all(dir: &Path) -> Result<()> {
+    for (path, content) in files()? {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)
+            .with_context(|| format!("could not write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn man_page(cmd: &clap::Command, sub: Option<&str>) -> Result<Vec<u8>> {
+    let title = match sub {
+        Some(name) => format!("pgnotify-{name}"),
+        None => "pgnotify".to_owned(),
+    };
+    let man = clap_mangen::Man::new(cmd.clone())
+        .title(title.to_uppercase())
+        .source(format!("pgnotify {}", env!("CARGO_PKG_VERSION")))
+        .manual("pgnotify manual");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    if sub.is_none() {
+        man.render_subcommands_section(&mut out)?;
+    }
+    let mut extra = Roff::new();
+    examples(&mut extra, cmd);
+    exit_status(&mut extra);
+    environment(&mut extra);
+    see_also(&mut extra, sub);
+    extra.to_writer(&mut out)?;
+    if cmd.get_version().is_some() {
+        man.render_version_section(&mut out)?;
+    }
+    Ok(out)
+}
+
+fn examples(roff: &mut Roff, cmd: &clap::Command) {
+    let Some(text) = cmd.get_after_help() else {
+        return;
+    };
+    roff.control("SH", ["EXAMPLES"]);
+    roff.control("nf", [] as [&str; 0]);
+    for line in text.to_string().lines().skip(1) {
+        roff.text([roman(line.trim_start())]);
+    }
+    roff.control("fi", [] as [&str; 0]);
+}
+
+fn exit_status(roff: &mut Roff) {
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in [
+        (
+            "0",
+            "Success: the count was reached, the notification was committed, or the reader of stdout went away.",
+        ),
+        (
+            "1",
+            "Runtime error: a bad payload or channel name, an SQL error, an I/O error.",
+        ),
+        ("2", "Usage error: bad flags or arguments."),
+        ("3", "Could not connect, or the connection was lost."),
+        (
+            "124",
+            "--timeout elapsed before the awaited notifications arrived.",
+        ),
+        (
+            "130",
+            "Stopped by SIGINT, after writing every notification already received.",
+        ),
+        (
+            "143",
+            "Stopped by SIGTERM, after writing every notification already received.",
+        ),
+    ] {
+        roff.control("TP", [] as [&str; 0]);
+        roff.text([bold(code)]);
+        roff.text([roman(meaning)]);
+    }
+}
+
+fn environment(roff: &mut Roff) {
+    roff.control("SH", ["ENVIRONMENT"]);
+    roff.text([roman(
+        "The libpq variables apply, with libpq's precedence: command-line options first, then \
+         the service file, then these variables, then the defaults.",
+    )]);
+    for (name, meaning) in [
+        (
+            "PGHOST, PGHOSTADDR, PGPORT",
+            "Server host or socket directory, address, port.",
+        ),
+        (
+            "PGDATABASE, PGUSER",
+            "Database and user (defaults: the OS user).",
+        ),
+        (
+            "PGPASSWORD",
+            "Password (prefer a password file: the environment of a process may be visible).",
+        ),
+        (
+            "PGPASSFILE",
+            "Password file (default ~/.pgpass; ignored unless mode 0600 or stricter).",
+        ),
+        (
+            "PGSERVICE, PGSERVICEFILE, PGSYSCONFDIR",
+            "Connection service and the files defining it (~/.pg_service.conf, then PGSYSCONFDIR/pg_service.conf).",
+        ),
+        ("PGAPPNAME", "application_name (default: pgnotify)."),
+        (
+            "PGCONNECT_TIMEOUT",
+            "Seconds to wait for a connection (0: no limit).",
+        ),
+        (
+            "PGSSLMODE, PGSSLROOTCERT",
+            "TLS settings (this version supports only disable, allow and prefer).",
+        ),
+        (
+            "PGOPTIONS, PGTARGETSESSIONATTRS",
+            "Server options and target_session_attrs.",
+        ),
+        (
+            "NO_COLOR",
+            "When set and not empty, no colour (unless --color always).",
+        ),
+        (
+            "PGNOTIFY_PG_BINDIR",
+            "For demo: the directory holding initdb and pg_ctl.",
+        ),
+    ] {
+        roff.control("TP", [] as [&str; 0]);
+        roff.text([bold(name)]);
+        roff.text([roman(meaning)]);
+    }
+}
+
+fn see_also(roff: &mut Roff, sub: Option<&str>) {
+    roff.control("SH", ["SEE ALSO"]);
+    let pages = [
+        "pgnotify(1)",
+        "pgnotify-listen(1)",
+        "pgnotify-notify(1)",
+        "pgnotify-demo(1)",
+        "psql(1)",
+    ];
+    let own = sub
+        .map(|s| format!("pgnotify-{s}(1)"))
+        .unwrap_or_else(|| "pgnotify(1)".into());
+    let others: Vec<&str> = pages.into_iter().filter(|p| *p != own).collect();
+    roff.text([roman(others.join(", "))]);
+}

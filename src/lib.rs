@@ -1,0 +1,76 @@
+//! pgnotify: PostgreSQL LISTEN/NOTIFY from the shell.
+//!
+//! How the parts fit, in the order data flows:
+//!
+//! - `cli` declares the command line (clap derive); `config` turns it, with the environment,
+//!   into plain settings; `conn` resolves connection settings as libpq does (conninfo, URI,
+//!   PG* variables, password file, service file) and connects.
+//! - `source` is the notification source: one connection that LISTENs, read by its own
+//!   thread, which sends batches of `notification::Notification` into a channel of
+//!   `events::Event`s. Signals and a closed stdout arrive on the same channel (`events`).
+//! - `cmd::listen` is the main loop: it takes events and writes notifications through an
+//!   `output` format (text, NDJSON, psql) to stdout, flushing whenever nothing more waits.
+//! - `cmd::notify` sends notifications with bind parameters, batched for `--lines`.
+//! - `tempdb` starts throwaway PostgreSQL servers for `cmd::demo` and the tests.
+//! - `exit` maps every outcome to the status in DESIGN.md; `msg` writes warnings and `-v`
+//!   details to stderr; `generate` writes completions and man pages.
+//!
+//! `main.rs` only parses the arguments and calls [`run`].
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod events;
+pub mod exit;
+pub mod generate;
+pub mod msg;
+pub mod notification;
+pub mod output;
+pub mod source;
+pub mod tempdb;
+
+use cli::{Cli, Command};
+use exit::Exit;
+use std::io::{IsTerminal, Write};
+
+/// Runs a parsed command line to its end and returns the exit status; errors are printed here,
+/// as one line on stderr.
+pub fn run(cli: Cli) -> Exit {
+    msg::set_level(match (cli.quiet, cli.verbose) {
+        (true, _) => msg::Level::Quiet,
+        (_, true) => msg::Level::Verbose,
+        _ => msg::Level::Normal,
+    });
+    match dispatch(cli) {
+        Ok(exit) => exit,
+        Err(err) => {
+            let line = exit::render(&err, std::io::stderr().is_terminal());
+            let _ = writeln!(std::io::stderr(), "pgnotify: error: {line}");
+            exit::for_error(&err)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    events::install_signal_handling()?;
+    let connection = || conn::resolve(&config::conn_options(&cli.conn), &conn::Env::from_process());
+    match &cli.command {
+        Command::Listen(args) => cmd::listen::run(config::listen(args, cli.color), &connection()?),
+        Command::Notify(args) => cmd::notify::run(config::notify(args), &connection()?),
+        Command::WatchTable(_) => cmd::not_implemented("watch-table"),
+        Command::Pipe(_) => cmd::not_implemented("pipe"),
+        Command::Demo(args) => cmd::demo::run(config::demo(args)),
+        Command::Generate(args) => generate::write_all(&args.dir).map(|()| Exit::Success),
+    }
+}
+
+/// Replaces Rust's panic message with one line, so a bug never shows a user a debug dump.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "pgnotify: internal error: {info} (please report this)"
+        );
+    }));
+}

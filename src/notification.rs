@@ -1,0 +1,131 @@
+//! The `Notification` that flows from the source to the sinks, and PostgreSQL's rules for
+//! channel names and payloads, checked here before any round trip.
+//!
+//! Owns: the limits (63-byte channels, 7999-byte payloads), identifier quoting. Does not own:
+//! how notifications are received (`source`) or written (`output`).
+
+use anyhow::{Result, bail};
+
+/// The longest channel name PostgreSQL keeps: NAMEDATALEN - 1 bytes. `LISTEN` silently
+/// truncates longer names while `pg_notify()` rejects them (notify-facts F7, F8), so the two
+/// would end up on different channels: we refuse them up front.
+pub const MAX_CHANNEL_BYTES: usize = 63;
+
+/// The largest payload PostgreSQL accepts: the check is `len >= 8000` (notify-facts F1).
+pub const MAX_PAYLOAD_BYTES: usize = 7999;
+
+/// One notification as received from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// The channel exactly as the sender named it.
+    pub channel: String,
+    /// The payload exactly as sent ("" when none was given).
+    pub payload: String,
+    /// The PID of the server process whose transaction sent it.
+    pub pid: i32,
+    /// When pgnotify read it from the connection.
+    pub received_at: jiff::Timestamp,
+}
+
+impl Notification {
+    /// Takes the channel, payload and sender PID of a notification from the `postgres` crate.
+    pub fn from_pg(n: &postgres::Notification, received_at: jiff::Timestamp) -> Notification {
+        Notification {
+            channel: n.channel().to_owned(),
+            payload: n.payload().to_owned(),
+            pid: n.process_id(),
+            received_at,
+        }
+    }
+}
+
+/// Checks a channel name against PostgreSQL's rules: not empty, at most 63 bytes, no NUL.
+pub fn check_channel(name: &str) -> Result<()> {
+    if name.is_empty() {
+        bail!("channel name is empty; PostgreSQL needs at least one character");
+    }
+    if name.contains('\0') {
+        bail!("channel name {name:?} contains a NUL byte, which PostgreSQL names cannot hold");
+    }
+    if name.len() > MAX_CHANNEL_BYTES {
+        bail!(
+            "channel name {:?} is {} bytes long; PostgreSQL's limit is {MAX_CHANNEL_BYTES} bytes",
+            name,
+            name.len()
+        );
+    }
+    Ok(())
+}
+
+/// Checks a payload against PostgreSQL's rules: under 8000 bytes of UTF-8, no NUL.
+///
+/// The server counts bytes in the database encoding (notify-facts F3); pgnotify always talks
+/// UTF-8, so for the usual UTF-8 database this is the server's own count.
+pub fn check_payload(payload: &str) -> Result<()> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        bail!(
+            "payload is {} bytes long; PostgreSQL's limit is {MAX_PAYLOAD_BYTES} bytes (less than 8000)",
+            payload.len()
+        );
+    }
+    if payload.contains('\0') {
+        bail!("payload contains a NUL byte, which PostgreSQL text cannot hold");
+    }
+    Ok(())
+}
+
+/// Quotes an SQL identifier: wraps it in double quotes and doubles the quotes inside, so the
+/// name reaches the server exactly as given (case kept, no injection; failure-modes S1).
+pub fn quote_ident(name: &str) -> String {
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            quoted.push('"');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_limits() {
+        assert!(check_channel("a").is_ok());
+        assert!(check_channel(&"x".repeat(63)).is_ok());
+        let err = check_channel(&"x".repeat(64)).unwrap_err().to_string();
+        assert!(
+            err.contains("64 bytes") && err.contains("63 bytes"),
+            "{err}"
+        );
+        // 32 two-byte characters are 64 bytes, though only 32 characters.
+        assert!(check_channel(&"é".repeat(32)).is_err());
+        assert!(check_channel(&"é".repeat(31)).is_ok());
+        assert!(check_channel("").unwrap_err().to_string().contains("empty"));
+        assert!(check_channel("a\0b").is_err());
+    }
+
+    #[test]
+    fn payload_limits() {
+        assert!(check_payload("").is_ok());
+        assert!(check_payload(&"x".repeat(7999)).is_ok());
+        let err = check_payload(&"x".repeat(8000)).unwrap_err().to_string();
+        assert!(err.contains("8000 bytes") && err.contains("7999"), "{err}");
+        assert!(check_payload(&"é".repeat(4000)).is_err());
+        assert!(check_payload("a\0").is_err());
+    }
+
+    #[test]
+    fn quoting_doubles_inner_quotes() {
+        assert_eq!(quote_ident("Orders"), "\"Orders\"");
+        assert_eq!(
+            quote_ident("a\"b; drop table x"),
+            "\"a\"\"b; drop table x\""
+        );
+        assert_eq!(quote_ident(""), "\"\"");
+    }
+}

@@ -1,0 +1,56 @@
+//! psql's own sentences, so that scripts written against psql's output keep working
+//! (psql's `PrintNotifications`, notify-facts F45).
+
+use super::{Style, escape_controls};
+use crate::notification::Notification;
+use std::io::{self, Write};
+
+pub fn write(out: &mut impl Write, n: &Notification, style: Style) -> io::Result<()> {
+    let (channel, payload) = if style.escape {
+        (escape_controls(&n.channel), escape_controls(&n.payload))
+    } else {
+        (n.channel.as_str().into(), n.payload.as_str().into())
+    };
+    if payload.is_empty() {
+        writeln!(
+            out,
+            "Asynchronous notification \"{channel}\" received from server process with PID {}.",
+            n.pid
+        )
+    } else {
+        writeln!(
+            out,
+            "Asynchronous notification \"{channel}\" with payload \"{payload}\" received from server process with PID {}.",
+            n.pid
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(payload: &str) -> String {
+        let n = Notification {
+            channel: "virtual".into(),
+            payload: payload.into(),
+            pid: 8448,
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let mut out = Vec::new();
+        write(&mut out, &n, Style::default()).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn psql_sentences() {
+        assert_eq!(
+            line(""),
+            "Asynchronous notification \"virtual\" received from server process with PID 8448.\n"
+        );
+        assert_eq!(
+            line("This is the payload"),
+            "Asynchronous notification \"virtual\" with payload \"This is the payload\" received from server process with PID 8448.\n"
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! Connections: URI, conninfo, environment, service file, password file and prompt, and their
+//! precedence, against a real server; failures exit 3 naming the server.
+
+use crate::support::{Cmd, Server};
+use pgnotify::tempdb;
+use std::os::unix::fs::PermissionsExt;
+
+/// `notify` is the cheapest round trip that proves a connection works.
+fn probe(cmd: &mut Cmd) -> &mut Cmd {
+    cmd.args(["notify", "probe", "x"])
+}
+
+fn password_server() -> Server {
+    let server = Server::start_with(&tempdb::Options {
+        hba: vec!["host all +needs_password 127.0.0.1/32 scram-sha-256".into()],
+        ..Default::default()
+    });
+    server
+        .client()
+        .batch_execute("CREATE ROLE needs_password; CREATE ROLE alice LOGIN PASSWORD 's3cr:et' IN ROLE needs_password")
+        .unwrap();
+    server
+}
+
+#[test]
+fn uri_conninfo_and_environment() {
+    let server = Server::start();
+    let port = server.cluster.port().to_string();
+    let uri = format!("postgresql://postgres@127.0.0.1:{port}/postgres?application_name=via-uri");
+    probe(server.bare().args(["-d", &uri])).run().success();
+    let conninfo = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    probe(server.bare().args(["-d", &conninfo])).run().success();
+    let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
+    probe(
+        server
+            .bare()
+            .env("PGHOST", &socket)
+            .env("PGPORT", &port)
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres"),
+    )
+    .run()
+    .success();
+}
+
+#[test]
+fn precedence_command_line_over_environment_and_dbname_string_over_flags() {
+    let server = Server::start();
+    let port = server.cluster.port().to_string();
+    let base = |cmd: &mut Cmd| {
+        cmd.env("PGHOST", "127.0.0.1")
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres");
+    };
+    let mut cmd = server.bare();
+    base(&mut cmd);
+    probe(cmd.env("PGPORT", "1").args(["-p", &port]))
+        .run()
+        .success();
+    let mut cmd = server.bare();
+    base(&mut cmd);
+    probe(cmd.args(["-p", "1", "-d", &format!("port={port} dbname=postgres")]))
+        .run()
+        .success();
+    let mut cmd = server.bare();
+    base(&mut cmd);
+    probe(cmd.env("PGPORT", &port).args(["-p", "1"]))
+        .run()
+        .code(3)
+        .stderr_has("port 1 failed");
+}
+
+#[test]
+fn service_file_sits_between_flags_and_environment() {
+    let server = Server::start();
+    let file = server.home.path().join("services.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "[shop]\nhost={}\nport={}\nuser=postgres\ndbname=postgres\n",
+            server.cluster.socket_dir().display(),
+            server.cluster.port()
+        ),
+    )
+    .unwrap();
+    probe(
+        server
+            .bare()
+            .env("PGSERVICEFILE", &file)
+            .env("PGSERVICE", "shop")
+            .env("PGPORT", "1"),
+    )
+    .run()
+    .success();
+    probe(
+        server
+            .bare()
+            .env("PGSERVICEFILE", &file)
+            .args(["-d", "service=shop"]),
+    )
+    .run()
+    .success();
+    probe(
+        server
+            .bare()
+            .env("PGSERVICEFILE", &file)
+            .env("PGSERVICE", "shop")
+            .args(["-p", "1"]),
+    )
+    .run()
+    .code(3);
+    std::fs::write(
+        server.home.path().join(".pg_service.conf"),
+        std::fs::read(&file).unwrap(),
+    )
+    .unwrap();
+    probe(server.bare().env("PGSERVICE", "shop"))
+        .run()
+        .success();
+    probe(server.bare().env("PGSERVICE", "nope"))
+        .run()
+        .code(3)
+        .one_line_error()
+        .stderr_has("definition of service \"nope\" not found");
+}
+
+#[test]
+fn application_name_defaults_to_pgnotify_and_follows_pgappname() {
+    let server = Server::start();
+    let mut default = server.pgnotify().args(["-v", "listen", "a"]).spawn();
+    default.wait_ready();
+    assert_eq!(server.sessions("pgnotify"), 1);
+    let mut named = server
+        .pgnotify()
+        .env("PGAPPNAME", "my-listener")
+        .args(["-v", "listen", "a"])
+        .spawn();
+    named.wait_ready();
+    assert_eq!(server.sessions("my-listener"), 1);
+}
+
+#[test]
+fn passwords_from_environment_and_password_file() {
+    let server = password_server();
+    let port = server.cluster.port().to_string();
+    let tcp = |cmd: &mut Cmd| {
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "alice",
+            "-d",
+            "postgres",
+        ]);
+    };
+    let mut cmd = server.bare();
+    tcp(&mut cmd);
+    probe(cmd.arg("-w"))
+        .run()
+        .code(3)
+        .one_line_error()
+        .stderr_has("asked for a password");
+    let mut cmd = server.bare();
+    tcp(&mut cmd);
+    let out = probe(cmd.env("PGPASSWORD", "wrong")).run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("password authentication failed for user \"alice\"")
+        .stderr_has(&format!("port {port}"));
+    assert!(!out.stderr.contains("wrong"), "{}", out.report());
+    let mut cmd = server.bare();
+    tcp(&mut cmd);
+    probe(cmd.env("PGPASSWORD", "s3cr:et")).run().success();
+    // The password file, default location, with an escaped colon.
+    let pgpass = server.home.path().join(".pgpass");
+    std::fs::write(&pgpass, format!("127.0.0.1:{port}:*:alice:s3cr\\:et\n")).unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = server.bare();
+    tcp(&mut cmd);
+    probe(cmd.arg("-w"))
+        .run()
+        .code(3)
+        .stderr_has("has group or world access; permissions should be u=rw (0600) or less");
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = server.bare();
+    tcp(&mut cmd);
+    let out = probe(cmd.arg("-w")).run();
+    out.success();
+    assert_eq!(out.stderr, "");
+    // PGPASSFILE points elsewhere; PGPASSWORD wins over the file.
+    let other = server.home.path().join("other-pgpass");
+    std::fs::rename(&pgpass, &other).unwrap();
+    let mut cmd = server.bare();
+    tcp(&mut cmd);
+    probe(cmd.arg("-w").env("PGPASSFILE", &other))
+        .run()
+        .success();
+    let mut cmd = server.bare();
+    tcp(&mut cmd);
+    probe(
+        cmd.arg("-w")
+            .env("PGPASSFILE", &other)
+            .env("PGPASSWORD", "wrong"),
+    )
+    .run()
+    .code(3);
+}
+
+#[test]
+fn password_prompt_on_a_terminal() {
+    let server = password_server();
+    let script = r#"
+import pexpect, sys
+child = pexpect.spawn(sys.argv[1], sys.argv[2:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=20)
+child.expect("Password for user alice: ")
+child.sendline("s3cr:et")
+child.expect(pexpect.EOF)
+child.close()
+print("exit", child.exitstatus)
+sys.stdout.write(child.before.decode())
+"#;
+    let port = server.cluster.port().to_string();
+    for extra in [&[][..], &["-W"][..]] {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_pgnotify"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "alice",
+                "-d",
+                "postgres",
+            ])
+            .args(extra)
+            .args(["notify", "probe", "x"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("exit 0"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains("s3cr:et"),
+            "the password must not be echoed: {text}"
+        );
+    }
+}
+
+#[test]
+fn connection_failures_exit_3_naming_the_server() {
+    let server = Server::start();
+    let out = probe(
+        server
+            .bare()
+            .args(["-h", "127.0.0.1", "-p", "1", "-U", "postgres"]),
+    )
+    .run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("connection to server at \"127.0.0.1\", port 1 failed: Connection refused");
+    let out = probe(server.bare().args(["-h", "/nonexistent", "-U", "postgres"])).run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("server on socket \"/nonexistent/.s.PGSQL.5432\"");
+    let out = probe(
+        server
+            .pgnotify()
+            .args(["-d", "sslmode=require dbname=postgres"]),
+    )
+    .run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("sslmode=require needs TLS");
+    let out = probe(server.pgnotify().args(["-d", "postgres://x/y?bogus=1"])).run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("invalid URI query parameter: \"bogus\"");
+    let out = probe(server.pgnotify().args(["-d", "no_such_db"])).run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("database \"no_such_db\" does not exist");
+}

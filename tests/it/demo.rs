@@ -1,0 +1,129 @@
+//! `demo`: it shows the round trip, cleans up after itself, on Ctrl-C too, and can keep the
+//! server for the user.
+
+use crate::support::{Cmd, Record};
+use nix::sys::signal::Signal;
+use std::path::PathBuf;
+
+/// The server directory the demo announced on stderr.
+fn announced_dir(stderr: &str) -> PathBuf {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("the server runs in "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let rest = line.split("the server runs in ").nth(1).unwrap();
+    PathBuf::from(rest.split(' ').next().unwrap())
+}
+
+fn postgres_running_in(dir: &std::path::Path) -> bool {
+    let Ok(out) = std::process::Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+    else {
+        return false;
+    };
+    !out.stdout.is_empty()
+}
+
+#[test]
+fn demo_round_trips_and_removes_everything() {
+    let out = Cmd::new().arg("demo").run();
+    out.success();
+    let payloads: Vec<String> = out
+        .records()
+        .into_iter()
+        .map(|r: Record| r.payload)
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            "hello from pgnotify",
+            "{\"order\": 42, \"status\": \"paid\"}",
+            "first line",
+            "second line",
+            "psql works too"
+        ]
+    );
+    let dir = announced_dir(&out.stderr);
+    assert!(
+        !dir.exists(),
+        "{} was left behind{}",
+        dir.display(),
+        out.report()
+    );
+    assert!(
+        !postgres_running_in(&dir),
+        "a server was left running{}",
+        out.report()
+    );
+}
+
+#[test]
+fn demo_on_ctrl_c_exits_130_and_cleans_up() {
+    let mut demo = Cmd::new()
+        .env("PGNOTIFY_DEMO_PAUSE", "30s")
+        .arg("demo")
+        .spawn();
+    let line = demo.wait_stderr("the server runs in ");
+    demo.wait_stderr("listening on");
+    demo.signal(Signal::SIGINT);
+    demo.expect_exit(130);
+    let dir = announced_dir(&line);
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    assert!(!postgres_running_in(&dir));
+}
+
+#[test]
+fn a_killed_demo_is_cleaned_up_by_its_guardian() {
+    let mut demo = Cmd::new()
+        .env("PGNOTIFY_DEMO_PAUSE", "30s")
+        .arg("demo")
+        .spawn();
+    let line = demo.wait_stderr("the server runs in ");
+    demo.wait_stderr("listening on");
+    demo.signal(Signal::SIGKILL);
+    let _ = demo.finish();
+    let dir = announced_dir(&line);
+    let start = std::time::Instant::now();
+    while dir.exists() || postgres_running_in(&dir) {
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "{} survived its demo",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn demo_keep_leaves_a_usable_server() {
+    let out = Cmd::new().args(["demo", "--keep"]).run();
+    out.success();
+    let exports = out.stdout.lines().next().unwrap();
+    assert!(exports.starts_with("export PGHOST="), "{}", out.report());
+    let stop = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# stop and remove the server: "))
+        .unwrap()
+        .to_owned();
+    let dir = announced_dir(&out.stderr);
+    // The printed settings work for pgnotify itself.
+    let script = format!(
+        "{exports}; {} notify kept 'still there'",
+        env!("CARGO_BIN_EXE_pgnotify")
+    );
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let stopped = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&stop)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the kept server did not answer");
+    assert!(stopped.success(), "the printed stop command failed: {stop}");
+    assert!(!dir.exists());
+}

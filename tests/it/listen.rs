@@ -1,0 +1,395 @@
+//! `listen`: round trips, formats, --count, --timeout, a closed pipe, signals, lost connections.
+
+use crate::support::{Record, Server};
+use nix::sys::signal::Signal;
+use std::io::Read;
+use std::process::Command;
+
+/// Channel names that trip up naive tools: case, spaces, quotes, SQL, unicode, a newline.
+const AWKWARD_CHANNELS: &[&str] = &[
+    "Orders",
+    "with space",
+    "quo\"te",
+    "a\"b; drop table canary; --",
+    "ünï©ødé 🎉",
+    "new\nline",
+    "x23456789012345678901234567890123456789012345678901234567890123",
+];
+
+#[test]
+fn awkward_channels_and_payloads_round_trip_exactly() {
+    let server = Server::start();
+    server
+        .client()
+        .batch_execute("CREATE TABLE canary (x int)")
+        .unwrap();
+    let mut listener = server
+        .pgnotify()
+        .args(["-v", "listen", "--json"])
+        .args(AWKWARD_CHANNELS)
+        .spawn();
+    listener.wait_ready();
+    let big = "€".repeat(2666) + "x"; // 7999 bytes
+    let payloads = [
+        "",
+        "plain",
+        "it's \"quoted\"",
+        "line1\nline2\r\n",
+        "'); DROP TABLE canary; --",
+        "日本語 ✓",
+        "\u{1b}[31mred",
+        &big,
+    ];
+    let mut expected = Vec::new();
+    for (i, channel) in AWKWARD_CHANNELS.iter().enumerate() {
+        let payload = payloads[i % payloads.len()];
+        server
+            .pgnotify()
+            .args(["notify", channel, payload])
+            .run()
+            .success();
+        expected.push((channel.to_string(), payload.to_string()));
+    }
+    server.notify("Orders", &big);
+    expected.push(("Orders".into(), big.clone()));
+    for (channel, payload) in &expected {
+        let record = listener.read_record();
+        assert_eq!((&record.channel, &record.payload), (channel, payload));
+        assert!(record.pid > 0);
+        assert!(
+            record.received_at.ends_with('Z') && record.received_at.len() == 27,
+            "{}",
+            record.received_at
+        );
+    }
+    let exists: bool = server
+        .client()
+        .query_one("SELECT to_regclass('canary') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        exists,
+        "the canary table must survive the injection attempts"
+    );
+}
+
+#[test]
+fn channel_names_are_case_exact() {
+    let server = Server::start();
+    let mut listener = server
+        .pgnotify()
+        .args(["-v", "listen", "Orders", "--count", "1"])
+        .spawn();
+    listener.wait_ready();
+    server.notify("orders", "lower case: another channel");
+    server.notify("ORDERS", "upper case: another channel");
+    server.notify("Orders", "exact");
+    let record = listener.read_record();
+    assert_eq!(
+        (record.channel.as_str(), record.payload.as_str()),
+        ("Orders", "exact")
+    );
+    listener.expect_exit(0);
+}
+
+#[test]
+fn many_channels_share_one_connection() {
+    let server = Server::start();
+    let mut listener = server
+        .pgnotify()
+        .args([
+            "-v",
+            "-d",
+            "dbname=postgres application_name=many",
+            "listen",
+            "a",
+            "b",
+            "c",
+            "--count",
+            "3",
+        ])
+        .spawn();
+    listener.wait_ready();
+    assert_eq!(server.sessions("many"), 1);
+    for channel in ["c", "a", "b"] {
+        server.notify(channel, channel);
+    }
+    let got: Vec<String> = (0..3).map(|_| listener.read_record().channel).collect();
+    assert_eq!(got, ["c", "a", "b"]);
+    listener.expect_exit(0);
+}
+
+#[test]
+fn notifications_from_one_transaction_arrive_in_order_and_count_stops_exactly() {
+    let server = Server::start();
+    let mut listener = server
+        .pgnotify()
+        .args(["-v", "listen", "jobs", "--count", "500"])
+        .spawn();
+    listener.wait_ready();
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('jobs', i::text) FROM generate_series(1, 800) i")
+        .unwrap();
+    let rest = listener.expect_exit(0);
+    let records: Vec<Record> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let payloads: Vec<String> = records.into_iter().map(|r| r.payload).collect();
+    let expected: Vec<String> = (1..=500).map(|i| i.to_string()).collect();
+    assert_eq!(payloads, expected);
+}
+
+#[test]
+fn timeout_exits_124_when_nothing_arrives() {
+    let server = Server::start();
+    let out = server
+        .pgnotify()
+        .args(["listen", "quiet", "--timeout", "300ms"])
+        .run();
+    out.code(124);
+    assert_eq!(out.stdout, "", "{}", out.report());
+}
+
+#[test]
+fn timeout_with_count_keeps_what_arrived() {
+    let server = Server::start();
+    let mut listener = server
+        .pgnotify()
+        .args(["-v", "listen", "c", "--count", "2", "--timeout", "1500ms"])
+        .spawn();
+    listener.wait_ready();
+    server.notify("c", "only one");
+    let rest = listener.expect_exit(124);
+    let records: Vec<Record> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload, "only one");
+}
+
+#[test]
+fn timeout_without_count_is_disarmed_by_a_first_notification() {
+    let server = Server::start();
+    let mut listener = server
+        .pgnotify()
+        .args(["-v", "listen", "c", "--timeout", "500ms"])
+        .spawn();
+    listener.wait_ready();
+    server.notify("c", "first");
+    assert_eq!(listener.read_record().payload, "first");
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    assert!(
+        listener.child.try_wait().unwrap().is_none(),
+        "listen must keep running after the first notification"
+    );
+    listener.signal(Signal::SIGTERM);
+    listener.expect_exit(143);
+}
+
+#[test]
+fn text_and_psql_formats() {
+    let server = Server::start();
+    let mut text = server
+        .pgnotify()
+        .args([
+            "-v", "listen", "--format", "text", "My Chan", "--count", "1",
+        ])
+        .spawn();
+    let mut psql = server
+        .pgnotify()
+        .args([
+            "-v", "listen", "--format", "psql", "My Chan", "--count", "2",
+        ])
+        .spawn();
+    text.wait_ready();
+    psql.wait_ready();
+    server.notify("My Chan", "a\nb");
+    server.notify("My Chan", "");
+    let line = text.read_line();
+    let fields: Vec<&str> = line.split("  ").collect();
+    assert_eq!(fields.len(), 4, "{line}");
+    assert!(
+        fields[0].len() == 23 && fields[0].as_bytes()[10] == b' ',
+        "time: {line}"
+    );
+    assert_eq!(fields[1], "My Chan");
+    assert!(fields[2].starts_with("pid="), "{line}");
+    assert_eq!(fields[3], "a\\nb", "control characters are escaped in text");
+    assert!(!line.contains('\u{1b}'), "no colour when not on a terminal");
+    text.expect_exit(0);
+    // Like psql, the psql format writes payloads raw when not on a terminal.
+    assert_eq!(
+        psql.read_line(),
+        "Asynchronous notification \"My Chan\" with payload \"a"
+    );
+    assert!(
+        psql.read_line()
+            .starts_with("b\" received from server process with PID ")
+    );
+    let second = psql.read_line();
+    assert!(
+        second.starts_with(
+            "Asynchronous notification \"My Chan\" received from server process with PID "
+        ),
+        "{second}"
+    );
+    psql.expect_exit(0);
+}
+
+#[test]
+fn psql_format_matches_psql_itself() {
+    let server = Server::start();
+    let mut ours = server
+        .pgnotify()
+        .args(["-v", "listen", "--format", "psql", "Ch", "--count", "1"])
+        .spawn();
+    ours.wait_ready();
+    // psql prints notifications after each command; its \! runs pgnotify notify in between.
+    let notify = format!(
+        "{} -h {} -p {} -U postgres -d postgres notify Ch 'hello there'",
+        env!("CARGO_BIN_EXE_pgnotify"),
+        server.cluster.socket_dir().display(),
+        server.cluster.port()
+    );
+    let script = format!("LISTEN \"Ch\";\n\\! {notify}\nSELECT 1;\n");
+    let psql = server.cluster.bin_dir().join("psql");
+    let mut child = Command::new(psql)
+        .args(["-X", "-q", "-t", "-d", &server.cluster.conninfo()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    let mut psql_out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut psql_out)
+        .unwrap();
+    child.wait().unwrap();
+    let psql_line = psql_out
+        .lines()
+        .find(|l| l.starts_with("Asynchronous"))
+        .unwrap_or_else(|| panic!("psql said: {psql_out}"));
+    assert_eq!(ours.read_line(), psql_line);
+    ours.expect_exit(0);
+}
+
+#[test]
+fn a_closed_pipe_ends_listen_quietly_even_without_traffic() {
+    let server = Server::start();
+    let mut listener = server.pgnotify().args(["-v", "listen", "x"]).spawn();
+    listener.wait_ready();
+    server.notify("x", "one");
+    assert_eq!(listener.read_record().payload, "one");
+    drop(listener.stdout.take()); // the reader goes away, like `| head -1`
+    let (status, _) = listener.finish();
+    assert_eq!(status.code(), Some(0), "{}", listener.stderr());
+    assert!(
+        !listener.stderr().contains("error"),
+        "{}",
+        listener.stderr()
+    );
+}
+
+#[test]
+fn a_closed_pipe_during_a_flood_ends_listen_quietly() {
+    let server = Server::start();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} -h {} -p {} -U postgres -d postgres -v listen flood | head -1",
+            env!("CARGO_BIN_EXE_pgnotify"),
+            server.cluster.socket_dir().display(),
+            server.cluster.port()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.wait_until("the listener", || server.sessions("pgnotify") == 1);
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('flood', i::text) FROM generate_series(1, 20000) i")
+        .unwrap();
+    let result = out.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "pipefail status: {stderr}");
+    assert!(
+        stdout.starts_with("{\"channel\":\"flood\",\"payload\":\"1\""),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
+    server.wait_until("the listener to disconnect", || {
+        server.sessions("pgnotify") == 0
+    });
+}
+
+#[test]
+fn sigint_and_sigterm_flush_and_exit_130_and_143() {
+    let server = Server::start();
+    for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let mut listener = server.pgnotify().args(["-v", "listen", "s"]).spawn();
+        listener.wait_ready();
+        server
+            .client()
+            .batch_execute("SELECT pg_notify('s', i::text) FROM generate_series(1, 3000) i")
+            .unwrap();
+        assert_eq!(listener.read_record().payload, "1");
+        listener.signal(signal);
+        let rest = listener.expect_exit(code);
+        // Everything written is whole lines, in order, continuing from the first.
+        for (i, line) in rest.lines().enumerate() {
+            let record: Record =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(record.payload, (i + 2).to_string());
+        }
+    }
+}
+
+#[test]
+fn a_terminated_backend_exits_3_with_the_reason() {
+    let server = Server::start();
+    let mut listener = server.pgnotify().args(["-v", "listen", "t"]).spawn();
+    listener.wait_ready();
+    server.client().batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgnotify'").unwrap();
+    listener.expect_exit(3);
+    let stderr = listener.stderr();
+    assert!(
+        stderr.contains("pgnotify: error: lost the connection to server on socket"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("terminating connection due to administrator command"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_channel_names_fail_before_connecting() {
+    let server = Server::start();
+    let long = "x".repeat(64);
+    for (channel, needle) in [
+        ("", "empty"),
+        (
+            long.as_str(),
+            "64 bytes long; PostgreSQL's limit is 63 bytes",
+        ),
+    ] {
+        server
+            .pgnotify()
+            .args(["listen", "ok", channel])
+            .run()
+            .code(1)
+            .one_line_error()
+            .stderr_has(needle);
+    }
+}

@@ -1,0 +1,249 @@
+//! `notify`: payload sources, size and name checks before any round trip, --lines batching.
+
+use crate::support::{Record, Running, Server};
+
+/// A listener on `channel` that is ready.
+fn listen(server: &Server, channel: &str) -> Running {
+    let mut listener = server.pgnotify().args(["-v", "listen", channel]).spawn();
+    listener.wait_ready();
+    listener
+}
+
+/// Sends a marker and returns every payload received before it: proves what was (not) sent.
+fn received_before_marker(server: &Server, listener: &mut Running, channel: &str) -> Vec<String> {
+    server.notify(channel, "--marker--");
+    let mut payloads = Vec::new();
+    loop {
+        let Record { payload, .. } = listener.read_record();
+        if payload == "--marker--" {
+            return payloads;
+        }
+        payloads.push(payload);
+    }
+}
+
+#[test]
+fn payload_from_argument_stdin_and_nothing() {
+    let server = Server::start();
+    let mut listener = listen(&server, "p");
+    server
+        .pgnotify()
+        .args(["notify", "p", "from argument"])
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["notify", "p"])
+        .stdin("from stdin\n")
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["notify", "p", "-"])
+        .stdin("two newlines\n\n")
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["notify", "p", "-"])
+        .stdin("no newline")
+        .run()
+        .success();
+    server.pgnotify().args(["notify", "p"]).run().success(); // stdin is /dev/null: empty
+    let got = received_before_marker(&server, &mut listener, "p");
+    assert_eq!(
+        got,
+        [
+            "from argument",
+            "from stdin",
+            "two newlines\n",
+            "no newline",
+            ""
+        ]
+    );
+}
+
+#[test]
+fn payload_size_is_checked_before_sending() {
+    let server = Server::start();
+    let mut listener = listen(&server, "size");
+    let ok = "x".repeat(7999);
+    server
+        .pgnotify()
+        .args(["notify", "size", &ok])
+        .run()
+        .success();
+    let too_big = "x".repeat(8000);
+    server
+        .pgnotify()
+        .args(["notify", "size", &too_big])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("payload is 8000 bytes long; PostgreSQL's limit is 7999 bytes");
+    let wide = "é".repeat(4000); // 4000 characters, 8000 bytes
+    server
+        .pgnotify()
+        .args(["notify", "size"])
+        .stdin(wide)
+        .run()
+        .code(1)
+        .stderr_has("8000 bytes");
+    server
+        .pgnotify()
+        .args(["notify", "size", "-"])
+        .stdin(b"\xff\xfe".to_vec())
+        .run()
+        .code(1)
+        .stderr_has("not valid UTF-8");
+    assert_eq!(received_before_marker(&server, &mut listener, "size"), [ok]);
+}
+
+#[test]
+fn bad_channel_names_are_refused_before_any_round_trip() {
+    let server = Server::start();
+    let long = "é".repeat(32); // 64 bytes
+    // An unreachable port proves no connection is attempted: the name check comes first.
+    for (channel, needle) in [
+        ("", "channel name is empty"),
+        (
+            long.as_str(),
+            "is 64 bytes long; PostgreSQL's limit is 63 bytes",
+        ),
+    ] {
+        server
+            .bare()
+            .args(["-h", "127.0.0.1", "-p", "1", "notify", channel, "x"])
+            .run()
+            .code(1)
+            .one_line_error()
+            .stderr_has(needle);
+    }
+    let mut listener = listen(&server, "c");
+    server
+        .pgnotify()
+        .args(["notify", &"c".repeat(63), "63 bytes is fine"])
+        .run()
+        .success();
+    assert!(received_before_marker(&server, &mut listener, "c").is_empty());
+}
+
+#[test]
+fn injection_attempts_are_just_data() {
+    let server = Server::start();
+    server
+        .client()
+        .batch_execute("CREATE TABLE canary (x int)")
+        .unwrap();
+    let channel = "x\"); DROP TABLE canary; --";
+    let payload = "'); DROP TABLE canary; --";
+    let mut listener = listen(&server, channel);
+    server
+        .pgnotify()
+        .args(["notify", channel, payload])
+        .run()
+        .success();
+    let record = listener.read_record();
+    assert_eq!(
+        (record.channel.as_str(), record.payload.as_str()),
+        (channel, payload)
+    );
+    let exists: bool = server
+        .client()
+        .query_one("SELECT to_regclass('canary') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(exists);
+}
+
+#[test]
+fn lines_are_sent_in_order_in_batches() {
+    let server = Server::start();
+    let mut listener = listen(&server, "lines");
+    let input: String = (1..=2500).map(|i| format!("job {i}\n")).collect();
+    server
+        .pgnotify()
+        .args(["notify", "--lines", "--batch", "1000", "lines"])
+        .stdin(input)
+        .run()
+        .success();
+    let got = received_before_marker(&server, &mut listener, "lines");
+    let expected: Vec<String> = (1..=2500).map(|i| format!("job {i}")).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn repeated_lines_fold_within_a_batch_with_a_warning() {
+    let server = Server::start();
+    let mut listener = listen(&server, "dup");
+    let out = server
+        .pgnotify()
+        .args(["notify", "--lines", "dup"])
+        .stdin("same\nsame\nother\nsame\n")
+        .run();
+    out.success()
+        .stderr_has("2 lines repeated a payload")
+        .stderr_has("--batch 1");
+    assert_eq!(
+        received_before_marker(&server, &mut listener, "dup"),
+        ["same", "other"]
+    );
+    let out = server
+        .pgnotify()
+        .args(["notify", "--lines", "--batch", "1", "dup"])
+        .stdin("same\nsame\n")
+        .run();
+    out.success();
+    assert_eq!(out.stderr, "");
+    assert_eq!(
+        received_before_marker(&server, &mut listener, "dup"),
+        ["same", "same"]
+    );
+}
+
+#[test]
+fn a_bad_line_stops_before_its_batch_and_says_what_was_sent() {
+    let server = Server::start();
+    let mut listener = listen(&server, "bad");
+    let input = format!("1\n2\n3\n4\n{}\n6\n", "y".repeat(8000));
+    let out = server
+        .pgnotify()
+        .args(["notify", "--lines", "--batch", "3", "bad"])
+        .stdin(input)
+        .run();
+    out.code(1)
+        .one_line_error()
+        .stderr_has("the first 3 lines were sent and committed")
+        .stderr_has("line 5: payload is 8000 bytes long");
+    assert_eq!(
+        received_before_marker(&server, &mut listener, "bad"),
+        ["1", "2", "3"]
+    );
+    let out = server
+        .pgnotify()
+        .args(["notify", "--lines", "bad"])
+        .stdin(b"ok\n\xff\n".to_vec())
+        .run();
+    out.code(1)
+        .stderr_has("nothing was sent")
+        .stderr_has("line 2 is not valid UTF-8");
+    assert!(received_before_marker(&server, &mut listener, "bad").is_empty());
+}
+
+#[test]
+fn an_sql_error_exits_1_with_the_server_message() {
+    let server = Server::start();
+    // A LATIN1 database cannot hold Japanese text: the server refuses the payload.
+    server
+        .client()
+        .batch_execute("CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        .unwrap();
+    let out = server
+        .pgnotify()
+        .args(["-d", "latin", "notify", "c", "日本"])
+        .run();
+    out.code(1)
+        .one_line_error()
+        .stderr_has("could not send the notification")
+        .stderr_has("SQLSTATE 22P05");
+}
