@@ -312,7 +312,8 @@ pub fn find_bin_dir() -> Result<PathBuf> {
             return Ok(dir);
         }
         bail!(
-            "PGNOTIFY_PG_BINDIR={} holds no initdb and pg_ctl",
+            "PGNOTIFY_PG_BINDIR={} holds no initdb and pg_ctl; point it at PostgreSQL's server \
+             binaries, or install them with `sudo apt-get install postgresql` (Debian/Ubuntu)",
             dir.display()
         );
     }

@@ -221,3 +221,26 @@ fn strip_os_error(text: &str) -> String {
         _ => text.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_timeout_follows_libpq() {
+        assert_eq!(connect_timeout(None), None);
+        assert_eq!(connect_timeout(Some("0")), None);
+        assert_eq!(connect_timeout(Some("1")), Some(Duration::from_secs(2)));
+        assert_eq!(connect_timeout(Some(" 10 ")), Some(Duration::from_secs(10)));
+        assert_eq!(connect_timeout(Some("soon")), None);
+    }
+
+    #[test]
+    fn os_error_numbers_are_dropped() {
+        assert_eq!(
+            strip_os_error("Connection refused (os error 111)"),
+            "Connection refused"
+        );
+        assert_eq!(strip_os_error("plain"), "plain");
+    }
+}

@@ -127,3 +127,20 @@ fn demo_keep_leaves_a_usable_server() {
     assert!(stopped.success(), "the printed stop command failed: {stop}");
     assert!(!dir.exists());
 }
+
+#[test]
+fn demo_without_server_binaries_names_the_package() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Cmd::new()
+        .env("PGNOTIFY_PG_BINDIR", empty.path())
+        .arg("demo")
+        .run();
+    out.code(1).stderr_has("apt-get install postgresql");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("pgnotify: error: ")),
+        "{}",
+        out.report()
+    );
+}

@@ -393,3 +393,64 @@ fn bad_channel_names_fail_before_connecting() {
             .stderr_has(needle);
     }
 }
+
+/// On a real terminal (a pty), `listen` writes coloured text by default; NO_COLOR and
+/// `--color never` turn colour off; `--color always` forces it into a pipe.
+#[test]
+fn terminal_output_is_coloured_text_unless_no_color() {
+    let server = Server::start();
+    let script = r#"
+import os, pexpect, sys
+env = {"PATH": "/usr/bin:/bin", "TERM": "xterm"}
+if sys.argv[1]: env["NO_COLOR"] = sys.argv[1]
+child = pexpect.spawn(sys.argv[2], sys.argv[3:], env=env, timeout=20)
+child.expect("listening on")
+os.system(sys.argv[2] + " " + " ".join(sys.argv[3:9]) + " notify Ter 'on a tty'")
+child.expect(pexpect.EOF)
+sys.stdout.write(child.before.decode())
+"#;
+    let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
+    let port = server.cluster.port().to_string();
+    let run = |no_color: &str, extra: &[&str]| {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(no_color)
+            .arg(env!("CARGO_BIN_EXE_pgnotify"))
+            .args([
+                "-h", &socket, "-p", &port, "-U", "postgres", "-d", "postgres",
+            ])
+            .args(["-v", "listen", "Ter", "--count", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("on a tty"))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_owned();
+        line
+    };
+    let coloured = run("", &[]);
+    assert!(
+        coloured.contains("\u{1b}[") && coloured.contains("Ter") && !coloured.starts_with('{'),
+        "{coloured:?}"
+    );
+    let plain = run("1", &[]);
+    assert!(
+        !plain.contains('\u{1b}') && plain.contains("  Ter  pid="),
+        "{plain:?}"
+    );
+    assert!(!run("", &["--color", "never"]).contains('\u{1b}'));
+    let mut forced = server
+        .pgnotify()
+        .args([
+            "-v", "--color", "always", "listen", "--format", "text", "F", "--count", "1",
+        ])
+        .spawn();
+    forced.wait_ready();
+    server.notify("F", "x");
+    assert!(forced.read_line().contains("\u{1b}["));
+    forced.expect_exit(0);
+}
