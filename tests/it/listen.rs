@@ -425,12 +425,10 @@ sys.stdout.write(child.before.decode())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text
-            .lines()
+        text.lines()
             .find(|l| l.contains("on a tty"))
             .unwrap_or_else(|| panic!("{text}"))
-            .to_owned();
-        line
+            .to_owned()
     };
     let coloured = run("", &[]);
     assert!(
