@@ -48,7 +48,7 @@ pub fn connect(settings: &Settings) -> Result<Connection> {
                         target: target.clone(),
                     });
                 }
-                Err(e)
+                Err(Failure::Pg(e))
                     if wants_password(&e) && pw.is_none() && may_prompt(settings, tried_prompt) =>
                 {
                     password = Some(prompt_password(settings.user())?);
@@ -58,7 +58,7 @@ pub fn connect(settings: &Settings) -> Result<Connection> {
                     failures.push(format!(
                         "connection to {} failed: {}",
                         target.describe(),
-                        describe_connect_error(&e)
+                        describe_failure(&e)
                     ));
                     break;
                 }
@@ -68,11 +68,7 @@ pub fn connect(settings: &Settings) -> Result<Connection> {
     Err(ConnectionError(failures.join("; ")).into())
 }
 
-fn open(
-    settings: &Settings,
-    target: &Target,
-    password: Option<&str>,
-) -> Result<Client, postgres::Error> {
+fn open(settings: &Settings, target: &Target, password: Option<&str>) -> Result<Client, Failure> {
     let mut cfg = postgres::Config::new();
     cfg.user(settings.user())
         .dbname(settings.dbname())
@@ -113,7 +109,8 @@ fn open(
     if let Some(options) = settings.get("options") {
         cfg.options(options);
     }
-    if let Some(timeout) = connect_timeout(settings.get("connect_timeout")) {
+    let timeout = connect_timeout(settings.get("connect_timeout"));
+    if let Some(timeout) = timeout {
         cfg.connect_timeout(timeout);
     }
     if let Some(ms) = settings
@@ -127,7 +124,36 @@ fn open(
         Some("read-only") => TargetSessionAttrs::ReadOnly,
         _ => TargetSessionAttrs::Any,
     });
-    cfg.connect(NoTls)
+    match timeout {
+        Some(timeout) => connect_within(cfg, timeout),
+        None => cfg.connect(NoTls).map_err(Failure::Pg),
+    }
+}
+
+/// Why opening a connection failed.
+enum Failure {
+    Pg(postgres::Error),
+    TimedOut(Duration),
+}
+
+/// libpq's `connect_timeout` bounds the whole start-up, but the `postgres` crate's only bounds
+/// the TCP connect: a server that accepts and then never answers would hang us. So the attempt
+/// runs on a thread of its own and is abandoned at the deadline (its socket closes when the
+/// server gives up, or at exit).
+fn connect_within(cfg: postgres::Config, timeout: Duration) -> Result<Client, Failure> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("connect".into())
+        .spawn(move || {
+            let _ = tx.send(cfg.connect(NoTls));
+        });
+    if spawned.is_err() {
+        return Err(Failure::TimedOut(Duration::ZERO));
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result.map_err(Failure::Pg),
+        Err(_) => Err(Failure::TimedOut(timeout)),
+    }
 }
 
 fn seconds(value: Option<&str>) -> Option<Duration> {
@@ -155,6 +181,15 @@ fn passfile_password(settings: &Settings, target: &Target) -> Option<String> {
         pgpass::Lookup::Ignored(warning) => {
             msg::warn(&warning);
             None
+        }
+    }
+}
+
+fn describe_failure(failure: &Failure) -> String {
+    match failure {
+        Failure::Pg(e) => describe_connect_error(e),
+        Failure::TimedOut(t) => {
+            format!("timeout expired after {} s (connect_timeout)", t.as_secs())
         }
     }
 }

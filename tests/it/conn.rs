@@ -288,3 +288,56 @@ fn connection_failures_exit_3_naming_the_server() {
         .one_line_error()
         .stderr_has("database \"no_such_db\" does not exist");
 }
+
+#[test]
+fn connect_timeout_bounds_a_server_that_never_answers() {
+    let server = Server::start();
+    // The kernel completes the TCP handshake for the backlog; nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let started = std::time::Instant::now();
+    let out = probe(server.bare().env("PGCONNECT_TIMEOUT", "2").args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "x",
+    ]))
+    .run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("timeout expired after 2 s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn tcp_keepalives_are_on() {
+    let server = Server::start();
+    let port = server.cluster.port().to_string();
+    let mut listener = server
+        .pgnotify()
+        .args(["-h", "127.0.0.1", "-v", "listen", "k"])
+        .spawn();
+    listener.wait_ready();
+    let ss = std::process::Command::new("ss")
+        .args([
+            "-tno",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ss.stdout);
+    assert!(
+        text.contains("timer:(keepalive"),
+        "no keepalive timer on pgnotify's socket:\n{text}"
+    );
+}
