@@ -327,7 +327,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__listen)
-            opts="-c -t -d -h -p -U -w -W -q -v -? --format --json --count --timeout --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-c -t -d -h -p -U -w -W -q -v -? --format --json --data --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -351,6 +351,18 @@ _pgnotify() {
                     ;;
                 -t)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-downtime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --heartbeat)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-overflow)
+                    COMPREPLY=($(compgen -W "drop block exit" -- "${cur}"))
                     return 0
                     ;;
                 --dbname)
@@ -455,7 +467,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__pipe)
-            opts="-c -t -d -h -p -U -w -W -q -v -? --count --timeout --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-c -t -d -h -p -U -w -W -q -v -? --data --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -475,6 +487,18 @@ _pgnotify() {
                     ;;
                 -t)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-downtime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --heartbeat)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-overflow)
+                    COMPREPLY=($(compgen -W "drop block exit" -- "${cur}"))
                     return 0
                     ;;
                 --dbname)

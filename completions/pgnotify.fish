@@ -40,7 +40,7 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -s V -l version -d 'Prin
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "listen" -d 'Print notifications as they arrive'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "notify" -d 'Send a notification (payload from the argument or stdin)'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (not implemented yet)'
-complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "pipe" -d 'Forward notifications as NDJSON to stdout or TCP (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -49,6 +49,11 @@ json\t'NDJSON: {"channel","payload","pid","received_at"} per line'
 psql\t'psql\'s sentences: Asynchronous notification "ch" with payload "p" received from server process with PID n'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s c -l count -d 'Exit with status 0 after N notifications' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l max-downtime -d 'Exit with status 3 after being disconnected this long (default: keep reconnecting)' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l heartbeat -d 'Prove the connection alive this often: a query and a notification to itself, each answered within 5 s, else reconnect. 0 turns it off' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l on-overflow -d 'When the output is too slow and 4 MiB of notifications wait for it for a second: drop (count them, report a gap), block (stop reading the server), or exit (status 1)' -r -f -a "drop\t'Drop notifications, count them, and report the count in a gap record and on stderr'
+block\t'Stop reading the server until there is room (holds back the server\'s queue)'
+exit\t'End the run with status 1'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s p -l port -d 'Server port [default: 5432]' -r
@@ -57,6 +62,9 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'W
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l json -d 'Write NDJSON, the same as --format json'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l data -d 'With --json: add "data", the payload parsed as JSON, when it is JSON'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l wait -d 'If the server is down at start, keep trying instead of exiting with status 3'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l no-gap-records -d 'Leave out the gap records that NDJSON output gets when notifications may be lost (stderr still says so)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s W -l password -d 'Prompt for a password (without echo) before connecting'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s q -l quiet -d 'Print only errors on stderr, no warnings'
@@ -90,6 +98,11 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s v -l v
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s c -l count -d 'Exit with status 0 after N notifications' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l max-downtime -d 'Exit with status 3 after being disconnected this long (default: keep reconnecting)' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l heartbeat -d 'Prove the connection alive this often: a query and a notification to itself, each answered within 5 s, else reconnect. 0 turns it off' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l on-overflow -d 'When the output is too slow and 4 MiB of notifications wait for it for a second: drop (count them, report a gap), block (stop reading the server), or exit (status 1)' -r -f -a "drop\t'Drop notifications, count them, and report the count in a gap record and on stderr'
+block\t'Stop reading the server until there is room (holds back the server\'s queue)'
+exit\t'End the run with status 1'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s p -l port -d 'Server port [default: 5432]' -r
@@ -97,6 +110,9 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s U -l username
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l data -d 'Add "data": the payload parsed as JSON, when it is JSON'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l wait -d 'If the server is down at start, keep trying instead of exiting with status 3'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l no-gap-records -d 'Leave out the gap records that NDJSON output gets when notifications may be lost (stderr still says so)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s W -l password -d 'Prompt for a password (without echo) before connecting'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s q -l quiet -d 'Print only errors on stderr, no warnings'
@@ -130,7 +146,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s ? -l help
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "listen" -d 'Print notifications as they arrive'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "notify" -d 'Send a notification (payload from the argument or stdin)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (not implemented yet)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "pipe" -d 'Forward notifications as NDJSON to stdout or TCP (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -6,6 +6,7 @@
 //! options are `global` so they work before or after the command, as with psql. `-h` is the
 //! host, as in psql, so help is `-?` / `--help`. Every command's help ends with examples.
 
+use crate::events::Overflow;
 use crate::output::ColorChoice;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
@@ -15,13 +16,15 @@ Examples:
   pgnotify demo                                  see it work against a throwaway server
   pgnotify -d shop listen orders                 watch the channel \"orders\" live
   pgnotify -d shop notify orders '{\"id\":42}'     send one notification
-  seq 100 | pgnotify -d shop notify --lines jobs send one notification per line";
+  seq 100 | pgnotify -d shop notify --lines jobs send one notification per line
+  pgnotify -d shop pipe jobs | consumer         NDJSON lines, gap records after reconnects";
 
 /// PostgreSQL LISTEN/NOTIFY from the shell.
 ///
-/// Watch channels live, send notifications from scripts and cron jobs, and (soon) turn table
-/// changes into events and forward them as NDJSON. Connection options work like psql's and
-/// libpq's PG* environment variables, password file and service file apply.
+/// Watch channels live, send notifications from scripts and cron jobs, forward them as NDJSON
+/// that survives lost connections, and (soon) turn table changes into events. Connection
+/// options work like psql's, and libpq's PG* environment variables, password file and service
+/// file apply.
 #[derive(Debug, Parser)]
 #[command(
     name = "pgnotify",
@@ -134,9 +137,48 @@ pub struct ListenArgs {
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
 
+    /// With --json: add "data", the payload parsed as JSON, when it is JSON.
+    #[arg(long)]
+    pub data: bool,
+
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
+
+/// Reconnecting, liveness and overflow, shared by `listen` and `pipe`.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Staying connected")]
+pub struct SourceArgs {
+    /// If the server is down at start, keep trying instead of exiting with status 3.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Exit with status 3 after being disconnected this long (default: keep reconnecting).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_downtime: Option<Duration>,
+
+    /// Prove the connection alive this often: a query and a notification to itself, each
+    /// answered within 5 s, else reconnect. 0 turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
+    pub heartbeat: Interval,
+
+    /// When the output is too slow and 4 MiB of notifications wait for it for a second:
+    /// drop (count them, report a gap), block (stop reading the server), or exit (status 1).
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t)]
+    pub on_overflow: Overflow,
+
+    /// Leave out the gap records that NDJSON output gets when notifications may be lost
+    /// (stderr still says so).
+    #[arg(long)]
+    pub no_gap_records: bool,
+}
+
+/// A duration that may be 0 (off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval(pub Option<Duration>);
 
 /// `--count` and `--timeout`, shared by `listen` and `pipe`.
 #[derive(Clone, Debug, Default, Args)]
@@ -228,12 +270,24 @@ pub struct WatchTableArgs {
 
 const PIPE_EXAMPLES: &str = "\
 Examples:
-  pgnotify pipe jobs | while read -r event; do echo \"$event\"; done";
+  pgnotify pipe jobs | while read -r event; do echo \"$event\"; done
+  pgnotify pipe jobs --data | jq -c 'select(.payload) | .data'
+  pgnotify pipe jobs orders --max-downtime 5m >> events.ndjson";
 
-/// Forward notifications as NDJSON to stdout or TCP (not implemented yet).
+/// Forward notifications as NDJSON, surviving lost connections.
 ///
-/// Will forward every notification as one NDJSON line to stdout, a TCP peer or TCP clients,
-/// surviving reconnects. This version only declares the command: it exits with status 1.
+/// Writes every notification on the CHANNELs as one NDJSON line to stdout, in order, flushed
+/// as soon as nothing more is waiting: {"channel","payload","pid","received_at"}, and with
+/// --data also "data", the payload parsed as JSON.
+///
+/// When the connection is lost, pipe reconnects (at once, then backing off up to 10 s),
+/// LISTENs again, and then writes a gap record, a line without "payload":
+/// {"gap":"reconnect","reason":...,"from":...,"until":...,"down_ms":...,"dropped":0}.
+/// Notifications sent while it was disconnected are lost: LISTEN/NOTIFY keeps nothing for
+/// absent listeners. A heartbeat notices a dead or hung connection within --heartbeat + 5 s.
+///
+/// The server is read on a thread of its own, so a slow reader of stdout never holds back the
+/// server's notification queue; see --on-overflow.
 #[derive(Debug, Args)]
 #[command(after_help = PIPE_EXAMPLES)]
 pub struct PipeArgs {
@@ -241,8 +295,15 @@ pub struct PipeArgs {
     #[arg(required = true, value_name = "CHANNEL")]
     pub channels: Vec<String>,
 
+    /// Add "data": the payload parsed as JSON, when it is JSON.
+    #[arg(long)]
+    pub data: bool,
+
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 const DEMO_EXAMPLES: &str = "\
@@ -283,6 +344,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("\"{s}\" must be longer than zero"));
     }
     Duration::try_from(d).map_err(|e| e.to_string())
+}
+
+/// Like [`parse_duration`], and `0` means off.
+pub fn parse_interval(s: &str) -> Result<Interval, String> {
+    if s.trim() == "0" {
+        return Ok(Interval(None));
+    }
+    parse_duration(s).map(|d| Interval(Some(d)))
 }
 
 /// A port, or a comma list of ports for several hosts, each 1 to 65535.

@@ -1,10 +1,14 @@
 //! Turns parsed arguments and the process environment into the plain settings that commands
 //! run with, so that no command sees clap or reads the environment itself.
 
-use crate::cli::{ConnArgs, DemoArgs, FormatArg, ListenArgs, NotifyArgs, WaitArgs};
+use crate::cli::{
+    ConnArgs, DemoArgs, FormatArg, ListenArgs, NotifyArgs, PipeArgs, SourceArgs, WaitArgs,
+};
 use crate::cmd::demo::DemoSettings;
 use crate::conn::{ConnOptions, PasswordPrompt};
-use crate::output::{ColorChoice, Format, Printer, Style, use_color};
+use crate::output::{ColorChoice, Format, JsonOptions, Printer, Style, use_color};
+use crate::relay::RelaySettings;
+use crate::source::SourceSettings;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -45,9 +49,45 @@ impl From<&WaitArgs> for Wait {
 
 /// Everything `listen` needs besides the connection.
 pub struct ListenSettings {
-    pub channels: Vec<String>,
-    pub wait: Wait,
-    pub printer: Printer,
+    pub relay: RelaySettings,
+}
+
+/// Everything `pipe` needs besides the connection.
+pub struct PipeSettings {
+    pub relay: RelaySettings,
+}
+
+fn source(channels: &[String], args: &SourceArgs) -> SourceSettings {
+    SourceSettings {
+        channels: channels.to_vec(),
+        wait: args.wait,
+        max_downtime: args.max_downtime,
+        heartbeat: args.heartbeat.0,
+    }
+}
+
+fn json_options(data: bool, args: &SourceArgs) -> JsonOptions {
+    JsonOptions {
+        data,
+        gap_records: !args.no_gap_records,
+    }
+}
+
+/// `pipe`: always NDJSON.
+pub fn pipe(args: &PipeArgs) -> PipeSettings {
+    let printer = Printer::new(
+        Format::Json,
+        Style::default(),
+        json_options(args.data, &args.source),
+    );
+    PipeSettings {
+        relay: RelaySettings {
+            source: source(&args.channels, &args.source),
+            wait: Wait::from(&args.wait),
+            printer,
+            overflow: args.source.on_overflow,
+        },
+    }
 }
 
 /// Resolves `listen`'s format (text on a terminal, NDJSON elsewhere) and colours.
@@ -73,9 +113,12 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
         escape: stdout_is_terminal,
     };
     ListenSettings {
-        channels: args.channels.clone(),
-        wait: Wait::from(&args.wait),
-        printer: Printer::new(format, style),
+        relay: RelaySettings {
+            source: source(&args.channels, &args.source),
+            wait: Wait::from(&args.wait),
+            printer: Printer::new(format, style, json_options(args.data, &args.source)),
+            overflow: args.source.on_overflow,
+        },
     }
 }
 

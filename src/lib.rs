@@ -8,8 +8,10 @@
 //! - `source` is the notification source: one connection that LISTENs, read by its own
 //!   thread, which sends batches of `notification::Notification` into a channel of
 //!   `events::Event`s. Signals and a closed stdout arrive on the same channel (`events`).
-//! - `cmd::listen` is the main loop: it takes events and writes notifications through an
-//!   `output` format (text, NDJSON, psql) to stdout, flushing whenever nothing more waits.
+//!   The queue (`events::Queue`) is bounded; the source reconnects and reports gaps.
+//! - `relay` is the main loop of `cmd::listen` and `cmd::pipe`: it takes events and writes
+//!   notifications through an `output` format (text, NDJSON, psql) to stdout, flushing
+//!   whenever nothing more waits.
 //! - `cmd::notify` sends notifications with bind parameters, batched for `--lines`.
 //! - `tempdb` starts throwaway PostgreSQL servers for `cmd::demo` and the tests.
 //! - `exit` maps every outcome to the status in DESIGN.md; `msg` writes warnings and `-v`
@@ -27,6 +29,7 @@ pub mod generate;
 pub mod msg;
 pub mod notification;
 pub mod output;
+pub mod relay;
 pub mod source;
 pub mod tempdb;
 
@@ -59,7 +62,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Listen(args) => cmd::listen::run(config::listen(args, cli.color), &connection()?),
         Command::Notify(args) => cmd::notify::run(config::notify(args), &connection()?),
         Command::WatchTable(_) => cmd::not_implemented("watch-table"),
-        Command::Pipe(_) => cmd::not_implemented("pipe"),
+        Command::Pipe(args) => cmd::pipe::run(config::pipe(args), &connection()?),
         Command::Demo(args) => cmd::demo::run(config::demo(args)),
         Command::Generate(args) => generate::write_all(&args.dir).map(|()| Exit::Success),
     }

@@ -4,7 +4,7 @@
 //! The demo runs this very binary as child processes, with the same command lines it prints, so
 //! what a newcomer sees is exactly what they would type.
 
-use crate::events::{self, Event};
+use crate::events;
 use crate::exit::Exit;
 use crate::tempdb::{self, Cluster};
 use anyhow::{Context, Result, bail};
@@ -53,9 +53,8 @@ enum DemoEvent {
 
 pub fn run(settings: DemoSettings) -> Result<Exit> {
     let (tx, rx) = mpsc::channel();
-    let (signal_tx, signal_rx) = mpsc::channel();
-    events::deliver_signals_to(signal_tx);
-    forward_signals(signal_rx, tx.clone());
+    let signals = tx.clone();
+    events::deliver_signals_to(move |signal| signals.send(DemoEvent::Stop(signal)).is_ok());
     say("starting a throwaway PostgreSQL server...");
     let cluster = Cluster::start(&tempdb::Options::default())?;
     say(&format!(
@@ -240,14 +239,6 @@ fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
             }
         });
     }
-}
-
-fn forward_signals(rx: Receiver<Event>, tx: mpsc::Sender<DemoEvent>) {
-    std::thread::spawn(move || {
-        if let Ok(Event::Signal(signal)) = rx.recv() {
-            let _ = tx.send(DemoEvent::Stop(signal));
-        }
-    });
 }
 
 fn print_settings(cluster: Cluster) -> Result<Exit> {

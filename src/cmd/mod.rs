@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod listen;
 pub mod notify;
+pub mod pipe;
 
 use crate::exit::Exit;
 use anyhow::{Result, bail};

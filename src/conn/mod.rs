@@ -160,6 +160,16 @@ impl Settings {
     pub fn dbname(&self) -> &str {
         self.get("dbname").unwrap_or_default()
     }
+
+    /// A copy with `key` set to `value` unless it is set already.
+    pub fn with_default(&self, key: &str, value: &str) -> Settings {
+        let mut settings = self.clone();
+        settings
+            .params
+            .entry(key.to_owned())
+            .or_insert_with(|| value.to_owned());
+        settings
+    }
 }
 
 /// Resolves the command-line options against the service file, the environment and libpq's

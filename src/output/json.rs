@@ -1,8 +1,14 @@
 //! NDJSON: one JSON object per notification, one line each (DESIGN.md "Output").
 //!
 //! The four fields `channel`, `payload`, `pid`, `received_at` are a contract: fields may be
-//! added, never renamed or removed. `payload` is always the raw string.
+//! added, never renamed or removed. `payload` is always the raw string; with `--data`, `data`
+//! holds the payload parsed as JSON when it parses.
+//!
+//! A gap record says notifications may be missing. It has no `payload` key, so a consumer tells
+//! the two apart by that key (`jq 'select(.payload)'`, `select(.gap)`):
+//! `{"gap":"reconnect","reason":"...","from":"...Z","until":"...Z","down_ms":1234,"dropped":0}`.
 
+use crate::events::{Gap, GapKind};
 use crate::notification::Notification;
 use serde::Serialize;
 use std::fmt;
@@ -15,6 +21,20 @@ pub struct Record<'a> {
     pub payload: &'a str,
     pub pid: i32,
     pub received_at: Micros,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// The NDJSON record of a gap.
+#[derive(Serialize)]
+pub struct GapRecord<'a> {
+    /// `reconnect` (the connection was lost) or `overflow` (pgnotify dropped notifications).
+    pub gap: &'static str,
+    pub reason: &'a str,
+    pub from: Micros,
+    pub until: Micros,
+    pub down_ms: i64,
+    pub dropped: u64,
 }
 
 /// A UTC timestamp written as RFC 3339 with microseconds: `2026-11-24T01:02:03.456789Z`.
@@ -32,12 +52,33 @@ impl Serialize for Micros {
     }
 }
 
-pub fn write(out: &mut impl Write, n: &Notification) -> io::Result<()> {
+pub fn write(out: &mut impl Write, n: &Notification, data: bool) -> io::Result<()> {
     let record = Record {
         channel: &n.channel,
         payload: &n.payload,
         pid: n.pid,
         received_at: Micros(n.received_at),
+        data: if data {
+            serde_json::from_str(&n.payload).ok()
+        } else {
+            None
+        },
+    };
+    serde_json::to_writer(&mut *out, &record)?;
+    out.write_all(b"\n")
+}
+
+pub fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
+    let record = GapRecord {
+        gap: match gap.kind {
+            GapKind::Reconnect => "reconnect",
+            GapKind::Overflow => "overflow",
+        },
+        reason: &gap.reason,
+        from: Micros(gap.from),
+        until: Micros(gap.until),
+        down_ms: gap.until.duration_since(gap.from).as_millis() as i64,
+        dropped: gap.dropped,
     };
     serde_json::to_writer(&mut *out, &record)?;
     out.write_all(b"\n")
@@ -56,7 +97,7 @@ mod tests {
             received_at: "2026-11-24T01:02:03.456789Z".parse().unwrap(),
         };
         let mut out = Vec::new();
-        write(&mut out, &n).unwrap();
+        write(&mut out, &n, false).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.ends_with('\n'));
@@ -64,6 +105,43 @@ mod tests {
             line,
             "{\"channel\":\"Or\\\"ders\\n\",\"payload\":\"{\\\"id\\\":1}\\nnext\\u001b\",\
              \"pid\":4242,\"received_at\":\"2026-11-24T01:02:03.456789Z\"}\n"
+        );
+    }
+
+    #[test]
+    fn data_holds_parsed_json_payloads_only() {
+        let mut n = Notification {
+            channel: "c".into(),
+            payload: "{\n  \"id\": 1\n}".into(),
+            pid: 1,
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let mut out = Vec::new();
+        write(&mut out, &n, true).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with(",\"data\":{\"id\":1}}\n"), "{line}");
+        assert_eq!(line.matches('\n').count(), 1);
+        n.payload = "not json".into();
+        let mut out = Vec::new();
+        write(&mut out, &n, true).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("\"data\""));
+    }
+
+    #[test]
+    fn gap_records_have_no_payload() {
+        let gap = Gap {
+            kind: GapKind::Reconnect,
+            reason: "lost".into(),
+            from: "2026-11-24T01:02:03Z".parse().unwrap(),
+            until: "2026-11-24T01:02:04.5Z".parse().unwrap(),
+            dropped: 0,
+        };
+        let mut out = Vec::new();
+        write_gap(&mut out, &gap).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"gap\":\"reconnect\",\"reason\":\"lost\",\"from\":\"2026-11-24T01:02:03.000000Z\",\
+             \"until\":\"2026-11-24T01:02:04.500000Z\",\"down_ms\":1500,\"dropped\":0}\n"
         );
     }
 

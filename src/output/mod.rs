@@ -11,11 +11,12 @@ mod json;
 mod psql;
 mod text;
 
+use crate::events::Gap;
 use crate::notification::Notification;
 use std::borrow::Cow;
 use std::io::{self, BufWriter, IsTerminal, StdoutLock, Write};
 
-pub use json::Record;
+pub use json::{GapRecord, Record};
 
 /// An output format for notifications.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,18 +38,29 @@ pub struct Style {
     pub escape: bool,
 }
 
+/// What goes into NDJSON besides the four contract fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonOptions {
+    /// Add `data`: the payload parsed as JSON, when it is JSON (`--data`).
+    pub data: bool,
+    /// Write a gap record when notifications may have been lost (off: `--no-gap-records`).
+    pub gap_records: bool,
+}
+
 /// Writes notifications in one format.
 pub struct Printer {
     format: Format,
     style: Style,
+    json: JsonOptions,
     text: text::Text,
 }
 
 impl Printer {
-    pub fn new(format: Format, style: Style) -> Printer {
+    pub fn new(format: Format, style: Style, json: JsonOptions) -> Printer {
         Printer {
             format,
             style,
+            json,
             text: text::Text::new(),
         }
     }
@@ -57,8 +69,16 @@ impl Printer {
     pub fn write(&self, out: &mut impl Write, n: &Notification) -> io::Result<()> {
         match self.format {
             Format::Text => self.text.write(out, n, self.style),
-            Format::Json => json::write(out, n),
+            Format::Json => json::write(out, n, self.json.data),
             Format::Psql => psql::write(out, n, self.style),
+        }
+    }
+
+    /// Writes a gap record: only NDJSON streams carry them (stderr always says it too).
+    pub fn write_gap(&self, out: &mut impl Write, gap: &Gap) -> io::Result<()> {
+        match self.format {
+            Format::Json if self.json.gap_records => json::write_gap(out, gap),
+            _ => Ok(()),
         }
     }
 }
@@ -88,6 +108,12 @@ impl Stdout {
             self.out.flush()?;
         }
         Ok(())
+    }
+
+    /// Writes a gap record (in NDJSON), flushed at once: the consumer should know promptly.
+    pub fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
+        self.printer.write_gap(&mut self.out, gap)?;
+        self.out.flush()
     }
 
     /// Hands everything written so far to the reader.

@@ -356,24 +356,6 @@ fn sigint_and_sigterm_flush_and_exit_130_and_143() {
 }
 
 #[test]
-fn a_terminated_backend_exits_3_with_the_reason() {
-    let server = Server::start();
-    let mut listener = server.pgnotify().args(["-v", "listen", "t"]).spawn();
-    listener.wait_ready();
-    server.client().batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgnotify'").unwrap();
-    listener.expect_exit(3);
-    let stderr = listener.stderr();
-    assert!(
-        stderr.contains("pgnotify: error: lost the connection to server on socket"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("terminating connection due to administrator command"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn bad_channel_names_fail_before_connecting() {
     let server = Server::start();
     let long = "x".repeat(64);

@@ -6,6 +6,7 @@
 mod cli;
 mod conn;
 mod demo;
+mod faults;
 mod listen;
 mod notify;
 mod support;

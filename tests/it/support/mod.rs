@@ -89,6 +89,27 @@ impl Server {
         }
     }
 
+    /// The server process of the (one) session with this application_name.
+    pub fn backend_pid(&self, application_name: &str) -> i32 {
+        self.client()
+            .query_one(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                &[&application_name],
+            )
+            .expect("one session")
+            .get(0)
+    }
+
+    /// Runs pg_ctl (`stop -m fast`, `start`, `restart -m fast`...) and asserts it worked.
+    pub fn pg_ctl(&self, args: &[&str]) {
+        let out = self.cluster.pg_ctl(args).expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// How many sessions with this application_name are connected.
     pub fn sessions(&self, application_name: &str) -> i64 {
         self.client()
@@ -318,13 +339,35 @@ impl Outcome {
 }
 
 /// A notification as the NDJSON contract has it; test-owned so a schema change breaks a test.
-#[derive(Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     pub channel: String,
     pub payload: String,
     pub pid: i32,
     pub received_at: String,
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// A gap record as the NDJSON contract has it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapRecord {
+    pub gap: String,
+    pub reason: String,
+    pub from: String,
+    pub until: String,
+    pub down_ms: i64,
+    pub dropped: u64,
+}
+
+/// One NDJSON line: a notification or a gap.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Line {
+    Notification(Record),
+    Gap(GapRecord),
 }
 
 /// A running pgnotify.
@@ -385,6 +428,24 @@ impl Running {
         let line = self.read_line();
         serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("bad NDJSON {line:?}: {e}{}", self.report()))
+    }
+
+    /// Reads one NDJSON line, notification or gap.
+    pub fn read_any(&mut self) -> Line {
+        let line = self.read_line();
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("bad NDJSON {line:?}: {e}{}", self.report()))
+    }
+
+    /// Reads lines until a gap record, which it returns; notifications before it are returned too.
+    pub fn read_until_gap(&mut self) -> (Vec<Record>, GapRecord) {
+        let mut before = Vec::new();
+        loop {
+            match self.read_any() {
+                Line::Notification(n) => before.push(n),
+                Line::Gap(gap) => return (before, gap),
+            }
+        }
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {

@@ -1,0 +1,150 @@
+//! The main loop that `listen` and `pipe` share: start the source, then take events from the
+//! queue and write them out until a count, a timeout, a signal, the reader leaving, or a fatal
+//! event ends the run.
+//!
+//! Writing: everything already queued is written, then flushed once, then the loop blocks
+//! (per line on a terminal). On a signal or a fatal event, every notification already received
+//! is written and flushed before the exit.
+
+use crate::config::Wait;
+use crate::conn;
+use crate::events::{self, Event, Overflow, Queue};
+use crate::exit::Exit;
+use crate::msg;
+use crate::notification::Notification;
+use crate::output::{self, Printer, Stdout};
+use crate::source::{self, SourceSettings};
+use anyhow::Result;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Bytes of notifications (with bookkeeping) that may wait for the output.
+pub const BUFFER_BYTES: usize = 4 << 20;
+
+/// Everything a relay needs besides the connection.
+pub struct RelaySettings {
+    pub source: SourceSettings,
+    pub wait: Wait,
+    pub printer: Printer,
+    pub overflow: Overflow,
+}
+
+pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
+    let queue = Queue::new(BUFFER_BYTES, settings.overflow);
+    source::start(conn, settings.source, Arc::clone(&queue))?;
+    let signals = Arc::clone(&queue);
+    events::deliver_signals_to(move |signal| {
+        signals.push(Event::Signal(signal));
+        true
+    });
+    events::watch_output_closed(Arc::clone(&queue));
+    let mut out = Stdout::new(settings.printer);
+    match relay(&queue, &mut out, settings.wait) {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(output::is_broken_pipe) =>
+        {
+            Ok(Exit::Success)
+        }
+        other => other,
+    }
+}
+
+fn relay(queue: &Queue, out: &mut Stdout, wait: Wait) -> Result<Exit> {
+    let mut counter = Counter::new(wait);
+    loop {
+        let mut events = queue.try_take();
+        if events.is_empty() {
+            out.flush()?;
+            events = queue.take(counter.deadline());
+            if events.is_empty() {
+                msg::info(&counter.timeout_message());
+                return Ok(Exit::Timeout);
+            }
+        }
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
+            match event {
+                Event::Notifications(batch) => {
+                    if counter.write(out, &batch)? {
+                        out.flush()?;
+                        return Ok(Exit::Success);
+                    }
+                }
+                Event::Gap(gap) => out.write_gap(&gap)?,
+                Event::Signal(signal) => {
+                    drain(events.chain(queue.try_take()), out, &mut counter)?;
+                    return Ok(Exit::for_signal(signal));
+                }
+                Event::OutputClosed => return Ok(Exit::Success),
+                Event::Fatal(error) => {
+                    drain(events.chain(queue.try_take()), out, &mut counter)?;
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// Writes every notification already received, then flushes: nothing received is lost on the
+/// way out.
+fn drain(
+    events: impl Iterator<Item = Event>,
+    out: &mut Stdout,
+    counter: &mut Counter,
+) -> Result<()> {
+    for event in events {
+        match event {
+            Event::Notifications(batch) if counter.write(out, &batch)? => break,
+            Event::Gap(gap) => out.write_gap(&gap)?,
+            _ => {}
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Counts notifications against `--count` and keeps the `--timeout` deadline.
+struct Counter {
+    wait: Wait,
+    received: u64,
+    deadline: Option<Instant>,
+}
+
+impl Counter {
+    fn new(wait: Wait) -> Counter {
+        Counter {
+            wait,
+            received: 0,
+            deadline: wait.timeout.map(|t| Instant::now() + t),
+        }
+    }
+
+    /// The deadline still in force: without `--count`, the first notification disarms it.
+    fn deadline(&self) -> Option<Instant> {
+        match self.wait.count {
+            None if self.received > 0 => None,
+            _ => self.deadline,
+        }
+    }
+
+    /// Writes a batch; true when `--count` is reached (the rest of the batch is not written).
+    fn write(&mut self, out: &mut Stdout, batch: &[Notification]) -> Result<bool> {
+        for n in batch {
+            out.write(n)?;
+            self.received += 1;
+            if Some(self.received) == self.wait.count {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn timeout_message(&self) -> String {
+        let wanted = match self.wait.count {
+            Some(count) => format!("{count} notifications"),
+            None => "a notification".to_owned(),
+        };
+        format!("timed out waiting for {wanted}; {} received", self.received)
+    }
+}

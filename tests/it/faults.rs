@@ -1,0 +1,267 @@
+//! `pipe` (and the source `listen` shares) under real faults: killed backends, server restarts,
+//! a server down at start, a hung backend, and a reader that stalls during a flood.
+
+use crate::support::{Line, Server};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+#[test]
+fn pipe_writes_ndjson_with_data_and_stops_at_count() {
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "--data", "jobs", "--count", "2"])
+        .spawn();
+    pipe.wait_ready();
+    server.notify("jobs", "{\"id\": 7, \"tags\": [\"a\"]}");
+    server.notify("jobs", "plain text");
+    server.notify("jobs", "not printed");
+    let first = pipe.read_record();
+    assert_eq!(
+        first.data,
+        Some(serde_json::json!({"id": 7, "tags": ["a"]}))
+    );
+    let second = pipe.read_record();
+    assert_eq!((second.payload.as_str(), second.data), ("plain text", None));
+    assert_eq!(pipe.expect_exit(0), "");
+}
+
+#[test]
+fn a_terminated_backend_is_replaced_and_the_gap_reported() {
+    let server = Server::start();
+    let mut pipe = server.pgnotify().args(["-v", "pipe", "jobs"]).spawn();
+    pipe.wait_ready();
+    server.notify("jobs", "before");
+    assert_eq!(pipe.read_record().payload, "before");
+    server.client().batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgnotify'").unwrap();
+    let (before, gap) = pipe.read_until_gap();
+    assert!(before.is_empty());
+    assert_eq!(gap.gap, "reconnect");
+    assert!(
+        gap.reason
+            .contains("terminating connection due to administrator command"),
+        "{gap:?}"
+    );
+    assert!(gap.down_ms >= 0 && gap.from <= gap.until, "{gap:?}");
+    server.notify("jobs", "after");
+    assert_eq!(pipe.read_record().payload, "after");
+    let stderr = pipe.stderr();
+    assert!(
+        stderr.contains("lost the connection to server on socket"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("reconnected after"), "{stderr}");
+}
+
+#[test]
+fn server_restarts_fast_and_immediate_are_survived() {
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "r", "--no-gap-records"])
+        .spawn();
+    let mut listen = server
+        .pgnotify()
+        .args(["-v", "listen", "--json", "r"])
+        .spawn();
+    pipe.wait_ready();
+    listen.wait_ready();
+    for (round, stop) in [
+        ("fast", &["stop", "-m", "fast"][..]),
+        ("immediate", &["stop", "-m", "immediate"][..]),
+    ] {
+        server.pg_ctl(stop);
+        server.pg_ctl(&["start"]);
+        assert!(
+            matches!(listen.read_any(), Line::Gap(_)),
+            "listen --json gets gap records too"
+        );
+        // pipe has no gap records: wait until both are listening again, then send.
+        server.wait_until("both listeners back", || server.sessions("pgnotify") == 2);
+        server.notify("r", round);
+        assert_eq!(pipe.read_record().payload, round);
+        assert_eq!(listen.read_record().payload, round);
+    }
+    assert_eq!(
+        pipe.stderr().matches("reconnected after").count(),
+        2,
+        "{}",
+        pipe.stderr()
+    );
+}
+
+#[test]
+fn a_server_down_at_start_fails_fast_unless_wait() {
+    let server = Server::start();
+    server.pg_ctl(&["stop", "-m", "fast"]);
+    let started = Instant::now();
+    server
+        .pgnotify()
+        .args(["pipe", "w"])
+        .run()
+        .code(3)
+        .one_line_error()
+        .stderr_has("No such file or directory");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "w", "--wait"])
+        .spawn();
+    pipe.wait_stderr("could not reconnect yet");
+    server.pg_ctl(&["start"]);
+    pipe.wait_ready();
+    server.notify("w", "finally");
+    let Line::Notification(record) = pipe.read_any() else {
+        panic!("no gap record for the first connection")
+    };
+    assert_eq!(record.payload, "finally");
+}
+
+#[test]
+fn max_downtime_gives_up_with_status_3() {
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "m", "--max-downtime", "1s"])
+        .spawn();
+    pipe.wait_ready();
+    server.notify("m", "one");
+    assert_eq!(pipe.read_record().payload, "one");
+    server.pg_ctl(&["stop", "-m", "fast"]);
+    let stopped = Instant::now();
+    pipe.expect_exit(3);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        pipe.stderr()
+            .contains("pgnotify: error: gave up reconnecting after"),
+        "{}",
+        pipe.stderr()
+    );
+}
+
+#[test]
+fn a_hung_backend_is_detected_by_the_heartbeat() {
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "h", "--heartbeat", "1s"])
+        .spawn();
+    pipe.wait_ready();
+    let backend = Pid::from_raw(server.backend_pid("pgnotify"));
+    kill(backend, Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    let (_, gap) = pipe.read_until_gap();
+    let detected = stopped.elapsed();
+    kill(backend, Signal::SIGCONT).unwrap();
+    assert!(gap.reason.contains("heartbeat"), "{gap:?}");
+    assert!(
+        detected < Duration::from_secs(1 + 5 + 3),
+        "detected after {detected:?}"
+    );
+    server.notify("h", "alive again");
+    assert_eq!(pipe.read_record().payload, "alive again");
+}
+
+/// The server's queue usage, as a fraction.
+fn queue_usage(server: &Server) -> f64 {
+    server
+        .client()
+        .query_one("SELECT pg_notification_queue_usage()", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_stalled_reader_does_not_pin_the_server_queue() {
+    let server = Server::start();
+    let mut pipe = server.pgnotify().args(["-v", "pipe", "flood"]).spawn();
+    pipe.wait_ready();
+    // 100,000 notifications of 1 kB, nobody reading pgnotify's stdout meanwhile.
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 100000) i")
+        .unwrap();
+    let sent = Instant::now();
+    while queue_usage(&server) > 0.0 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "the server's queue stayed pinned: {}",
+            queue_usage(&server)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pipe.wait_stderr("dropping notifications");
+    let rss = rss_kib(pipe.child.id());
+    assert!(
+        rss < 40 * 1024,
+        "pgnotify holds {rss} KiB while its reader stalls"
+    );
+    // The reader comes back: what was kept arrives in order, then a gap record with the count.
+    let mut last = 0;
+    let gap = loop {
+        match pipe.read_any() {
+            Line::Notification(n) => {
+                let i: u32 = n.payload.split(':').next().unwrap().parse().unwrap();
+                assert!(i > last, "out of order: {i} after {last}");
+                last = i;
+            }
+            Line::Gap(gap) => break gap,
+        }
+    };
+    assert_eq!(gap.gap, "overflow");
+    assert!(gap.dropped > 0 && gap.dropped < 100_000, "{gap:?}");
+    server.notify("flood", "100001:after");
+    loop {
+        if let Line::Notification(n) = pipe.read_any()
+            && n.payload == "100001:after"
+        {
+            break;
+        }
+    }
+    assert!(
+        pipe.stderr().contains("notifications were dropped"),
+        "{}",
+        pipe.stderr()
+    );
+}
+
+#[test]
+fn overflow_exit_policy_ends_the_run() {
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "flood", "--on-overflow", "exit"])
+        .spawn();
+    pipe.wait_ready();
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 30000) i")
+        .unwrap();
+    // Nobody reads stdout: the buffer fills and the run must end by itself.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = pipe.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still running: {}",
+            pipe.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
+    pipe.wait_stderr("the output could not keep up");
+}
