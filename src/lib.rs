@@ -68,12 +68,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-/// Replaces Rust's panic message with one line, so a bug never shows a user a debug dump.
+/// Replaces Rust's panic message with one line, so a bug never shows a user a debug dump,
+/// and ends the program with status 1: a panic on a helper thread (the source, say) must not
+/// leave a listener that looks alive but never receives anything.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let _ = writeln!(
             std::io::stderr(),
             "pgnotify: internal error: {info} (please report this)"
         );
+        std::process::exit(i32::from(Exit::Failure.code()));
     }));
 }

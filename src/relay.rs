@@ -30,8 +30,14 @@ pub struct RelaySettings {
 }
 
 pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
+    // --timeout counts from the start: connecting must not outlast it.
+    let counter = Counter::new(settings.wait);
+    let conn = match settings.wait.timeout {
+        Some(t) => conn.with_default("connect_timeout", &t.as_millis().div_ceil(1000).to_string()),
+        None => conn.clone(),
+    };
     let queue = Queue::new(BUFFER_BYTES, settings.overflow);
-    source::start(conn, settings.source, Arc::clone(&queue))?;
+    source::start(&conn, settings.source, Arc::clone(&queue))?;
     let signals = Arc::clone(&queue);
     events::deliver_signals_to(move |signal| {
         signals.push(Event::Signal(signal));
@@ -39,19 +45,20 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
     });
     events::watch_output_closed(Arc::clone(&queue));
     let mut out = Stdout::new(settings.printer);
-    match relay(&queue, &mut out, settings.wait) {
-        Err(e)
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(output::is_broken_pipe) =>
-        {
-            Ok(Exit::Success)
-        }
-        other => other,
+    match relay(&queue, &mut out, counter) {
+        Err(e) => match e.downcast_ref::<std::io::Error>() {
+            Some(io) if output::is_broken_pipe(io) => Ok(Exit::Success),
+            Some(io) => Err(anyhow::anyhow!(
+                "could not write to standard output: {}",
+                conn::strip_os_error(&io.to_string())
+            )),
+            None => Err(e),
+        },
+        ok => ok,
     }
 }
 
-fn relay(queue: &Queue, out: &mut Stdout, wait: Wait) -> Result<Exit> {
-    let mut counter = Counter::new(wait);
+fn relay(queue: &Queue, out: &mut Stdout, mut counter: Counter) -> Result<Exit> {
     loop {
         let mut events = queue.try_take();
         if events.is_empty() {
@@ -116,7 +123,8 @@ impl Counter {
         Counter {
             wait,
             received: 0,
-            deadline: wait.timeout.map(|t| Instant::now() + t),
+            // A timeout too large to add is no timeout.
+            deadline: wait.timeout.and_then(|t| Instant::now().checked_add(t)),
         }
     }
 

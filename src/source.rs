@@ -203,7 +203,7 @@ impl Source {
             .settings
             .channels
             .iter()
-            .map(|c| quote_ident(c))
+            .map(|c| crate::output::escape_controls(&quote_ident(c)).into_owned())
             .collect();
         msg::info(&format!(
             "listening on {} (server process {})",

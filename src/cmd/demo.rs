@@ -64,9 +64,6 @@ pub fn run(settings: DemoSettings) -> Result<Exit> {
         tempdb::SUPERUSER
     ));
     let outcome = show(&cluster, &settings, tx, &rx);
-    if let Err(e) = &outcome {
-        say(&format!("the demo failed: {e:#}"));
-    }
     match (settings.keep, outcome) {
         (true, Ok(Exit::Success)) => print_settings(cluster),
         (_, outcome) => {

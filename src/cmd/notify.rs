@@ -4,10 +4,10 @@
 //! nothing is spliced into SQL. Channel and payloads are checked before any round trip.
 
 use crate::config::{Input, NotifySettings};
-use crate::conn::{self, describe_pg_error};
-use crate::exit::Exit;
+use crate::conn::{self, Target, describe_pg_error};
+use crate::exit::{ConnectionError, Exit};
 use crate::msg;
-use crate::notification::{check_channel, check_payload};
+use crate::notification::{MAX_PAYLOAD_BYTES, check_channel, check_payload};
 use anyhow::{Context, Result, anyhow};
 use postgres::types::Type;
 use std::collections::HashSet;
@@ -29,25 +29,54 @@ pub fn run(settings: NotifySettings, conn: &conn::Settings) -> Result<Exit> {
         Input::Stdin => read_stdin()?,
     };
     check_payload(&payload)?;
-    let mut client = conn::connect(conn)?.client;
+    let conn::Connection { mut client, target } = conn::connect(conn)?;
     client
         .execute_typed(
             NOTIFY_ONE,
             &[(&settings.channel, Type::TEXT), (&payload, Type::TEXT)],
         )
-        .map_err(|e| anyhow!("could not send the notification: {}", describe_pg_error(&e)))?;
+        .map_err(|e| send_error("could not send the notification", &e, &target))?;
     Ok(Exit::Success)
 }
+
+/// A failed send: an SQL error (status 1), or a lost connection (status 3, naming the server).
+fn send_error(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Error {
+    let lost = e.is_closed()
+        || e.code().is_some_and(|c| c.code().starts_with("57P"))
+        || (e.as_db_error().is_none()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()));
+    if lost {
+        let why = describe_pg_error(e);
+        return ConnectionError(format!(
+            "{what}: lost the connection to {}: {why}",
+            target.describe()
+        ))
+        .into();
+    }
+    anyhow!("{what}: {}", describe_pg_error(e))
+}
+
+/// How much of stdin is read for one payload: enough to report an oversized payload's exact
+/// size in the usual cases, little enough that `< /dev/zero` fails fast.
+const STDIN_LIMIT: usize = 64 * 1024;
 
 /// All of stdin as the payload, with one trailing newline removed.
 fn read_stdin() -> Result<String> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .lock()
+        .take(STDIN_LIMIT as u64)
         .read_to_end(&mut bytes)
         .context("could not read the payload from standard input")?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
+    }
+    if bytes.len() >= STDIN_LIMIT {
+        anyhow::bail!(
+            "the payload on standard input is more than {} bytes long; PostgreSQL's limit is \
+             {MAX_PAYLOAD_BYTES} bytes (less than 8000)",
+            STDIN_LIMIT - 1
+        );
     }
     String::from_utf8(bytes).map_err(|e| {
         anyhow!(
@@ -59,17 +88,24 @@ fn read_stdin() -> Result<String> {
 
 /// Lines of stdin, read and checked one batch at a time.
 struct Lines<R> {
-    reader: R,
+    reader: BufReader<R>,
     batch: usize,
     line: u64,
     buf: Vec<u8>,
+    /// Whether more input can be read without waiting.
+    ready: fn() -> bool,
 }
 
-impl<R: BufRead> Lines<R> {
+impl<R: Read> Lines<R> {
     /// The next batch of payloads (empty at the end of input), every one already checked.
+    /// A batch ends early when no more input is ready, so `tail -f log | pgnotify notify
+    /// --lines ch` sends each line as it comes instead of waiting for a full batch.
     fn next_batch(&mut self) -> Result<Vec<String>> {
         let mut payloads = Vec::with_capacity(self.batch);
         while payloads.len() < self.batch {
+            if !payloads.is_empty() && self.reader.buffer().is_empty() && !(self.ready)() {
+                break;
+            }
             self.buf.clear();
             let read = self
                 .reader
@@ -98,18 +134,14 @@ fn send_lines(channel: &str, batch: usize, conn: &conn::Settings) -> Result<Exit
         batch,
         line: 0,
         buf: Vec::new(),
+        ready: stdin_ready,
     };
     let mut sent: u64 = 0;
     let mut payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
-    let mut client = conn::connect(conn)?.client;
+    let conn::Connection { mut client, target } = conn::connect(conn)?;
     let statement = client
         .prepare_typed(NOTIFY_MANY, &[Type::TEXT, Type::TEXT_ARRAY])
-        .map_err(|e| {
-            anyhow!(
-                "could not prepare the notifications: {}",
-                describe_pg_error(&e)
-            )
-        })?;
+        .map_err(|e| send_error("could not prepare the notifications", &e, &target))?;
     let mut folded = 0;
     while !payloads.is_empty() {
         folded += repeated(&payloads);
@@ -117,10 +149,7 @@ fn send_lines(channel: &str, batch: usize, conn: &conn::Settings) -> Result<Exit
             .query_one(&statement, &[&channel, &payloads])
             .map_err(|e| {
                 unsent(
-                    anyhow!(
-                        "could not send the notifications: {}",
-                        describe_pg_error(&e)
-                    ),
+                    send_error("could not send the notifications", &e, &target),
                     sent,
                 )
             })?;
@@ -135,6 +164,17 @@ fn send_lines(channel: &str, batch: usize, conn: &conn::Settings) -> Result<Exit
     }
     msg::info(&format!("sent {sent} notifications on {channel:?}"));
     Ok(Exit::Success)
+}
+
+/// True when standard input has data (or its end) to read without waiting.
+fn stdin_ready() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(&stdin),
+        PollFlags::POLLIN,
+    )];
+    poll(&mut fds, PollTimeout::ZERO).map_or(true, |n| n > 0)
 }
 
 /// Says what was committed before a failure, so a script knows where to resume.
@@ -160,10 +200,11 @@ mod tests {
 
     fn batches(input: &str, size: usize) -> Vec<Result<Vec<String>, String>> {
         let mut lines = Lines {
-            reader: input.as_bytes(),
+            reader: BufReader::new(input.as_bytes()),
             batch: size,
             line: 0,
             buf: Vec::new(),
+            ready: || true,
         };
         let mut out = Vec::new();
         loop {

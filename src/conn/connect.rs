@@ -6,7 +6,7 @@ use super::{PasswordPrompt, Settings, Target, pgpass};
 use crate::exit::ConnectionError;
 use crate::msg;
 use anyhow::Result;
-use postgres::config::{SslMode, TargetSessionAttrs};
+use postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
 use postgres::{Client, NoTls};
 use std::time::Duration;
 
@@ -119,6 +119,11 @@ fn open(settings: &Settings, target: &Target, password: Option<&str>) -> Result<
     {
         cfg.tcp_user_timeout(Duration::from_millis(ms));
     }
+    cfg.channel_binding(match settings.get("channel_binding") {
+        Some("disable") => ChannelBinding::Disable,
+        Some("require") => ChannelBinding::Require,
+        _ => ChannelBinding::Prefer,
+    });
     cfg.target_session_attrs(match settings.get("target_session_attrs") {
         Some("read-write") => TargetSessionAttrs::ReadWrite,
         Some("read-only") => TargetSessionAttrs::ReadOnly,
@@ -169,8 +174,14 @@ fn connect_timeout(value: Option<&str>) -> Option<Duration> {
 fn passfile_password(settings: &Settings, target: &Target) -> Option<String> {
     let path = settings.passfile.as_ref()?;
     let port = target.port.to_string();
+    // libpq: `localhost` in the file matches no host, or the default socket directory; any
+    // other socket directory must be written out as a path.
+    let host = match target.defaulted || target.host == super::DEFAULT_SOCKET_DIR {
+        true => "",
+        false => target.host.as_str(),
+    };
     let key = pgpass::Key {
-        host: &target.host,
+        host,
         port: &port,
         dbname: settings.dbname(),
         user: settings.user(),
@@ -250,7 +261,7 @@ pub fn describe_pg_error(e: &postgres::Error) -> String {
 }
 
 /// "Connection refused (os error 111)" -> "Connection refused".
-fn strip_os_error(text: &str) -> String {
+pub fn strip_os_error(text: &str) -> String {
     match text.rfind(" (os error ") {
         Some(i) if text.ends_with(')') => text[..i].to_owned(),
         _ => text.to_owned(),

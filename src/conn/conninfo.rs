@@ -154,7 +154,11 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
                 pairs.push(("user".to_owned(), percent_decode(user)?));
             }
             if let Some(p) = password {
-                pairs.push(("password".to_owned(), percent_decode(p)?));
+                // Never quote a password in an error.
+                let decoded = percent_decode(p).map_err(|_| {
+                    anyhow::anyhow!("invalid percent-encoding in the password of the URI")
+                })?;
+                pairs.push(("password".to_owned(), decoded));
             }
             hosts
         }
@@ -303,6 +307,14 @@ mod tests {
             pairs("postgresql:///d?host=/run/pg&port=7"),
             kv(&[("dbname", "d"), ("host", "/run/pg"), ("port", "7")])
         );
+    }
+
+    #[test]
+    fn uri_errors_never_quote_a_password() {
+        let err = parse("postgres://u:MySecret%zz@h/d")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("MySecret"), "{err}");
     }
 
     #[test]

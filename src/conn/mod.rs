@@ -64,8 +64,12 @@ impl Env {
             .filter(|h| !h.is_empty())
             .map(PathBuf::from)
             .or_else(|| user.as_ref().map(|u| u.dir.clone()));
+        // vars_os: a variable that is not UTF-8 (any variable, not only PG*) must not panic.
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
         Env {
-            vars: std::env::vars().collect(),
+            vars,
             home,
             os_user: user.map(|u| u.name),
         }
@@ -102,12 +106,18 @@ const ENV_VARS: &[(&str, &str)] = &[
 /// upstream default).
 const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/tmp"];
 
+/// Debian's compiled-in socket directory: the one socket host the password file's `localhost`
+/// stands for (libpq's passwordFromFile).
+pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+
 /// One server to try: a host name or socket directory, optionally an address, and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub host: String,
     pub hostaddr: Option<IpAddr>,
     pub port: u16,
+    /// No host was given: the default socket directory was chosen.
+    pub defaulted: bool,
 }
 
 impl Target {
@@ -185,12 +195,13 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<Settings> {
         ("port", &opts.port),
         ("user", &opts.user),
     ];
+    // libpq ignores empty values: `-U ""` leaves the user to PGUSER and the defaults.
     for (key, value) in flags {
-        if let Some(value) = value {
+        if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
             params.insert(key.to_owned(), value.clone());
         }
     }
-    if let Some(db) = &opts.dbname {
+    if let Some(db) = opts.dbname.as_ref().filter(|v| !v.is_empty()) {
         if conninfo::is_connection_string(db) {
             params.extend(conninfo::parse(db)?);
         } else {
@@ -213,7 +224,7 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<Settings> {
         }
     }
     apply_defaults(&mut params, env)?;
-    check_supported(&params)?;
+    check_supported(&mut params)?;
     let targets = targets(&params)?;
     let passfile = params
         .get("passfile")
@@ -260,8 +271,35 @@ fn apply_defaults(params: &mut BTreeMap<String, String>, env: &Env) -> Result<()
     Ok(())
 }
 
+/// Keys whose values must be integers, as libpq checks them.
+const INTEGER_KEYS: &[&str] = &[
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+];
+
 /// Refuses settings this build cannot honour, rather than silently weakening them.
-fn check_supported(params: &BTreeMap<String, String>) -> Result<()> {
+fn check_supported(params: &mut BTreeMap<String, String>) -> Result<()> {
+    for key in INTEGER_KEYS {
+        if let Some(value) = params.get(*key)
+            && value.trim().parse::<u64>().is_err()
+        {
+            bail!("invalid integer value \"{value}\" for connection option \"{key}\"");
+        }
+    }
+    match params.get("channel_binding").map(String::as_str) {
+        None | Some("disable" | "prefer" | "require") => {}
+        Some(other) => bail!("invalid channel_binding value: \"{other}\""),
+    }
+    if params.get("gssencmode").map(String::as_str) == Some("require") {
+        bail!("gssencmode=require needs GSSAPI encryption, which pgnotify does not support");
+    }
+    if params.contains_key("requirepeer") {
+        bail!("requirepeer is not supported by pgnotify; connect without it");
+    }
     match params.get("sslmode").map(String::as_str) {
         None | Some("disable" | "allow" | "prefer") => {}
         Some(mode @ ("require" | "verify-ca" | "verify-full")) => bail!(
@@ -271,14 +309,18 @@ fn check_supported(params: &BTreeMap<String, String>) -> Result<()> {
         Some(other) => bail!("invalid sslmode value: \"{other}\""),
     }
     if let Some(enc) = params.get("client_encoding")
-        && !enc.eq_ignore_ascii_case("utf8")
-        && !enc.eq_ignore_ascii_case("utf-8")
-        && !enc.eq_ignore_ascii_case("auto")
+        && !["utf8", "utf-8", "auto"].contains(&enc.to_ascii_lowercase().as_str())
     {
-        bail!("client_encoding \"{enc}\" is not supported: pgnotify always talks UTF-8");
+        crate::msg::warn(&format!(
+            "client_encoding \"{enc}\" is ignored: pgnotify always talks UTF-8 to the server"
+        ));
+        params.remove("client_encoding");
     }
     match params.get("target_session_attrs").map(String::as_str) {
         None | Some("any" | "read-write" | "read-only") => Ok(()),
+        Some(other @ ("primary" | "standby" | "prefer-standby")) => bail!(
+            "target_session_attrs={other} is not supported by pgnotify; use any, read-write or read-only"
+        ),
         Some(other) => bail!("invalid target_session_attrs value: \"{other}\""),
     }
 }
@@ -329,15 +371,16 @@ fn targets(params: &BTreeMap<String, String>) -> Result<Vec<Target>> {
             1 => ports[0],
             _ => ports[i],
         };
-        let host = if host.is_empty() && addrs.get(i).copied().flatten().is_none() {
-            default_socket_dir(port)
-        } else {
-            host
-        };
+        let defaulted = host.is_empty() && addrs.get(i).copied().flatten().is_none();
         Target {
-            host,
+            host: if defaulted {
+                default_socket_dir(port)
+            } else {
+                host
+            },
             hostaddr: addrs.get(i).copied().flatten(),
             port,
+            defaulted,
         }
     });
     Ok(targets.collect())
@@ -372,7 +415,7 @@ fn default_socket_dir(port: u16) -> String {
 }
 
 mod connect;
-pub use connect::{Connection, connect, describe_pg_error};
+pub use connect::{Connection, connect, describe_pg_error, strip_os_error};
 
 #[cfg(test)]
 mod tests;

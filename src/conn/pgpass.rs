@@ -1,8 +1,9 @@
 //! Looks a password up in a libpq password file (`~/.pgpass`, `PGPASSFILE`, `passfile=`).
 //!
 //! Same rules as libpq (§34.16 "The Password File"): `host:port:database:user:password` lines,
-//! `*` matches anything, `\` escapes `:` and `\`, the first match wins, a socket host matches
-//! `localhost`, and a file that group or others can read is ignored with a warning.
+//! `*` matches anything, `\` escapes `:` and `\`, the first match wins, `localhost` matches a
+//! connection to the default socket (the caller passes an empty host for that), and a file that
+//! group or others can read is ignored with a warning.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -51,8 +52,7 @@ pub fn lookup(path: &Path, key: &Key) -> Lookup {
 }
 
 fn find(text: &str, key: &Key) -> Lookup {
-    // libpq matches a socket directory (or no host) against "localhost".
-    let host = if key.host.is_empty() || key.host.starts_with('/') {
+    let host = if key.host.is_empty() {
         "localhost"
     } else {
         key.host
@@ -132,11 +132,19 @@ mod tests {
     }
 
     #[test]
-    fn sockets_match_localhost() {
-        let text = "localhost:5432:db:u:sock\n";
+    fn the_default_socket_matches_localhost_and_other_sockets_their_path() {
+        let text = "localhost:5432:db:u:default\n/tmp/x:5432:db:u:path\n";
         assert_eq!(
-            find(text, &key("/tmp", "5432", "db", "u")),
-            Lookup::Found("sock".into())
+            find(text, &key("", "5432", "db", "u")),
+            Lookup::Found("default".into())
+        );
+        assert_eq!(
+            find(text, &key("/tmp/x", "5432", "db", "u")),
+            Lookup::Found("path".into())
+        );
+        assert_eq!(
+            find(text, &key("/tmp/y", "5432", "db", "u")),
+            Lookup::NotFound
         );
     }
 

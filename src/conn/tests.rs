@@ -199,12 +199,29 @@ fn targets_are_described_like_psql() {
         host: "/tmp".into(),
         hostaddr: None,
         port: 5432,
+        defaulted: false,
     };
     assert_eq!(sock.describe(), "server on socket \"/tmp/.s.PGSQL.5432\"");
     let tcp = Target {
         host: "db".into(),
         hostaddr: Some("10.0.0.1".parse().unwrap()),
         port: 1,
+        defaulted: false,
     };
     assert_eq!(tcp.describe(), "server at \"db\" (10.0.0.1), port 1");
+}
+
+#[test]
+fn empty_flags_count_as_unset_and_foreign_encodings_are_ignored() {
+    let e = env(&[
+        ("PGUSER", "envuser"),
+        ("PGHOST", "envhost"),
+        ("PGCLIENTENCODING", "LATIN1"),
+    ]);
+    let s = resolve(&opts(Some(""), Some(""), None, Some("")), &e).unwrap();
+    assert_eq!(
+        (s.user(), s.targets()[0].host.as_str()),
+        ("envuser", "envhost")
+    );
+    assert_eq!(s.get("client_encoding"), None);
 }

@@ -12,7 +12,10 @@ fn probe(cmd: &mut Cmd) -> &mut Cmd {
 
 fn password_server() -> Server {
     let server = Server::start_with(&tempdb::Options {
-        hba: vec!["host all +needs_password 127.0.0.1/32 scram-sha-256".into()],
+        hba: vec![
+            "local all +needs_password scram-sha-256".into(),
+            "host all +needs_password 127.0.0.1/32 scram-sha-256".into(),
+        ],
         ..Default::default()
     });
     server
@@ -340,4 +343,38 @@ fn tcp_keepalives_are_on() {
         text.contains("timer:(keepalive"),
         "no keepalive timer on pgnotify's socket:\n{text}"
     );
+}
+
+#[test]
+fn the_password_file_matches_socket_directories_like_libpq() {
+    let server = password_server();
+    let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
+    let port = server.cluster.port().to_string();
+    let pgpass = server.home.path().join(".pgpass");
+    let run = |line: String| {
+        std::fs::write(&pgpass, line).unwrap();
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        probe(server.bare().args([
+            "-h", &socket, "-p", &port, "-U", "alice", "-d", "postgres", "-w",
+        ]))
+        .run()
+    };
+    // A socket directory other than the default is matched by its path, not by localhost.
+    run(format!("{socket}:{port}:*:alice:s3cr\\:et\n")).success();
+    run(format!("localhost:{port}:*:alice:s3cr\\:et\n"))
+        .code(3)
+        .stderr_has("asked for a password");
+}
+
+#[test]
+fn environment_variables_that_are_not_utf8_are_harmless() {
+    use std::os::unix::ffi::OsStringExt;
+    let server = Server::start();
+    probe(
+        server
+            .pgnotify()
+            .env("LESSOPEN", std::ffi::OsString::from_vec(vec![0xff, 0xfe])),
+    )
+    .run()
+    .success();
 }

@@ -247,3 +247,74 @@ fn an_sql_error_exits_1_with_the_server_message() {
         .stderr_has("could not send the notification")
         .stderr_has("SQLSTATE 22P05");
 }
+
+/// A shell pipeline feeding `pgnotify notify` with this server's options.
+fn pipeline(server: &Server, input: &str, args: &str) -> std::process::Child {
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{input} | {} -h {} -p {} -U postgres -d postgres {args}",
+            env!("CARGO_BIN_EXE_pgnotify"),
+            server.cluster.socket_dir().display(),
+            server.cluster.port()
+        ))
+        .env("PGAPPNAME", "notifier")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn lines_go_out_as_they_come_not_when_a_batch_is_full() {
+    let server = Server::start();
+    let mut listener = server
+        .pgnotify()
+        .args(["-v", "listen", "slow", "--count", "1", "--timeout", "2s"])
+        .spawn();
+    listener.wait_ready();
+    let mut feeder = pipeline(
+        &server,
+        "(echo first; sleep 3; echo second)",
+        "notify --lines slow",
+    );
+    assert_eq!(listener.read_record().payload, "first");
+    listener.expect_exit(0);
+    assert!(feeder.wait().unwrap().success());
+}
+
+#[test]
+fn a_connection_lost_while_sending_exits_3() {
+    let server = Server::start();
+    let mut listener = listen(&server, "lost");
+    let feeder = pipeline(
+        &server,
+        "(echo a; sleep 2; echo b)",
+        "notify --lines --batch 1 lost",
+    );
+    assert_eq!(listener.read_record().payload, "a");
+    server.client().batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'notifier'").unwrap();
+    let out = feeder.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("lost the connection to server on socket"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the first 1 lines were sent and committed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_endless_stdin_payload_fails_fast() {
+    let server = Server::start();
+    let out = server
+        .pgnotify()
+        .args(["notify", "z"])
+        .stdin(vec![b'z'; 1_000_000])
+        .run();
+    out.code(1)
+        .one_line_error()
+        .stderr_has("more than 65535 bytes long; PostgreSQL's limit is 7999 bytes");
+}
