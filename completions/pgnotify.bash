@@ -467,12 +467,20 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__pipe)
-            opts="-c -t -d -h -p -U -w -W -q -v -? --data --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-c -t -d -h -p -U -w -W -q -v -? --data --connect --serve --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --connect)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --serve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --count)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

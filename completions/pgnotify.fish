@@ -96,6 +96,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s W -l p
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l connect -d 'Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines wait for it (4 MiB), then are dropped and counted in a gap record' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l serve -d 'Serve the lines to every TCP client that connects, from the moment it connects, instead of stdout. A port alone listens on 127.0.0.1; name another address to open it wider. A client that stops reading is disconnected (after 1 MiB)' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s c -l count -d 'Exit with status 0 after N notifications' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l max-downtime -d 'Exit with status 3 after being disconnected this long (default: keep reconnecting)' -r

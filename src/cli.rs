@@ -272,7 +272,9 @@ const PIPE_EXAMPLES: &str = "\
 Examples:
   pgnotify pipe jobs | while read -r event; do echo \"$event\"; done
   pgnotify pipe jobs --data | jq -c 'select(.payload) | .data'
-  pgnotify pipe jobs orders --max-downtime 5m >> events.ndjson";
+  pgnotify pipe jobs orders --max-downtime 5m >> events.ndjson
+  pgnotify pipe jobs --connect collector:7000         to a TCP peer, reconnecting
+  pgnotify pipe jobs --serve 7000                     to every client of 127.0.0.1:7000";
 
 /// Forward notifications as NDJSON, surviving lost connections.
 ///
@@ -298,6 +300,17 @@ pub struct PipeArgs {
     /// Add "data": the payload parsed as JSON, when it is JSON.
     #[arg(long)]
     pub data: bool,
+
+    /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
+    /// wait for it (4 MiB), then are dropped and counted in a gap record.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "serve")]
+    pub connect: Option<String>,
+
+    /// Serve the lines to every TCP client that connects, from the moment it connects, instead
+    /// of stdout. A port alone listens on 127.0.0.1; name another address to open it wider.
+    /// A client that stops reading is disconnected (after 1 MiB).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub serve: Option<String>,
 
     #[command(flatten)]
     pub wait: WaitArgs,

@@ -7,7 +7,7 @@ use crate::cli::{
 use crate::cmd::demo::DemoSettings;
 use crate::conn::{ConnOptions, PasswordPrompt};
 use crate::output::{ColorChoice, Format, JsonOptions, Printer, Style, use_color};
-use crate::relay::RelaySettings;
+use crate::relay::{Destination, RelaySettings};
 use crate::source::SourceSettings;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -86,6 +86,11 @@ pub fn pipe(args: &PipeArgs) -> PipeSettings {
             wait: Wait::from(&args.wait),
             printer,
             overflow: args.source.on_overflow,
+            destination: match (&args.connect, &args.serve) {
+                (Some(address), _) => Destination::Connect(address.clone()),
+                (None, Some(spec)) => Destination::Serve(spec.clone()),
+                (None, None) => Destination::Stdout,
+            },
         },
     }
 }
@@ -118,6 +123,7 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
             wait: Wait::from(&args.wait),
             printer: Printer::new(format, style, json_options(args.data, &args.source)),
             overflow: args.source.on_overflow,
+            destination: Destination::Stdout,
         },
     }
 }

@@ -12,7 +12,7 @@ use crate::events::{self, Event, Overflow, Queue};
 use crate::exit::Exit;
 use crate::msg;
 use crate::notification::Notification;
-use crate::output::{self, Printer, Stdout};
+use crate::output::{self, Printer, Sink, Stdout, tcp};
 use crate::source::{self, SourceSettings};
 use anyhow::Result;
 use std::sync::Arc;
@@ -21,12 +21,23 @@ use std::time::Instant;
 /// Bytes of notifications (with bookkeeping) that may wait for the output.
 pub const BUFFER_BYTES: usize = 4 << 20;
 
+/// Where a relay writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    /// `--connect HOST:PORT`
+    Connect(String),
+    /// `--serve [ADDR:]PORT`
+    Serve(String),
+}
+
 /// Everything a relay needs besides the connection.
 pub struct RelaySettings {
     pub source: SourceSettings,
     pub wait: Wait,
     pub printer: Printer,
     pub overflow: Overflow,
+    pub destination: Destination,
 }
 
 pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
@@ -37,15 +48,25 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
         None => conn.clone(),
     };
     let queue = Queue::new(BUFFER_BYTES, settings.overflow);
+    let mut out: Box<dyn Sink> = match &settings.destination {
+        Destination::Stdout => {
+            events::watch_output_closed(Arc::clone(&queue));
+            Box::new(Stdout::new(settings.printer))
+        }
+        Destination::Connect(address) => Box::new(tcp::connect(address, settings.printer)?),
+        Destination::Serve(spec) => Box::new(tcp::serve(spec, settings.printer)?),
+    };
     source::start(&conn, settings.source, Arc::clone(&queue))?;
     let signals = Arc::clone(&queue);
     events::deliver_signals_to(move |signal| {
         signals.push(Event::Signal(signal));
         true
     });
-    events::watch_output_closed(Arc::clone(&queue));
-    let mut out = Stdout::new(settings.printer);
-    match relay(&queue, &mut out, counter) {
+    let outcome = relay(&queue, out.as_mut(), counter).and_then(|exit| {
+        out.finish()?;
+        Ok(exit)
+    });
+    match outcome {
         Err(e) => match e.downcast_ref::<std::io::Error>() {
             Some(io) if output::is_broken_pipe(io) => Ok(Exit::Success),
             Some(io) => Err(anyhow::anyhow!(
@@ -58,7 +79,7 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
     }
 }
 
-fn relay(queue: &Queue, out: &mut Stdout, mut counter: Counter) -> Result<Exit> {
+fn relay(queue: &Queue, out: &mut dyn Sink, mut counter: Counter) -> Result<Exit> {
     loop {
         let mut events = queue.try_take();
         if events.is_empty() {
@@ -97,7 +118,7 @@ fn relay(queue: &Queue, out: &mut Stdout, mut counter: Counter) -> Result<Exit> 
 /// way out.
 fn drain(
     events: impl Iterator<Item = Event>,
-    out: &mut Stdout,
+    out: &mut dyn Sink,
     counter: &mut Counter,
 ) -> Result<()> {
     for event in events {
@@ -137,7 +158,7 @@ impl Counter {
     }
 
     /// Writes a batch; true when `--count` is reached (the rest of the batch is not written).
-    fn write(&mut self, out: &mut Stdout, batch: &[Notification]) -> Result<bool> {
+    fn write(&mut self, out: &mut dyn Sink, batch: &[Notification]) -> Result<bool> {
         for n in batch {
             out.write(n)?;
             self.received += 1;

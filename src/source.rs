@@ -386,7 +386,7 @@ impl Heartbeat {
 
 /// The pause before reconnection attempt `attempt` (0-based): none, then 0.1 s doubling to
 /// 10 s, each scaled by a jitter in [0.5, 1) so that many listeners do not retry in step.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     if attempt == 0 {
         return Duration::ZERO;
     }

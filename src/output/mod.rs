@@ -9,6 +9,7 @@
 
 mod json;
 mod psql;
+pub mod tcp;
 mod text;
 
 use crate::events::Gap;
@@ -83,6 +84,20 @@ impl Printer {
     }
 }
 
+/// Where a relay writes: stdout, a TCP peer, TCP clients.
+pub trait Sink {
+    /// Writes one notification (buffered).
+    fn write(&mut self, n: &Notification) -> io::Result<()>;
+    /// Writes a gap record where the format has them.
+    fn write_gap(&mut self, gap: &Gap) -> io::Result<()>;
+    /// Hands everything written so far on.
+    fn flush(&mut self) -> io::Result<()>;
+    /// At the end of a run: hands everything on and waits (boundedly) until it is delivered.
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
 /// Notifications to stdout, flushed per line on a terminal and per batch elsewhere.
 pub struct Stdout {
     out: BufWriter<StdoutLock<'static>>,
@@ -100,9 +115,11 @@ impl Stdout {
             flush_each_line,
         }
     }
+}
 
+impl Sink for Stdout {
     /// Writes one notification; flushes it too on a terminal.
-    pub fn write(&mut self, n: &Notification) -> io::Result<()> {
+    fn write(&mut self, n: &Notification) -> io::Result<()> {
         self.printer.write(&mut self.out, n)?;
         if self.flush_each_line {
             self.out.flush()?;
@@ -111,13 +128,13 @@ impl Stdout {
     }
 
     /// Writes a gap record (in NDJSON), flushed at once: the consumer should know promptly.
-    pub fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
+    fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
         self.printer.write_gap(&mut self.out, gap)?;
         self.out.flush()
     }
 
     /// Hands everything written so far to the reader.
-    pub fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }

@@ -10,3 +10,4 @@ mod faults;
 mod listen;
 mod notify;
 mod support;
+mod tcp;

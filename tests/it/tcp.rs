@@ -1,0 +1,119 @@
+//! `pipe --connect` and `pipe --serve` against real TCP peers and clients on loopback.
+
+use crate::support::{Record, Server};
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Accepts one connection, failing the test after a while instead of hanging.
+fn accept(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(crate::support::PATIENCE))
+                    .unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    start.elapsed() < crate::support::PATIENCE,
+                    "pgnotify never connected"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+fn payload(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("a line from pgnotify");
+    let record: Record = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    record.payload
+}
+
+#[test]
+fn connect_waits_for_a_peer_that_is_down_and_resumes_after_it_leaves() {
+    let server = Server::start();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "p", "--connect", &address])
+        .spawn();
+    pipe.wait_ready();
+    server.notify("p", "a");
+    server.notify("p", "b");
+    let peer = TcpListener::bind(&address).unwrap();
+    let mut first = BufReader::new(accept(&peer));
+    assert_eq!(
+        (payload(&mut first), payload(&mut first)),
+        ("a".into(), "b".into())
+    );
+    drop(first); // the peer goes away
+    std::thread::sleep(Duration::from_millis(100));
+    server.notify("p", "c");
+    let mut second = BufReader::new(accept(&peer));
+    assert_eq!(payload(&mut second), "c");
+    server.notify("p", "d");
+    assert_eq!(payload(&mut second), "d");
+    let stderr = pipe.stderr();
+    assert!(
+        stderr.contains("could not connect to the TCP peer"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("closed the connection; reconnecting"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_disconnects_a_client_that_never_reads_and_keeps_the_others_going() {
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "s", "--serve", "0"])
+        .spawn();
+    let line = pipe.wait_stderr("serving NDJSON on ");
+    let address = line.rsplit(' ').next().unwrap().to_owned();
+    assert!(
+        address.starts_with("127.0.0.1:"),
+        "a port alone listens on loopback: {address}"
+    );
+    pipe.wait_ready();
+    let stalled = TcpStream::connect(&address).unwrap();
+    let reader = TcpStream::connect(&address).unwrap();
+    reader
+        .set_read_timeout(Some(crate::support::PATIENCE))
+        .unwrap();
+    pipe.wait_stderr("connected");
+    pipe.wait_stderr("connected");
+    let total = 20_000;
+    let mut fast = BufReader::new(reader);
+    let consumer = std::thread::spawn(move || {
+        let got: Vec<String> = (0..total).map(|_| payload(&mut fast)).collect();
+        (got, fast)
+    });
+    server
+        .client()
+        .batch_execute(&format!("SELECT pg_notify('s', i || ':' || repeat('x', 1000)) FROM generate_series(1, {total}) i"))
+        .unwrap();
+    let (got, mut fast) = consumer.join().unwrap();
+    for (i, p) in got.iter().enumerate() {
+        assert!(p.starts_with(&format!("{}:", i + 1)), "out of order at {i}");
+    }
+    pipe.wait_stderr("is not reading: disconnected");
+    server.notify("s", "still here");
+    assert_eq!(payload(&mut fast), "still here");
+    drop(stalled);
+}
