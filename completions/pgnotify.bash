@@ -327,7 +327,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__listen)
-            opts="-c -t -d -h -p -U -w -W -q -v -? --format --json --data --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --format --json --data --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,6 +335,22 @@ _pgnotify() {
             case "${prev}" in
                 --format)
                     COMPREPLY=($(compgen -W "text json psql" -- "${cur}"))
+                    return 0
+                    ;;
+                --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -x)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --count)
@@ -467,7 +483,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__pipe)
-            opts="-c -t -d -h -p -U -w -W -q -v -? --data --connect --serve --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --connect --serve --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -478,6 +494,22 @@ _pgnotify() {
                     return 0
                     ;;
                 --serve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -x)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --jobs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -j)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -47,6 +47,8 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print t
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l format -d 'Output format [default: text on a terminal, json otherwise]' -r -f -a "text\t'One line per notification: local time, channel, sender PID, payload'
 json\t'NDJSON: {"channel","payload","pid","received_at"} per line'
 psql\t'psql\'s sentences: Asynchronous notification "ch" with payload "p" received from server process with PID n'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s x -l exec -d 'Run COMMAND (through /bin/sh -c) for each notification instead of printing it: the payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID. A failing command is reported on stderr; the run goes on' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s j -l jobs -d 'With --exec: run up to N commands at once (1: one after the other, in order)' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s c -l count -d 'Exit with status 0 after N notifications' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l max-downtime -d 'Exit with status 3 after being disconnected this long (default: keep reconnecting)' -r
@@ -98,6 +100,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s v -l v
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l connect -d 'Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines wait for it (4 MiB), then are dropped and counted in a gap record' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l serve -d 'Serve the lines to every TCP client that connects, from the moment it connects, instead of stdout. A port alone listens on 127.0.0.1; name another address to open it wider. A client that stops reading is disconnected (after 1 MiB)' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s x -l exec -d 'Run COMMAND (through /bin/sh -c) for each notification instead of printing it: the payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID. A failing command is reported on stderr; the run goes on' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s j -l jobs -d 'With --exec: run up to N commands at once (1: one after the other, in order)' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s c -l count -d 'Exit with status 0 after N notifications' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l max-downtime -d 'Exit with status 3 after being disconnected this long (default: keep reconnecting)' -r

@@ -107,7 +107,8 @@ Examples:
   pgnotify listen orders                      watch one channel until Ctrl-C
   pgnotify listen Orders 'order events'       channels are case-exact; quote spaces
   pgnotify listen jobs --count 1 --timeout 30s && echo 'a job arrived'
-  pgnotify listen jobs --json | jq .payload    NDJSON, one object per line";
+  pgnotify listen jobs --json | jq .payload    NDJSON, one object per line
+  pgnotify listen jobs --exec 'handle-job' --jobs 4   a command per notification";
 
 /// Print notifications as they arrive.
 ///
@@ -142,10 +143,28 @@ pub struct ListenArgs {
     pub data: bool,
 
     #[command(flatten)]
+    pub exec: ExecArgs,
+
+    #[command(flatten)]
     pub wait: WaitArgs,
 
     #[command(flatten)]
     pub source: SourceArgs,
+}
+
+/// `--exec` and `--jobs`, shared by `listen` and `pipe`.
+#[derive(Clone, Debug, Args)]
+pub struct ExecArgs {
+    /// Run COMMAND (through /bin/sh -c) for each notification instead of printing it: the
+    /// payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID.
+    /// A failing command is reported on stderr; the run goes on.
+    #[arg(short = 'x', long, value_name = "COMMAND")]
+    pub exec: Option<String>,
+
+    /// With --exec: run up to N commands at once (1: one after the other, in order).
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 1, requires = "exec",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: u32,
 }
 
 /// Reconnecting, liveness and overflow, shared by `listen` and `pipe`.
@@ -303,14 +322,17 @@ pub struct PipeArgs {
 
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
     /// wait for it (4 MiB), then are dropped and counted in a gap record.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with = "serve")]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec"])]
     pub connect: Option<String>,
 
     /// Serve the lines to every TCP client that connects, from the moment it connects, instead
     /// of stdout. A port alone listens on 127.0.0.1; name another address to open it wider.
     /// A client that stops reading is disconnected (after 1 MiB).
-    #[arg(long, value_name = "[ADDR:]PORT")]
+    #[arg(long, value_name = "[ADDR:]PORT", conflicts_with = "exec")]
     pub serve: Option<String>,
+
+    #[command(flatten)]
+    pub exec: ExecArgs,
 
     #[command(flatten)]
     pub wait: WaitArgs,

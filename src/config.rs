@@ -73,6 +73,16 @@ fn json_options(data: bool, args: &SourceArgs) -> JsonOptions {
     }
 }
 
+fn exec_or_stdout(args: &crate::cli::ExecArgs) -> Destination {
+    match &args.exec {
+        Some(command) => Destination::Exec {
+            command: command.clone(),
+            jobs: args.jobs as usize,
+        },
+        None => Destination::Stdout,
+    }
+}
+
 /// `pipe`: always NDJSON.
 pub fn pipe(args: &PipeArgs) -> PipeSettings {
     let printer = Printer::new(
@@ -89,7 +99,7 @@ pub fn pipe(args: &PipeArgs) -> PipeSettings {
             destination: match (&args.connect, &args.serve) {
                 (Some(address), _) => Destination::Connect(address.clone()),
                 (None, Some(spec)) => Destination::Serve(spec.clone()),
-                (None, None) => Destination::Stdout,
+                (None, None) => exec_or_stdout(&args.exec),
             },
         },
     }
@@ -123,7 +133,7 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
             wait: Wait::from(&args.wait),
             printer: Printer::new(format, style, json_options(args.data, &args.source)),
             overflow: args.source.on_overflow,
-            destination: Destination::Stdout,
+            destination: exec_or_stdout(&args.exec),
         },
     }
 }

@@ -29,6 +29,11 @@ pub enum Destination {
     Connect(String),
     /// `--serve [ADDR:]PORT`
     Serve(String),
+    /// `--exec COMMAND --jobs N`
+    Exec {
+        command: String,
+        jobs: usize,
+    },
 }
 
 /// Everything a relay needs besides the connection.
@@ -55,6 +60,7 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
         }
         Destination::Connect(address) => Box::new(tcp::connect(address, settings.printer)?),
         Destination::Serve(spec) => Box::new(tcp::serve(spec, settings.printer)?),
+        Destination::Exec { command, jobs } => Box::new(output::exec::start(command, *jobs)?),
     };
     source::start(&conn, settings.source, Arc::clone(&queue))?;
     let signals = Arc::clone(&queue);

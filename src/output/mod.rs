@@ -7,6 +7,7 @@
 //! notification already received and flushes once before blocking again, which is as prompt as
 //! flushing each line and much cheaper (xh's buffer.rs does the same).
 
+pub mod exec;
 mod json;
 mod psql;
 pub mod tcp;

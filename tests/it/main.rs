@@ -6,6 +6,7 @@
 mod cli;
 mod conn;
 mod demo;
+mod exec;
 mod faults;
 mod listen;
 mod notify;
