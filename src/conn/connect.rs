@@ -15,6 +15,9 @@ use std::time::Duration;
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may stay unacknowledged before the kernel gives the connection up
+/// (TCP_USER_TIMEOUT; the kernel's own limit is 15 minutes or more).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open connection and the server it reached.
 pub struct Connection {
@@ -113,11 +116,17 @@ fn open(settings: &Settings, target: &Target, password: Option<&str>) -> Result<
     if let Some(timeout) = timeout {
         cfg.connect_timeout(timeout);
     }
-    if let Some(ms) = settings
+    match settings
         .get("tcp_user_timeout")
-        .and_then(|t| t.parse().ok())
+        .and_then(|t| t.trim().parse().ok())
     {
-        cfg.tcp_user_timeout(Duration::from_millis(ms));
+        Some(0) => {}
+        Some(ms) => {
+            cfg.tcp_user_timeout(Duration::from_millis(ms));
+        }
+        None => {
+            cfg.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
     }
     cfg.channel_binding(match settings.get("channel_binding") {
         Some("disable") => ChannelBinding::Disable,

@@ -167,6 +167,48 @@ fn a_hung_backend_is_detected_by_the_heartbeat() {
     assert_eq!(pipe.read_record().payload, "alive again");
 }
 
+#[test]
+fn a_black_holed_network_is_detected_and_a_reset_is_survived() {
+    let server = Server::start();
+    let proxy = crate::support::proxy::Proxy::start(server.cluster.port());
+    let port = proxy.port.to_string();
+    let mut pipe = server
+        .bare()
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-v", "pipe", "net", "--heartbeat", "1s"])
+        .spawn();
+    pipe.wait_ready();
+    proxy.black_hole();
+    let cut = Instant::now();
+    let (_, gap) = pipe.read_until_gap();
+    assert!(gap.reason.contains("heartbeat"), "{gap:?}");
+    assert!(
+        cut.elapsed() < Duration::from_secs(1 + 5 + 3),
+        "noticed after {:?}",
+        cut.elapsed()
+    );
+    server.notify("net", "through a new connection");
+    assert_eq!(pipe.read_record().payload, "through a new connection");
+    proxy.reset();
+    let (_, gap) = pipe.read_until_gap();
+    assert!(
+        gap.reason
+            .contains("lost the connection to server at \"127.0.0.1\""),
+        "{gap:?}"
+    );
+    server.notify("net", "after the reset");
+    assert_eq!(pipe.read_record().payload, "after the reset");
+}
+
 /// The server's queue usage, as a fraction.
 fn queue_usage(server: &Server) -> f64 {
     server

@@ -3,6 +3,8 @@
 //! runs the real `pgnotify` binary with a scrubbed environment and reports everything when an
 //! assertion fails (argv, status, stdout, stderr, server log tail).
 
+pub mod proxy;
+
 use pgnotify::tempdb::{self, Cluster};
 use std::collections::HashMap;
 use std::ffi::OsString;
