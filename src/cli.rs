@@ -120,9 +120,13 @@ Examples:
 /// Channel names are taken exactly as written: `listen Orders` listens on "Orders", not
 /// "orders". Names must be 1 to 63 bytes.
 ///
+/// A lost connection is re-established; with --json the stream then gets a gap record (a line
+/// without "payload"), and stderr always says so. See `pipe --help`.
+///
 /// Exit status: 0 after --count notifications or when the reader of stdout goes away, 124 when
-/// --timeout elapses first, 3 when the connection fails or is lost, 130/143 on SIGINT/SIGTERM
-/// (after writing everything already received).
+/// --timeout elapses first, 3 when the first connection fails (without --wait) or the server
+/// stays away longer than --max-downtime, 130/143 on SIGINT/SIGTERM (after writing everything
+/// already received).
 #[derive(Debug, Args)]
 #[command(after_help = LISTEN_EXAMPLES)]
 pub struct ListenArgs {
@@ -157,7 +161,8 @@ pub struct ListenArgs {
 pub struct ExecArgs {
     /// Run COMMAND (through /bin/sh -c) for each notification instead of printing it: the
     /// payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID.
-    /// A failing command is reported on stderr; the run goes on.
+    /// For a gap it runs with PGNOTIFY_GAP set and the gap record on stdin. A failing command
+    /// is reported on stderr; the run goes on.
     #[arg(short = 'x', long, value_name = "COMMAND")]
     pub exec: Option<String>,
 

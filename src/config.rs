@@ -73,11 +73,12 @@ fn json_options(data: bool, args: &SourceArgs) -> JsonOptions {
     }
 }
 
-fn exec_or_stdout(args: &crate::cli::ExecArgs) -> Destination {
+fn exec_or_stdout(args: &crate::cli::ExecArgs, source: &SourceArgs) -> Destination {
     match &args.exec {
         Some(command) => Destination::Exec {
             command: command.clone(),
             jobs: args.jobs as usize,
+            gaps: !source.no_gap_records,
         },
         None => Destination::Stdout,
     }
@@ -99,7 +100,7 @@ pub fn pipe(args: &PipeArgs) -> PipeSettings {
             destination: match (&args.connect, &args.serve) {
                 (Some(address), _) => Destination::Connect(address.clone()),
                 (None, Some(spec)) => Destination::Serve(spec.clone()),
-                (None, None) => exec_or_stdout(&args.exec),
+                (None, None) => exec_or_stdout(&args.exec, &args.source),
             },
         },
     }
@@ -133,7 +134,7 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
             wait: Wait::from(&args.wait),
             printer: Printer::new(format, style, json_options(args.data, &args.source)),
             overflow: args.source.on_overflow,
-            destination: exec_or_stdout(&args.exec),
+            destination: exec_or_stdout(&args.exec, &args.source),
         },
     }
 }

@@ -33,6 +33,8 @@ pub enum Destination {
     Exec {
         command: String,
         jobs: usize,
+        /// Run it for gaps too.
+        gaps: bool,
     },
 }
 
@@ -60,7 +62,11 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
         }
         Destination::Connect(address) => Box::new(tcp::connect(address, settings.printer)?),
         Destination::Serve(spec) => Box::new(tcp::serve(spec, settings.printer)?),
-        Destination::Exec { command, jobs } => Box::new(output::exec::start(command, *jobs)?),
+        Destination::Exec {
+            command,
+            jobs,
+            gaps,
+        } => Box::new(output::exec::start(command, *jobs, *gaps)?),
     };
     source::start(&conn, settings.source, Arc::clone(&queue))?;
     let signals = Arc::clone(&queue);

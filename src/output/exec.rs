@@ -3,13 +3,15 @@
 //! The command runs through `/bin/sh -c`, so it is found on PATH and may have arguments and
 //! redirections; the notification never enters the command line (no quoting, no injection):
 //! the payload arrives on the command's stdin and in `PGNOTIFY_PAYLOAD`, with
-//! `PGNOTIFY_CHANNEL` and `PGNOTIFY_PID`. `--jobs N` runs up to N at once (default 1: one after
-//! the other, in arrival order). Every child is waited for; a command that fails is reported on
+//! `PGNOTIFY_CHANNEL` and `PGNOTIFY_PID`. When notifications may have been lost, the command
+//! runs once with `PGNOTIFY_GAP` set to `reconnect` or `overflow` and the gap record on stdin
+//! (unless `--no-gap-records`). `--jobs N` runs up to N at once (default 1: one after the
+//! other, in arrival order). Every child is waited for; a command that fails is reported on
 //! stderr and the run goes on. While all jobs are busy, notifications wait in the source's
 //! queue, where `--on-overflow` applies.
 
 use super::Sink;
-use crate::events::Gap;
+use crate::events::{Gap, GapKind};
 use crate::msg;
 use crate::notification::Notification;
 use std::io::{self, Write};
@@ -19,13 +21,21 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub struct Exec {
-    jobs: Option<SyncSender<Notification>>,
+    jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    gaps: bool,
 }
 
-/// Starts `jobs` workers that run `command` for each notification handed to them.
-pub fn start(command: &str, jobs: usize) -> io::Result<Exec> {
-    let (tx, rx) = mpsc::sync_channel::<Notification>(0);
+/// What a command runs for.
+enum Job {
+    Notification(Notification),
+    /// The gap's kind and its NDJSON record.
+    Gap(&'static str, Vec<u8>),
+}
+
+/// Starts `jobs` workers that run `command` for each notification (and gap) handed to them.
+pub fn start(command: &str, jobs: usize, gaps: bool) -> io::Result<Exec> {
+    let (tx, rx) = mpsc::sync_channel::<Job>(0);
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::with_capacity(jobs);
     for i in 0..jobs {
@@ -40,31 +50,55 @@ pub fn start(command: &str, jobs: usize) -> io::Result<Exec> {
     Ok(Exec {
         jobs: Some(tx),
         workers,
+        gaps,
     })
 }
 
-fn work(command: &str, jobs: &Mutex<Receiver<Notification>>) {
+fn work(command: &str, jobs: &Mutex<Receiver<Job>>) {
     loop {
         let next = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(n) = next else { return };
-        run(command, &n);
+        match next {
+            Ok(Job::Notification(n)) => {
+                let mut cmd = shell(command);
+                cmd.env("PGNOTIFY_CHANNEL", &n.channel)
+                    .env("PGNOTIFY_PID", n.pid.to_string())
+                    .env("PGNOTIFY_PAYLOAD", &n.payload);
+                let what = format!(
+                    "a notification on {:?} from server process {}",
+                    n.channel, n.pid
+                );
+                execute(cmd, n.payload.as_bytes(), &what);
+            }
+            Ok(Job::Gap(kind, record)) => {
+                let mut cmd = shell(command);
+                cmd.env("PGNOTIFY_GAP", kind);
+                execute(cmd, &record, "a gap record");
+            }
+            Err(_) => return,
+        }
     }
 }
 
-/// Runs the command for one notification and waits for it.
-fn run(command: &str, n: &Notification) {
-    let child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .env("PGNOTIFY_CHANNEL", &n.channel)
-        .env("PGNOTIFY_PID", n.pid.to_string())
-        .env("PGNOTIFY_PAYLOAD", &n.payload)
-        .stdin(Stdio::piped())
-        .spawn();
-    let mut child = match child {
+fn shell(command: &str) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    for name in [
+        "PGNOTIFY_CHANNEL",
+        "PGNOTIFY_PID",
+        "PGNOTIFY_PAYLOAD",
+        "PGNOTIFY_GAP",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// Runs the command with `input` on its stdin and waits for it.
+fn execute(mut cmd: Command, input: &[u8], what: &str) {
+    let mut child = match cmd.stdin(Stdio::piped()).spawn() {
         Ok(child) => child,
         Err(e) => {
             msg::warn(&format!("could not run the --exec command: {e}"));
@@ -73,32 +107,44 @@ fn run(command: &str, n: &Notification) {
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its stdin is fine: ignore the broken pipe.
-        let _ = stdin.write_all(n.payload.as_bytes());
+        let _ = stdin.write_all(input);
     }
     match child.wait() {
         Ok(status) if status.success() => {}
-        Ok(status) => msg::warn(&format!(
-            "the --exec command failed ({status}) for a notification on {:?} from server process {}",
-            n.channel, n.pid
-        )),
+        Ok(status) => msg::warn(&format!("the --exec command failed ({status}) for {what}")),
         Err(e) => msg::warn(&format!("could not wait for the --exec command: {e}")),
     }
 }
 
-impl Sink for Exec {
-    /// Hands the notification to a free worker, waiting while all are busy.
-    fn write(&mut self, n: &Notification) -> io::Result<()> {
+impl Exec {
+    /// Hands a job to a free worker, waiting while all are busy.
+    fn send(&self, job: Job) -> io::Result<()> {
         match &self.jobs {
             Some(jobs) => jobs
-                .send(n.clone())
+                .send(job)
                 .map_err(|_| io::Error::other("the --exec workers stopped")),
             None => Ok(()),
         }
     }
+}
 
-    /// Gaps are said on stderr by the source; a command has no stream to put them in.
-    fn write_gap(&mut self, _gap: &Gap) -> io::Result<()> {
-        Ok(())
+impl Sink for Exec {
+    fn write(&mut self, n: &Notification) -> io::Result<()> {
+        self.send(Job::Notification(n.clone()))
+    }
+
+    /// Runs the command for the gap too (PGNOTIFY_GAP set), unless `--no-gap-records`.
+    fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
+        if !self.gaps {
+            return Ok(());
+        }
+        let mut record = Vec::new();
+        super::json::write_gap(&mut record, gap)?;
+        let kind = match gap.kind {
+            GapKind::Reconnect => "reconnect",
+            GapKind::Overflow => "overflow",
+        };
+        self.send(Job::Gap(kind, record))
     }
 
     fn flush(&mut self) -> io::Result<()> {

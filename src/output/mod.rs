@@ -8,7 +8,7 @@
 //! flushing each line and much cheaper (xh's buffer.rs does the same).
 
 pub mod exec;
-mod json;
+pub(crate) mod json;
 mod psql;
 pub mod tcp;
 mod text;
@@ -74,6 +74,11 @@ impl Printer {
             Format::Json => json::write(out, n, self.json.data),
             Format::Psql => psql::write(out, n, self.style),
         }
+    }
+
+    /// Whether gap records are written (NDJSON without `--no-gap-records`).
+    pub fn gap_records(&self) -> bool {
+        self.format == Format::Json && self.json.gap_records
     }
 
     /// Writes a gap record: only NDJSON streams carry them (stderr always says it too).

@@ -44,6 +44,10 @@ pub struct Outbox {
     state: Mutex<OutboxState>,
     changed: Condvar,
     limit: usize,
+    /// Who it is for, in messages ("the TCP peer HOST:PORT").
+    name: String,
+    /// Whether a gap record goes out after a drop.
+    gaps: bool,
 }
 
 struct OutboxState {
@@ -51,24 +55,30 @@ struct OutboxState {
     bytes: usize,
     writing: bool,
     closed: bool,
-    progress: Instant,
+    /// When a write last finished (or started); `None`: never, which counts as stalled.
+    progress: Option<Instant>,
+    /// Lines refused since when, and how many (`--connect` only).
+    dropping: Option<(jiff::Timestamp, u64)>,
 }
 
 /// How long a destination over its limit may go without finishing a write.
 const PROGRESS_GRACE: Duration = Duration::from_secs(1);
 
 impl Outbox {
-    fn new(limit: usize) -> Arc<Outbox> {
+    fn new(limit: usize, name: String, gaps: bool) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(OutboxState {
                 chunks: VecDeque::new(),
                 bytes: 0,
                 writing: false,
                 closed: false,
-                progress: Instant::now(),
+                progress: None,
+                dropping: None,
             }),
             changed: Condvar::new(),
             limit,
+            name,
+            gaps,
         })
     }
 
@@ -76,14 +86,19 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds the chunks, in order, all or none: false when they would pass the limit or the
-    /// outbox is closed.
+    /// Whether `size` more bytes may go in (see the type's documentation).
+    fn has_room(&self, state: &OutboxState, size: usize) -> bool {
+        let after = state.bytes + size;
+        let stalled = state.progress.is_none_or(|p| p.elapsed() > PROGRESS_GRACE);
+        !state.closed && after <= 4 * self.limit && (after <= self.limit || !stalled)
+    }
+
+    /// Adds the chunks, in order, all or none: false when there is no room or the outbox is
+    /// closed.
     fn push(&self, chunks: &[Arc<[u8]>]) -> bool {
         let size: usize = chunks.iter().map(|c| c.len()).sum();
         let mut state = self.lock();
-        let after = state.bytes + size;
-        let stalled = state.progress.elapsed() > PROGRESS_GRACE;
-        if state.closed || after > 4 * self.limit || (after > self.limit && stalled) {
+        if !self.has_room(&state, size) {
             return false;
         }
         state.bytes += size;
@@ -91,6 +106,32 @@ impl Outbox {
         drop(state);
         self.changed.notify_all();
         true
+    }
+
+    /// Adds a chunk of `lines` notifications, or counts them as dropped when there is no room.
+    /// After a drop, a gap record with the count goes in first (`gaps`), as soon as there is
+    /// room for a chunk or the backlog has drained (see `pop`).
+    fn push_counted(&self, chunk: Arc<[u8]>, lines: u64) {
+        let mut state = self.lock();
+        if self.has_room(&state, chunk.len() + 512) {
+            if let Some(gap) = take_gap(&mut state, self.gaps, &self.name) {
+                state.bytes += gap.len();
+                state.chunks.push_back(gap);
+            }
+            state.bytes += chunk.len();
+            state.chunks.push_back(chunk);
+            drop(state);
+            self.changed.notify_all();
+            return;
+        }
+        let entry = state.dropping.get_or_insert_with(|| {
+            msg::warn(&format!(
+                "{} is away or slow: dropping notifications until it catches up",
+                self.name
+            ));
+            (jiff::Timestamp::now(), 0)
+        });
+        entry.1 += lines;
     }
 
     /// The next chunk, waiting for one; `None` once closed. Until [`Outbox::done`], the chunk
@@ -101,10 +142,15 @@ impl Outbox {
             if state.closed {
                 return None;
             }
+            if state.chunks.is_empty()
+                && let Some(gap) = take_gap(&mut state, self.gaps, &self.name)
+            {
+                state.chunks.push_back(gap);
+            }
             if let Some(chunk) = state.chunks.pop_front() {
-                state.bytes -= chunk.len();
+                state.bytes = state.bytes.saturating_sub(chunk.len());
                 if !state.writing {
-                    state.progress = Instant::now();
+                    state.progress = Some(Instant::now());
                 }
                 state.writing = true;
                 return Some(chunk);
@@ -117,7 +163,7 @@ impl Outbox {
     fn done(&self) {
         let mut state = self.lock();
         state.writing = false;
-        state.progress = Instant::now();
+        state.progress = Some(Instant::now());
         drop(state);
         self.changed.notify_all();
     }
@@ -148,6 +194,20 @@ impl Outbox {
         }
         true
     }
+}
+
+/// Ends a drop, if one is going on: says so, and makes the gap record when `gaps`.
+fn take_gap(state: &mut OutboxState, gaps: bool, name: &str) -> Option<Arc<[u8]>> {
+    let (from, dropped) = state.dropping.take()?;
+    msg::warn(&format!(
+        "{name} missed {dropped} notifications while it was away or slow"
+    ));
+    if !gaps {
+        return None;
+    }
+    let mut record = Vec::new();
+    super::json::write_gap(&mut record, &overflow_gap(from, dropped)).ok()?;
+    Some(Arc::from(record.into_boxed_slice()))
 }
 
 /// Encodes NDJSON lines into a buffer until the relay flushes.
@@ -181,7 +241,6 @@ pub struct Peer {
     lines: Lines,
     outbox: Arc<Outbox>,
     address: String,
-    dropping: Option<(jiff::Timestamp, u64)>,
 }
 
 /// Starts the thread that connects to `address` (HOST:PORT) and writes to it.
@@ -192,7 +251,11 @@ pub fn connect(address: &str, printer: Printer) -> Result<Peer> {
     {
         bail!("--connect needs HOST:PORT, not \"{address}\"");
     }
-    let outbox = Outbox::new(PEER_BYTES);
+    let outbox = Outbox::new(
+        PEER_BYTES,
+        format!("the TCP peer {address}"),
+        printer.gap_records(),
+    );
     let writer = PeerWriter {
         address: address.to_owned(),
         outbox: Arc::clone(&outbox),
@@ -205,7 +268,6 @@ pub fn connect(address: &str, printer: Printer) -> Result<Peer> {
         lines: Lines::new(printer),
         outbox,
         address: address.to_owned(),
-        dropping: None,
     })
 }
 
@@ -224,39 +286,9 @@ impl Sink for Peer {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let Some((chunk, count)) = self.lines.take() else {
-            return Ok(());
-        };
-        let pushed = match self.dropping {
-            None => self.outbox.push(&[chunk]),
-            Some((from, dropped)) => {
-                // Once there is room, the gap record with the count goes out first.
-                let mut record = Vec::new();
-                self.lines
-                    .printer
-                    .write_gap(&mut record, &overflow_gap(from, dropped))?;
-                let pushed = self.outbox.push(&[record.into(), chunk]);
-                if pushed {
-                    self.dropping = None;
-                    msg::warn(&format!(
-                        "the TCP peer {} missed {dropped} notifications while it was away or slow",
-                        self.address
-                    ));
-                }
-                pushed
-            }
-        };
-        if pushed {
-            return Ok(());
+        if let Some((chunk, count)) = self.lines.take() {
+            self.outbox.push_counted(chunk, count);
         }
-        let entry = self.dropping.get_or_insert_with(|| {
-            msg::warn(&format!(
-                "the TCP peer {} is away or slow: dropping notifications until it catches up",
-                self.address
-            ));
-            (jiff::Timestamp::now(), 0)
-        });
-        entry.1 += count;
         Ok(())
     }
 
@@ -469,7 +501,7 @@ fn accept(listener: TcpListener, clients: &Mutex<Vec<Client>>) {
         };
         keepalive(&stream);
         let _ = stream.set_nodelay(true);
-        let outbox = Outbox::new(CLIENT_BYTES);
+        let outbox = Outbox::new(CLIENT_BYTES, format!("client {address}"), false);
         let thread_outbox = Arc::clone(&outbox);
         let spawned = std::thread::Builder::new()
             .name("client".into())
@@ -568,10 +600,15 @@ mod tests {
 
     #[test]
     fn an_outbox_is_bounded() {
-        let outbox = Outbox::new(10);
+        let outbox = Outbox::new(10, "test".into(), false);
         let chunk = |s: &[u8]| -> Arc<[u8]> { Arc::from(s) };
         assert!(outbox.push(&[chunk(b"12345")]));
         assert!(outbox.push(&[chunk(b"1"), chunk(b"1234")]));
+        assert!(
+            !outbox.push(&[chunk(b"1")]),
+            "no progress yet: nothing over the limit"
+        );
+        outbox.lock().progress = Some(Instant::now());
         assert!(
             outbox.push(&[chunk(b"0123456789")]),
             "over the limit while making progress"
@@ -580,7 +617,7 @@ mod tests {
             !outbox.push(&[chunk(&[b'x'; 30])]),
             "never over four times the limit"
         );
-        outbox.lock().progress = Instant::now() - 2 * PROGRESS_GRACE;
+        outbox.lock().progress = Instant::now().checked_sub(2 * PROGRESS_GRACE);
         assert!(
             !outbox.push(&[chunk(b"1")]),
             "stalled over the limit: refused"

@@ -86,6 +86,31 @@ fn jobs_run_at_the_same_time() {
 }
 
 #[test]
+fn exec_runs_for_gaps_with_pgnotify_gap_set() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let command = format!(
+        "{{ echo \"gap=${{PGNOTIFY_GAP:-}}\"; cat; echo; }} >> {}",
+        log.display()
+    );
+    let mut listen = server
+        .pgnotify()
+        .args(["-v", "listen", "g", "--count", "1", "--exec", &command])
+        .spawn();
+    listen.wait_ready();
+    server.client().batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgnotify'").unwrap();
+    listen.wait_stderr("reconnected after");
+    server.notify("g", "after");
+    listen.expect_exit(0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "gap=reconnect", "{text}");
+    assert!(lines[1].starts_with("{\"gap\":\"reconnect\""), "{text}");
+    assert_eq!(&lines[2..], ["", "gap=", "after"], "{text}");
+}
+
+#[test]
 fn exec_options_are_checked() {
     let server = Server::start();
     server

@@ -280,6 +280,31 @@ fn a_stalled_reader_does_not_pin_the_server_queue() {
 }
 
 #[test]
+fn overflow_block_policy_keeps_everything_and_says_so() {
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "flood", "--on-overflow", "block"])
+        .spawn();
+    pipe.wait_ready();
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 20000) i")
+        .unwrap();
+    pipe.wait_stderr("stopped reading from the server");
+    // The reader comes back: nothing was dropped, no gap, all in order.
+    for i in 1..=20000 {
+        let record = pipe.read_record();
+        assert!(
+            record.payload.starts_with(&format!("{i}:")),
+            "{i}: {}",
+            &record.payload[..10]
+        );
+    }
+    assert!(!pipe.stderr().contains("dropped"), "{}", pipe.stderr());
+}
+
+#[test]
 fn overflow_exit_policy_ends_the_run() {
     let server = Server::start();
     let mut pipe = server

@@ -78,6 +78,62 @@ fn connect_waits_for_a_peer_that_is_down_and_resumes_after_it_leaves() {
 }
 
 #[test]
+fn connect_reports_what_a_long_absent_peer_missed_first() {
+    let server = Server::start();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "o", "--connect", &address])
+        .spawn();
+    pipe.wait_ready();
+    // 8 MB while the peer is away: more than the 4 MiB that may wait for it.
+    server
+        .client()
+        .batch_execute(
+            "SELECT pg_notify('o', i || ':' || repeat('x', 1000)) FROM generate_series(1, 8000) i",
+        )
+        .unwrap();
+    pipe.wait_stderr("dropping notifications until it catches up");
+    let peer = TcpListener::bind(&address).unwrap();
+    let mut reader = BufReader::new(accept(&peer));
+    server.notify("o", "after"); // sent once the peer is back: never dropped
+    // Lines 1..=k, one gap record counting exactly the missing ones, then m..=8000, "after".
+    let (mut before, mut gaps, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        match serde_json::from_str::<crate::support::Line>(&line).unwrap() {
+            crate::support::Line::Notification(n) if n.payload == "after" => break,
+            crate::support::Line::Notification(n) => {
+                let i: u64 = n.payload.split(':').next().unwrap().parse().unwrap();
+                if gaps.is_empty() {
+                    before.push(i)
+                } else {
+                    after.push(i)
+                }
+            }
+            crate::support::Line::Gap(gap) => gaps.push(gap),
+        }
+    }
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].gap, "overflow");
+    let k = before.len() as u64;
+    assert_eq!(before, (1..=k).collect::<Vec<_>>());
+    let m = after.first().copied().unwrap_or(8001);
+    assert_eq!(after, (m..=8000).collect::<Vec<_>>());
+    assert_eq!(
+        gaps[0].dropped,
+        m - k - 1,
+        "the count is exactly what is missing"
+    );
+}
+
+#[test]
 fn serve_disconnects_a_client_that_never_reads_and_keeps_the_others_going() {
     let server = Server::start();
     let mut pipe = server
