@@ -6,14 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-100000}
-cargo build --release -q
-pgnotify=$PWD/target/release/pgnotify
-work=$(mktemp -d)
-settings=$("$pgnotify" -q demo --keep 2>/dev/null)
-eval "$(printf '%s\n' "$settings" | grep '^export')"
-stop=$(printf '%s\n' "$settings" | sed -n 's/^# stop and remove the server: //p')
-psql=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1)
-psql=${psql:-psql}
+. bench/server.sh
 listener=""
 cleanup() {
   [ -n "$listener" ] && kill "$listener" 2>/dev/null || true
@@ -22,7 +15,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s%N; }
 rate() { awk -v n="$1" -v ns="$2" 'BEGIN { printf "%9.0f/s  (%.3f s)", n / (ns / 1e9), ns / 1e9 }'; }
 
 seq -f 'job %.0f' 1 "$lines" > "$work/lines.txt"

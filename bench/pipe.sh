@@ -8,20 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 burst=${1:-200000}
 rate=${2:-2000}
-cargo build --release -q
 cargo build --release -q --example bench_peer
-pgnotify=$PWD/target/release/pgnotify
 peer=$PWD/target/release/examples/bench_peer
-work=$(mktemp -d)
-settings=$("$pgnotify" -q demo --keep 2>/dev/null)
-eval "$(printf '%s\n' "$settings" | grep '^export')"
-stop=$(printf '%s\n' "$settings" | sed -n 's/^# stop and remove the server: //p')
-psql=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1)
-psql=${psql:-psql}
+. bench/server.sh
 conninfo="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 trap 'sh -c "$stop" >/dev/null 2>&1; rm -rf "$work"' EXIT
 
-now() { date +%s%N; }
 
 # run NAME SINK COMMAND...: start the consumer (under GNU time), wait until it listens, freeze
 # it (SIGSTOP) while the burst commits, so that the server holds all of it, then let it go and

@@ -226,6 +226,17 @@ impl Lines {
         }
     }
 
+    /// Encodes a notification; true when enough is buffered to hand on as a chunk.
+    fn write(&mut self, n: &Notification) -> io::Result<bool> {
+        self.count += 1;
+        self.printer.write(&mut self.buf, n)?;
+        Ok(self.buf.len() >= CHUNK_BYTES)
+    }
+
+    fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
+        self.printer.write_gap(&mut self.buf, gap)
+    }
+
     /// The lines written since the last take, as one chunk, and how many notifications.
     fn take(&mut self) -> Option<(Arc<[u8]>, u64)> {
         if self.buf.is_empty() {
@@ -273,16 +284,14 @@ pub fn connect(address: &str, printer: Printer) -> Result<Peer> {
 
 impl Sink for Peer {
     fn write(&mut self, n: &Notification) -> io::Result<()> {
-        self.lines.count += 1;
-        self.lines.printer.write(&mut self.lines.buf, n)?;
-        if self.lines.buf.len() >= CHUNK_BYTES {
+        if self.lines.write(n)? {
             self.flush()?;
         }
         Ok(())
     }
 
     fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
-        self.lines.printer.write_gap(&mut self.lines.buf, gap)
+        self.lines.write_gap(gap)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -534,15 +543,14 @@ fn write_client(mut stream: TcpStream, address: SocketAddr, outbox: &Outbox) {
 
 impl Sink for Server {
     fn write(&mut self, n: &Notification) -> io::Result<()> {
-        self.lines.printer.write(&mut self.lines.buf, n)?;
-        if self.lines.buf.len() >= CHUNK_BYTES {
+        if self.lines.write(n)? {
             self.flush()?;
         }
         Ok(())
     }
 
     fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
-        self.lines.printer.write_gap(&mut self.lines.buf, gap)
+        self.lines.write_gap(gap)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -58,32 +58,31 @@ fn demo_round_trips_and_removes_everything() {
     );
 }
 
-#[test]
-fn demo_on_ctrl_c_exits_130_and_cleans_up() {
+/// A demo held after its listener is ready (PGNOTIFY_DEMO_PAUSE), and its server directory.
+fn paused_demo() -> (crate::support::Running, PathBuf) {
     let mut demo = Cmd::new()
         .env("PGNOTIFY_DEMO_PAUSE", "30s")
         .arg("demo")
         .spawn();
     let line = demo.wait_stderr("the server runs in ");
     demo.wait_stderr("listening on");
+    (demo, announced_dir(&line))
+}
+
+#[test]
+fn demo_on_ctrl_c_exits_130_and_cleans_up() {
+    let (mut demo, dir) = paused_demo();
     demo.signal(Signal::SIGINT);
     demo.expect_exit(130);
-    let dir = announced_dir(&line);
     assert!(!dir.exists(), "{} was left behind", dir.display());
     assert!(!postgres_running_in(&dir));
 }
 
 #[test]
 fn a_killed_demo_is_cleaned_up_by_its_guardian() {
-    let mut demo = Cmd::new()
-        .env("PGNOTIFY_DEMO_PAUSE", "30s")
-        .arg("demo")
-        .spawn();
-    let line = demo.wait_stderr("the server runs in ");
-    demo.wait_stderr("listening on");
+    let (mut demo, dir) = paused_demo();
     demo.signal(Signal::SIGKILL);
     let _ = demo.finish();
-    let dir = announced_dir(&line);
     let start = std::time::Instant::now();
     while dir.exists() || postgres_running_in(&dir) {
         assert!(

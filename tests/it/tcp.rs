@@ -30,6 +30,12 @@ fn accept(listener: &TcpListener) -> TcpStream {
     }
 }
 
+/// An address on loopback where nothing listens (yet).
+fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
 fn payload(reader: &mut impl BufRead) -> String {
     let mut line = String::new();
     reader.read_line(&mut line).expect("a line from pgnotify");
@@ -40,12 +46,7 @@ fn payload(reader: &mut impl BufRead) -> String {
 #[test]
 fn connect_waits_for_a_peer_that_is_down_and_resumes_after_it_leaves() {
     let server = Server::start();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address();
     let mut pipe = server
         .pgnotify()
         .args(["-v", "pipe", "p", "--connect", &address])
@@ -80,12 +81,7 @@ fn connect_waits_for_a_peer_that_is_down_and_resumes_after_it_leaves() {
 #[test]
 fn connect_reports_what_a_long_absent_peer_missed_first() {
     let server = Server::start();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address();
     let mut pipe = server
         .pgnotify()
         .args(["-v", "pipe", "o", "--connect", &address])
