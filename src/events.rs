@@ -81,7 +81,8 @@ struct State {
     events: VecDeque<Event>,
     bytes: usize,
     dropping: Option<(jiff::Timestamp, u64)>,
-    blocked: bool,
+    /// When the block policy last said so on stderr (at most once a minute).
+    block_warned: Option<Instant>,
 }
 
 /// The memory a notification holds while queued, roughly: its strings and its bookkeeping.
@@ -126,17 +127,8 @@ impl Queue {
                 return self.overflow(state, batch.len());
             }
         }
-        if let Some((from, dropped)) = state.dropping.take() {
-            msg::warn(&format!(
-                "the output was too slow: {dropped} notifications were dropped (--on-overflow drop)"
-            ));
-            state.events.push_back(Event::Gap(Gap {
-                kind: GapKind::Overflow,
-                reason: format!("the output was too slow: {dropped} notifications were dropped"),
-                from,
-                until: jiff::Timestamp::now(),
-                dropped,
-            }));
+        if let Some(gap) = end_drop(&mut state) {
+            state.events.push_back(gap);
         }
         state.bytes += size;
         state.events.push_back(Event::Notifications(batch));
@@ -152,8 +144,11 @@ impl Queue {
     ) -> MutexGuard<'a, State> {
         let full = |s: &State| s.bytes > 0 && s.bytes + size > self.limit;
         if self.policy == Overflow::Block {
-            if !state.blocked {
-                state.blocked = true;
+            if state
+                .block_warned
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            {
+                state.block_warned = Some(Instant::now());
                 msg::warn(
                     "the output is slow: stopped reading from the server until it catches up (--on-overflow block)",
                 );
@@ -225,12 +220,31 @@ impl Queue {
 
     fn take_locked(&self, mut state: MutexGuard<'_, State>) -> Vec<Event> {
         state.bytes = 0;
-        state.blocked = false;
-        let events = state.events.drain(..).collect();
+        let mut events: Vec<Event> = state.events.drain(..).collect();
+        // Everything kept before a drop is now taken: report the drop at once, whether or not
+        // another notification ever comes (or the run is ending).
+        if let Some(gap) = end_drop(&mut state) {
+            events.push(gap);
+        }
         drop(state);
         self.changed.notify_all();
         events
     }
+}
+
+/// Ends a drop, if one is going on: says so on stderr, and returns its gap event.
+fn end_drop(state: &mut State) -> Option<Event> {
+    let (from, dropped) = state.dropping.take()?;
+    msg::warn(&format!(
+        "the output was too slow: {dropped} notifications were dropped (--on-overflow drop)"
+    ));
+    Some(Event::Gap(Gap {
+        kind: GapKind::Overflow,
+        reason: format!("the output was too slow: {dropped} notifications were dropped"),
+        from,
+        until: jiff::Timestamp::now(),
+        dropped,
+    }))
 }
 
 type SignalSink = Box<dyn Fn(i32) -> bool + Send>;
@@ -344,16 +358,15 @@ mod tests {
             queue.push_notifications(batch(3)).is_ok(),
             "dropped at once while dropping"
         );
-        let first = queue.try_take();
-        assert!(matches!(&first[..], [Event::Notifications(b)] if b.len() == 10));
-        assert!(queue.push_notifications(batch(2)).is_ok());
-        let next = queue.try_take();
-        match &next[..] {
-            [Event::Gap(gap), Event::Notifications(b)] => {
-                assert_eq!((gap.kind, gap.dropped, b.len()), (GapKind::Overflow, 8, 2));
+        // The drop is reported as soon as what was kept is taken, with no further push.
+        match &queue.try_take()[..] {
+            [Event::Notifications(b), Event::Gap(gap)] => {
+                assert_eq!((b.len(), gap.kind, gap.dropped), (10, GapKind::Overflow, 8));
             }
             other => panic!("{other:?}"),
         }
+        assert!(queue.push_notifications(batch(2)).is_ok());
+        assert!(matches!(&queue.try_take()[..], [Event::Notifications(b)] if b.len() == 2));
     }
 
     #[test]

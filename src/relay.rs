@@ -74,10 +74,10 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
         signals.push(Event::Signal(signal));
         true
     });
-    let outcome = relay(&queue, out.as_mut(), counter).and_then(|exit| {
-        out.finish()?;
-        Ok(exit)
-    });
+    let outcome = relay(&queue, out.as_mut(), counter);
+    // Also after a failure: TCP outboxes get their chance, --exec children are reaped.
+    let finished = out.finish();
+    let outcome = outcome.and_then(|exit| finished.map(|()| exit).map_err(Into::into));
     match outcome {
         Err(e) => match e.downcast_ref::<std::io::Error>() {
             Some(io) if output::is_broken_pipe(io) => Ok(Exit::Success),

@@ -236,15 +236,19 @@ impl Source {
         let lost = |why: String| format!("lost the connection to {server}: {why}");
         let mut beat = Heartbeat::new(self.settings.heartbeat);
         loop {
-            let batch = match next_batch(&mut session.client, beat.wait()) {
-                Ok(batch) => batch,
-                Err(why) => return lost(why),
-            };
+            let (batch, failure) = next_batch(&mut session.client, beat.wait());
             let batch = beat.filter(batch, &self.heartbeat_channel);
+            let pushing = Instant::now();
             if !batch.is_empty()
                 && let Err(why) = self.queue.push_notifications(batch)
             {
                 exit_now(&why);
+            }
+            // Time spent waiting for room in the queue is not the server's: the heartbeat's
+            // deadlines move by it, or a slow output would look like a dead connection.
+            beat.postpone(pushing.elapsed());
+            if let Some(why) = failure {
+                return lost(why);
             }
             if session.client.is_closed() {
                 return lost("the server closed the connection".into());
@@ -275,24 +279,25 @@ fn exit_now(why: &str) -> ! {
     std::process::exit(i32::from(crate::exit::Exit::Failure.code()));
 }
 
-/// Waits up to `wait` for a notification, then takes every one already buffered.
-fn next_batch(client: &mut Client, wait: Duration) -> Result<Vec<Notification>, String> {
+/// Waits up to `wait` for a notification, then takes every one already buffered. On an
+/// error, what was read before it is returned too, with the reason: nothing received is lost.
+fn next_batch(client: &mut Client, wait: Duration) -> (Vec<Notification>, Option<String>) {
     let mut notifications = client.notifications();
     let mut batch = Vec::new();
     match notifications.timeout_iter(wait).next() {
         Ok(Some(n)) => batch.push(Notification::from_pg(&n, jiff::Timestamp::now())),
-        Ok(None) => return Ok(batch),
-        Err(e) => return Err(describe_pg_error(&e)),
+        Ok(None) => return (batch, None),
+        Err(e) => return (batch, Some(describe_pg_error(&e))),
     }
     let mut pending = notifications.iter();
     while batch.len() < MAX_BATCH {
         match pending.next() {
             Ok(Some(n)) => batch.push(Notification::from_pg(&n, jiff::Timestamp::now())),
             Ok(None) => break,
-            Err(e) => return Err(describe_pg_error(&e)),
+            Err(e) => return (batch, Some(describe_pg_error(&e))),
         }
     }
-    Ok(batch)
+    (batch, None)
 }
 
 /// The heartbeat's schedule and the self-notification it waits for.
@@ -324,6 +329,19 @@ impl Heartbeat {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1)),
             None => Duration::from_secs(3600),
+        }
+    }
+
+    /// Moves the schedule and the pending deadline later by `by`.
+    fn postpone(&mut self, by: Duration) {
+        if by < Duration::from_millis(100) {
+            return;
+        }
+        if let Some(next) = self.next.as_mut() {
+            *next += by;
+        }
+        if let Some((_, deadline)) = self.awaiting.as_mut() {
+            *deadline += by;
         }
     }
 

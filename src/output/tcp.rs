@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// What may wait for the peer while it is away.
 const PEER_BYTES: usize = 4 << 20;
+/// How many `--serve` clients may be connected at once; more are refused.
+const MAX_CLIENTS: usize = 256;
 /// What may wait for one `--serve` client before it is disconnected.
 const CLIENT_BYTES: usize = 1 << 20;
 /// The size at which buffered lines are handed to the destinations without waiting for the
@@ -159,6 +161,34 @@ impl Outbox {
         }
     }
 
+    /// Like `pop`, but gives up after `wait` when nothing comes.
+    fn pop_within(&self, wait: Duration) -> Popped {
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return Popped::Closed;
+            }
+            if let Some(chunk) = state.chunks.pop_front() {
+                state.bytes = state.bytes.saturating_sub(chunk.len());
+                if !state.writing {
+                    state.progress = Some(Instant::now());
+                }
+                state.writing = true;
+                return Popped::Chunk(chunk);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Popped::Idle;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// The chunk from the last `pop` is written.
     fn done(&self) {
         let mut state = self.lock();
@@ -208,6 +238,13 @@ fn take_gap(state: &mut OutboxState, gaps: bool, name: &str) -> Option<Arc<[u8]>
     let mut record = Vec::new();
     super::json::write_gap(&mut record, &overflow_gap(from, dropped)).ok()?;
     Some(Arc::from(record.into_boxed_slice()))
+}
+
+/// What `Outbox::pop_within` found.
+enum Popped {
+    Chunk(Arc<[u8]>),
+    Idle,
+    Closed,
 }
 
 /// Encodes NDJSON lines into a buffer until the relay flushes.
@@ -406,12 +443,16 @@ fn open_peer(address: &str) -> io::Result<TcpStream> {
     Err(last)
 }
 
+/// Keepalive (30 s idle, 10 s interval, 3 probes) for an idle connection, and TCP_USER_TIMEOUT
+/// (60 s) so that a destination that stops acknowledging is given up instead of blocking a
+/// write for the kernel's 15 minutes.
 fn keepalive(stream: &TcpStream) {
     use nix::sys::socket::{setsockopt, sockopt};
     let _ = setsockopt(stream, sockopt::KeepAlive, &true);
     let _ = setsockopt(stream, sockopt::TcpKeepIdle, &30);
     let _ = setsockopt(stream, sockopt::TcpKeepInterval, &10);
     let _ = setsockopt(stream, sockopt::TcpKeepCount, &3);
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &60_000);
 }
 
 /// True when the peer has closed its side (or the connection failed). Anything the peer sent
@@ -501,10 +542,31 @@ fn listen_address(spec: &str) -> Result<SocketAddr> {
 
 fn accept(listener: TcpListener, clients: &Mutex<Vec<Client>>) {
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin, try again shortly.
+                msg::warn(&format!("could not accept a client: {e}"));
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
         let Ok(address) = stream.peer_addr() else {
             continue;
         };
+        let connected = match clients.lock() {
+            Ok(mut list) => {
+                list.retain(|c| !c.outbox.is_closed());
+                list.len()
+            }
+            Err(_) => continue,
+        };
+        if connected >= MAX_CLIENTS {
+            msg::warn(&format!(
+                "refused client {address}: {MAX_CLIENTS} clients are connected already"
+            ));
+            continue;
+        }
         let Ok(writer) = stream.try_clone() else {
             continue;
         };
@@ -515,21 +577,34 @@ fn accept(listener: TcpListener, clients: &Mutex<Vec<Client>>) {
         let spawned = std::thread::Builder::new()
             .name("client".into())
             .spawn(move || write_client(writer, address, &thread_outbox));
-        if spawned.is_ok() {
+        if spawned.is_ok()
+            && let Ok(mut list) = clients.lock()
+        {
+            list.push(Client {
+                address,
+                outbox,
+                stream,
+            });
+            drop(list);
             msg::info(&format!("client {address} connected"));
-            if let Ok(mut list) = clients.lock() {
-                list.push(Client {
-                    address,
-                    outbox,
-                    stream,
-                });
-            }
         }
     }
 }
 
 fn write_client(mut stream: TcpStream, address: SocketAddr, outbox: &Outbox) {
-    while let Some(chunk) = outbox.pop() {
+    loop {
+        // While idle, look every second whether the client hung up, so that it does not keep
+        // its socket and thread until the next notification.
+        let chunk = match outbox.pop_within(Duration::from_secs(1)) {
+            Popped::Chunk(chunk) => chunk,
+            Popped::Closed => return,
+            Popped::Idle if hung_up(&stream) => {
+                msg::info(&format!("client {address} left"));
+                outbox.close();
+                return;
+            }
+            Popped::Idle => continue,
+        };
         if stream.write_all(&chunk).is_err() {
             if !outbox.is_closed() {
                 msg::info(&format!("client {address} left"));

@@ -165,6 +165,9 @@ fn serve_disconnects_a_client_that_never_reads_and_keeps_the_others_going() {
         assert!(p.starts_with(&format!("{}:", i + 1)), "out of order at {i}");
     }
     pipe.wait_stderr("is not reading: disconnected");
+    // A client that hangs up while nothing is sent is noticed too (its socket is freed).
+    drop(TcpStream::connect(&address).unwrap());
+    pipe.wait_stderr("left");
     server.notify("s", "still here");
     assert_eq!(payload(&mut fast), "still here");
     drop(stalled);
