@@ -55,11 +55,10 @@ done
 echo " memory when the reader stalls for 3 s (pgnotify drops past its 4 MiB buffer):"
 run "pgnotify pipe | (sleep 3; cat)" stall "$pgnotify" -v pipe bench --count "$burst" --timeout 10s
 
-echo "latency at $rate/s for 5 s: send time (in the payload) to the line read by the consumer"
-latency() {
-  local name=$1; shift
-  rm -f "$work/ready"
-  "$@" 2> "$work/ready" | python3 -c '
+echo "latency at $rate/s for 5 s, both consumers on the same stream at the same time:"
+echo "  send time (in the payload) to the line read by the consumer"
+consume() {
+  python3 -c '
 import json, sys, time
 lat = []
 for line in sys.stdin:
@@ -67,12 +66,14 @@ for line in sys.stdin:
     lat.append((now - int(json.loads(line)["payload"])) / 1e6)
 lat.sort()
 pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
-print(f"  %-44s p50 %.3f ms  p99 %.3f ms  (%d notifications)" % (sys.argv[1], pick(0.50), pick(0.99), len(lat)))
-' "$name" &
-  local pid=$!
-  until grep -qE 'listening on|ready' "$work/ready" 2>/dev/null; do sleep 0.01; done
-  "$peer" send "$conninfo" lat "$rate" 5
-  wait "$pid"
+print(f"  %-44s p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d notifications)" % (sys.argv[1], pick(0.50), pick(0.90), pick(0.99), len(lat)))
+' "$1"
 }
-latency "pgnotify pipe" "$pgnotify" -v pipe lat --count $((rate * 5))
-latency "minimal same-crate client" "$peer" listen "$conninfo" lat $((rate * 5))
+rm -f "$work/ready1" "$work/ready2"
+"$pgnotify" -v pipe lat --count $((rate * 5)) 2> "$work/ready1" | consume "pgnotify pipe" &
+ours=$!
+"$peer" listen "$conninfo" lat $((rate * 5)) 2> "$work/ready2" | consume "minimal same-crate client" &
+theirs=$!
+until grep -q 'listening on' "$work/ready1" 2>/dev/null && grep -q ready "$work/ready2" 2>/dev/null; do sleep 0.01; done
+"$peer" send "$conninfo" lat "$rate" 5
+wait "$ours" "$theirs"
