@@ -140,7 +140,16 @@ fn open(settings: &Settings, target: &Target, password: Option<&str>) -> Result<
     });
     match timeout {
         Some(timeout) => connect_within(cfg, timeout),
-        None => cfg.connect(NoTls).map_err(Failure::Pg),
+        None => open_contained(&cfg),
+    }
+}
+
+/// `postgres::Config::connect` unwraps the creation of its runtime, so running out of file
+/// descriptors panics inside the crate; that becomes an ordinary connection failure here.
+fn open_contained(cfg: &postgres::Config) -> Result<Client, Failure> {
+    match crate::contain_panic(|| cfg.connect(NoTls)) {
+        Ok(result) => result.map_err(Failure::Pg),
+        Err(why) => Err(Failure::Setup(why)),
     }
 }
 
@@ -148,6 +157,8 @@ fn open(settings: &Settings, target: &Target, password: Option<&str>) -> Result<
 enum Failure {
     Pg(postgres::Error),
     TimedOut(Duration),
+    /// The client could not even be set up (e.g. no file descriptors left).
+    Setup(String),
 }
 
 /// libpq's `connect_timeout` bounds the whole start-up, but the `postgres` crate's only bounds
@@ -159,13 +170,13 @@ fn connect_within(cfg: postgres::Config, timeout: Duration) -> Result<Client, Fa
     let spawned = std::thread::Builder::new()
         .name("connect".into())
         .spawn(move || {
-            let _ = tx.send(cfg.connect(NoTls));
+            let _ = tx.send(open_contained(&cfg));
         });
     if spawned.is_err() {
         return Err(Failure::TimedOut(Duration::ZERO));
     }
     match rx.recv_timeout(timeout) {
-        Ok(result) => result.map_err(Failure::Pg),
+        Ok(result) => result,
         Err(_) => Err(Failure::TimedOut(timeout)),
     }
 }
@@ -211,6 +222,7 @@ fn describe_failure(failure: &Failure) -> String {
         Failure::TimedOut(t) => {
             format!("timeout expired after {} s (connect_timeout)", t.as_secs())
         }
+        Failure::Setup(why) => format!("could not set up a client: {why}"),
     }
 }
 

@@ -378,3 +378,25 @@ fn environment_variables_that_are_not_utf8_are_harmless() {
     .run()
     .success();
 }
+
+#[test]
+fn running_out_of_file_descriptors_is_an_error_not_a_panic() {
+    let server = Server::start();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 6; exec {} -h {} -p {} -U postgres -d postgres notify x y",
+            env!("CARGO_BIN_EXE_pgnotify"),
+            server.cluster.socket_dir().display(),
+            server.cluster.port()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("Too many open files") && !stderr.contains("internal error"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
