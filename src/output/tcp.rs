@@ -139,10 +139,24 @@ impl Outbox {
     /// The next chunk, waiting for one; `None` once closed. Until [`Outbox::done`], the chunk
     /// counts as being written.
     fn pop(&self) -> Option<Arc<[u8]>> {
+        match self.next(None) {
+            Popped::Chunk(chunk) => Some(chunk),
+            Popped::Idle | Popped::Closed => None,
+        }
+    }
+
+    /// Like `pop`, but gives up after `wait` when nothing comes.
+    fn pop_within(&self, wait: Duration) -> Popped {
+        self.next(Some(Instant::now() + wait))
+    }
+
+    /// The next chunk, waiting until `deadline` (`None`: as long as it takes). A drop whose
+    /// backlog has drained is reported here, as a gap record, before anything newer.
+    fn next(&self, deadline: Option<Instant>) -> Popped {
         let mut state = self.lock();
         loop {
             if state.closed {
-                return None;
+                return Popped::Closed;
             }
             if state.chunks.is_empty()
                 && let Some(gap) = take_gap(&mut state, self.gaps, &self.name)
@@ -155,37 +169,21 @@ impl Outbox {
                     state.progress = Some(Instant::now());
                 }
                 state.writing = true;
-                return Some(chunk);
-            }
-            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// Like `pop`, but gives up after `wait` when nothing comes.
-    fn pop_within(&self, wait: Duration) -> Popped {
-        let deadline = Instant::now() + wait;
-        let mut state = self.lock();
-        loop {
-            if state.closed {
-                return Popped::Closed;
-            }
-            if let Some(chunk) = state.chunks.pop_front() {
-                state.bytes = state.bytes.saturating_sub(chunk.len());
-                if !state.writing {
-                    state.progress = Some(Instant::now());
-                }
-                state.writing = true;
                 return Popped::Chunk(chunk);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Popped::Idle;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = match deadline {
+                None => self.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Popped::Idle;
+                    }
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
     }
 
