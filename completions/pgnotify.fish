@@ -39,7 +39,7 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -s ? -l help -d 'Print h
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s V -l version -d 'Print version'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "listen" -d 'Print notifications as they arrive'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "notify" -d 'Send a notification (payload from the argument or stdin)'
-complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'
@@ -86,6 +86,12 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s W -l passwo
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l channel -d 'The channel to notify, exactly as written [default: the table\'s name, without schema]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l events -d 'The changes that notify, comma-separated' -r -f -a "insert\t''
+update\t''
+delete\t''
+truncate\t''"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l columns -d 'With --rows: only these columns in the row images, comma-separated, exact names' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s p -l port -d 'Server port [default: 5432]' -r
@@ -93,6 +99,11 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s U -l u
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l rows -d 'Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE). Every role that can connect can read them'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l print-sql -d 'Print the SQL that would run (one transaction) and change nothing'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l drop -d 'Remove the trigger and function pgnotify installed on TABLE (nothing else)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l list -d 'List the watched tables (all, or only TABLE) with channel, events and mode: a table on a terminal, NDJSON elsewhere'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l json -d 'With --list: NDJSON even on a terminal'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s W -l password -d 'Prompt for a password (without echo) before connecting'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s q -l quiet -d 'Print only errors on stderr, no warnings'
@@ -151,7 +162,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s v -l verb
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "listen" -d 'Print notifications as they arrive'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "notify" -d 'Send a notification (payload from the argument or stdin)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (not implemented yet)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'

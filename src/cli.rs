@@ -22,7 +22,7 @@ Examples:
 /// PostgreSQL LISTEN/NOTIFY from the shell.
 ///
 /// Watch channels live, send notifications from scripts and cron jobs, forward them as NDJSON
-/// that survives lost connections, and (soon) turn table changes into events. Connection
+/// that survives lost connections, and turn table changes into JSON events. Connection
 /// options work like psql's, and libpq's PG* environment variables, password file and service
 /// file apply.
 #[derive(Debug, Parser)]
@@ -277,19 +277,79 @@ pub struct NotifyArgs {
 
 const WATCH_TABLE_EXAMPLES: &str = "\
 Examples:
-  pgnotify watch-table orders                 notify on every change to orders
-  pgnotify watch-table '\"My Schema\".\"Orders\"'";
+  pgnotify watch-table orders                  notify channel \"orders\" of every change, key only
+  pgnotify pipe orders --fetch                 ... and read each changed row with your privileges
+  pgnotify watch-table shop.orders --channel shop_events --events insert,delete
+  pgnotify watch-table '\"My Schema\".\"Order Items\"' --rows --columns id,status
+  pgnotify watch-table orders --print-sql      show the SQL, change nothing
+  pgnotify watch-table orders --drop           remove the trigger and its function
+  pgnotify watch-table --list                  every watched table in the database";
 
-/// Install a trigger that notifies on a table's changes (not implemented yet).
+/// Install a trigger that notifies on a table's changes (or --drop it, or --list them).
 ///
-/// Will install (or remove, or list) a trigger that sends one JSON notification per changed
-/// row. This version only declares the command: it exits with status 1.
+/// Installs, in one transaction, a trigger function and an AFTER trigger on TABLE that send one
+/// notification per changed row, and one per TRUNCATE, when the writing transaction commits (a
+/// rolled-back write sends nothing). Each payload is a JSON object:
+/// {"op":"UPDATE","schema":"public","table":"orders","key":{"id":42}}, where "key" holds the
+/// primary-key columns (null for TRUNCATE), "old_key" is added when an UPDATE changed the key,
+/// and --rows adds the row images "new" and "old". A payload that would reach PostgreSQL's 8000
+/// bytes is sent as the key with "truncated":true: the write itself never fails.
+///
+/// By default events carry only the key, because any role that can connect can LISTEN on any
+/// channel: receivers read the row with their own privileges (`pipe --fetch`). A table without
+/// a primary key (or replica identity index) is refused unless --rows is given.
+///
+/// TABLE is written as in SQL and resolved by the server with your search_path. Installing
+/// needs the TRIGGER privilege on the table and CREATE on its schema; dropping needs ownership.
+/// Installing again replaces the watch with the new options, or changes nothing when they are
+/// the same. The objects are named pgnotify_watch (and pgnotify_watch_truncate) and
+/// SCHEMA.pgnotify_watch_TABLE(), and carry a comment that --list and --drop recognise.
 #[derive(Debug, Args)]
 #[command(after_help = WATCH_TABLE_EXAMPLES)]
 pub struct WatchTableArgs {
     /// The table, written as in SQL: orders, shop.orders, "My Schema"."Order Items".
-    #[arg(value_name = "TABLE")]
-    pub table: String,
+    #[arg(value_name = "TABLE", required_unless_present = "list")]
+    pub table: Option<String>,
+
+    /// The channel to notify, exactly as written [default: the table's name, without schema].
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
+
+    /// The changes that notify, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "EVENTS",
+        value_delimiter = ',',
+        default_value = "insert,update,delete,truncate"
+    )]
+    pub events: Vec<crate::watch::Op>,
+
+    /// Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE).
+    /// Every role that can connect can read them.
+    #[arg(long)]
+    pub rows: bool,
+
+    /// With --rows: only these columns in the row images, comma-separated, exact names.
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',', requires = "rows")]
+    pub columns: Option<Vec<String>>,
+
+    /// Print the SQL that would run (one transaction) and change nothing.
+    #[arg(long, conflicts_with = "list")]
+    pub print_sql: bool,
+
+    /// Remove the trigger and function pgnotify installed on TABLE (nothing else).
+    #[arg(long, conflicts_with_all = ["channel", "rows", "columns", "list"])]
+    pub drop: bool,
+
+    /// List the watched tables (all, or only TABLE) with channel, events and mode: a table on a
+    /// terminal, NDJSON elsewhere.
+    #[arg(long)]
+    pub list: bool,
+
+    /// With --list: NDJSON even on a terminal.
+    #[arg(long, requires = "list")]
+    pub json: bool,
 }
 
 const PIPE_EXAMPLES: &str = "\

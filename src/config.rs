@@ -3,6 +3,7 @@
 
 use crate::cli::{
     ConnArgs, DemoArgs, FormatArg, ListenArgs, NotifyArgs, PipeArgs, SourceArgs, WaitArgs,
+    WatchTableArgs,
 };
 use crate::cmd::demo::DemoSettings;
 use crate::conn::{ConnOptions, PasswordPrompt};
@@ -186,5 +187,51 @@ pub fn demo(args: &DemoArgs) -> DemoSettings {
     DemoSettings {
         keep: args.keep,
         pause,
+    }
+}
+
+/// What `watch-table` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchAction {
+    Install {
+        /// None: the table's name.
+        channel: Option<String>,
+        events: Vec<crate::watch::Op>,
+        rows: bool,
+        columns: Option<Vec<String>>,
+    },
+    Drop,
+    List {
+        /// NDJSON even on a terminal.
+        json: bool,
+    },
+}
+
+/// Everything `watch-table` needs besides the connection.
+pub struct WatchTableSettings {
+    /// TABLE as the user wrote it (absent only with `--list`).
+    pub table: Option<String>,
+    pub action: WatchAction,
+    /// Print the SQL instead of running it.
+    pub print_sql: bool,
+}
+
+pub fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {
+    let action = if args.list {
+        WatchAction::List { json: args.json }
+    } else if args.drop {
+        WatchAction::Drop
+    } else {
+        WatchAction::Install {
+            channel: args.channel.clone(),
+            events: args.events.clone(),
+            rows: args.rows,
+            columns: args.columns.clone(),
+        }
+    };
+    WatchTableSettings {
+        table: args.table.clone(),
+        action,
+        print_sql: args.print_sql,
     }
 }

@@ -32,6 +32,7 @@ pub mod output;
 pub mod relay;
 pub mod source;
 pub mod tempdb;
+pub mod watch;
 
 use cli::{Cli, Command};
 use exit::Exit;
@@ -61,7 +62,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Listen(args) => cmd::listen::run(config::listen(args, cli.color), &connection()?),
         Command::Notify(args) => cmd::notify::run(config::notify(args), &connection()?),
-        Command::WatchTable(_) => cmd::not_implemented("watch-table"),
+        Command::WatchTable(args) => {
+            cmd::watch_table::run(config::watch_table(args), &connection()?)
+        }
         Command::Pipe(args) => cmd::pipe::run(config::pipe(args), &connection()?),
         Command::Demo(args) => cmd::demo::run(config::demo(args)),
         Command::Generate(args) => generate::write_all(&args.dir).map(|()| Exit::Success),

@@ -46,3 +46,10 @@ pub fn info(text: &str) {
 pub fn verbose() -> bool {
     level() >= Level::Verbose as u8
 }
+
+/// A short report of what was done (`watch-table`): shown unless `-q`.
+pub fn note(text: &str) {
+    if level() >= Level::Normal as u8 {
+        let _ = writeln!(std::io::stderr(), "pgnotify: {text}");
+    }
+}

@@ -77,16 +77,14 @@ pub fn check_payload(payload: &str) -> Result<()> {
 /// Quotes an SQL identifier: wraps it in double quotes and doubles the quotes inside, so the
 /// name reaches the server exactly as given (case kept, no injection; failure-modes S1).
 pub fn quote_ident(name: &str) -> String {
-    let mut quoted = String::with_capacity(name.len() + 2);
-    quoted.push('"');
-    for c in name.chars() {
-        if c == '"' {
-            quoted.push('"');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
-    quoted
+    postgres_protocol::escape::escape_identifier(name)
+}
+
+/// Quotes an SQL string literal, for the DDL that cannot take bind parameters (`COMMENT ON`,
+/// a trigger function's body): quotes doubled, and `E'...'` when there are backslashes, so the
+/// text is read back exactly whatever `standard_conforming_strings` says.
+pub fn quote_literal(text: &str) -> String {
+    postgres_protocol::escape::escape_literal(text)
 }
 
 #[cfg(test)]
@@ -127,5 +125,7 @@ mod tests {
             "\"a\"\"b; drop table x\""
         );
         assert_eq!(quote_ident(""), "\"\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\b'"), r" E'a\\b'''");
     }
 }

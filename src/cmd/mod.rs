@@ -4,11 +4,4 @@ pub mod demo;
 pub mod listen;
 pub mod notify;
 pub mod pipe;
-
-use crate::exit::Exit;
-use anyhow::{Result, bail};
-
-/// The answer of a command that a later version will have.
-pub fn not_implemented(command: &str) -> Result<Exit> {
-    bail!("`pgnotify {command}` is not implemented yet in this version")
-}
+pub mod watch_table;

@@ -65,16 +65,6 @@ fn help_shows_every_command_with_examples() {
 }
 
 #[test]
-fn commands_of_later_versions_say_so() {
-    Cmd::new()
-        .args(["watch-table", "orders"])
-        .run()
-        .code(1)
-        .one_line_error()
-        .stderr_has("not implemented yet");
-}
-
-#[test]
 fn generated_files_are_current() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut stale = Vec::new();

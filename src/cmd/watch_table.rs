@@ -1,0 +1,249 @@
+//! `watch-table`: install, remove or list the trigger that turns a table's changes into JSON
+//! notifications. The SQL and the catalog lookups are in `watch`; this module decides what to
+//! run and reports it.
+//!
+//! Every change is one transaction (`BEGIN` ... `COMMIT` in one script): an error or a signal
+//! half-way leaves nothing behind. Installing what is already installed changes nothing and
+//! takes no lock.
+
+use crate::config::{WatchAction, WatchTableSettings};
+use crate::conn::{self, describe_pg_error};
+use crate::exit::{Exit, UsageError};
+use crate::msg;
+use crate::notification::{check_channel, quote_ident};
+use crate::output::escape_controls;
+use crate::watch::{self, Marker, Op, Table};
+use anyhow::{Result, anyhow, bail};
+use std::io::{IsTerminal, Write};
+
+pub fn run(settings: WatchTableSettings, conn: &conn::Settings) -> Result<Exit> {
+    if let WatchAction::Install {
+        channel: Some(channel),
+        ..
+    } = &settings.action
+    {
+        check_channel(channel).map_err(|e| UsageError(format!("--channel: {e}")))?;
+    }
+    let conn::Connection { mut client, .. } = conn::connect(conn)?;
+    let client = &mut client;
+    let table = match &settings.table {
+        Some(name) => Some(watch::resolve(client, name)?),
+        None => None,
+    };
+    match (settings.action, table) {
+        (WatchAction::List { json }, table) => list(client, table.as_ref(), json),
+        (WatchAction::Drop, Some(table)) => drop(client, &table, settings.print_sql),
+        (
+            WatchAction::Install {
+                channel,
+                events,
+                rows,
+                columns,
+            },
+            Some(table),
+        ) => {
+            let key = watch::key_columns(client, &table)?;
+            if key.is_empty() && !rows {
+                bail!(
+                    "table {} has no primary key, so its events could not say which row \
+                     changed; add a primary key (or a REPLICA IDENTITY USING INDEX), or use \
+                     --rows to send row images with \"key\": null",
+                    table.display()
+                );
+            }
+            if let Some(columns) = &columns {
+                let existing = watch::columns(client, &table)?;
+                watch::check_columns(&table, columns, &existing)?;
+            }
+            let mut events = events;
+            events.sort();
+            events.dedup();
+            let marker = Marker {
+                version: 1,
+                channel: channel.unwrap_or_else(|| table.name.clone()),
+                events,
+                rows,
+                columns,
+                key,
+            };
+            install(client, &table, &marker, settings.print_sql)
+        }
+        (_, None) => Err(UsageError("TABLE is required".into()).into()),
+    }
+}
+
+fn install(
+    client: &mut postgres::Client,
+    table: &Table,
+    marker: &Marker,
+    print_sql: bool,
+) -> Result<Exit> {
+    let installed = watch::installed(client, table)?;
+    watch::check_names_free(client, table, &installed)?;
+    let what = format!(
+        "{} on channel {} ({}; {})",
+        table.display(),
+        escape_controls(&quote_ident(&marker.channel)),
+        marker.events_text(),
+        match marker.mode().as_str() {
+            "key" => "key only".to_owned(),
+            mode => mode.to_owned(),
+        }
+    );
+    let sql = watch::install_sql(table, marker, &installed);
+    if print_sql {
+        return print(&sql);
+    }
+    let expected: Vec<&str> = [
+        marker
+            .events
+            .iter()
+            .any(|op| *op != Op::Truncate)
+            .then_some(watch::ROW_TRIGGER),
+        marker
+            .events
+            .contains(&Op::Truncate)
+            .then_some(watch::TRUNCATE_TRIGGER),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let same = installed.marker.as_ref() == Some(marker)
+        && installed.triggers == expected
+        && installed.function.as_ref().is_some_and(|f| {
+            f.sql() == table.function_sql() && f.body == watch::stored_body(marker)
+        });
+    if same {
+        msg::note(&format!("already watching {what}; nothing changed"));
+        return Ok(Exit::Success);
+    }
+    if marker.rows {
+        msg::warn(&format!(
+            "--rows puts row data in every notification: any role that can connect to this \
+             database can LISTEN on {} and read it, whatever its privileges on {}",
+            escape_controls(&quote_ident(&marker.channel)),
+            table.display()
+        ));
+    }
+    client.batch_execute(&sql).map_err(|e| {
+        change_error(
+            e,
+            &format!("could not install the trigger on {}", table.display()),
+            table,
+        )
+    })?;
+    msg::note(&format!("watching {what}"));
+    Ok(Exit::Success)
+}
+
+fn drop(client: &mut postgres::Client, table: &Table, print_sql: bool) -> Result<Exit> {
+    let installed = watch::installed(client, table)?;
+    if installed.triggers.is_empty() && installed.function.is_none() {
+        if print_sql {
+            return print(&format!(
+                "-- {} is not watched by pgnotify: nothing to drop\n",
+                table.display()
+            ));
+        }
+        msg::note(&format!(
+            "{} is not watched by pgnotify; nothing to drop",
+            table.display()
+        ));
+        return Ok(Exit::Success);
+    }
+    let sql = watch::drop_sql(table, &installed);
+    if print_sql {
+        return print(&sql);
+    }
+    client.batch_execute(&sql).map_err(|e| {
+        change_error(
+            e,
+            &format!("could not remove the trigger from {}", table.display()),
+            table,
+        )
+    })?;
+    msg::note(&format!(
+        "stopped watching {}: its trigger and function are dropped",
+        table.display()
+    ));
+    Ok(Exit::Success)
+}
+
+fn list(client: &mut postgres::Client, table: Option<&Table>, json: bool) -> Result<Exit> {
+    let watched = watch::list(client, table)?;
+    let stdout = std::io::stdout();
+    let json = json || !stdout.is_terminal();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        for w in &watched {
+            serde_json::to_writer(&mut out, w)?;
+            out.write_all(b"\n")?;
+        }
+    } else {
+        let rows: Vec<[String; 4]> = watched
+            .iter()
+            .map(|w| {
+                [
+                    watch::display_name(&w.schema, &w.table),
+                    escape_controls(&w.marker.channel).into_owned(),
+                    w.marker.events_text(),
+                    w.marker.mode(),
+                ]
+            })
+            .collect();
+        let header = ["TABLE", "CHANNEL", "EVENTS", "MODE"].map(String::from);
+        let widths: Vec<usize> = (0..4)
+            .map(|i| {
+                std::iter::once(&header)
+                    .chain(&rows)
+                    .map(|r| r[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in std::iter::once(&header).chain(&rows) {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            writeln!(out, "{}", line.join("  ").trim_end())?;
+        }
+    }
+    out.flush().or_else(quiet_broken_pipe)?;
+    Ok(Exit::Success)
+}
+
+fn print(sql: &str) -> Result<Exit> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(sql.as_bytes())
+        .and_then(|()| out.flush())
+        .or_else(quiet_broken_pipe)?;
+    Ok(Exit::Success)
+}
+
+fn quiet_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if crate::output::is_broken_pipe(&e) {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// The server's message, with a hint for the errors users meet: missing privileges, a busy
+/// table.
+fn change_error(e: postgres::Error, what: &str, table: &Table) -> anyhow::Error {
+    let hint = match e.code().map(|c| c.code()) {
+        Some("42501") => format!(
+            "; installing needs the TRIGGER privilege on {} and CREATE on schema {}, removing \
+             needs ownership of the table (the table's owner has all three)",
+            table.display(),
+            escape_controls(&quote_ident(&table.schema))
+        ),
+        Some("55P03") => "; another transaction holds a lock on the table: pgnotify waits at \
+                          most 10 s so that writers do not queue behind it; try again"
+            .to_owned(),
+        _ => String::new(),
+    };
+    anyhow!("{what}: {}{hint}", describe_pg_error(&e))
+}
