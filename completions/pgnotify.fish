@@ -65,6 +65,7 @@ always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l json -d 'Write NDJSON, the same as --format json'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l data -d 'With --json: add "data", the payload parsed as JSON, when it is JSON'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l fetch -d 'For `watch-table` events that carry a key but no row: read the row as it is now, with your own privileges, and add it as "new" under "data" (null when the row is gone since). Only tables watched on the event\'s channel are read'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l wait -d 'If the server is down at start, keep trying instead of exiting with status 3'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l no-gap-records -d 'Leave out the gap records that NDJSON output gets when notifications may be lost (stderr still says so)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
@@ -128,6 +129,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'Whe
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l data -d 'Add "data": the payload parsed as JSON, when it is JSON'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l fetch -d 'For `watch-table` events that carry a key but no row: read the row as it is now, with your own privileges, and add it as "new" under "data" (null when the row is gone since). Only tables watched on the event\'s channel are read'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l wait -d 'If the server is down at start, keep trying instead of exiting with status 3'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l no-gap-records -d 'Leave out the gap records that NDJSON output gets when notifications may be lost (stderr still says so)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'

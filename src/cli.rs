@@ -146,6 +146,12 @@ pub struct ListenArgs {
     #[arg(long)]
     pub data: bool,
 
+    /// For `watch-table` events that carry a key but no row: read the row as it is now, with
+    /// your own privileges, and add it as "new" under "data" (null when the row is gone since).
+    /// Only tables watched on the event's channel are read.
+    #[arg(long, conflicts_with = "exec")]
+    pub fetch: bool,
+
     #[command(flatten)]
     pub exec: ExecArgs,
 
@@ -384,6 +390,12 @@ pub struct PipeArgs {
     /// Add "data": the payload parsed as JSON, when it is JSON.
     #[arg(long)]
     pub data: bool,
+
+    /// For `watch-table` events that carry a key but no row: read the row as it is now, with
+    /// your own privileges, and add it as "new" under "data" (null when the row is gone since).
+    /// Only tables watched on the event's channel are read.
+    #[arg(long, conflicts_with = "exec")]
+    pub fetch: bool,
 
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
     /// wait for it (4 MiB), then are dropped and counted in a gap record.

@@ -98,6 +98,7 @@ pub fn pipe(args: &PipeArgs) -> PipeSettings {
             wait: Wait::from(&args.wait),
             printer,
             overflow: args.source.on_overflow,
+            fetch: args.fetch,
             destination: match (&args.connect, &args.serve) {
                 (Some(address), _) => Destination::Connect(address.clone()),
                 (None, Some(spec)) => Destination::Serve(spec.clone()),
@@ -135,6 +136,7 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
             wait: Wait::from(&args.wait),
             printer: Printer::new(format, style, json_options(args.data, &args.source)),
             overflow: args.source.on_overflow,
+            fetch: args.fetch,
             destination: exec_or_stdout(&args.exec, &args.source),
         },
     }

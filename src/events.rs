@@ -340,6 +340,7 @@ mod tests {
                 payload: i.to_string(),
                 pid: 1,
                 received_at: jiff::Timestamp::UNIX_EPOCH,
+                fetched: None,
             })
             .collect()
     }

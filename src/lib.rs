@@ -25,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod exit;
+pub mod fetch;
 pub mod generate;
 pub mod msg;
 pub mod notification;

@@ -25,6 +25,8 @@ pub struct Notification {
     pub pid: i32,
     /// When pgnotify read it from the connection.
     pub received_at: jiff::Timestamp,
+    /// With `--fetch`: the changed row as it is now, read by its key (`Null`: no such row).
+    pub fetched: Option<serde_json::Value>,
 }
 
 impl Notification {
@@ -35,6 +37,7 @@ impl Notification {
             payload: n.payload().to_owned(),
             pid: n.process_id(),
             received_at,
+            fetched: None,
         }
     }
 }

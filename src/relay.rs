@@ -10,6 +10,7 @@ use crate::config::Wait;
 use crate::conn;
 use crate::events::{self, Event, Overflow, Queue};
 use crate::exit::Exit;
+use crate::fetch::Fetcher;
 use crate::msg;
 use crate::notification::Notification;
 use crate::output::{self, Printer, Sink, Stdout, tcp};
@@ -45,6 +46,8 @@ pub struct RelaySettings {
     pub printer: Printer,
     pub overflow: Overflow,
     pub destination: Destination,
+    /// `--fetch`: read the rows of `watch-table` events.
+    pub fetch: bool,
 }
 
 pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
@@ -74,7 +77,8 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
         signals.push(Event::Signal(signal));
         true
     });
-    let outcome = relay(&queue, out.as_mut(), counter);
+    let mut fetcher = settings.fetch.then(|| Fetcher::new(&conn));
+    let outcome = relay(&queue, out.as_mut(), counter, fetcher.as_mut());
     // Also after a failure: TCP outboxes get their chance, --exec children are reaped.
     let finished = out.finish();
     let outcome = outcome.and_then(|exit| finished.map(|()| exit).map_err(Into::into));
@@ -91,7 +95,12 @@ pub fn run(conn: &conn::Settings, settings: RelaySettings) -> Result<Exit> {
     }
 }
 
-fn relay(queue: &Queue, out: &mut dyn Sink, mut counter: Counter) -> Result<Exit> {
+fn relay(
+    queue: &Queue,
+    out: &mut dyn Sink,
+    mut counter: Counter,
+    mut fetcher: Option<&mut Fetcher>,
+) -> Result<Exit> {
     loop {
         let mut events = queue.try_take();
         if events.is_empty() {
@@ -105,7 +114,8 @@ fn relay(queue: &Queue, out: &mut dyn Sink, mut counter: Counter) -> Result<Exit
         let mut events = events.into_iter();
         while let Some(event) = events.next() {
             match event {
-                Event::Notifications(batch) => {
+                Event::Notifications(mut batch) => {
+                    fetch(&mut fetcher, &mut batch);
                     if counter.write(out, &batch)? {
                         out.flush()?;
                         return Ok(Exit::Success);
@@ -113,12 +123,12 @@ fn relay(queue: &Queue, out: &mut dyn Sink, mut counter: Counter) -> Result<Exit
                 }
                 Event::Gap(gap) => out.write_gap(&gap)?,
                 Event::Signal(signal) => {
-                    drain(events.chain(queue.try_take()), out, &mut counter)?;
+                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
                     return Ok(Exit::for_signal(signal));
                 }
                 Event::OutputClosed => return Ok(Exit::Success),
                 Event::Fatal(error) => {
-                    drain(events.chain(queue.try_take()), out, &mut counter)?;
+                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
                     return Err(error);
                 }
             }
@@ -132,16 +142,31 @@ fn drain(
     events: impl Iterator<Item = Event>,
     out: &mut dyn Sink,
     counter: &mut Counter,
+    mut fetcher: Option<&mut Fetcher>,
 ) -> Result<()> {
     for event in events {
         match event {
-            Event::Notifications(batch) if counter.write(out, &batch)? => break,
+            Event::Notifications(mut batch) => {
+                fetch(&mut fetcher, &mut batch);
+                if counter.write(out, &batch)? {
+                    break;
+                }
+            }
             Event::Gap(gap) => out.write_gap(&gap)?,
             _ => {}
         }
     }
     out.flush()?;
     Ok(())
+}
+
+/// `--fetch`: adds the rows to a batch before it is written.
+fn fetch(fetcher: &mut Option<&mut Fetcher>, batch: &mut [Notification]) {
+    if let Some(fetcher) = fetcher {
+        for n in batch {
+            fetcher.fetch(n);
+        }
+    }
 }
 
 /// Counts notifications against `--count` and keeps the `--timeout` deadline.

@@ -441,6 +441,7 @@ mod tests {
             payload: payload.into(),
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
+            fetched: None,
         };
         let kept = beat.filter(vec![n("hb", "7"), n("jobs", "x"), n("hb", "6")], "hb");
         assert_eq!(kept, vec![n("jobs", "x")]);

@@ -58,14 +58,23 @@ pub fn write(out: &mut impl Write, n: &Notification, data: bool) -> io::Result<(
         payload: &n.payload,
         pid: n.pid,
         received_at: Micros(n.received_at),
-        data: if data {
-            serde_json::from_str(&n.payload).ok()
+        data: if data || n.fetched.is_some() {
+            with_fetched(n)
         } else {
             None
         },
     };
     serde_json::to_writer(&mut *out, &record)?;
     out.write_all(b"\n")
+}
+
+/// The payload parsed as JSON, with the fetched row (if any) as `new`.
+fn with_fetched(n: &Notification) -> Option<serde_json::Value> {
+    let mut data: serde_json::Value = serde_json::from_str(&n.payload).ok()?;
+    if let (Some(row), Some(object)) = (&n.fetched, data.as_object_mut()) {
+        object.insert("new".to_owned(), row.clone());
+    }
+    Some(data)
 }
 
 pub fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
@@ -95,6 +104,7 @@ mod tests {
             payload: "{\"id\":1}\nnext\u{1b}".into(),
             pid: 4242,
             received_at: "2026-11-24T01:02:03.456789Z".parse().unwrap(),
+            fetched: None,
         };
         let mut out = Vec::new();
         write(&mut out, &n, false).unwrap();
@@ -115,6 +125,7 @@ mod tests {
             payload: "{\n  \"id\": 1\n}".into(),
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
+            fetched: None,
         };
         let mut out = Vec::new();
         write(&mut out, &n, true).unwrap();

@@ -36,6 +36,7 @@ mod tests {
             payload: payload.into(),
             pid: 8448,
             received_at: jiff::Timestamp::UNIX_EPOCH,
+            fetched: None,
         };
         let mut out = Vec::new();
         write(&mut out, &n, Style::default()).unwrap();

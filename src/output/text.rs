@@ -23,7 +23,12 @@ impl Text {
         let time = self.zone.to_datetime(n.received_at);
         let time = time.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string();
         let channel = escape_controls(&n.channel);
-        let payload = escape_controls(&n.payload);
+        let mut payload = escape_controls(&n.payload);
+        if let Some(row) = &n.fetched {
+            // `--fetch`: the row as read now, after the payload.
+            let row = serde_json::to_string(row).unwrap_or_default();
+            payload = format!("{payload}  new={}", escape_controls(&row)).into();
+        }
         if style.color {
             writeln!(
                 out,
@@ -49,6 +54,7 @@ mod tests {
             payload: "a\nb".into(),
             pid: 7,
             received_at: "2026-11-24T01:02:03.456789Z".parse().unwrap(),
+            fetched: None,
         };
         let text = Text {
             zone: jiff::tz::TimeZone::UTC,
