@@ -90,7 +90,7 @@ pub fn pipe(args: &PipeArgs) -> PipeSettings {
     let printer = Printer::new(
         Format::Json,
         Style::default(),
-        json_options(args.data, &args.source),
+        json_options(args.data || args.fetch, &args.source),
     );
     PipeSettings {
         relay: RelaySettings {
@@ -134,7 +134,11 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
         relay: RelaySettings {
             source: source(&args.channels, &args.source),
             wait: Wait::from(&args.wait),
-            printer: Printer::new(format, style, json_options(args.data, &args.source)),
+            printer: Printer::new(
+                format,
+                style,
+                json_options(args.data || args.fetch, &args.source),
+            ),
             overflow: args.source.on_overflow,
             fetch: args.fetch,
             destination: exec_or_stdout(&args.exec, &args.source),

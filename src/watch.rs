@@ -28,8 +28,11 @@ use std::fmt::Write as _;
 pub const ROW_TRIGGER: &str = "pgnotify_watch";
 /// The TRUNCATE statement trigger's name.
 pub const TRUNCATE_TRIGGER: &str = "pgnotify_watch_truncate";
-/// The first words of the comment on every object pgnotify creates; the settings follow as
-/// JSON. `--list`, `--drop` and `--fetch` recognise our objects by it.
+/// The first words of the comment on the trigger function pgnotify creates; the settings follow
+/// as JSON. A trigger is ours when it has one of our names and calls a function with this
+/// marker: `--list`, `--drop` and `--fetch` recognise our objects so. (The triggers carry no
+/// comment of their own: `COMMENT ON TRIGGER` needs the table's ownership, which installing
+/// does not.)
 pub const MARKER_PREFIX: &str = "pgnotify watch-table ";
 /// `json_build_object` takes at most 100 arguments: 50 name/value pairs.
 pub const MAX_COLUMNS: usize = 50;
@@ -358,33 +361,55 @@ impl Function {
     }
 }
 
+/// Waits at most 10 s for the table's lock, so writers never queue behind an install for long.
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '10s';";
+
+/// Statements that run as one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Script(Vec<String>);
+
+impl Script {
+    fn push(&mut self, statement: String) {
+        self.0.push(statement);
+    }
+
+    pub fn statements(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The script as `--print-sql` shows it, ready for psql: `BEGIN;` ... `COMMIT;`.
+    pub fn text(&self) -> String {
+        let mut text = String::from("BEGIN;\n");
+        for statement in &self.0 {
+            text.push_str(statement);
+            text.push('\n');
+        }
+        text.push_str("COMMIT;\n");
+        text
+    }
+}
+
 /// The install script, one transaction: replaces whatever of ours is there.
-pub fn install_sql(table: &Table, marker: &Marker, installed: &Installed) -> String {
+pub fn install_sql(table: &Table, marker: &Marker, installed: &Installed) -> Script {
     let body = function_body(marker);
     let tag = dollar_tag(&body);
     let function = table.function_sql();
     let comment = quote_literal(&marker.comment());
     let on = table.sql();
-    let mut s = String::new();
-    let _ = writeln!(s, "BEGIN;");
-    let _ = writeln!(
-        s,
-        "-- Wait at most 10 s for the table's lock, so writers never queue behind us for long."
-    );
-    let _ = writeln!(s, "SET LOCAL lock_timeout = '10s';");
-    let _ = writeln!(
-        s,
+    let mut s = Script::default();
+    s.push(LOCK_TIMEOUT.to_owned());
+    s.push(format!(
         "CREATE OR REPLACE FUNCTION {function} RETURNS trigger\n  LANGUAGE plpgsql \
          SECURITY INVOKER\n  SET search_path = pg_catalog, pg_temp\nAS {tag}\n{body}\n{tag};"
-    );
-    let _ = writeln!(s, "COMMENT ON FUNCTION {function} IS {comment};");
+    ));
+    s.push(format!("COMMENT ON FUNCTION {function} IS {comment};"));
     for trigger in &installed.triggers {
-        let _ = writeln!(s, "DROP TRIGGER {} ON {on};", quote_ident(trigger));
+        s.push(format!("DROP TRIGGER {} ON {on};", quote_ident(trigger)));
     }
     if let Some(old) = &installed.function
         && old.sql() != function
     {
-        let _ = writeln!(s, "DROP FUNCTION {};", old.sql());
+        s.push(format!("DROP FUNCTION {};", old.sql()));
     }
     let row_ops: Vec<&str> = marker
         .events
@@ -393,52 +418,36 @@ pub fn install_sql(table: &Table, marker: &Marker, installed: &Installed) -> Str
         .map(|op| op.sql())
         .collect();
     if !row_ops.is_empty() {
-        let _ = writeln!(
-            s,
+        s.push(format!(
             "CREATE TRIGGER {} AFTER {} ON {on}\n  FOR EACH ROW EXECUTE FUNCTION {function};",
             quote_ident(ROW_TRIGGER),
             row_ops.join(" OR ")
-        );
-        let _ = writeln!(
-            s,
-            "COMMENT ON TRIGGER {} ON {on} IS {comment};",
-            quote_ident(ROW_TRIGGER)
-        );
+        ));
     }
     if marker.events.contains(&Op::Truncate) {
-        let _ = writeln!(
-            s,
+        s.push(format!(
             "CREATE TRIGGER {} AFTER TRUNCATE ON {on}\n  FOR EACH STATEMENT EXECUTE FUNCTION \
              {function};",
             quote_ident(TRUNCATE_TRIGGER)
-        );
-        let _ = writeln!(
-            s,
-            "COMMENT ON TRIGGER {} ON {on} IS {comment};",
-            quote_ident(TRUNCATE_TRIGGER)
-        );
+        ));
     }
-    let _ = writeln!(s, "COMMIT;");
     s
 }
 
 /// The removal script, one transaction: our triggers, then our function.
-pub fn drop_sql(table: &Table, installed: &Installed) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "BEGIN;");
-    let _ = writeln!(s, "SET LOCAL lock_timeout = '10s';");
+pub fn drop_sql(table: &Table, installed: &Installed) -> Script {
+    let mut s = Script::default();
+    s.push(LOCK_TIMEOUT.to_owned());
     for trigger in &installed.triggers {
-        let _ = writeln!(
-            s,
+        s.push(format!(
             "DROP TRIGGER {} ON {};",
             quote_ident(trigger),
             table.sql()
-        );
+        ));
     }
     if let Some(function) = &installed.function {
-        let _ = writeln!(s, "DROP FUNCTION {};", function.sql());
+        s.push(format!("DROP FUNCTION {};", function.sql()));
     }
-    let _ = writeln!(s, "COMMIT;");
     s
 }
 
@@ -554,10 +563,11 @@ pub fn columns(client: &mut postgres::Client, table: &Table) -> Result<Vec<Strin
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// What of ours is on the table (triggers with our names but not our marker are `foreign`).
+/// What of ours is on the table (triggers with our names that call a function without our
+/// marker are `foreign`).
 pub fn installed(client: &mut postgres::Client, table: &Table) -> Result<Installed> {
     let rows = client.query(
-        "SELECT t.tgname::pg_catalog.text, pg_catalog.obj_description(t.oid, 'pg_trigger'), \
+        "SELECT t.tgname::pg_catalog.text, \
                 n.nspname::pg_catalog.text, p.proname::pg_catalog.text, p.prosrc, \
                 pg_catalog.obj_description(p.oid, 'pg_proc') \
            FROM pg_catalog.pg_trigger t \
@@ -571,24 +581,19 @@ pub fn installed(client: &mut postgres::Client, table: &Table) -> Result<Install
     for row in &rows {
         let name: String = row.get(0);
         let marker = row
-            .get::<_, Option<String>>(1)
+            .get::<_, Option<String>>(4)
             .and_then(|c| Marker::parse(&c));
-        let function_ours = row
-            .get::<_, Option<String>>(5)
-            .is_some_and(|c| Marker::parse(&c).is_some());
         let Some(marker) = marker else {
             installed.foreign.push(name);
             continue;
         };
         installed.triggers.push(name);
         installed.marker.get_or_insert(marker);
-        if function_ours {
-            installed.function = Some(Function {
-                schema: row.get(2),
-                name: row.get(3),
-                body: row.get(4),
-            });
-        }
+        installed.function = Some(Function {
+            schema: row.get(1),
+            name: row.get(2),
+            body: row.get(3),
+        });
     }
     Ok(installed)
 }
@@ -654,8 +659,8 @@ pub fn list(client: &mut postgres::Client, table: Option<&Table>) -> Result<Vec<
            FROM pg_catalog.pg_trigger t \
            JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-           JOIN pg_catalog.pg_description d ON d.objoid = t.oid AND d.objsubid = 0 \
-                AND d.classoid = 'pg_catalog.pg_trigger'::pg_catalog.regclass \
+           JOIN pg_catalog.pg_description d ON d.objoid = t.tgfoid AND d.objsubid = 0 \
+                AND d.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
           WHERE t.tgname::pg_catalog.text = ANY($1) \
             AND pg_catalog.starts_with(d.description, $2) \
             AND ($3::pg_catalog.oid IS NULL OR t.tgrelid = $3) \
@@ -685,7 +690,7 @@ pub fn watch_of(
     table: &str,
 ) -> Result<Option<Marker>> {
     let rows = client.query(
-        "SELECT pg_catalog.obj_description(t.oid, 'pg_trigger') \
+        "SELECT pg_catalog.obj_description(t.tgfoid, 'pg_proc') \
            FROM pg_catalog.pg_trigger t \
            JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \

@@ -8,11 +8,12 @@
 
 use crate::config::{WatchAction, WatchTableSettings};
 use crate::conn::{self, describe_pg_error};
+use crate::events;
 use crate::exit::{Exit, UsageError};
 use crate::msg;
 use crate::notification::{check_channel, quote_ident};
 use crate::output::escape_controls;
-use crate::watch::{self, Marker, Op, Table};
+use crate::watch::{self, Marker, Op, Script, Table};
 use anyhow::{Result, anyhow, bail};
 use std::io::{IsTerminal, Write};
 
@@ -92,7 +93,7 @@ fn install(
     );
     let sql = watch::install_sql(table, marker, &installed);
     if print_sql {
-        return print(&sql);
+        return print(&sql.text());
     }
     let expected: Vec<&str> = [
         marker
@@ -125,7 +126,7 @@ fn install(
             table.display()
         ));
     }
-    client.batch_execute(&sql).map_err(|e| {
+    run_script(client, &sql).map_err(|e| {
         change_error(
             e,
             &format!("could not install the trigger on {}", table.display()),
@@ -153,9 +154,9 @@ fn drop(client: &mut postgres::Client, table: &Table, print_sql: bool) -> Result
     }
     let sql = watch::drop_sql(table, &installed);
     if print_sql {
-        return print(&sql);
+        return print(&sql.text());
     }
-    client.batch_execute(&sql).map_err(|e| {
+    run_script(client, &sql).map_err(|e| {
         change_error(
             e,
             &format!("could not remove the trigger from {}", table.display()),
@@ -212,6 +213,23 @@ fn list(client: &mut postgres::Client, table: Option<&Table>, json: bool) -> Res
     }
     out.flush().or_else(quiet_broken_pipe)?;
     Ok(Exit::Success)
+}
+
+/// Runs the statements in one transaction, one round trip each: COMMIT is only sent once all
+/// have succeeded, so a pgnotify that dies half-way (a signal while the table's lock is awaited)
+/// leaves nothing. A signal also cancels the statement in progress, as psql's Ctrl-C does, so
+/// the server stops waiting for the lock at once.
+fn run_script(client: &mut postgres::Client, script: &Script) -> Result<(), postgres::Error> {
+    let token = client.cancel_token();
+    events::deliver_signals_to(move |_| {
+        let _ = token.cancel_query(postgres::NoTls);
+        false
+    });
+    let mut transaction = client.transaction()?;
+    for statement in script.statements() {
+        transaction.batch_execute(statement)?;
+    }
+    transaction.commit()
 }
 
 fn print(sql: &str) -> Result<Exit> {

@@ -12,3 +12,4 @@ mod listen;
 mod notify;
 mod support;
 mod tcp;
+mod watch;

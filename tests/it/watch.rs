@@ -1,0 +1,666 @@
+//! `watch-table` and `--fetch` against a real server: the events of every op, what a rollback
+//! sends, the install's idempotence and removal, privileges, hostile names and search paths.
+
+use crate::support::{Running, Server};
+use serde_json::{Value, json};
+
+/// Everything a watch could leave behind, as sorted text: triggers, functions outside the
+/// system schemas, tables, and pgnotify's comments.
+fn catalog(server: &Server) -> String {
+    server
+        .client()
+        .query_one(
+            "SELECT coalesce(string_agg(x, E'\\n' ORDER BY x), '') FROM (
+               SELECT 'trigger ' || tgrelid::regclass || ' ' || tgname FROM pg_trigger
+                WHERE NOT tgisinternal
+               UNION ALL
+               SELECT 'function ' || p.oid::regprocedure FROM pg_proc p
+                 JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+               UNION ALL
+               SELECT 'relation ' || c.oid::regclass FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                  AND n.nspname NOT LIKE 'pg_toast%'
+               UNION ALL
+               SELECT 'comment ' || description FROM pg_description
+                WHERE description LIKE 'pgnotify%') s(x)",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// A `pipe` on `channel` (with `extra` options), ready to receive `count` events: if they do
+/// not all come within 20 s it exits, so a missing event fails the test instead of hanging it.
+fn pipe(server: &Server, channel: &str, count: u32, extra: &[&str]) -> Running {
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", channel, "--timeout", "20s", "--count"])
+        .arg(count.to_string())
+        .args(extra)
+        .spawn();
+    pipe.wait_ready();
+    pipe
+}
+
+/// The next record's payload, parsed.
+fn event(pipe: &mut Running) -> Value {
+    let record = pipe.read_record();
+    serde_json::from_str(&record.payload)
+        .unwrap_or_else(|e| panic!("payload {:?} is not JSON: {e}", record.payload))
+}
+
+#[test]
+fn every_committed_change_sends_one_event_and_a_rollback_sends_nothing() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, status text)")
+        .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "orders"])
+        .run()
+        .success()
+        .stderr_has("watching public.orders on channel \"orders\"");
+    let mut pipe = pipe(&server, "orders", 6, &[]);
+    // One call each: statements sent together would share one implicit transaction.
+    for statement in [
+        "INSERT INTO orders VALUES (1, 'new')",
+        "UPDATE orders SET status = 'paid' WHERE id = 1",
+        "UPDATE orders SET id = 2 WHERE id = 1",
+        "BEGIN",
+        "INSERT INTO orders VALUES (9, 'never')",
+        "ROLLBACK",
+        "DELETE FROM orders WHERE id = 2",
+        "TRUNCATE orders",
+    ] {
+        db.batch_execute(statement).unwrap();
+    }
+    let head = |op: &str| json!({"op": op, "schema": "public", "table": "orders"});
+    let with = |op: &str, extra: Value| {
+        let mut v = head(op);
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    };
+    assert_eq!(event(&mut pipe), with("INSERT", json!({"key": {"id": 1}})));
+    assert_eq!(event(&mut pipe), with("UPDATE", json!({"key": {"id": 1}})));
+    assert_eq!(
+        event(&mut pipe),
+        with("UPDATE", json!({"key": {"id": 2}, "old_key": {"id": 1}}))
+    );
+    // The rolled-back INSERT of 9 sent nothing: the DELETE comes next.
+    assert_eq!(event(&mut pipe), with("DELETE", json!({"key": {"id": 2}})));
+    assert_eq!(event(&mut pipe), with("TRUNCATE", json!({"key": null})));
+    // The payload is compact JSON in a fixed member order, as documented.
+    server
+        .client()
+        .execute("INSERT INTO orders VALUES (3, 'x')", &[])
+        .unwrap();
+    assert_eq!(
+        pipe.read_record().payload,
+        r#"{"op":"INSERT","schema":"public","table":"orders","key":{"id":3}}"#
+    );
+}
+
+#[test]
+fn installing_twice_is_installing_once_and_drop_leaves_the_database_as_it_was() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    let before = catalog(&server);
+    server.pgnotify().args(["watch-table", "t"]).run().success();
+    let installed = catalog(&server);
+    server
+        .pgnotify()
+        .args(["watch-table", "t"])
+        .run()
+        .success()
+        .stderr_has("nothing changed");
+    assert_eq!(
+        catalog(&server),
+        installed,
+        "the second install changed the catalog"
+    );
+    assert!(
+        installed.contains("trigger t pgnotify_watch\n"),
+        "{installed}"
+    );
+    assert!(
+        installed.contains("trigger t pgnotify_watch_truncate"),
+        "{installed}"
+    );
+    assert!(
+        installed.contains("function pgnotify_watch_t()"),
+        "{installed}"
+    );
+
+    // One event per change, not two.
+    let mut listen = server
+        .pgnotify()
+        .args([
+            "-v",
+            "listen",
+            "--json",
+            "t",
+            "--count",
+            "2",
+            "--timeout",
+            "2s",
+        ])
+        .spawn();
+    listen.wait_ready();
+    db.execute("INSERT INTO t VALUES (1)", &[]).unwrap();
+    let rest = listen.expect_exit(124);
+    assert_eq!(rest.lines().count(), 1, "{rest}");
+
+    // Other options replace the watch: a TRUNCATE trigger is no longer wanted.
+    server
+        .pgnotify()
+        .args([
+            "watch-table",
+            "t",
+            "--events",
+            "insert,delete",
+            "--channel",
+            "other",
+        ])
+        .run()
+        .success();
+    let replaced = catalog(&server);
+    assert!(!replaced.contains("pgnotify_watch_truncate"), "{replaced}");
+    assert!(replaced.contains(r#""channel":"other""#), "{replaced}");
+
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--drop"])
+        .run()
+        .success();
+    assert_eq!(catalog(&server), before);
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--drop"])
+        .run()
+        .success()
+        .stderr_has("not watched");
+}
+
+#[test]
+fn list_shows_every_watch_and_print_sql_changes_nothing() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        r#"CREATE SCHEMA shop;
+           CREATE TABLE shop.orders (id int PRIMARY KEY, status text, secret text);
+           CREATE TABLE "Items" (a int, b text, PRIMARY KEY (b, a));
+           CREATE TABLE later (id int PRIMARY KEY);"#,
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args([
+            "watch-table",
+            "shop.orders",
+            "--rows",
+            "--columns",
+            "id,status",
+        ])
+        .run()
+        .success()
+        .stderr_has("any role that can connect");
+    server
+        .pgnotify()
+        .args([
+            "watch-table",
+            "\"Items\"",
+            "--events",
+            "insert",
+            "--channel",
+            "items",
+        ])
+        .run()
+        .success();
+    let list = server.pgnotify().args(["watch-table", "--list"]).run();
+    let rows: Vec<Value> = list
+        .success()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", list.stdout);
+    assert_eq!(rows[0]["schema"], "public");
+    assert_eq!(rows[0]["table"], "Items");
+    assert_eq!(rows[0]["channel"], "items");
+    assert_eq!(rows[0]["events"], json!(["insert"]));
+    assert_eq!(rows[0]["rows"], false);
+    assert_eq!(rows[0]["key"], json!(["b", "a"]));
+    assert_eq!(rows[1]["table"], "orders");
+    assert_eq!(rows[1]["channel"], "orders");
+    assert_eq!(rows[1]["rows"], true);
+    assert_eq!(rows[1]["columns"], json!(["id", "status"]));
+    let one = server
+        .pgnotify()
+        .args(["watch-table", "--list", "shop.orders"])
+        .run();
+    assert_eq!(one.success().stdout.lines().count(), 1, "{}", one.stdout);
+
+    let before = catalog(&server);
+    let printed = server
+        .pgnotify()
+        .args(["watch-table", "later", "--print-sql"])
+        .run();
+    printed.success();
+    assert_eq!(catalog(&server), before, "--print-sql changed the database");
+    assert!(printed.stdout.starts_with("BEGIN;") && printed.stdout.ends_with("COMMIT;\n"));
+    // What was printed is what an install runs: applied by hand, it is a watch pgnotify knows.
+    db.batch_execute(&printed.stdout).unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "later"])
+        .run()
+        .success()
+        .stderr_has("nothing changed");
+    let drop_sql = server
+        .pgnotify()
+        .args(["watch-table", "later", "--drop", "--print-sql"])
+        .run();
+    assert!(drop_sql.success().stdout.contains("DROP TRIGGER"));
+    assert!(catalog(&server).contains("pgnotify_watch_later"));
+}
+
+#[test]
+fn awkward_and_hostile_names_are_quoted_never_spliced() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        r#"CREATE TABLE x (id int);
+           CREATE SCHEMA "My Schema";
+           CREATE TABLE "My Schema"."Order ""Items""; DROP TABLE x; --" (
+               "Id" int PRIMARY KEY, "we'ird\col" text);
+           CREATE VIEW v AS SELECT 1 AS id;"#,
+    )
+    .unwrap();
+    let table = r#""My Schema"."Order ""Items""; DROP TABLE x; --""#;
+    let channel = "ch'); DROP TABLE x; -- \\ \"";
+    server
+        .pgnotify()
+        .args(["watch-table", table, "--channel", channel, "--rows"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, channel, 1, &[]);
+    db.execute(
+        r#"INSERT INTO "My Schema"."Order ""Items""; DROP TABLE x; --" VALUES (7, 'a\b')"#,
+        &[],
+    )
+    .unwrap();
+    let record = pipe.read_record();
+    assert_eq!(record.channel, channel);
+    let event: Value = serde_json::from_str(&record.payload).unwrap();
+    assert_eq!(event["schema"], "My Schema");
+    assert_eq!(event["table"], "Order \"Items\"; DROP TABLE x; --");
+    assert_eq!(event["key"], json!({"Id": 7}));
+    assert_eq!(event["new"], json!({"Id": 7, "we'ird\\col": "a\\b"}));
+    let exists: bool = db
+        .query_one("SELECT to_regclass('x') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(exists, "table x was dropped");
+
+    server
+        .pgnotify()
+        .args(["watch-table", "t; drop table x"])
+        .run()
+        .code(2)
+        .one_line_error()
+        .stderr_has("not a valid table name");
+    server
+        .pgnotify()
+        .args(["watch-table", "nosuch.orders"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("\"nosuch.orders\" does not exist");
+    server
+        .pgnotify()
+        .args(["watch-table", "v"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("is a view");
+    server
+        .pgnotify()
+        .args(["watch-table", "x", "--channel", &"c".repeat(64)])
+        .run()
+        .code(2)
+        .one_line_error()
+        .stderr_has("64 bytes");
+    server
+        .pgnotify()
+        .args(["watch-table", "x"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("has no primary key");
+}
+
+#[test]
+fn a_20_kb_row_is_sent_as_its_key_and_the_write_succeeds() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE docs (id text PRIMARY KEY, body text)")
+        .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "docs", "--rows"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "docs", 2, &["--fetch"]);
+    let body = "é".repeat(10_000);
+    db.execute("INSERT INTO docs VALUES ('big', $1)", &[&body])
+        .expect("the write must succeed");
+    let record = pipe.read_record();
+    let event: Value = serde_json::from_str(&record.payload).unwrap();
+    assert_eq!(
+        event,
+        json!({"op": "INSERT", "schema": "public", "table": "docs",
+               "key": {"id": "big"}, "truncated": true})
+    );
+    // --fetch reads what the payload could not carry.
+    let data = record.data.expect("data");
+    assert_eq!(data["new"]["body"].as_str().map(str::len), Some(20_000));
+
+    // A key too long to send (control characters escape to six bytes each): the event still
+    // goes out, without its key.
+    let key = "\u{1}".repeat(2000);
+    db.execute("INSERT INTO docs VALUES ($1, 'x')", &[&key])
+        .expect("the write must succeed");
+    assert_eq!(
+        event_of(&pipe.read_record().payload),
+        json!({"op": "INSERT", "schema": "public", "table": "docs", "key": null,
+               "truncated": true})
+    );
+}
+
+fn event_of(payload: &str) -> Value {
+    serde_json::from_str(payload).unwrap()
+}
+
+#[test]
+fn privileges_missing_give_the_servers_message_and_a_hint() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY);
+         CREATE ROLE clerk LOGIN;",
+    )
+    .unwrap();
+    let before = catalog(&server);
+    server
+        .pgnotify()
+        .args(["-U", "clerk", "watch-table", "orders"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("permission denied")
+        .stderr_has("TRIGGER privilege");
+    assert_eq!(catalog(&server), before, "a failed install left something");
+
+    // Granted TRIGGER and CREATE, clerk installs; only the table's owner can remove it.
+    db.batch_execute(
+        "GRANT TRIGGER ON orders TO clerk;
+         GRANT CREATE ON SCHEMA public TO clerk;",
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args(["-U", "clerk", "watch-table", "orders"])
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["-U", "clerk", "watch-table", "orders", "--drop"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("must be owner of relation orders")
+        .stderr_has("ownership");
+    server
+        .pgnotify()
+        .args(["watch-table", "orders", "--drop"])
+        .run()
+        .success();
+}
+
+#[test]
+fn a_writer_with_a_hostile_search_path_cannot_hijack_the_trigger() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        r#"CREATE TABLE orders (id int PRIMARY KEY, note text);
+           CREATE TABLE hijacked (what text);
+           CREATE SCHEMA evil;
+           CREATE FUNCTION evil.pg_notify(text, text) RETURNS void LANGUAGE sql
+             AS $$ INSERT INTO public.hijacked VALUES ('pg_notify') $$;
+           CREATE FUNCTION evil.to_json(anyelement) RETURNS json LANGUAGE sql
+             AS $$ INSERT INTO public.hijacked VALUES ('to_json') RETURNING '"evil"'::json $$;
+           CREATE FUNCTION evil.concat(VARIADIC text[]) RETURNS text LANGUAGE sql
+             AS $$ INSERT INTO public.hijacked VALUES ('concat') RETURNING 'evil' $$;
+           CREATE FUNCTION evil.octet_length(text) RETURNS int LANGUAGE sql
+             AS $$ INSERT INTO public.hijacked VALUES ('octet_length') RETURNING 1 $$;
+           CREATE FUNCTION evil.texteq(text, text) RETURNS bool LANGUAGE sql
+             AS $$ INSERT INTO public.hijacked VALUES ('=') RETURNING true $$;
+           CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.texteq);
+           GRANT USAGE ON SCHEMA evil TO PUBLIC;"#,
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "orders", "--rows"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "orders", 2, &[]);
+    db.batch_execute(
+        "SET search_path = evil, pg_catalog, public;
+         INSERT INTO public.orders VALUES (1, 'n');
+         UPDATE public.orders SET note = 'm';",
+    )
+    .unwrap();
+    assert_eq!(event(&mut pipe)["new"], json!({"id": 1, "note": "n"}));
+    assert_eq!(event(&mut pipe)["old"], json!({"id": 1, "note": "n"}));
+    let hijacked: i64 = db
+        .query_one("SELECT count(*) FROM public.hijacked", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(hijacked, 0, "an evil function ran inside the trigger");
+    let config: Vec<String> = db
+        .query_one(
+            "SELECT proconfig FROM pg_proc WHERE proname = 'pgnotify_watch_orders' AND NOT prosecdef",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(config, vec!["search_path=pg_catalog, pg_temp"]);
+}
+
+#[test]
+fn fetch_reads_rows_with_the_receivers_own_privileges() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, status text);
+         CREATE TABLE secret (id int PRIMARY KEY, ssn text);
+         CREATE ROLE reader LOGIN;
+         GRANT SELECT ON orders TO reader;
+         INSERT INTO secret VALUES (1, '111-22-3333');",
+    )
+    .unwrap();
+    for table in ["orders", "secret"] {
+        server
+            .pgnotify()
+            .args(["watch-table", table])
+            .run()
+            .success();
+    }
+    let mut owner = pipe(&server, "orders", 6, &["--fetch"]);
+    let mut reader = server
+        .pgnotify()
+        .args(["-U", "reader", "-v", "pipe", "orders", "secret", "--fetch"])
+        .args(["--count", "7", "--timeout", "20s"])
+        .spawn();
+    reader.wait_ready();
+    db.execute("INSERT INTO orders VALUES (1, 'new')", &[])
+        .unwrap();
+    db.execute("UPDATE orders SET status = 'paid'", &[])
+        .unwrap();
+    db.batch_execute(
+        "BEGIN; INSERT INTO orders VALUES (2, 'gone'); DELETE FROM orders WHERE id = 2; COMMIT;",
+    )
+    .unwrap();
+    // A forged event naming a table that is not watched on this channel is not fetched.
+    server.notify(
+        "orders",
+        r#"{"op":"INSERT","schema":"public","table":"secret","key":{"id":1}}"#,
+    );
+    db.execute("UPDATE secret SET ssn = '999'", &[]).unwrap();
+    db.execute("INSERT INTO orders VALUES (3, 'last')", &[])
+        .unwrap();
+
+    for pipe in [&mut owner, &mut reader] {
+        let new = |r: crate::support::Record| r.data.and_then(|d| d.get("new").cloned());
+        // The row as it is when read: both events of row 1 see it paid.
+        let paid = json!({"id": 1, "status": "paid"});
+        assert_eq!(new(pipe.read_record()), Some(paid.clone()));
+        assert_eq!(new(pipe.read_record()), Some(paid));
+        // Row 2 was deleted before anyone could read it.
+        assert_eq!(new(pipe.read_record()), Some(Value::Null));
+        assert_eq!(new(pipe.read_record()), Some(Value::Null));
+        let forged = pipe.read_record();
+        assert_eq!(forged.channel, "orders");
+        assert_eq!(new(forged), None);
+    }
+    // The reader may not read secret: an error line, and the stream goes on.
+    let secret = reader.read_record();
+    assert_eq!(secret.channel, "secret");
+    assert!(secret.data.unwrap().get("new").is_none());
+    reader.wait_stderr("permission denied for table secret");
+    let last = reader.read_record();
+    assert_eq!(
+        last.data.unwrap()["new"],
+        json!({"id": 3, "status": "last"})
+    );
+    owner.wait_stderr("does not watch that table on that channel");
+    assert_eq!(
+        owner.read_record().data.unwrap()["new"],
+        json!({"id": 3, "status": "last"})
+    );
+}
+
+#[test]
+fn columns_and_keys_shape_the_row_images() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, a text, b text, c text);
+         CREATE TABLE nokey (a int, b text);
+         CREATE TABLE ident (code text NOT NULL, v int);
+         CREATE UNIQUE INDEX ident_code ON ident (code);
+         ALTER TABLE ident REPLICA IDENTITY USING INDEX ident_code;",
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--rows", "--columns", "b,a"])
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["watch-table", "nokey", "--rows", "--channel", "t"])
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["watch-table", "ident", "--channel", "t"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "t", 5, &[]);
+    db.batch_execute(
+        "INSERT INTO t VALUES (1, 'a1', NULL, 'c1');
+         UPDATE t SET b = 'b2';
+         DELETE FROM t;
+         INSERT INTO nokey VALUES (5, 'five');
+         INSERT INTO ident VALUES ('k', 1);",
+    )
+    .unwrap();
+    let e = event(&mut pipe);
+    assert_eq!(e["new"], json!({"b": null, "a": "a1"}));
+    assert_eq!(
+        serde_json::to_string(&e["new"]).unwrap(),
+        r#"{"b":null,"a":"a1"}"#,
+        "--columns order"
+    );
+    let e = event(&mut pipe);
+    assert_eq!(e["old"], json!({"b": null, "a": "a1"}));
+    assert_eq!(e["new"], json!({"b": "b2", "a": "a1"}));
+    let e = event(&mut pipe);
+    assert_eq!(e["old"], json!({"b": "b2", "a": "a1"}));
+    assert!(e.get("new").is_none());
+    let e = event(&mut pipe);
+    assert_eq!((&e["table"], &e["key"]), (&json!("nokey"), &Value::Null));
+    assert_eq!(e["new"], json!({"a": 5, "b": "five"}));
+    let e = event(&mut pipe);
+    assert_eq!(e["key"], json!({"code": "k"}));
+
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--rows", "--columns", "id,nope"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("column \"nope\" does not exist");
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--columns", "a"])
+        .run()
+        .code(2);
+}
+
+#[test]
+fn an_interrupted_install_leaves_nothing() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    let before = catalog(&server);
+    let mut locker = server.client();
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut install = server
+        .pgnotify()
+        .args(["watch-table", "t"])
+        .env("PGAPPNAME", "installer")
+        .spawn();
+    // The install has created its function and now waits for the table's lock.
+    server.wait_until("the install to wait for the lock", || {
+        server
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE application_name = 'installer' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+    install.signal(nix::sys::signal::Signal::SIGINT);
+    install.expect_exit(130);
+    lock.rollback().unwrap();
+    server.wait_until("the installer's session to end", || {
+        server.sessions("installer") == 0
+    });
+    assert_eq!(catalog(&server), before);
+}
