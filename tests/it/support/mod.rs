@@ -48,13 +48,6 @@ impl Server {
         })
     }
 
-    /// A client session logged in as `role` (the test cluster trusts every local role).
-    pub fn client_as(&self, role: &str) -> postgres::Client {
-        let conninfo = format!("{} user={role}", self.cluster.conninfo());
-        postgres::Client::connect(&conninfo, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("could not connect as {role}: {e}"))
-    }
-
     /// Sends one notification from a client session.
     pub fn notify(&self, channel: &str, payload: &str) {
         self.client()
