@@ -427,7 +427,9 @@ Examples:
 ///
 /// Starts a PostgreSQL server from this machine's server binaries in a new temporary
 /// directory (as the postgres user when run as root), runs `pgnotify listen` and shows it
-/// receiving what `pgnotify notify` sends, then stops the server and removes the directory,
+/// receiving what `pgnotify notify` sends; then creates a table, watches it with `pgnotify
+/// watch-table`, writes rows from a second connection and shows `pgnotify pipe --fetch`
+/// streaming the changes as JSON. Then it stops the server and removes the directory,
 /// also on Ctrl-C or an error. Needs the server binaries (Debian/Ubuntu: apt-get install
 /// postgresql); it does not touch any other server.
 #[derive(Debug, Args)]

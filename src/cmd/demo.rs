@@ -1,5 +1,6 @@
-//! `demo`: show `listen` receiving what `notify` sends, against a private throwaway server, then
-//! remove the server (also on Ctrl-C or an error, through `tempdb::Cluster`'s cleanup).
+//! `demo`: show `listen` receiving what `notify` sends, then `watch-table` and `pipe --fetch`
+//! turning a table's changes into JSON events, against a private throwaway server; then remove
+//! the server (also on Ctrl-C or an error, through `tempdb::Cluster`'s cleanup).
 //!
 //! The demo runs this very binary as child processes, with the same command lines it prints, so
 //! what a newcomer sees is exactly what they would type.
@@ -44,6 +45,16 @@ const STEPS: &[(&str, &[&str], &str, usize)] = &[
         2,
     ),
 ];
+
+/// The table the second part watches, and the writes it makes from a second connection.
+const TABLE_SQL: &str = "CREATE TABLE orders (id int PRIMARY KEY, item text, status text)";
+const WRITES: &[&str] = &[
+    "INSERT INTO orders VALUES (1, 'tea', 'new'), (2, 'cake', 'new')",
+    "UPDATE orders SET status = 'paid' WHERE id = 1",
+    "DELETE FROM orders WHERE id = 2",
+];
+/// How many events the writes make: one per row changed.
+const WRITE_EVENTS: usize = 4;
 
 /// Events the demo waits on: its listener's stderr lines, and signals.
 enum DemoEvent {
@@ -99,7 +110,7 @@ fn show(
         .stderr(Stdio::piped())
         .spawn()
         .context("could not start the listener")?;
-    forward_lines(&mut listener, tx);
+    forward_lines(&mut listener, tx.clone());
     let started = Instant::now();
     loop {
         match wait_event(rx, started + Duration::from_secs(20))? {
@@ -125,7 +136,62 @@ fn show(
         say("$ psql -c \"NOTIFY demo, 'psql works too'\"");
         notify_with_psql(cluster, &psql)?;
     }
-    wait_listener(&mut listener, rx)
+    match wait_listener(&mut listener, rx)? {
+        Exit::Success => show_table(cluster, settings, tx, rx),
+        other => Ok(other),
+    }
+}
+
+/// The main job: a table's changes as JSON events, streamed by `pipe --fetch`.
+fn show_table(
+    cluster: &Cluster,
+    settings: &DemoSettings,
+    tx: mpsc::Sender<DemoEvent>,
+    rx: &Receiver<DemoEvent>,
+) -> Result<Exit> {
+    say("now a table: every committed change becomes one JSON event");
+    let mut db = postgres::Client::connect(&cluster.conninfo(), postgres::NoTls)
+        .context("could not connect to the demo server")?;
+    say(&format!("SQL> {TABLE_SQL}"));
+    db.batch_execute(TABLE_SQL)?;
+    say("$ pgnotify watch-table orders");
+    send(cluster, &["watch-table", "orders"], "")?;
+    let count = WRITE_EVENTS.to_string();
+    say(&format!("$ pgnotify pipe orders --fetch --count {count} &"));
+    let mut pipe = pgnotify(cluster)
+        .args(["-v", "pipe", "orders", "--fetch", "--count", &count])
+        .args(["--timeout", "30s"])
+        .stdout(listener_stdout(settings.keep)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("could not start pipe")?;
+    forward_lines(&mut pipe, tx);
+    let started = Instant::now();
+    loop {
+        match wait_event(rx, started + Duration::from_secs(20))? {
+            DemoEvent::ListenerSaid(line) => {
+                eprintln!("  {line}");
+                if line.contains("listening on") {
+                    break;
+                }
+            }
+            DemoEvent::Stop(signal) => return stop(&mut pipe, signal),
+        }
+    }
+    say("writes from a second connection:");
+    for write in WRITES {
+        say(&format!("SQL> {write}"));
+        db.batch_execute(write)?;
+        // Time to read each event's row before the next write changes it: --fetch reads the
+        // row as it is at that moment.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let exit = wait_listener(&mut pipe, rx)?;
+    if exit == Exit::Success {
+        say("$ pgnotify watch-table orders --drop");
+        send(cluster, &["watch-table", "orders", "--drop"], "")?;
+    }
+    Ok(exit)
 }
 
 fn wait_listener(listener: &mut Child, rx: &Receiver<DemoEvent>) -> Result<Exit> {
@@ -133,7 +199,7 @@ fn wait_listener(listener: &mut Child, rx: &Receiver<DemoEvent>) -> Result<Exit>
     loop {
         if let Some(status) = listener.try_wait()? {
             if status.success() {
-                say("the listener received every notification and exited with status 0");
+                say("it received every notification and exited with status 0");
                 return Ok(Exit::Success);
             }
             bail!("the listener exited with {status}");

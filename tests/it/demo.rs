@@ -29,13 +29,13 @@ fn postgres_running_in(dir: &std::path::Path) -> bool {
 fn demo_round_trips_and_removes_everything() {
     let out = Cmd::new().arg("demo").run();
     out.success();
-    let payloads: Vec<String> = out
-        .records()
-        .into_iter()
-        .map(|r: Record| r.payload)
+    let records = out.records();
+    let payloads: Vec<&str> = records
+        .iter()
+        .map(|r: &Record| r.payload.as_str())
         .collect();
     assert_eq!(
-        payloads,
+        payloads[..5],
         [
             "hello from pgnotify",
             "{\"order\": 42, \"status\": \"paid\"}",
@@ -44,6 +44,21 @@ fn demo_round_trips_and_removes_everything() {
             "psql works too"
         ]
     );
+    // Then the table part: watch-table's events, as pipe --fetch prints them.
+    let events: Vec<(String, String)> = records[5..]
+        .iter()
+        .map(|r| {
+            let data = r.data.as_ref().expect("--fetch adds data");
+            (data["op"].to_string(), data["key"].to_string())
+        })
+        .collect();
+    let expected = [("INSERT", 1), ("INSERT", 2), ("UPDATE", 1), ("DELETE", 2)]
+        .map(|(op, id)| (format!("\"{op}\""), format!("{{\"id\":{id}}}")));
+    assert_eq!(events, expected, "{}", out.report());
+    let first = records[5].data.as_ref().unwrap();
+    assert_eq!(first["new"]["item"], "tea", "{}", out.report());
+    assert!(records[8].data.as_ref().unwrap()["new"].is_null());
+    assert!(out.stderr.contains("stopped watching public.orders"));
     let dir = announced_dir(&out.stderr);
     assert!(
         !dir.exists(),
