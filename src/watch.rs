@@ -210,9 +210,23 @@ fn image_expr(marker: &Marker, row: &str) -> String {
     }
 }
 
-/// `p := ...`: the header `h`, then `"key"`, then the given members, then `}`.
-fn payload(members: &[(&str, String)]) -> String {
-    let mut parts = vec!["h".to_owned()];
+/// `p := ...`: `op`, `schema`, `table`, then the given members (`key` first), then `}`.
+///
+/// The op is written as a literal in the branch that knows it; the schema and table are the
+/// trigger's own, read at each call, so that events stay right after a rename.
+fn payload(op: Option<Op>, members: &[(&str, String)]) -> String {
+    let mut parts = match op {
+        Some(op) => vec![format!("'{{\"op\":\"{}\",\"schema\":'", op.sql())],
+        None => vec![
+            "'{\"op\":'".to_owned(),
+            json_value("TG_OP"),
+            "',\"schema\":'".to_owned(),
+        ],
+    };
+    // Never NULL: no COALESCE needed.
+    parts.push("pg_catalog.to_json(TG_TABLE_SCHEMA)::pg_catalog.text".to_owned());
+    parts.push("',\"table\":'".to_owned());
+    parts.push("pg_catalog.to_json(TG_TABLE_NAME)::pg_catalog.text".to_owned());
     for (name, value) in members {
         parts.push(format!("',\"{name}\":'"));
         parts.push(value.clone());
@@ -231,18 +245,10 @@ pub fn function_body(marker: &Marker) -> String {
     let rows = marker.rows;
     let k = || ("key", "k".to_owned());
     let _ = writeln!(b, "DECLARE");
-    let _ = writeln!(b, "  h pg_catalog.text;");
     let _ = writeln!(b, "  k pg_catalog.text;");
     let _ = writeln!(b, "  ok pg_catalog.text;");
     let _ = writeln!(b, "  p pg_catalog.text;");
     let _ = writeln!(b, "BEGIN");
-    let _ = writeln!(
-        b,
-        "  h := pg_catalog.concat('{{\"op\":', {}, ',\"schema\":', {}, ',\"table\":', {});",
-        json_value("TG_OP"),
-        json_value("TG_TABLE_SCHEMA"),
-        json_value("TG_TABLE_NAME")
-    );
     let mut first = true;
     for op in &marker.events {
         let keyword = if first { "IF" } else { "ELSIF" };
@@ -255,7 +261,7 @@ pub fn function_body(marker: &Marker) -> String {
                 if rows {
                     members.push(("new", image_expr(marker, "NEW")));
                 }
-                let _ = writeln!(b, "    {}", payload(&members));
+                let _ = writeln!(b, "    {}", payload(Some(*op), &members));
             }
             Op::Update => {
                 let _ = writeln!(b, "    k := {};", key_expr(marker, "NEW"));
@@ -269,11 +275,11 @@ pub fn function_body(marker: &Marker) -> String {
                 let _ = writeln!(b, "    IF ok IS DISTINCT FROM k THEN");
                 let mut members = vec![k(), ("old_key", "ok".to_owned())];
                 members.extend(images.iter().cloned());
-                let _ = writeln!(b, "      {}", payload(&members));
+                let _ = writeln!(b, "      {}", payload(Some(*op), &members));
                 let _ = writeln!(b, "    ELSE");
                 let mut members = vec![k()];
                 members.extend(images);
-                let _ = writeln!(b, "      {}", payload(&members));
+                let _ = writeln!(b, "      {}", payload(Some(*op), &members));
                 let _ = writeln!(b, "    END IF;");
             }
             Op::Delete => {
@@ -282,11 +288,11 @@ pub fn function_body(marker: &Marker) -> String {
                 if rows {
                     members.push(("old", image_expr(marker, "OLD")));
                 }
-                let _ = writeln!(b, "    {}", payload(&members));
+                let _ = writeln!(b, "    {}", payload(Some(*op), &members));
             }
             Op::Truncate => {
                 let _ = writeln!(b, "    k := 'null';");
-                let _ = writeln!(b, "    {}", payload(&[k()]));
+                let _ = writeln!(b, "    {}", payload(Some(*op), &[k()]));
             }
         }
     }
@@ -299,12 +305,12 @@ pub fn function_body(marker: &Marker) -> String {
     );
     let _ = writeln!(b, "  IF pg_catalog.octet_length(p) >= 8000 THEN");
     let truncated = ("truncated", "'true'".to_owned());
-    let _ = writeln!(b, "    {}", payload(&[k(), truncated.clone()]));
+    let _ = writeln!(b, "    {}", payload(None, &[k(), truncated.clone()]));
     let _ = writeln!(b, "    IF pg_catalog.octet_length(p) >= 8000 THEN");
     let _ = writeln!(
         b,
         "      {}",
-        payload(&[("key", "'null'".to_owned()), truncated])
+        payload(None, &[("key", "'null'".to_owned()), truncated])
     );
     let _ = writeln!(b, "    END IF;");
     let _ = writeln!(b, "  END IF;");
