@@ -17,7 +17,9 @@ Examples:
   pgnotify -d shop listen orders                 watch the channel \"orders\" live
   pgnotify -d shop notify orders '{\"id\":42}'     send one notification
   seq 100 | pgnotify -d shop notify --lines jobs send one notification per line
-  pgnotify -d shop pipe jobs | consumer         NDJSON lines, gap records after reconnects";
+  pgnotify -d shop pipe jobs | consumer         NDJSON lines, gap records after reconnects
+  pgnotify -d shop watch-table orders            a JSON event for every change to orders
+  pgnotify -d shop pipe orders --fetch           ... with the changed row, read with your rights";
 
 /// PostgreSQL LISTEN/NOTIFY from the shell.
 ///
