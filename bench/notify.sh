@@ -7,13 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-100000}
 . bench/server.sh
-listener=""
-cleanup() {
-  [ -n "$listener" ] && kill "$listener" 2>/dev/null || true
-  sh -c "$stop" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 rate() { awk -v n="$1" -v ns="$2" 'BEGIN { printf "%9.0f/s  (%.3f s)", n / (ns / 1e9), ns / 1e9 }'; }
 

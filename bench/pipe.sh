@@ -12,7 +12,6 @@ cargo build --release -q --example bench_peer
 peer=$PWD/target/release/examples/bench_peer
 . bench/server.sh
 conninfo="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
-trap 'sh -c "$stop" >/dev/null 2>&1; rm -rf "$work"' EXIT
 
 
 # run NAME SINK COMMAND...: start the consumer (under GNU time), wait until it listens, freeze

@@ -11,13 +11,6 @@ cd "$(dirname "$0")/.."
 seconds=${1:-5}
 rounds=${2:-5}
 . bench/server.sh
-listener=""
-cleanup() {
-  [ -n "$listener" ] && kill "$listener" 2>/dev/null || true
-  sh -c "$stop" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 pgbench=$(ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -1)
 pgbench=${pgbench:-pgbench}

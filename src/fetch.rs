@@ -67,7 +67,7 @@ impl Fetcher {
         let Some(wanted) = wanted(&n.payload) else {
             return;
         };
-        match self.read(&n.channel, &wanted) {
+        match self.read(&n.channel, wanted) {
             Ok(Some(row)) => n.fetched = Some(row),
             Ok(None) => {}
             Err(message) => self.say(message),
@@ -82,7 +82,7 @@ impl Fetcher {
 
     /// The row (`Null` when there is none), None when the event is not fetched here, or the
     /// problem to report.
-    fn read(&mut self, channel: &str, wanted: &Wanted) -> Result<Option<Value>, String> {
+    fn read(&mut self, channel: &str, wanted: Wanted) -> Result<Option<Value>, String> {
         let name = display_name(&wanted.schema, &wanted.table);
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
@@ -114,7 +114,7 @@ impl Fetcher {
             Some(Entry::Ready { .. }) => false,
         };
         if stale {
-            let entry = prepare(client, channel, wanted)
+            let entry = prepare(client, channel, &wanted)
                 .map_err(|e| format!("--fetch cannot read rows of {name}: {e}"))?;
             self.tables.insert(id.clone(), entry);
         }
@@ -131,7 +131,7 @@ impl Fetcher {
                 key.join(", ")
             ));
         }
-        let key_json = Value::Object(wanted.key.clone()).to_string();
+        let key_json = Value::Object(wanted.key).to_string();
         match client.query_opt(statement, &[&key_json]) {
             Ok(Some(row)) => {
                 let text: String = row.get(0);

@@ -95,6 +95,26 @@ impl Marker {
         }
     }
 
+    /// The row operations (all but TRUNCATE), as SQL keywords.
+    fn row_ops(&self) -> Vec<&'static str> {
+        self.events
+            .iter()
+            .filter(|op| **op != Op::Truncate)
+            .map(|op| op.sql())
+            .collect()
+    }
+
+    /// The triggers this watch has, in name order: the row trigger for any row operation, the
+    /// statement trigger for TRUNCATE.
+    pub fn triggers(&self) -> Vec<&'static str> {
+        let row = (!self.row_ops().is_empty()).then_some(ROW_TRIGGER);
+        let truncate = self
+            .events
+            .contains(&Op::Truncate)
+            .then_some(TRUNCATE_TRIGGER);
+        row.into_iter().chain(truncate).collect()
+    }
+
     /// "insert, update, delete, truncate".
     pub fn events_text(&self) -> String {
         let names: Vec<String> = self
@@ -417,20 +437,15 @@ pub fn install_sql(table: &Table, marker: &Marker, installed: &Installed) -> Scr
     {
         s.push(format!("DROP FUNCTION {};", old.sql()));
     }
-    let row_ops: Vec<&str> = marker
-        .events
-        .iter()
-        .filter(|op| **op != Op::Truncate)
-        .map(|op| op.sql())
-        .collect();
-    if !row_ops.is_empty() {
+    let triggers = marker.triggers();
+    if triggers.contains(&ROW_TRIGGER) {
         s.push(format!(
             "CREATE TRIGGER {} AFTER {} ON {on}\n  FOR EACH ROW EXECUTE FUNCTION {function};",
             quote_ident(ROW_TRIGGER),
-            row_ops.join(" OR ")
+            marker.row_ops().join(" OR ")
         ));
     }
-    if marker.events.contains(&Op::Truncate) {
+    if triggers.contains(&TRUNCATE_TRIGGER) {
         s.push(format!(
             "CREATE TRIGGER {} AFTER TRUNCATE ON {on}\n  FOR EACH STATEMENT EXECUTE FUNCTION \
              {function};",

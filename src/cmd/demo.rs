@@ -96,33 +96,11 @@ fn show(
     let count = STEPS.iter().map(|s| s.3).sum::<usize>() + usize::from(psql.is_file());
     let count_text = count.to_string();
     say(&format!("$ pgnotify listen demo --count {count} &"));
-    let mut listener = pgnotify(cluster)
-        .args([
-            "-v",
-            "listen",
-            "demo",
-            "--count",
-            &count_text,
-            "--timeout",
-            "30s",
-        ])
-        .stdout(listener_stdout(settings.keep)?)
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("could not start the listener")?;
-    forward_lines(&mut listener, tx.clone());
-    let started = Instant::now();
-    loop {
-        match wait_event(rx, started + Duration::from_secs(20))? {
-            DemoEvent::ListenerSaid(line) => {
-                eprintln!("  {line}");
-                if line.contains("listening on") {
-                    break;
-                }
-            }
-            DemoEvent::Stop(signal) => return stop(&mut listener, signal),
-        }
-    }
+    let listen = ["listen", "demo", "--count", &count_text, "--timeout", "30s"];
+    let mut listener = match start_receiver(cluster, &listen, settings.keep, tx.clone(), rx)? {
+        Ok(listener) => listener,
+        Err(exit) => return Ok(exit),
+    };
     if let Some(pause) = settings.pause {
         if let Ok(DemoEvent::Stop(signal)) = rx.recv_timeout(pause) {
             return stop(&mut listener, signal);
@@ -158,26 +136,19 @@ fn show_table(
     send(cluster, &["watch-table", "orders"], "")?;
     let count = WRITE_EVENTS.to_string();
     say(&format!("$ pgnotify pipe orders --fetch --count {count} &"));
-    let mut pipe = pgnotify(cluster)
-        .args(["-v", "pipe", "orders", "--fetch", "--count", &count])
-        .args(["--timeout", "30s"])
-        .stdout(listener_stdout(settings.keep)?)
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("could not start pipe")?;
-    forward_lines(&mut pipe, tx);
-    let started = Instant::now();
-    loop {
-        match wait_event(rx, started + Duration::from_secs(20))? {
-            DemoEvent::ListenerSaid(line) => {
-                eprintln!("  {line}");
-                if line.contains("listening on") {
-                    break;
-                }
-            }
-            DemoEvent::Stop(signal) => return stop(&mut pipe, signal),
-        }
-    }
+    let args = [
+        "pipe",
+        "orders",
+        "--fetch",
+        "--count",
+        &count,
+        "--timeout",
+        "30s",
+    ];
+    let mut pipe = match start_receiver(cluster, &args, settings.keep, tx, rx)? {
+        Ok(pipe) => pipe,
+        Err(exit) => return Ok(exit),
+    };
     say("writes from a second connection:");
     for write in WRITES {
         say(&format!("SQL> {write}"));
@@ -192,6 +163,37 @@ fn show_table(
         send(cluster, &["watch-table", "orders", "--drop"], "")?;
     }
     Ok(exit)
+}
+
+/// Starts `pgnotify -v ARGS` (listen or pipe), shows its stderr, and waits until it listens.
+/// `Err(exit)`: a signal stopped the demo first.
+fn start_receiver(
+    cluster: &Cluster,
+    args: &[&str],
+    keep: bool,
+    tx: mpsc::Sender<DemoEvent>,
+    rx: &Receiver<DemoEvent>,
+) -> Result<Result<Child, Exit>> {
+    let mut child = pgnotify(cluster)
+        .arg("-v")
+        .args(args)
+        .stdout(listener_stdout(keep)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start pgnotify {}", args[0]))?;
+    forward_lines(&mut child, tx);
+    let started = Instant::now();
+    loop {
+        match wait_event(rx, started + Duration::from_secs(20))? {
+            DemoEvent::ListenerSaid(line) => {
+                eprintln!("  {line}");
+                if line.contains("listening on") {
+                    return Ok(Ok(child));
+                }
+            }
+            DemoEvent::Stop(signal) => return stop(&mut child, signal).map(Err),
+        }
+    }
 }
 
 fn wait_listener(listener: &mut Child, rx: &Receiver<DemoEvent>) -> Result<Exit> {

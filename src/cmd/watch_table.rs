@@ -13,7 +13,7 @@ use crate::exit::{Exit, UsageError};
 use crate::msg;
 use crate::notification::{check_channel, quote_ident};
 use crate::output::escape_controls;
-use crate::watch::{self, Marker, Op, Script, Table};
+use crate::watch::{self, Marker, Script, Table};
 use anyhow::{Result, anyhow, bail};
 use std::io::{IsTerminal, Write};
 
@@ -95,22 +95,8 @@ fn install(
     if print_sql {
         return print(&sql.text());
     }
-    let expected: Vec<&str> = [
-        marker
-            .events
-            .iter()
-            .any(|op| *op != Op::Truncate)
-            .then_some(watch::ROW_TRIGGER),
-        marker
-            .events
-            .contains(&Op::Truncate)
-            .then_some(watch::TRUNCATE_TRIGGER),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
     let same = installed.marker.as_ref() == Some(marker)
-        && installed.triggers == expected
+        && installed.triggers == marker.triggers()
         && installed.function.as_ref().is_some_and(|f| {
             f.sql() == table.function_sql() && f.body == watch::stored_body(marker)
         });
