@@ -199,122 +199,191 @@ fn json_value(expr: &str) -> String {
     format!("COALESCE(pg_catalog.to_json({expr})::pg_catalog.text, 'null')")
 }
 
-/// A JSON object of some of a row's columns, as text: `{"id":42,"status":"paid"}`. Built by
-/// concatenation (compact, in column order); the names are JSON-escaped here and quoted as
-/// SQL literals.
-fn object_expr(columns: &[String], row: &str) -> String {
+/// A JSON object of some of a row's columns, as pieces of text:
+/// `{"id":42,"status":"paid"}`. Compact, in column order; the names are JSON-escaped here and
+/// quoted as SQL literals.
+fn object_parts(columns: &[String], row: &str) -> Vec<Piece> {
     let mut parts = Vec::with_capacity(columns.len() * 2 + 1);
     for (i, c) in columns.iter().enumerate() {
         let name = serde_json::to_string(c).unwrap_or_default();
         let open = if i == 0 { "{" } else { "," };
-        parts.push(quote_literal(&format!("{open}{name}:")));
-        parts.push(json_value(&format!("{row}.{}", quote_ident(c))));
+        parts.push(Piece::text(format!("{open}{name}:")));
+        parts.push(Piece::Sql(json_value(&format!("{row}.{}", quote_ident(c)))));
     }
-    parts.push("'}'".to_owned());
-    format!("pg_catalog.concat({})", parts.join(", "))
+    parts.push(Piece::text("}"));
+    parts
 }
 
-/// A row's key as JSON text, or `null` when the table has no key.
-fn key_expr(marker: &Marker, row: &str) -> String {
+/// A row's key as JSON pieces, or `null` when the table has no key.
+fn key_parts(marker: &Marker, row: &str) -> Vec<Piece> {
     if marker.key.is_empty() {
-        return "'null'".to_owned();
+        return vec![Piece::text("null")];
     }
-    object_expr(&marker.key, row)
+    object_parts(&marker.key, row)
 }
 
-/// A row image as JSON text: the whole row, or the `--columns`.
-fn image_expr(marker: &Marker, row: &str) -> String {
+/// A row image as JSON pieces: the whole row, or the `--columns`.
+fn image_parts(marker: &Marker, row: &str) -> Vec<Piece> {
     match &marker.columns {
-        None => format!("pg_catalog.to_json({row})::pg_catalog.text"),
-        Some(columns) => object_expr(columns, row),
+        None => vec![Piece::Sql(format!(
+            "pg_catalog.to_json({row})::pg_catalog.text"
+        ))],
+        Some(columns) => object_parts(columns, row),
     }
 }
 
-/// `p := ...`: `op`, `schema`, `table`, then the given members (`key` first), then `}`.
+/// A piece of JSON text being built: fixed text, or an SQL expression.
+#[derive(Clone, Debug)]
+enum Piece {
+    Text(String),
+    Sql(String),
+}
+
+impl Piece {
+    fn text(text: impl Into<String>) -> Piece {
+        Piece::Text(text.into())
+    }
+}
+
+/// The pieces joined: `pg_catalog.format('{"id":%s}', expr)`, the texts in the template and
+/// each expression an argument, where a NULL gives nothing.
+///
+/// `format` rather than `concat`: `concat` looks up the output function of every argument,
+/// fixed texts included, at every call.
+fn join(parts: &[Piece]) -> String {
+    let mut template = String::new();
+    let mut args = Vec::new();
+    for part in parts {
+        match part {
+            Piece::Text(t) => template.push_str(&t.replace('%', "%%")),
+            Piece::Sql(sql) => {
+                template.push_str("%s");
+                args.push(sql.as_str());
+            }
+        }
+    }
+    let mut sql = format!("pg_catalog.format({}", quote_literal(&template));
+    for arg in args {
+        sql.push_str(", ");
+        sql.push_str(arg);
+    }
+    sql.push(')');
+    sql
+}
+
+/// Whether an UPDATE changed the key: the key columns compared as text, never with the
+/// type's own `=`, which may live outside our search_path (citext, say) and then fail the
+/// user's write. Text output is as exact as the JSON the event would carry.
+fn key_changed(marker: &Marker) -> String {
+    let column = |row: &str, c: &String| format!("{row}.{}::pg_catalog.text", quote_ident(c));
+    let tests: Vec<String> = marker
+        .key
+        .iter()
+        .map(|c| format!("{} IS DISTINCT FROM {}", column("OLD", c), column("NEW", c)))
+        .collect();
+    tests.join(" OR ")
+}
+
+/// One member of an event: always there, or only when a condition holds.
+enum Member {
+    Always(&'static str, Vec<Piece>),
+    When(String, &'static str, Vec<Piece>),
+}
+
+/// The payload as one `format` expression: `op`, `schema`, `table`, then the given members
+/// (`key` first), then `}`.
 ///
 /// The op is written as a literal in the branch that knows it; the schema and table are the
 /// trigger's own, read at each call, so that events stay right after a rename.
-fn payload(op: Option<Op>, members: &[(&str, String)]) -> String {
+fn payload(op: Option<Op>, members: &[Member]) -> String {
     let mut parts = match op {
-        Some(op) => vec![format!("'{{\"op\":\"{}\",\"schema\":'", op.sql())],
+        Some(op) => vec![Piece::text(format!(
+            "{{\"op\":\"{}\",\"schema\":",
+            op.sql()
+        ))],
         None => vec![
-            "'{\"op\":'".to_owned(),
-            json_value("TG_OP"),
-            "',\"schema\":'".to_owned(),
+            Piece::text("{\"op\":"),
+            Piece::Sql(json_value("TG_OP")),
+            Piece::text(",\"schema\":"),
         ],
     };
     // Never NULL: no COALESCE needed.
-    parts.push("pg_catalog.to_json(TG_TABLE_SCHEMA)::pg_catalog.text".to_owned());
-    parts.push("',\"table\":'".to_owned());
-    parts.push("pg_catalog.to_json(TG_TABLE_NAME)::pg_catalog.text".to_owned());
-    for (name, value) in members {
-        parts.push(format!("',\"{name}\":'"));
-        parts.push(value.clone());
+    let name = |var: &str| Piece::Sql(format!("pg_catalog.to_json({var})::pg_catalog.text"));
+    parts.push(name("TG_TABLE_SCHEMA"));
+    parts.push(Piece::text(",\"table\":"));
+    parts.push(name("TG_TABLE_NAME"));
+    for member in members {
+        match member {
+            Member::Always(name, value) => {
+                parts.push(Piece::text(format!(",\"{name}\":")));
+                parts.extend(value.iter().cloned());
+            }
+            // NULL when the condition fails, which `format` prints as nothing.
+            Member::When(condition, name, value) => {
+                let mut inner = vec![Piece::text(format!(",\"{name}\":"))];
+                inner.extend(value.iter().cloned());
+                let sql = format!("CASE WHEN {condition} THEN {} END", join(&inner));
+                parts.push(Piece::Sql(sql));
+            }
+        }
     }
-    parts.push("'}'".to_owned());
-    format!("p := pg_catalog.concat({});", parts.join(", "))
+    parts.push(Piece::text("}"));
+    join(&parts)
 }
 
 /// The trigger function's body (plpgsql), without the dollar quotes.
 ///
-/// The payload is built as text by concatenating JSON pieces (`to_json` of each value), which
+/// The payload is built as text by joining JSON pieces (`to_json` of each value), which
 /// gives compact JSON with the members in a fixed order, and costs less than building a
 /// `json` value and printing it.
+///
+/// Written for the cost per row, which matters most when each statement is its own
+/// transaction: PL/pgSQL prepares every expression it meets afresh in each transaction, at a
+/// cost that grows with the expression's function calls. So a call meets four small
+/// statements (the op test, the payload, the size check, the send), all evaluated as simple
+/// expressions; the send is an assignment because `PERFORM` would start an executor; the
+/// rare oversized event is rebuilt in a branch that is only prepared when it runs.
 pub fn function_body(marker: &Marker) -> String {
+    use Member::{Always, When};
     let mut b = String::new();
     let rows = marker.rows;
-    let k = || ("key", "k".to_owned());
     let _ = writeln!(b, "DECLARE");
-    let _ = writeln!(b, "  k pg_catalog.text;");
-    let _ = writeln!(b, "  ok pg_catalog.text;");
     let _ = writeln!(b, "  p pg_catalog.text;");
+    let _ = writeln!(b, "  sent pg_catalog.bool;");
     let _ = writeln!(b, "BEGIN");
     let mut first = true;
     for op in &marker.events {
         let keyword = if first { "IF" } else { "ELSIF" };
         first = false;
         let _ = writeln!(b, "  {keyword} TG_OP = '{}' THEN", op.sql());
+        let mut members = Vec::new();
         match op {
             Op::Insert => {
-                let _ = writeln!(b, "    k := {};", key_expr(marker, "NEW"));
-                let mut members = vec![k()];
+                members.push(Always("key", key_parts(marker, "NEW")));
                 if rows {
-                    members.push(("new", image_expr(marker, "NEW")));
+                    members.push(Always("new", image_parts(marker, "NEW")));
                 }
-                let _ = writeln!(b, "    {}", payload(Some(*op), &members));
             }
             Op::Update => {
-                let _ = writeln!(b, "    k := {};", key_expr(marker, "NEW"));
-                let _ = writeln!(b, "    ok := {};", key_expr(marker, "OLD"));
-                let mut images = Vec::new();
-                if rows {
-                    images.push(("old", image_expr(marker, "OLD")));
-                    images.push(("new", image_expr(marker, "NEW")));
+                members.push(Always("key", key_parts(marker, "NEW")));
+                if !marker.key.is_empty() {
+                    let old = key_parts(marker, "OLD");
+                    members.push(When(key_changed(marker), "old_key", old));
                 }
-                // Compared as JSON text: the key type's own `=` may not be on our search_path.
-                let _ = writeln!(b, "    IF ok IS DISTINCT FROM k THEN");
-                let mut members = vec![k(), ("old_key", "ok".to_owned())];
-                members.extend(images.iter().cloned());
-                let _ = writeln!(b, "      {}", payload(Some(*op), &members));
-                let _ = writeln!(b, "    ELSE");
-                let mut members = vec![k()];
-                members.extend(images);
-                let _ = writeln!(b, "      {}", payload(Some(*op), &members));
-                let _ = writeln!(b, "    END IF;");
+                if rows {
+                    members.push(Always("old", image_parts(marker, "OLD")));
+                    members.push(Always("new", image_parts(marker, "NEW")));
+                }
             }
             Op::Delete => {
-                let _ = writeln!(b, "    k := {};", key_expr(marker, "OLD"));
-                let mut members = vec![k()];
+                members.push(Always("key", key_parts(marker, "OLD")));
                 if rows {
-                    members.push(("old", image_expr(marker, "OLD")));
+                    members.push(Always("old", image_parts(marker, "OLD")));
                 }
-                let _ = writeln!(b, "    {}", payload(Some(*op), &members));
             }
-            Op::Truncate => {
-                let _ = writeln!(b, "    k := 'null';");
-                let _ = writeln!(b, "    {}", payload(Some(*op), &[k()]));
-            }
+            Op::Truncate => members.push(Always("key", vec![Piece::text("null")])),
         }
+        let _ = writeln!(b, "    p := {};", payload(Some(*op), &members));
     }
     let _ = writeln!(b, "  ELSE");
     let _ = writeln!(b, "    RETURN NULL;");
@@ -324,19 +393,27 @@ pub fn function_body(marker: &Marker) -> String {
         "  -- PostgreSQL refuses payloads of 8000 bytes or more: never fail the user's write."
     );
     let _ = writeln!(b, "  IF pg_catalog.octet_length(p) >= 8000 THEN");
-    let truncated = ("truncated", "'true'".to_owned());
-    let _ = writeln!(b, "    {}", payload(None, &[k(), truncated.clone()]));
+    // The key again: the old row's for a DELETE, none for a TRUNCATE, else the new row's.
+    let key = if marker.key.is_empty() {
+        vec![Piece::text("null")]
+    } else {
+        vec![Piece::Sql(format!(
+            "CASE TG_OP WHEN 'DELETE' THEN {} WHEN 'TRUNCATE' THEN 'null' ELSE {} END",
+            join(&key_parts(marker, "OLD")),
+            join(&key_parts(marker, "NEW"))
+        ))]
+    };
+    let truncated = || Always("truncated", vec![Piece::text("true")]);
+    let with_key = payload(None, &[Always("key", key), truncated()]);
+    let _ = writeln!(b, "    p := {with_key};");
     let _ = writeln!(b, "    IF pg_catalog.octet_length(p) >= 8000 THEN");
-    let _ = writeln!(
-        b,
-        "      {}",
-        payload(None, &[("key", "'null'".to_owned()), truncated])
-    );
+    let null = Always("key", vec![Piece::text("null")]);
+    let _ = writeln!(b, "      p := {};", payload(None, &[null, truncated()]));
     let _ = writeln!(b, "    END IF;");
     let _ = writeln!(b, "  END IF;");
     let _ = writeln!(
         b,
-        "  PERFORM pg_catalog.pg_notify({}, p);",
+        "  sent := pg_catalog.pg_notify({}, p) IS NULL;",
         quote_literal(&marker.channel)
     );
     let _ = writeln!(b, "  RETURN NULL;");
@@ -766,12 +843,7 @@ mod tests {
         let body = function_body(&marker(true));
         assert!(body.contains(r#"NEW."We""ird""#), "{body}");
         assert!(body.contains("pg_catalog.pg_notify('it''s', p)"), "{body}");
-        for call in [
-            "json_build_object(",
-            "to_json(",
-            "octet_length(",
-            "pg_notify(",
-        ] {
+        for call in ["format(", "to_json(", "octet_length(", "pg_notify("] {
             for (i, _) in body.match_indices(call) {
                 assert!(body[..i].ends_with("pg_catalog."), "unqualified {call}");
             }

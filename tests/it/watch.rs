@@ -279,7 +279,7 @@ fn awkward_and_hostile_names_are_quoted_never_spliced() {
         r#"CREATE TABLE x (id int);
            CREATE SCHEMA "My Schema";
            CREATE TABLE "My Schema"."Order ""Items""; DROP TABLE x; --" (
-               "Id" int PRIMARY KEY, "we'ird\col" text);
+               "Id %s" int PRIMARY KEY, "we'ird\col" text);
            CREATE VIEW v AS SELECT 1 AS id;"#,
     )
     .unwrap();
@@ -301,8 +301,12 @@ fn awkward_and_hostile_names_are_quoted_never_spliced() {
     let event: Value = serde_json::from_str(&record.payload).unwrap();
     assert_eq!(event["schema"], "My Schema");
     assert_eq!(event["table"], "Order \"Items\"; DROP TABLE x; --");
-    assert_eq!(event["key"], json!({"Id": 7}));
-    assert_eq!(event["new"], json!({"Id": 7, "we'ird\\col": "a\\b"}));
+    assert_eq!(
+        event["key"],
+        json!({"Id %s": 7}),
+        "a format directive in a name"
+    );
+    assert_eq!(event["new"], json!({"Id %s": 7, "we'ird\\col": "a\\b"}));
     let exists: bool = db
         .query_one("SELECT to_regclass('x') IS NOT NULL", &[])
         .unwrap()
@@ -453,6 +457,9 @@ fn a_writer_with_a_hostile_search_path_cannot_hijack_the_trigger() {
            CREATE FUNCTION evil.texteq(text, text) RETURNS bool LANGUAGE sql
              AS $$ INSERT INTO public.hijacked VALUES ('=') RETURNING true $$;
            CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.texteq);
+           CREATE FUNCTION evil.intge(int, int) RETURNS bool LANGUAGE sql
+             AS $$ INSERT INTO public.hijacked VALUES ('>=') RETURNING true $$;
+           CREATE OPERATOR evil.>= (LEFTARG = int, RIGHTARG = int, FUNCTION = evil.intge);
            GRANT USAGE ON SCHEMA evil TO PUBLIC;"#,
     )
     .unwrap();
@@ -461,15 +468,21 @@ fn a_writer_with_a_hostile_search_path_cannot_hijack_the_trigger() {
         .args(["watch-table", "orders", "--rows"])
         .run()
         .success();
-    let mut pipe = pipe(&server, "orders", 2, &[]);
+    let mut pipe = pipe(&server, "orders", 3, &[]);
     db.batch_execute(
         "SET search_path = evil, pg_catalog, public;
          INSERT INTO public.orders VALUES (1, 'n');
-         UPDATE public.orders SET note = 'm';",
+         UPDATE public.orders SET note = 'm';
+         UPDATE public.orders SET id = 2;",
     )
     .unwrap();
     assert_eq!(event(&mut pipe)["new"], json!({"id": 1, "note": "n"}));
     assert_eq!(event(&mut pipe)["old"], json!({"id": 1, "note": "n"}));
+    let e = event(&mut pipe);
+    assert_eq!(
+        (&e["key"], &e["old_key"]),
+        (&json!({"id": 2}), &json!({"id": 1}))
+    );
     let hijacked: i64 = db
         .query_one("SELECT count(*) FROM public.hijacked", &[])
         .unwrap()
@@ -567,7 +580,9 @@ fn columns_and_keys_shape_the_row_images() {
          CREATE TABLE nokey (a int, b text);
          CREATE TABLE ident (code text NOT NULL, v int);
          CREATE UNIQUE INDEX ident_code ON ident (code);
-         ALTER TABLE ident REPLICA IDENTITY USING INDEX ident_code;",
+         ALTER TABLE ident REPLICA IDENTITY USING INDEX ident_code;
+         CREATE EXTENSION citext;
+         CREATE TABLE ci (region citext, n int, v int, PRIMARY KEY (region, n));",
     )
     .unwrap();
     server
@@ -585,13 +600,21 @@ fn columns_and_keys_shape_the_row_images() {
         .args(["watch-table", "ident", "--channel", "t"])
         .run()
         .success();
-    let mut pipe = pipe(&server, "t", 5, &[]);
+    server
+        .pgnotify()
+        .args(["watch-table", "ci", "--channel", "t"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "t", 8, &[]);
     db.batch_execute(
         "INSERT INTO t VALUES (1, 'a1', NULL, 'c1');
          UPDATE t SET b = 'b2';
          DELETE FROM t;
          INSERT INTO nokey VALUES (5, 'five');
-         INSERT INTO ident VALUES ('k', 1);",
+         INSERT INTO ident VALUES ('k', 1);
+         INSERT INTO ci VALUES ('EU', 1, 0);
+         UPDATE ci SET region = 'eu';
+         UPDATE ci SET v = 1;",
     )
     .unwrap();
     let e = event(&mut pipe);
@@ -612,6 +635,16 @@ fn columns_and_keys_shape_the_row_images() {
     assert_eq!(e["new"], json!({"a": 5, "b": "five"}));
     let e = event(&mut pipe);
     assert_eq!(e["key"], json!({"code": "k"}));
+    // citext's own `=` lives outside the trigger's search_path, and calls 'EU' and 'eu' equal:
+    // the key is compared as text, so the change shows, and the write never fails.
+    let e = event(&mut pipe);
+    assert_eq!(e["key"], json!({"region": "EU", "n": 1}));
+    let e = event(&mut pipe);
+    assert_eq!(e["key"], json!({"region": "eu", "n": 1}));
+    assert_eq!(e["old_key"], json!({"region": "EU", "n": 1}));
+    let e = event(&mut pipe);
+    assert_eq!(e["key"], json!({"region": "eu", "n": 1}));
+    assert!(e.get("old_key").is_none(), "{e}");
 
     server
         .pgnotify()
