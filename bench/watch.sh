@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Benchmark: what a watched table costs its writers. pgbench runs single-row INSERT, UPDATE and
-# DELETE statements (each its own transaction) against four identical tables in the same run:
-# unwatched, watched by pgnotify (key only, the default), watched with --rows, and watched by
-# PostgreSQL's own contrib `tcn` trigger (the built-in anchor). Rounds alternate the tables so
-# drift hits all four alike; the median round is reported.
+# Benchmark: what a watched table costs its writers. Single-row INSERT, UPDATE and DELETE
+# statements, each its own transaction, against identical tables in the same run: unwatched,
+# watched by pgnotify (key only, the default), watched with --rows, and watched by
+# PostgreSQL's own contrib `tcn` trigger (the built-in anchor, written in C).
+#
+# Three measures:
+#  1. in the server: a procedure runs the statements and COMMITs after each one. No client,
+#     no round trips, no scheduler wake-ups: the steadiest measure of CPU per statement. Two
+#     more tables mark the floor of any PL/pgSQL trigger: one that only sends a constant
+#     notification, with and without a fixed search_path.
+#  2. pgbench, 1 and 4 writers (each statement a round trip, as applications do).
+#  3. the trigger alone: a 100,000-row INSERT rolled back, per row.
+# Rounds alternate the tables so drift hits all alike; the median round is reported.
 # Runs against a throwaway server from `pgnotify demo --keep`, removed at the end.
-#   bash bench/watch.sh [SECONDS] [ROUNDS]      (default 5 s per run, 5 rounds)
+#   bash bench/watch.sh [SECONDS] [ROUNDS]      (default 5 s per pgbench run, 5 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
@@ -15,6 +23,7 @@ rounds=${2:-5}
 pgbench=$(ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -1)
 pgbench=${pgbench:-pgbench}
 tables="plain key rows tcn"
+floors="floor_set floor_noset"
 
 "$psql" -Xq -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION tcn;
@@ -24,35 +33,113 @@ CREATE TABLE rows (LIKE plain INCLUDING ALL);
 CREATE TABLE tcn (LIKE plain INCLUDING ALL);
 CREATE TRIGGER tcn AFTER INSERT OR UPDATE OR DELETE ON tcn
   FOR EACH ROW EXECUTE FUNCTION triggered_change_notification('tcn');
+-- The floor: a PL/pgSQL trigger that does nothing but send a constant notification.
+CREATE TABLE floor_set (LIKE plain INCLUDING ALL);
+CREATE FUNCTION floor_set() RETURNS trigger LANGUAGE plpgsql
+  SET search_path = pg_catalog, pg_temp AS $$
+DECLARE sent bool;
+BEGIN
+  sent := pg_catalog.pg_notify('floor', 'x') IS NULL;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER floor AFTER INSERT OR UPDATE OR DELETE ON floor_set
+  FOR EACH ROW EXECUTE FUNCTION floor_set();
+CREATE TABLE floor_noset (LIKE plain INCLUDING ALL);
+CREATE FUNCTION floor_noset() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE sent bool;
+BEGIN
+  sent := pg_catalog.pg_notify('floor', 'x') IS NULL;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER floor AFTER INSERT OR UPDATE OR DELETE ON floor_noset
+  FOR EACH ROW EXECUTE FUNCTION floor_noset();
 SQL
 "$pgnotify" -q watch-table key --events insert,update,delete
 "$pgnotify" -q watch-table rows --events insert,update,delete --rows
 
-# Every statement is its own transaction, so each one notifies and commits. One script per
-# table (a pgbench variable cannot name a table in prepared mode).
-for t in $tables; do
+# Every statement is its own transaction, so each one notifies and commits. One script and one
+# procedure per table (a variable cannot name a table in a prepared statement).
+for t in $tables $floors; do
   cat > "$work/$t.sql" <<SQL
 \\set id random(1, 2000000000)
 INSERT INTO $t VALUES (:id, 1, 'a note of some forty characters or so..') ON CONFLICT DO NOTHING;
 UPDATE $t SET qty = qty + 1 WHERE id = :id;
 DELETE FROM $t WHERE id = :id;
 SQL
+  "$psql" -Xq -v ON_ERROR_STOP=1 <<SQL
+CREATE PROCEDURE run_$t(n int, INOUT us float8 DEFAULT NULL) LANGUAGE plpgsql AS \$\$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+  FOR i IN 1..n LOOP
+    INSERT INTO $t VALUES (i, 1, 'a note of some forty characters or so..') ON CONFLICT DO NOTHING;
+    COMMIT;
+    UPDATE $t SET qty = qty + 1 WHERE id = i;
+    COMMIT;
+    DELETE FROM $t WHERE id = i;
+    COMMIT;
+  END LOOP;
+  us := extract(epoch FROM clock_timestamp() - t0) * 1e6 / (3 * n);
+END \$\$;
+SQL
 done
 
+# The tables are small and churn: the planner would pick sequential scans over each round's dead
+# rows. Index scans keep every statement alike, round after round.
+export PGOPTIONS='-c enable_seqscan=off'
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+label() {
+  case $1 in
+    plain) echo "unwatched" ;;
+    key) echo "pgnotify watch-table (key only)" ;;
+    rows) echo "pgnotify watch-table --rows" ;;
+    tcn) echo "contrib tcn trigger (C)" ;;
+    floor_set) echo "PL/pgSQL floor, fixed search_path" ;;
+    floor_noset) echo "PL/pgSQL floor, no search_path" ;;
+  esac
+}
+# overhead of $2 over $1, over the overhead of $3 (all in us per statement)
+ratio() { awk -v p="$1" -v k="$2" -v t="$3" 'BEGIN {
+  if (t - p > 0) printf "%.2f", (k - p) / (t - p); else printf "none (no tcn overhead)" }'; }
+
+echo "watch-table: single-row INSERT/UPDATE/DELETE, one transaction each, PostgreSQL $("$psql" -XAtc 'SHOW server_version')"
+echo "  (fsync=off, synchronous_commit=off: commits are cheap, so trigger costs show in full)"
+
+# The in-server measure, with the listener's state as the caller says.
+in_server() { # what
+  local n=20000
+  declare -A results=()
+  for t in $tables $floors; do "$psql" -XAtc "CALL run_$t(2000)" > /dev/null; done # warm-up
+  for _ in $(seq "$rounds"); do
+    "$psql" -Xqc 'VACUUM'
+    for t in $tables $floors; do results[$t]+="$("$psql" -XAtc "CALL run_$t($n)") "; done
+  done
+  declare -A us=()
+  for t in $tables $floors; do us[$t]=$(printf '%s\n' ${results[$t]} | median); done
+  echo "  in the server, $1: a procedure, COMMIT after each statement, $((3 * n)) statements x $rounds rounds, median us per statement:"
+  for t in $tables $floors; do
+    awk -v l="$(label "$t")" -v u="${us[$t]}" -v p="${us[plain]}" -v tcn="${us[tcn]}" 'BEGIN {
+      extra = ""
+      if (tcn - p > 0) extra = sprintf("  (%.1fx tcn)", (u - p) / (tcn - p))
+      printf "    %-34s %6.2f us  %+6.2f us per statement%s\n", l, u, u - p, extra }'
+  done
+  echo "    key-only overhead / tcn overhead: $(ratio "${us[plain]}" "${us[key]}" "${us[tcn]}") (target: at most 1.5)"
+}
+
+in_server "no listener (what the trigger and NOTIFY cost the writer alone)"
+
 # A listener drains every channel, as in real use.
-"$pgnotify" listen key rows tcn --json > /dev/null &
+"$pgnotify" listen key rows tcn floor --json > /dev/null &
 listener=$!
 sleep 0.5
+
+in_server "a listener on every channel (as in real use)"
 
 # statements per second of one pgbench run
 run() { # table clients
   "$pgbench" -n -M prepared -c "$2" -j "$2" -T "$seconds" -f "$work/$1.sql" 2>/dev/null |
     awk '/^tps = / { printf "%.0f", $3 * 3 }'
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-
-echo "watch-table: single-row INSERT/UPDATE/DELETE, one transaction each, PostgreSQL $("$psql" -XAtc 'SHOW server_version')"
-echo "  (fsync=off, synchronous_commit=off: commits are cheap, so trigger costs show in full)"
 for clients in 1 4; do
   declare -A results=()
   for t in $tables; do run "$t" "$clients" > /dev/null; done # warm-up
@@ -62,18 +149,14 @@ for clients in 1 4; do
   done
   declare -A rate=()
   for t in $tables; do rate[$t]=$(printf '%s\n' ${results[$t]} | median); done
-  echo "  $clients writer(s), ${seconds}s x $rounds rounds, median statements/s (all rounds):"
+  echo "  pgbench, $clients writer(s), ${seconds}s x $rounds rounds, median statements/s (all rounds):"
   for t in $tables; do
-    label=$(case $t in plain) echo "unwatched";; key) echo "pgnotify watch-table (key only)";;
-      rows) echo "pgnotify watch-table --rows";; tcn) echo "contrib tcn trigger";; esac)
-    awk -v l="$label" -v r="${rate[$t]}" -v p="${rate[plain]}" -v all="${results[$t]}" 'BEGIN {
-      cost = 1e6 / r - 1e6 / p
-      printf "    %-34s %8.0f/s  %+6.1f us per statement  (%s)\n", l, r, cost, all }'
+    awk -v l="$(label "$t")" -v r="${rate[$t]}" -v p="${rate[plain]}" -v all="${results[$t]}" 'BEGIN {
+      printf "    %-34s %8.0f/s  %+6.1f us per statement  (%s)\n", l, r, 1e6 / r - 1e6 / p, all }'
   done
-  awk -v p="${rate[plain]}" -v k="${rate[key]}" -v t="${rate[tcn]}" 'BEGIN {
-    ck = 1e6 / k - 1e6 / p; ct = 1e6 / t - 1e6 / p
-    if (ct > 0) printf "    key-only overhead / tcn overhead: %.2f (target: at most 1.5)\n", ck / ct
-    else print "    tcn shows no overhead in this run: no ratio" }'
+  echo "    key-only overhead / tcn overhead: $(ratio "$(awk -v r="${rate[plain]}" 'BEGIN { print 1e6 / r }')" \
+    "$(awk -v r="${rate[key]}" 'BEGIN { print 1e6 / r }')" \
+    "$(awk -v r="${rate[tcn]}" 'BEGIN { print 1e6 / r }')") (target: at most 1.5)"
   unset results rate
 done
 
@@ -83,7 +166,7 @@ rows=100000
 echo "  the trigger alone: INSERT of $rows rows in one statement, rolled back (median of 3), per row:"
 declare -A stmt=()
 for _ in 1 2 3; do
-  for t in $tables; do
+  for t in $tables $floors; do
     ms=$("$psql" -XAt -v ON_ERROR_STOP=1 <<SQL | grep -o 'Time: [0-9.]* ms' | sed -n 2p | awk '{ print $2 }'
 \timing on
 BEGIN;
@@ -95,8 +178,8 @@ SQL
   done
 done
 declare -A per=()
-for t in $tables; do per[$t]=$(printf '%s\n' ${stmt[$t]} | median); done
-for t in $tables; do
-  awk -v t="$t" -v ms="${per[$t]}" -v p="${per[plain]}" -v n="$rows" 'BEGIN {
-    printf "    %-34s %6.2f us per row  %+6.2f us for the trigger\n", t, ms * 1000 / n, (ms - p) * 1000 / n }'
+for t in $tables $floors; do per[$t]=$(printf '%s\n' ${stmt[$t]} | median); done
+for t in $tables $floors; do
+  awk -v l="$(label "$t")" -v ms="${per[$t]}" -v p="${per[plain]}" -v n="$rows" 'BEGIN {
+    printf "    %-34s %6.2f us per row  %+6.2f us for the trigger\n", l, ms * 1000 / n, (ms - p) * 1000 / n }'
 done
