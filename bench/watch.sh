@@ -33,27 +33,22 @@ CREATE TABLE rows (LIKE plain INCLUDING ALL);
 CREATE TABLE tcn (LIKE plain INCLUDING ALL);
 CREATE TRIGGER tcn AFTER INSERT OR UPDATE OR DELETE ON tcn
   FOR EACH ROW EXECUTE FUNCTION triggered_change_notification('tcn');
--- The floor: a PL/pgSQL trigger that does nothing but send a constant notification.
-CREATE TABLE floor_set (LIKE plain INCLUDING ALL);
-CREATE FUNCTION floor_set() RETURNS trigger LANGUAGE plpgsql
-  SET search_path = pg_catalog, pg_temp AS $$
-DECLARE sent bool;
-BEGIN
-  sent := pg_catalog.pg_notify('floor', 'x') IS NULL;
-  RETURN NULL;
-END $$;
-CREATE TRIGGER floor AFTER INSERT OR UPDATE OR DELETE ON floor_set
-  FOR EACH ROW EXECUTE FUNCTION floor_set();
-CREATE TABLE floor_noset (LIKE plain INCLUDING ALL);
-CREATE FUNCTION floor_noset() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE sent bool;
-BEGIN
-  sent := pg_catalog.pg_notify('floor', 'x') IS NULL;
-  RETURN NULL;
-END $$;
-CREATE TRIGGER floor AFTER INSERT OR UPDATE OR DELETE ON floor_noset
-  FOR EACH ROW EXECUTE FUNCTION floor_noset();
 SQL
+# The floor: a PL/pgSQL trigger that does nothing but send a constant notification, with and
+# without the fixed search_path that pgnotify's function has.
+for t in $floors; do
+  set_path=$([ "$t" = floor_set ] && echo "SET search_path = pg_catalog, pg_temp" || true)
+  "$psql" -Xq -v ON_ERROR_STOP=1 <<SQL
+CREATE TABLE $t (LIKE plain INCLUDING ALL);
+CREATE FUNCTION $t() RETURNS trigger LANGUAGE plpgsql $set_path AS \$\$
+DECLARE sent bool;
+BEGIN
+  sent := pg_catalog.pg_notify('floor', 'x') IS NULL;
+  RETURN NULL;
+END \$\$;
+CREATE TRIGGER floor AFTER INSERT OR UPDATE OR DELETE ON $t FOR EACH ROW EXECUTE FUNCTION $t();
+SQL
+done
 "$pgnotify" -q watch-table key --events insert,update,delete
 "$pgnotify" -q watch-table rows --events insert,update,delete --rows
 
