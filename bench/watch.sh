@@ -93,88 +93,78 @@ label() {
     floor_noset) echo "PL/pgSQL floor, no search_path" ;;
   esac
 }
-# overhead of $2 over $1, over the overhead of $3 (all in us per statement)
-ratio() { awk -v p="$1" -v k="$2" -v t="$3" 'BEGIN {
-  if (t - p > 0) printf "%.2f", (k - p) / (t - p); else printf "none (no tcn overhead)" }'; }
 
 echo "watch-table: single-row INSERT/UPDATE/DELETE, one transaction each, PostgreSQL $("$psql" -XAtc 'SHOW server_version')"
 echo "  (fsync=off, synchronous_commit=off: commits are cheap, so trigger costs show in full)"
 
-# The in-server measure, with the listener's state as the caller says.
-in_server() { # what
-  local n=20000
-  declare -A results=()
-  for t in $tables $floors; do "$psql" -XAtc "CALL run_$t(2000)" > /dev/null; done # warm-up
-  for _ in $(seq "$rounds"); do
+# Every measure below prints microseconds per statement (or per row) of one table.
+# measure(ROUNDS, FUNCTION, TABLES...): runs FUNCTION TABLE once per table to warm up, then
+# ROUNDS times per table, the tables alternating and a VACUUM between rounds; sets all[TABLE]
+# (every result) and us[TABLE] (the median).
+measure() {
+  local count=$1 fn=$2 t
+  shift 2
+  declare -gA all=() us=()
+  for t in "$@"; do "$fn" "$t" > /dev/null; done
+  for _ in $(seq "$count"); do
     "$psql" -Xqc 'VACUUM'
-    for t in $tables $floors; do results[$t]+="$("$psql" -XAtc "CALL run_$t($n)") "; done
+    for t in "$@"; do all[$t]+="$("$fn" "$t") "; done
   done
-  declare -A us=()
-  for t in $tables $floors; do us[$t]=$(printf '%s\n' ${results[$t]} | median); done
-  echo "  in the server, $1: a procedure, COMMIT after each statement, $((3 * n)) statements x $rounds rounds, median us per statement:"
-  for t in $tables $floors; do
-    awk -v l="$(label "$t")" -v u="${us[$t]}" -v p="${us[plain]}" -v tcn="${us[tcn]}" 'BEGIN {
-      extra = ""
-      if (tcn - p > 0) extra = sprintf("  (%.1fx tcn)", (u - p) / (tcn - p))
-      printf "    %-34s %6.2f us  %+6.2f us per statement%s\n", l, u, u - p, extra }'
+  for t in "$@"; do us[$t]=$(printf '%s\n' ${all[$t]} | median); done
+}
+# report(TABLES...): each table's median, its overhead over the unwatched table and over tcn's,
+# every round; then the ratio the target is about.
+report() {
+  local t
+  for t in "$@"; do
+    awk -v l="$(label "$t")" -v u="${us[$t]}" -v p="${us[plain]}" -v tcn="${us[tcn]}" \
+      -v all="${all[$t]}" 'BEGIN {
+      x = tcn - p > 0 ? sprintf("%4.1fx tcn", (u - p) / (tcn - p)) : "         "
+      printf "    %-34s %6.2f us  %+6.2f us  %s  (%s)\n", l, u, u - p, x, all }'
   done
-  echo "    key-only overhead / tcn overhead: $(ratio "${us[plain]}" "${us[key]}" "${us[tcn]}") (target: at most 1.5)"
+  awk -v p="${us[plain]}" -v k="${us[key]}" -v t="${us[tcn]}" 'BEGIN {
+    if (t - p > 0) printf "    key-only overhead / tcn overhead: %.2f (target: at most 1.5)\n", (k - p) / (t - p)
+    else print "    tcn shows no overhead in this run: no ratio" }'
 }
 
-in_server "no listener (what the trigger and NOTIFY cost the writer alone)"
+# In the server: us per statement of 60,000 statements, each committed.
+in_server() { "$psql" -XAtc "CALL run_$1(20000)" | awk '{ printf "%.2f", $1 }'; }
+for listening in no yes; do
+  if [ "$listening" = yes ]; then
+    # A listener drains every channel, as in real use.
+    "$pgnotify" listen key rows tcn floor --json > /dev/null &
+    listener=$!
+    sleep 0.5
+    what="a listener on every channel (as in real use)"
+  else
+    what="no listener (what the trigger and NOTIFY cost the writer alone)"
+  fi
+  measure "$rounds" in_server $tables $floors
+  echo "  in the server, $what: a procedure, COMMIT after each statement, 60000 statements x $rounds rounds, median us per statement:"
+  report $tables $floors
+done
 
-# A listener drains every channel, as in real use.
-"$pgnotify" listen key rows tcn floor --json > /dev/null &
-listener=$!
-sleep 0.5
-
-in_server "a listener on every channel (as in real use)"
-
-# statements per second of one pgbench run
-run() { # table clients
-  "$pgbench" -n -M prepared -c "$2" -j "$2" -T "$seconds" -f "$work/$1.sql" 2>/dev/null |
-    awk '/^tps = / { printf "%.0f", $3 * 3 }'
+# pgbench: us per statement (the inverse of throughput) of one run with $clients writers.
+pgbench_run() {
+  "$pgbench" -n -M prepared -c "$clients" -j "$clients" -T "$seconds" -f "$work/$1.sql" 2>/dev/null |
+    awk '/^tps = / { printf "%.2f", 1e6 / ($3 * 3) }'
 }
 for clients in 1 4; do
-  declare -A results=()
-  for t in $tables; do run "$t" "$clients" > /dev/null; done # warm-up
-  for _ in $(seq "$rounds"); do
-    "$psql" -Xqc 'VACUUM'
-    for t in $tables; do results[$t]+="$(run "$t" "$clients") "; done
-  done
-  declare -A rate=()
-  for t in $tables; do rate[$t]=$(printf '%s\n' ${results[$t]} | median); done
-  echo "  pgbench, $clients writer(s), ${seconds}s x $rounds rounds, median statements/s (all rounds):"
-  for t in $tables; do
-    awk -v l="$(label "$t")" -v r="${rate[$t]}" -v p="${rate[plain]}" -v all="${results[$t]}" 'BEGIN {
-      printf "    %-34s %8.0f/s  %+6.1f us per statement  (%s)\n", l, r, 1e6 / r - 1e6 / p, all }'
-  done
-  echo "    key-only overhead / tcn overhead: $(ratio "$(awk -v r="${rate[plain]}" 'BEGIN { print 1e6 / r }')" \
-    "$(awk -v r="${rate[key]}" 'BEGIN { print 1e6 / r }')" \
-    "$(awk -v r="${rate[tcn]}" 'BEGIN { print 1e6 / r }')") (target: at most 1.5)"
-  unset results rate
+  measure "$rounds" pgbench_run $tables
+  echo "  pgbench, $clients writer(s), ${seconds}s x $rounds rounds, median us per statement (1e6 / statements per second):"
+  report $tables
 done
 
 # The trigger alone: a 100,000-row INSERT rolled back, so no notification is ever queued or
 # committed: what remains is the per-row cost of firing the trigger and building the payload.
-rows=100000
-echo "  the trigger alone: INSERT of $rows rows in one statement, rolled back (median of 3), per row:"
-declare -A stmt=()
-for _ in 1 2 3; do
-  for t in $tables $floors; do
-    ms=$("$psql" -XAt -v ON_ERROR_STOP=1 <<SQL | grep -o 'Time: [0-9.]* ms' | sed -n 2p | awk '{ print $2 }'
+bulk() {
+  "$psql" -XAt -v ON_ERROR_STOP=1 <<SQL | grep -o 'Time: [0-9.]* ms' | sed -n 2p | awk '{ printf "%.3f", $2 * 1000 / 100000 }'
 \timing on
 BEGIN;
-INSERT INTO $t SELECT g, 1, 'a note of some forty characters or so..' FROM generate_series(1, $rows) g;
+INSERT INTO $1 SELECT g, 1, 'a note of some forty characters or so..' FROM generate_series(1, 100000) g;
 ROLLBACK;
 SQL
-)
-    stmt[$t]+="$ms "
-  done
-done
-declare -A per=()
-for t in $tables $floors; do per[$t]=$(printf '%s\n' ${stmt[$t]} | median); done
-for t in $tables $floors; do
-  awk -v l="$(label "$t")" -v ms="${per[$t]}" -v p="${per[plain]}" -v n="$rows" 'BEGIN {
-    printf "    %-34s %6.2f us per row  %+6.2f us for the trigger\n", l, ms * 1000 / n, (ms - p) * 1000 / n }'
-done
+}
+measure 3 bulk $tables $floors
+echo "  the trigger alone: INSERT of 100000 rows in one statement, rolled back, 3 rounds, median us per row:"
+report $tables $floors
