@@ -1,4 +1,5 @@
-//! The command line, as clap derive types. Nothing but `config` and `lib::run` reads these.
+//! The command line, as clap derive types, every `ValueEnum` included. Nothing but `config`,
+//! `app` and `generate` reads these: `config` turns them into the domain's plain settings.
 //!
 //! Conventions (xh's): doc comments are the help text, the first paragraph for `-?`, all of it
 //! for `--help`; explicit `short`, implicit `long`; UPPERCASE `value_name`s; single values are
@@ -6,8 +7,6 @@
 //! options are `global` so they work before or after the command, as with psql. `-h` is the
 //! host, as in psql, so help is `-?` / `--help`. Every command's help ends with examples.
 
-use crate::events::Overflow;
-use crate::output::ColorChoice;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::time::Duration;
 
@@ -43,7 +42,7 @@ pub struct Cli {
 
     /// When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
-    pub color: ColorChoice,
+    pub color: ColorArg,
 
     /// Print only errors on stderr, no warnings.
     #[arg(short, long, global = true)]
@@ -200,7 +199,7 @@ pub struct SourceArgs {
     /// When the output is too slow and 4 MiB of notifications wait for it for a second:
     /// drop (count them, report a gap), block (stop reading the server), or exit (status 1).
     #[arg(long, value_enum, value_name = "POLICY", default_value_t)]
-    pub on_overflow: Overflow,
+    pub on_overflow: OverflowArg,
 
     /// Leave out the gap records that NDJSON output gets when notifications may be lost
     /// (stderr still says so).
@@ -223,6 +222,39 @@ pub struct WaitArgs {
     /// notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h.
     #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+}
+
+/// The `--color` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// Colour when writing to a terminal and NO_COLOR is not set.
+    #[default]
+    Auto,
+    /// Always colour text output.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// What the source does when the queue stays full (`--on-overflow`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OverflowArg {
+    /// Drop notifications, count them, and report the count in a gap record and on stderr.
+    #[default]
+    Drop,
+    /// Stop reading the server until there is room (holds back the server's queue).
+    Block,
+    /// End the run with status 1.
+    Exit,
+}
+
+/// A change `watch-table` can report (`--events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OpArg {
+    Insert,
+    Update,
+    Delete,
+    Truncate,
 }
 
 /// Output formats of `listen`.
@@ -331,7 +363,7 @@ pub struct WatchTableArgs {
         value_delimiter = ',',
         default_value = "insert,update,delete,truncate"
     )]
-    pub events: Vec<crate::watch::Op>,
+    pub events: Vec<OpArg>,
 
     /// Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE).
     /// Every role that can connect can read them.
@@ -451,7 +483,7 @@ pub struct GenerateArgs {
 }
 
 /// Reads `500ms`, `10s`, `5m`, `1h`, `1h 30m`; zero and negative durations are refused.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration = s
         .trim()
         .parse()
@@ -463,7 +495,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Like [`parse_duration`], and `0` means off.
-pub fn parse_interval(s: &str) -> Result<Interval, String> {
+pub(crate) fn parse_interval(s: &str) -> Result<Interval, String> {
     if s.trim() == "0" {
         return Ok(Interval(None));
     }

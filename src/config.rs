@@ -1,20 +1,20 @@
 //! Turns parsed arguments and the process environment into the plain settings that commands
-//! run with, so that no command sees clap or reads the environment itself.
+//! run with, so that no command sees clap or reads the environment itself. Every clap
+//! `ValueEnum` of `cli` is translated here into its plain twin in the domain.
 
 use crate::cli::{
-    ConnArgs, DemoArgs, FormatArg, ListenArgs, NotifyArgs, PipeArgs, SourceArgs, WaitArgs,
-    WatchTableArgs,
+    ColorArg, ConnArgs, DemoArgs, ExecArgs, FormatArg, ListenArgs, NotifyArgs, OpArg, OverflowArg,
+    PipeArgs, SourceArgs, WaitArgs, WatchTableArgs,
 };
-use crate::cmd::demo::DemoSettings;
-use crate::conn::{ConnOptions, PasswordPrompt};
-use crate::output::{ColorChoice, Format, JsonOptions, Printer, Style, use_color};
-use crate::relay::{Destination, RelaySettings};
-use crate::source::SourceSettings;
+use crate::format::{ColorChoice, Encoder, Format, JsonOptions, Style, use_color};
+use crate::pg::{ConnOptions, PasswordPrompt};
+use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until};
+use crate::watch::Op;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-/// The connection options as `conn::resolve` takes them.
-pub fn conn_options(args: &ConnArgs) -> ConnOptions {
+/// The connection options as `pg::resolve` takes them.
+pub(crate) fn conn_options(args: &ConnArgs) -> ConnOptions {
     ConnOptions {
         dbname: args.dbname.clone(),
         host: args.host.clone(),
@@ -30,32 +30,46 @@ pub fn conn_options(args: &ConnArgs) -> ConnOptions {
     }
 }
 
-/// When a listening command stops by itself.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Wait {
-    /// Stop with status 0 after this many notifications.
-    pub count: Option<u64>,
-    /// Stop with status 124 if they (or a first one, without a count) have not arrived by then.
-    pub timeout: Option<Duration>,
+fn until(args: &WaitArgs) -> Until {
+    Until {
+        count: args.count,
+        timeout: args.timeout,
+    }
 }
 
-impl From<&WaitArgs> for Wait {
-    fn from(args: &WaitArgs) -> Wait {
-        Wait {
-            count: args.count,
-            timeout: args.timeout,
-        }
+fn overflow(arg: OverflowArg) -> Overflow {
+    match arg {
+        OverflowArg::Drop => Overflow::Drop,
+        OverflowArg::Block => Overflow::Block,
+        OverflowArg::Exit => Overflow::Exit,
+    }
+}
+
+fn color(arg: ColorArg) -> ColorChoice {
+    match arg {
+        ColorArg::Auto => ColorChoice::Auto,
+        ColorArg::Always => ColorChoice::Always,
+        ColorArg::Never => ColorChoice::Never,
+    }
+}
+
+fn op(arg: OpArg) -> Op {
+    match arg {
+        OpArg::Insert => Op::Insert,
+        OpArg::Update => Op::Update,
+        OpArg::Delete => Op::Delete,
+        OpArg::Truncate => Op::Truncate,
     }
 }
 
 /// Everything `listen` needs besides the connection.
-pub struct ListenSettings {
-    pub relay: RelaySettings,
+pub(crate) struct ListenSettings {
+    pub stream: StreamSettings,
 }
 
 /// Everything `pipe` needs besides the connection.
-pub struct PipeSettings {
-    pub relay: RelaySettings,
+pub(crate) struct PipeSettings {
+    pub stream: StreamSettings,
 }
 
 fn source(channels: &[String], args: &SourceArgs) -> SourceSettings {
@@ -74,7 +88,7 @@ fn json_options(data: bool, args: &SourceArgs) -> JsonOptions {
     }
 }
 
-fn exec_or_stdout(args: &crate::cli::ExecArgs, source: &SourceArgs) -> Destination {
+fn exec_or_stdout(args: &ExecArgs, source: &SourceArgs) -> Destination {
     match &args.exec {
         Some(command) => Destination::Exec {
             command: command.clone(),
@@ -86,18 +100,18 @@ fn exec_or_stdout(args: &crate::cli::ExecArgs, source: &SourceArgs) -> Destinati
 }
 
 /// `pipe`: always NDJSON.
-pub fn pipe(args: &PipeArgs) -> PipeSettings {
-    let printer = Printer::new(
+pub(crate) fn pipe(args: &PipeArgs) -> PipeSettings {
+    let encoder = Encoder::new(
         Format::Json,
         Style::default(),
         json_options(args.data || args.fetch, &args.source),
     );
     PipeSettings {
-        relay: RelaySettings {
+        stream: StreamSettings {
             source: source(&args.channels, &args.source),
-            wait: Wait::from(&args.wait),
-            printer,
-            overflow: args.source.on_overflow,
+            until: until(&args.wait),
+            encoder,
+            overflow: overflow(args.source.on_overflow),
             fetch: args.fetch,
             destination: match (&args.connect, &args.serve) {
                 (Some(address), _) => Destination::Connect(address.clone()),
@@ -109,7 +123,7 @@ pub fn pipe(args: &PipeArgs) -> PipeSettings {
 }
 
 /// Resolves `listen`'s format (text on a terminal, NDJSON elsewhere) and colours.
-pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
+pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
     let stdout_is_terminal = std::io::stdout().is_terminal();
     let format = match (args.json, args.format) {
         (true, _) | (false, Some(FormatArg::Json)) => Format::Json,
@@ -123,7 +137,7 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
     let style = Style {
         color: format == Format::Text
             && use_color(
-                color,
+                color(color_arg),
                 stdout_is_terminal,
                 no_color.as_deref(),
                 term.as_deref(),
@@ -131,15 +145,15 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
         escape: stdout_is_terminal,
     };
     ListenSettings {
-        relay: RelaySettings {
+        stream: StreamSettings {
             source: source(&args.channels, &args.source),
-            wait: Wait::from(&args.wait),
-            printer: Printer::new(
+            until: until(&args.wait),
+            encoder: Encoder::new(
                 format,
                 style,
                 json_options(args.data || args.fetch, &args.source),
             ),
-            overflow: args.source.on_overflow,
+            overflow: overflow(args.source.on_overflow),
             fetch: args.fetch,
             destination: exec_or_stdout(&args.exec, &args.source),
         },
@@ -148,7 +162,7 @@ pub fn listen(args: &ListenArgs, color: ColorChoice) -> ListenSettings {
 
 /// Where `notify` takes its payloads from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     /// The PAYLOAD argument.
     Argument(String),
     /// All of standard input, one trailing newline removed.
@@ -160,12 +174,12 @@ pub enum Input {
 }
 
 /// Everything `notify` needs besides the connection.
-pub struct NotifySettings {
+pub(crate) struct NotifySettings {
     pub channel: String,
     pub input: Input,
 }
 
-pub fn notify(args: &NotifyArgs) -> NotifySettings {
+pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
     let input = if args.lines {
         Input::Lines {
             batch: args.batch as usize,
@@ -184,9 +198,17 @@ pub fn notify(args: &NotifyArgs) -> NotifySettings {
     }
 }
 
+/// What `demo` was asked to do.
+pub(crate) struct DemoSettings {
+    /// Leave the server running and print its settings as `export` lines on stdout.
+    pub keep: bool,
+    /// A pause before the notifications are sent (a test hook, `PGNOTIFY_DEMO_PAUSE`).
+    pub pause: Option<Duration>,
+}
+
 /// `demo`'s settings; `PGNOTIFY_DEMO_PAUSE` (a duration) is a test hook that holds the demo
 /// between starting its listener and sending, so a test can interrupt it there.
-pub fn demo(args: &DemoArgs) -> DemoSettings {
+pub(crate) fn demo(args: &DemoArgs) -> DemoSettings {
     let pause = std::env::var("PGNOTIFY_DEMO_PAUSE")
         .ok()
         .and_then(|p| crate::cli::parse_duration(&p).ok());
@@ -198,11 +220,11 @@ pub fn demo(args: &DemoArgs) -> DemoSettings {
 
 /// What `watch-table` does.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WatchAction {
+pub(crate) enum WatchAction {
     Install {
         /// None: the table's name.
         channel: Option<String>,
-        events: Vec<crate::watch::Op>,
+        events: Vec<Op>,
         rows: bool,
         columns: Option<Vec<String>>,
     },
@@ -214,7 +236,7 @@ pub enum WatchAction {
 }
 
 /// Everything `watch-table` needs besides the connection.
-pub struct WatchTableSettings {
+pub(crate) struct WatchTableSettings {
     /// TABLE as the user wrote it (absent only with `--list`).
     pub table: Option<String>,
     pub action: WatchAction,
@@ -222,7 +244,7 @@ pub struct WatchTableSettings {
     pub print_sql: bool,
 }
 
-pub fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {
+pub(crate) fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {
     let action = if args.list {
         WatchAction::List { json: args.json }
     } else if args.drop {
@@ -230,7 +252,7 @@ pub fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {
     } else {
         WatchAction::Install {
             channel: args.channel.clone(),
-            events: args.events.clone(),
+            events: args.events.iter().map(|e| op(*e)).collect(),
             rows: args.rows,
             columns: args.columns.clone(),
         }

@@ -4,8 +4,14 @@
 //! ways a run can end normally (count reached, timeout, signal) and `Err(anyhow::Error)` for
 //! failures; a failure's status is decided here from the typed errors in its chain, so command
 //! code only has to wrap a connection problem in [`ConnectionError`] to get status 3.
+//!
+//! [`report`] is the one way an error leaves the program, from `app::run` or from a thread that
+//! must end the run itself: one line on stderr and the status, or nothing and status 0 when
+//! the error is a write to stdout whose reader went away ([`StdoutError`], ripgrep's rule).
 
+use crate::sanitize::{escape_controls, strip_os_error};
 use std::fmt;
+use std::io::{self, IsTerminal, Write};
 
 /// How a run ended, as the process exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +47,7 @@ impl Exit {
     }
 
     /// The status for a fatal signal, 128 + its number, as shells report it.
-    pub fn for_signal(signal: i32) -> Exit {
+    pub(crate) fn for_signal(signal: i32) -> Exit {
         if signal == signal_hook::consts::SIGTERM {
             Exit::Terminated
         } else {
@@ -54,7 +60,7 @@ impl Exit {
 ///
 /// The message is complete on its own: it names the host and port and the cause.
 #[derive(Debug)]
-pub struct ConnectionError(pub String);
+pub(crate) struct ConnectionError(pub(crate) String);
 
 impl fmt::Display for ConnectionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,7 +72,7 @@ impl std::error::Error for ConnectionError {}
 
 /// A bad argument found after parsing (status 2), for checks clap cannot do alone.
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub(crate) String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,8 +82,35 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A failed write to standard output. A broken pipe (the reader went away: `| head -1`) ends
+/// the run quietly with status 0; any other failure is an I/O error (status 1). A broken pipe
+/// anywhere else (a TCP client, the server's socket, an `--exec` child) is not this error.
+#[derive(Debug)]
+pub(crate) struct StdoutError(pub(crate) io::Error);
+
+impl fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = strip_os_error(&self.0.to_string());
+        write!(f, "could not write to standard output: {why}")
+    }
+}
+
+impl std::error::Error for StdoutError {}
+
+/// True when the run failed only because stdout's reader went away.
+fn is_closed_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<StdoutError>()
+            .is_some_and(|e| e.0.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The exit status for a failed run.
-pub fn for_error(err: &anyhow::Error) -> Exit {
+pub(crate) fn for_error(err: &anyhow::Error) -> Exit {
+    if is_closed_stdout(err) {
+        return Exit::Success;
+    }
     for cause in err.chain() {
         if cause.is::<ConnectionError>() {
             return Exit::Connection;
@@ -93,13 +126,29 @@ pub fn for_error(err: &anyhow::Error) -> Exit {
 ///
 /// Control characters (a channel name or payload is user data) are escaped when the line goes
 /// to a terminal, so an error can neither forge lines nor recolour the screen.
-pub fn render(err: &anyhow::Error, to_terminal: bool) -> String {
+fn render(err: &anyhow::Error, to_terminal: bool) -> String {
     let text = format!("{err:#}");
     if to_terminal {
-        crate::output::escape_controls(&text).into_owned()
+        escape_controls(&text).into_owned()
     } else {
         text.replace('\n', " ")
     }
+}
+
+/// Says why the run failed, as one line on stderr (`pgnotify: error: ...`), and returns its
+/// status; says nothing when stdout's reader went away.
+pub(crate) fn report(err: &anyhow::Error) -> Exit {
+    if !is_closed_stdout(err) {
+        let stderr = io::stderr();
+        let line = render(err, stderr.is_terminal());
+        let _ = writeln!(stderr.lock(), "pgnotify: error: {line}");
+    }
+    for_error(err)
+}
+
+/// Ends the program now, from any thread, the way [`report`] ends a run.
+pub(crate) fn fail_now(err: &anyhow::Error) -> ! {
+    std::process::exit(i32::from(report(err).code()))
 }
 
 #[cfg(test)]
@@ -137,6 +186,21 @@ mod tests {
         let usage = anyhow::Error::new(UsageError("bad".into()));
         assert_eq!(for_error(&usage), Exit::Usage);
         assert_eq!(for_error(&anyhow::anyhow!("sql")), Exit::Failure);
+    }
+
+    #[test]
+    fn only_a_broken_pipe_on_stdout_is_a_quiet_success() {
+        let closed = StdoutError(io::ErrorKind::BrokenPipe.into());
+        let closed = anyhow::Error::new(closed).context("listing");
+        assert_eq!(for_error(&closed), Exit::Success);
+        let full = anyhow::Error::new(StdoutError(io::Error::from_raw_os_error(28)));
+        assert_eq!(for_error(&full), Exit::Failure);
+        assert_eq!(
+            full.to_string(),
+            "could not write to standard output: No space left on device"
+        );
+        let elsewhere = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(for_error(&elsewhere), Exit::Failure);
     }
 
     #[test]

@@ -10,7 +10,7 @@ static LEVEL: AtomicU8 = AtomicU8::new(1);
 
 /// How much goes to stderr besides errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+pub(crate) enum Level {
     /// `-q`: errors only.
     Quiet = 0,
     /// Errors and warnings.
@@ -20,7 +20,7 @@ pub enum Level {
 }
 
 /// Sets the level for the rest of the run.
-pub fn set_level(level: Level) {
+pub(crate) fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
@@ -29,26 +29,21 @@ fn level() -> u8 {
 }
 
 /// A warning: shown unless `-q`.
-pub fn warn(text: &str) {
+pub(crate) fn warn(text: &str) {
     if level() >= Level::Normal as u8 {
         let _ = writeln!(std::io::stderr(), "pgnotify: warning: {text}");
     }
 }
 
 /// A detail of what pgnotify is doing: shown with `-v`.
-pub fn info(text: &str) {
+pub(crate) fn info(text: &str) {
     if level() >= Level::Verbose as u8 {
         let _ = writeln!(std::io::stderr(), "pgnotify: {text}");
     }
 }
 
-/// True when `-v` was given.
-pub fn verbose() -> bool {
-    level() >= Level::Verbose as u8
-}
-
 /// A short report of what was done (`watch-table`): shown unless `-q`.
-pub fn note(text: &str) {
+pub(crate) fn note(text: &str) {
     if level() >= Level::Normal as u8 {
         let _ = writeln!(std::io::stderr(), "pgnotify: {text}");
     }

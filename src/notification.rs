@@ -1,93 +1,91 @@
-//! The `Notification` that flows from the source to the sinks, and PostgreSQL's rules for
-//! channel names and payloads, checked here before any round trip.
+//! The shared vocabulary of the listen/pipe data flow: a [`Notification`] as received, and a
+//! [`Gap`], a stretch of time in which notifications may have been lost, with the [`Drops`]
+//! counter that bounded queues keep while they drop.
 //!
-//! Owns: the limits (63-byte channels, 7999-byte payloads), identifier quoting. Does not own:
-//! how notifications are received (`source`) or written (`output`).
-
-use anyhow::{Result, bail};
-
-/// The longest channel name PostgreSQL keeps: NAMEDATALEN - 1 bytes. `LISTEN` silently
-/// truncates longer names while `pg_notify()` rejects them (notify-facts F7, F8), so the two
-/// would end up on different channels: we refuse them up front.
-pub const MAX_CHANNEL_BYTES: usize = 63;
-
-/// The largest payload PostgreSQL accepts: the check is `len >= 8000` (notify-facts F1).
-pub const MAX_PAYLOAD_BYTES: usize = 7999;
+//! Owns: these types only. Does not own: PostgreSQL's rules for names and payloads (`pg`), how
+//! notifications are received (`stream`), encoded (`format`) or written (`sink`).
 
 /// One notification as received from the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notification {
+pub(crate) struct Notification {
     /// The channel exactly as the sender named it.
-    pub channel: String,
+    pub(crate) channel: String,
     /// The payload exactly as sent ("" when none was given).
-    pub payload: String,
+    pub(crate) payload: String,
     /// The PID of the server process whose transaction sent it.
-    pub pid: i32,
+    pub(crate) pid: i32,
     /// When pgnotify read it from the connection.
-    pub received_at: jiff::Timestamp,
+    pub(crate) received_at: jiff::Timestamp,
     /// With `--fetch`: the changed row as it is now, read by its key (`Null`: no such row).
-    pub fetched: Option<serde_json::Value>,
+    pub(crate) fetched: Option<serde_json::Value>,
 }
 
-impl Notification {
-    /// Takes the channel, payload and sender PID of a notification from the `postgres` crate.
-    pub fn from_pg(n: &postgres::Notification, received_at: jiff::Timestamp) -> Notification {
-        Notification {
-            channel: n.channel().to_owned(),
-            payload: n.payload().to_owned(),
-            pid: n.process_id(),
-            received_at,
-            fetched: None,
+/// Why notifications may be missing from the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GapKind {
+    /// The connection was lost and re-established: what was sent meanwhile is lost.
+    Reconnect,
+    /// An output was too slow and notifications were dropped (`--on-overflow drop`, a TCP
+    /// peer's backlog).
+    Overflow,
+}
+
+impl GapKind {
+    /// The name in gap records and in `PGNOTIFY_GAP`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            GapKind::Reconnect => "reconnect",
+            GapKind::Overflow => "overflow",
         }
     }
 }
 
-/// Checks a channel name against PostgreSQL's rules: not empty, at most 63 bytes, no NUL.
-pub fn check_channel(name: &str) -> Result<()> {
-    if name.is_empty() {
-        bail!("channel name is empty; PostgreSQL needs at least one character");
-    }
-    if name.contains('\0') {
-        bail!("channel name {name:?} contains a NUL byte, which PostgreSQL names cannot hold");
-    }
-    if name.len() > MAX_CHANNEL_BYTES {
-        bail!(
-            "channel name {:?} is {} bytes long; PostgreSQL's limit is {MAX_CHANNEL_BYTES} bytes",
-            name,
-            name.len()
-        );
-    }
-    Ok(())
+/// A stretch of time in which notifications may have been lost.
+#[derive(Clone, Debug)]
+pub(crate) struct Gap {
+    pub(crate) kind: GapKind,
+    /// What happened, in words.
+    pub(crate) reason: String,
+    /// When the stream stopped being complete.
+    pub(crate) from: jiff::Timestamp,
+    /// When it was complete again (for a reconnect: once every LISTEN was re-established).
+    pub(crate) until: jiff::Timestamp,
+    /// How many notifications pgnotify itself dropped (0 for a reconnect: the server's are
+    /// unknowable).
+    pub(crate) dropped: u64,
 }
 
-/// Checks a payload against PostgreSQL's rules: under 8000 bytes of UTF-8, no NUL.
-///
-/// The server counts bytes in the database encoding (notify-facts F3); pgnotify always talks
-/// UTF-8, so for the usual UTF-8 database this is the server's own count.
-pub fn check_payload(payload: &str) -> Result<()> {
-    if payload.len() > MAX_PAYLOAD_BYTES {
-        bail!(
-            "payload is {} bytes long; PostgreSQL's limit is {MAX_PAYLOAD_BYTES} bytes (less than 8000)",
-            payload.len()
-        );
-    }
-    if payload.contains('\0') {
-        bail!("payload contains a NUL byte, which PostgreSQL text cannot hold");
-    }
-    Ok(())
-}
+/// The drop accounting of a bounded queue: while it drops, when the drop began and how many
+/// notifications it has dropped; when the drop ends, the overflow [`Gap`] that reports them.
+#[derive(Debug, Default)]
+pub(crate) struct Drops(Option<(jiff::Timestamp, u64)>);
 
-/// Quotes an SQL identifier: wraps it in double quotes and doubles the quotes inside, so the
-/// name reaches the server exactly as given (case kept, no injection; failure-modes S1).
-pub fn quote_ident(name: &str) -> String {
-    postgres_protocol::escape::escape_identifier(name)
-}
+impl Drops {
+    /// Counts `n` more dropped notifications; true when this begins a drop, so that the caller
+    /// says so once.
+    pub(crate) fn count(&mut self, n: u64) -> bool {
+        let begins = self.0.is_none();
+        self.0.get_or_insert_with(|| (jiff::Timestamp::now(), 0)).1 += n;
+        begins
+    }
 
-/// Quotes an SQL string literal, for the DDL that cannot take bind parameters (`COMMENT ON`,
-/// a trigger function's body): quotes doubled, and `E'...'` when there are backslashes, so the
-/// text is read back exactly whatever `standard_conforming_strings` says.
-pub fn quote_literal(text: &str) -> String {
-    postgres_protocol::escape::escape_literal(text)
+    /// Whether a drop is going on.
+    pub(crate) fn dropping(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Ends the drop, if one is going on, and returns its gap: `why` is the reason, to which
+    /// the count is added.
+    pub(crate) fn end(&mut self, why: &str) -> Option<Gap> {
+        let (from, dropped) = self.0.take()?;
+        Some(Gap {
+            kind: GapKind::Overflow,
+            reason: format!("{why}: {dropped} notifications were dropped"),
+            from,
+            until: jiff::Timestamp::now(),
+            dropped,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -95,40 +93,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn channel_limits() {
-        assert!(check_channel("a").is_ok());
-        assert!(check_channel(&"x".repeat(63)).is_ok());
-        let err = check_channel(&"x".repeat(64)).unwrap_err().to_string();
-        assert!(
-            err.contains("64 bytes") && err.contains("63 bytes"),
-            "{err}"
-        );
-        // 32 two-byte characters are 64 bytes, though only 32 characters.
-        assert!(check_channel(&"é".repeat(32)).is_err());
-        assert!(check_channel(&"é".repeat(31)).is_ok());
-        assert!(check_channel("").unwrap_err().to_string().contains("empty"));
-        assert!(check_channel("a\0b").is_err());
-    }
-
-    #[test]
-    fn payload_limits() {
-        assert!(check_payload("").is_ok());
-        assert!(check_payload(&"x".repeat(7999)).is_ok());
-        let err = check_payload(&"x".repeat(8000)).unwrap_err().to_string();
-        assert!(err.contains("8000 bytes") && err.contains("7999"), "{err}");
-        assert!(check_payload(&"é".repeat(4000)).is_err());
-        assert!(check_payload("a\0").is_err());
-    }
-
-    #[test]
-    fn quoting_doubles_inner_quotes() {
-        assert_eq!(quote_ident("Orders"), "\"Orders\"");
-        assert_eq!(
-            quote_ident("a\"b; drop table x"),
-            "\"a\"\"b; drop table x\""
-        );
-        assert_eq!(quote_ident(""), "\"\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(r"a\b'"), r" E'a\\b'''");
+    fn drops_are_counted_until_they_end() {
+        let mut drops = Drops::default();
+        assert!(drops.end("slow").is_none());
+        assert!(drops.count(2), "the first count begins a drop");
+        assert!(!drops.count(3));
+        let gap = drops.end("slow").unwrap();
+        assert_eq!((gap.kind, gap.dropped), (GapKind::Overflow, 5));
+        assert_eq!(gap.reason, "slow: 5 notifications were dropped");
+        assert!(gap.from <= gap.until);
+        assert!(!drops.dropping());
     }
 }

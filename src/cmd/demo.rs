@@ -5,8 +5,9 @@
 //! The demo runs this very binary as child processes, with the same command lines it prints, so
 //! what a newcomer sees is exactly what they would type.
 
-use crate::events;
+use crate::config::DemoSettings;
 use crate::exit::Exit;
+use crate::signals;
 use crate::tempdb::{self, Cluster};
 use anyhow::{Context, Result, bail};
 use std::io::{BufRead, BufReader, Write};
@@ -14,14 +15,6 @@ use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-
-/// What `demo` was asked to do.
-pub struct DemoSettings {
-    /// Leave the server running and print its settings as `export` lines on stdout.
-    pub keep: bool,
-    /// A pause before the notifications are sent (a test hook, `PGNOTIFY_DEMO_PAUSE`).
-    pub pause: Option<Duration>,
-}
 
 /// The notifications the demo sends: the shell line shown, the arguments, standard input, and
 /// how many notifications that sends.
@@ -62,10 +55,10 @@ enum DemoEvent {
     Stop(i32),
 }
 
-pub fn run(settings: DemoSettings) -> Result<Exit> {
+pub(crate) fn run(settings: DemoSettings) -> Result<Exit> {
     let (tx, rx) = mpsc::channel();
     let signals = tx.clone();
-    events::deliver_signals_to(move |signal| signals.send(DemoEvent::Stop(signal)).is_ok());
+    signals::deliver_to(move |signal| signals.send(DemoEvent::Stop(signal)).is_ok());
     say("starting a throwaway PostgreSQL server...");
     let cluster = Cluster::start(&tempdb::Options::default())?;
     say(&format!(

@@ -1,11 +1,11 @@
-//! `listen`: print notifications as they arrive (the relay, in the chosen format).
+//! `listen`: print notifications as they arrive (the stream, in the chosen format).
 
 use crate::config::ListenSettings;
-use crate::conn;
 use crate::exit::Exit;
-use crate::relay;
+use crate::pg::ConnSettings;
+use crate::stream;
 use anyhow::Result;
 
-pub fn run(settings: ListenSettings, conn: &conn::Settings) -> Result<Exit> {
-    relay::run(conn, settings.relay)
+pub(crate) fn run(settings: ListenSettings, conn: &ConnSettings) -> Result<Exit> {
+    stream::run(conn, settings.stream)
 }

@@ -1,7 +1,8 @@
-//! One module per command; each has `run(settings) -> Result<Exit>` and sees no clap types.
+//! One module per command; each has `run(settings, &ConnSettings) -> Result<Exit>` (`demo`
+//! makes its own server) and sees no clap types.
 
-pub mod demo;
-pub mod listen;
-pub mod notify;
-pub mod pipe;
-pub mod watch_table;
+pub(crate) mod demo;
+pub(crate) mod listen;
+pub(crate) mod notify;
+pub(crate) mod pipe;
+pub(crate) mod watch_table;

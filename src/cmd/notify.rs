@@ -1,13 +1,14 @@
 //! `notify`: send one notification, or one per line of stdin in batched transactions.
 //!
-//! Every payload travels as a bind parameter of `pg_notify($1, $2)` (notify-facts F5, F8);
-//! nothing is spliced into SQL. Channel and payloads are checked before any round trip.
+//! Every payload travels as a bind parameter of `pg_notify($1, $2)` (`NOTIFY` takes only a
+//! literal, and `pg_notify` takes the channel exactly as given); nothing is spliced into SQL. Channel and payloads are checked before any round trip.
 
 use crate::config::{Input, NotifySettings};
-use crate::conn::{self, Target, describe_pg_error};
 use crate::exit::{ConnectionError, Exit};
 use crate::msg;
-use crate::notification::{MAX_PAYLOAD_BYTES, check_channel, check_payload};
+use crate::pg::{
+    self, ConnSettings, MAX_PAYLOAD_BYTES, Target, check_channel, check_payload, describe_pg_error,
+};
 use anyhow::{Context, Result, anyhow};
 use postgres::types::Type;
 use std::collections::HashSet;
@@ -20,7 +21,7 @@ const NOTIFY_ONE: &str = "SELECT pg_catalog.pg_notify($1, $2)";
 const NOTIFY_MANY: &str = "SELECT pg_catalog.count(pg_catalog.pg_notify($1, p)) \
                            FROM pg_catalog.unnest($2::pg_catalog.text[]) AS p";
 
-pub fn run(settings: NotifySettings, conn: &conn::Settings) -> Result<Exit> {
+pub(crate) fn run(settings: NotifySettings, conn: &ConnSettings) -> Result<Exit> {
     check_channel(&settings.channel)?;
     let payload = match settings.input {
         Input::Lines { batch } => return send_lines(&settings.channel, batch, conn),
@@ -29,7 +30,7 @@ pub fn run(settings: NotifySettings, conn: &conn::Settings) -> Result<Exit> {
         Input::Stdin => read_stdin()?,
     };
     check_payload(&payload)?;
-    let conn::Connection { mut client, target } = conn::connect(conn)?;
+    let pg::Connection { mut client, target } = pg::connect(conn)?;
     client
         .execute_typed(
             NOTIFY_ONE,
@@ -87,7 +88,7 @@ fn read_stdin() -> Result<String> {
 }
 
 /// Lines of stdin, read and checked one batch at a time.
-struct Lines<R> {
+struct LineReader<R> {
     reader: BufReader<R>,
     batch: usize,
     line: u64,
@@ -96,7 +97,7 @@ struct Lines<R> {
     ready: fn() -> bool,
 }
 
-impl<R: Read> Lines<R> {
+impl<R: Read> LineReader<R> {
     /// The next batch of payloads (empty at the end of input), every one already checked.
     /// A batch ends early when no more input is ready, so `tail -f log | pgnotify notify
     /// --lines ch` sends each line as it comes instead of waiting for a full batch.
@@ -127,9 +128,9 @@ impl<R: Read> Lines<R> {
     }
 }
 
-fn send_lines(channel: &str, batch: usize, conn: &conn::Settings) -> Result<Exit> {
+fn send_lines(channel: &str, batch: usize, conn: &ConnSettings) -> Result<Exit> {
     let stdin = std::io::stdin().lock();
-    let mut lines = Lines {
+    let mut lines = LineReader {
         reader: BufReader::with_capacity(256 * 1024, stdin),
         batch,
         line: 0,
@@ -138,7 +139,7 @@ fn send_lines(channel: &str, batch: usize, conn: &conn::Settings) -> Result<Exit
     };
     let mut sent: u64 = 0;
     let mut payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
-    let conn::Connection { mut client, target } = conn::connect(conn)?;
+    let pg::Connection { mut client, target } = pg::connect(conn)?;
     let statement = client
         .prepare_typed(NOTIFY_MANY, &[Type::TEXT, Type::TEXT_ARRAY])
         .map_err(|e| send_error("could not prepare the notifications", &e, &target))?;
@@ -187,8 +188,8 @@ fn unsent(err: anyhow::Error, sent: u64) -> anyhow::Error {
     }
 }
 
-/// How many payloads of a batch repeat an earlier one of the same batch (PostgreSQL folds
-/// them: notify-facts F16).
+/// How many payloads of a batch repeat an earlier one of the same batch (PostgreSQL delivers
+/// identical channel+payload pairs of one transaction once).
 fn repeated(payloads: &[String]) -> usize {
     let mut seen = HashSet::with_capacity(payloads.len());
     payloads.iter().filter(|p| !seen.insert(p.as_str())).count()
@@ -199,7 +200,7 @@ mod tests {
     use super::*;
 
     fn batches(input: &str, size: usize) -> Vec<Result<Vec<String>, String>> {
-        let mut lines = Lines {
+        let mut lines = LineReader {
             reader: BufReader::new(input.as_bytes()),
             batch: size,
             line: 0,

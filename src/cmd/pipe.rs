@@ -1,11 +1,11 @@
-//! `pipe`: forward notifications as NDJSON (the relay, always in NDJSON, gap records included).
+//! `pipe`: forward notifications as NDJSON (the stream, always in NDJSON, gap records included).
 
 use crate::config::PipeSettings;
-use crate::conn;
 use crate::exit::Exit;
-use crate::relay;
+use crate::pg::ConnSettings;
+use crate::stream;
 use anyhow::Result;
 
-pub fn run(settings: PipeSettings, conn: &conn::Settings) -> Result<Exit> {
-    relay::run(conn, settings.relay)
+pub(crate) fn run(settings: PipeSettings, conn: &ConnSettings) -> Result<Exit> {
+    stream::run(conn, settings.stream)
 }

@@ -7,17 +7,16 @@
 //! takes no lock.
 
 use crate::config::{WatchAction, WatchTableSettings};
-use crate::conn::{self, describe_pg_error};
-use crate::events;
-use crate::exit::{Exit, UsageError};
+use crate::exit::{Exit, StdoutError, UsageError};
 use crate::msg;
-use crate::notification::{check_channel, quote_ident};
-use crate::output::escape_controls;
+use crate::pg::{self, ConnSettings, check_channel, describe_pg_error, quote_ident};
+use crate::sanitize::escape_controls;
+use crate::signals;
 use crate::watch::{self, Marker, Script, Table};
 use anyhow::{Result, anyhow, bail};
 use std::io::{IsTerminal, Write};
 
-pub fn run(settings: WatchTableSettings, conn: &conn::Settings) -> Result<Exit> {
+pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<Exit> {
     if let WatchAction::Install {
         channel: Some(channel),
         ..
@@ -25,7 +24,7 @@ pub fn run(settings: WatchTableSettings, conn: &conn::Settings) -> Result<Exit> 
     {
         check_channel(channel).map_err(|e| UsageError(format!("--channel: {e}")))?;
     }
-    let conn::Connection { mut client, .. } = conn::connect(conn)?;
+    let pg::Connection { mut client, .. } = pg::connect(conn)?;
     let client = &mut client;
     let table = match &settings.table {
         Some(name) => Some(watch::resolve(client, name)?),
@@ -161,44 +160,54 @@ fn list(client: &mut postgres::Client, table: Option<&Table>, json: bool) -> Res
     let stdout = std::io::stdout();
     let json = json || !stdout.is_terminal();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    if json {
-        for w in &watched {
-            serde_json::to_writer(&mut out, w)?;
-            out.write_all(b"\n")?;
-        }
-    } else {
-        let rows: Vec<[String; 4]> = watched
-            .iter()
-            .map(|w| {
-                [
-                    watch::display_name(&w.schema, &w.table),
-                    escape_controls(&w.marker.channel).into_owned(),
-                    w.marker.events_text(),
-                    w.marker.mode(),
-                ]
-            })
-            .collect();
-        let header = ["TABLE", "CHANNEL", "EVENTS", "MODE"].map(String::from);
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                std::iter::once(&header)
-                    .chain(&rows)
-                    .map(|r| r[i].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for row in std::iter::once(&header).chain(&rows) {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            writeln!(out, "{}", line.join("  ").trim_end())?;
-        }
-    }
-    out.flush().or_else(quiet_broken_pipe)?;
+    let written = match json {
+        true => write_ndjson(&mut out, &watched),
+        false => write_table(&mut out, &watched),
+    };
+    written.and_then(|()| out.flush()).map_err(StdoutError)?;
     Ok(Exit::Success)
+}
+
+fn write_ndjson(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Result<()> {
+    for w in watched {
+        serde_json::to_writer(&mut *out, w)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// A table with a header, columns padded to their widest cell, as psql aligns them.
+fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Result<()> {
+    let rows: Vec<[String; 4]> = watched
+        .iter()
+        .map(|w| {
+            [
+                watch::display_name(&w.schema, &w.table),
+                escape_controls(&w.marker.channel).into_owned(),
+                w.marker.events_text(),
+                w.marker.mode(),
+            ]
+        })
+        .collect();
+    let header = ["TABLE", "CHANNEL", "EVENTS", "MODE"].map(String::from);
+    let widths: Vec<usize> = (0..4)
+        .map(|i| {
+            std::iter::once(&header)
+                .chain(&rows)
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
 }
 
 /// Runs the statements in one transaction, one round trip each: COMMIT is only sent once all
@@ -207,7 +216,7 @@ fn list(client: &mut postgres::Client, table: Option<&Table>, json: bool) -> Res
 /// the server stops waiting for the lock at once.
 fn run_script(client: &mut postgres::Client, script: &Script) -> Result<(), postgres::Error> {
     let token = client.cancel_token();
-    events::deliver_signals_to(move |_| {
+    signals::deliver_to(move |_| {
         let _ = token.cancel_query(postgres::NoTls);
         false
     });
@@ -222,16 +231,8 @@ fn print(sql: &str) -> Result<Exit> {
     let mut out = std::io::stdout().lock();
     out.write_all(sql.as_bytes())
         .and_then(|()| out.flush())
-        .or_else(quiet_broken_pipe)?;
+        .map_err(StdoutError)?;
     Ok(Exit::Success)
-}
-
-fn quiet_broken_pipe(e: std::io::Error) -> std::io::Result<()> {
-    if crate::output::is_broken_pipe(&e) {
-        Ok(())
-    } else {
-        Err(e)
-    }
 }
 
 /// The server's message, with a hint for the errors users meet: missing privileges, a busy

@@ -2,6 +2,8 @@
 //! that the harness in `support` starts and always removes.
 
 #![allow(clippy::unwrap_used)]
+// The harness is one crate of its own: `pub` only shares it between the test modules.
+#![allow(unreachable_pub)]
 
 mod cli;
 mod conn;

@@ -8,15 +8,14 @@
 //! the two apart by that key (`jq 'select(.payload)'`, `select(.gap)`):
 //! `{"gap":"reconnect","reason":"...","from":"...Z","until":"...Z","down_ms":1234,"dropped":0}`.
 
-use crate::events::{Gap, GapKind};
-use crate::notification::Notification;
+use crate::notification::{Gap, Notification};
 use serde::Serialize;
 use std::fmt;
 use std::io::{self, Write};
 
 /// The NDJSON record of one notification.
 #[derive(Serialize)]
-pub struct Record<'a> {
+struct Record<'a> {
     pub channel: &'a str,
     pub payload: &'a str,
     pub pid: i32,
@@ -27,7 +26,7 @@ pub struct Record<'a> {
 
 /// The NDJSON record of a gap.
 #[derive(Serialize)]
-pub struct GapRecord<'a> {
+struct GapRecord<'a> {
     /// `reconnect` (the connection was lost) or `overflow` (pgnotify dropped notifications).
     pub gap: &'static str,
     pub reason: &'a str,
@@ -38,7 +37,7 @@ pub struct GapRecord<'a> {
 }
 
 /// A UTC timestamp written as RFC 3339 with microseconds: `2026-11-24T01:02:03.456789Z`.
-pub struct Micros(pub jiff::Timestamp);
+pub(super) struct Micros(pub jiff::Timestamp);
 
 impl fmt::Display for Micros {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -52,7 +51,7 @@ impl Serialize for Micros {
     }
 }
 
-pub fn write(out: &mut impl Write, n: &Notification, data: bool) -> io::Result<()> {
+pub(super) fn write(out: &mut impl Write, n: &Notification, data: bool) -> io::Result<()> {
     let record = Record {
         channel: &n.channel,
         payload: &n.payload,
@@ -77,12 +76,9 @@ fn with_fetched(n: &Notification) -> Option<serde_json::Value> {
     Some(data)
 }
 
-pub fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
+pub(crate) fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
     let record = GapRecord {
-        gap: match gap.kind {
-            GapKind::Reconnect => "reconnect",
-            GapKind::Overflow => "overflow",
-        },
+        gap: gap.kind.as_str(),
         reason: &gap.reason,
         from: Micros(gap.from),
         until: Micros(gap.until),
@@ -140,6 +136,7 @@ mod tests {
 
     #[test]
     fn gap_records_have_no_payload() {
+        use crate::notification::GapKind;
         let gap = Gap {
             kind: GapKind::Reconnect,
             reason: "lost".into(),

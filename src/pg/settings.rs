@@ -1,4 +1,4 @@
-//! Connection settings with libpq's sources, precedence and defaults, and connecting with them.
+//! Connection settings with libpq's sources, precedence and defaults.
 //!
 //! The `postgres` crate reads no PG* variables, no password file and no service file
 //! (rust-postgres#654, #729), so this module does what libpq does (§34.1, §34.15-34.17):
@@ -12,13 +12,12 @@
 //! 5. a password from `PGPASSWORD`/`password=`, else the password file, else a prompt (`-W`
 //!    always, never with `-w`, otherwise when the server asks and a terminal is there).
 //!
-//! Owns: resolving and connecting. Does not own: what is done on the connection.
+//! Owns: resolving. Does not own: connecting (`connect`), the syntax of connection strings
+//! (`conninfo`), the password and service files (`pgpass`, `service`).
 
-pub mod conninfo;
-mod pgpass;
-mod service;
-
+use super::{conninfo, service};
 use crate::exit::ConnectionError;
+use crate::msg;
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -26,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 /// When to ask for a password on the terminal (psql's `-w` / `-W`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PasswordPrompt {
+pub(crate) enum PasswordPrompt {
     /// Ask when the server wants a password and none was found, if there is a terminal.
     #[default]
     Auto,
@@ -38,7 +37,7 @@ pub enum PasswordPrompt {
 
 /// The connection options given on the command line.
 #[derive(Clone, Debug, Default)]
-pub struct ConnOptions {
+pub(crate) struct ConnOptions {
     pub dbname: Option<String>,
     pub host: Option<String>,
     pub port: Option<String>,
@@ -48,7 +47,7 @@ pub struct ConnOptions {
 
 /// What libpq reads from the process: the environment, the home directory, the OS user.
 #[derive(Clone, Debug, Default)]
-pub struct Env {
+pub(crate) struct Env {
     pub vars: HashMap<String, String>,
     pub home: Option<PathBuf>,
     pub os_user: Option<String>,
@@ -56,7 +55,7 @@ pub struct Env {
 
 impl Env {
     /// The real process environment.
-    pub fn from_process() -> Env {
+    pub(crate) fn from_process() -> Env {
         let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
             .ok()
             .flatten();
@@ -108,11 +107,11 @@ const SOCKET_DIRS: &[&str] = &["/var/run/postgresql", "/tmp"];
 
 /// Debian's compiled-in socket directory: the one socket host the password file's `localhost`
 /// stands for (libpq's passwordFromFile).
-pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+pub(super) const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// One server to try: a host name or socket directory, optionally an address, and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub host: String,
     pub hostaddr: Option<IpAddr>,
     pub port: u16,
@@ -122,12 +121,12 @@ pub struct Target {
 
 impl Target {
     /// True for a unix-socket directory.
-    pub fn is_socket(&self) -> bool {
+    pub(crate) fn is_socket(&self) -> bool {
         self.host.starts_with('/')
     }
 
     /// psql's way of naming a server in messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.is_socket() {
             let socket = Path::new(&self.host).join(format!(".s.PGSQL.{}", self.port));
             return format!("server on socket \"{}\"", socket.display());
@@ -143,36 +142,36 @@ impl Target {
 
 /// Resolved connection settings: every key libpq would use, and the servers to try.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct ConnSettings {
     params: BTreeMap<String, String>,
     targets: Vec<Target>,
-    prompt: PasswordPrompt,
-    passfile: Option<PathBuf>,
+    pub(super) prompt: PasswordPrompt,
+    pub(super) passfile: Option<PathBuf>,
 }
 
-impl Settings {
+impl ConnSettings {
     /// A resolved value, e.g. `user`, `dbname`, `application_name`.
-    pub fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.params.get(key).map(String::as_str)
     }
 
     /// The servers to try, in order.
-    pub fn targets(&self) -> &[Target] {
+    pub(crate) fn targets(&self) -> &[Target] {
         &self.targets
     }
 
     /// The user name to connect as.
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         self.get("user").unwrap_or_default()
     }
 
     /// The database to connect to.
-    pub fn dbname(&self) -> &str {
+    pub(crate) fn dbname(&self) -> &str {
         self.get("dbname").unwrap_or_default()
     }
 
     /// A copy with `key` set to `value` unless it is set already.
-    pub fn with_default(&self, key: &str, value: &str) -> Settings {
+    pub(crate) fn with_default(&self, key: &str, value: &str) -> ConnSettings {
         let mut settings = self.clone();
         settings
             .params
@@ -184,11 +183,11 @@ impl Settings {
 
 /// Resolves the command-line options against the service file, the environment and libpq's
 /// defaults, in libpq's order of precedence (see the module documentation).
-pub fn resolve(opts: &ConnOptions, env: &Env) -> Result<Settings> {
+pub(crate) fn resolve(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
     resolve_params(opts, env).map_err(|e| ConnectionError(format!("{e:#}")).into())
 }
 
-fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<Settings> {
+fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
     let mut params = BTreeMap::new();
     let flags = [
         ("host", &opts.host),
@@ -230,7 +229,7 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<Settings> {
         .get("passfile")
         .map(PathBuf::from)
         .or_else(|| env.home.as_ref().map(|h| h.join(".pgpass")));
-    Ok(Settings {
+    Ok(ConnSettings {
         params,
         targets,
         prompt: opts.prompt,
@@ -311,7 +310,7 @@ fn check_supported(params: &mut BTreeMap<String, String>) -> Result<()> {
     if let Some(enc) = params.get("client_encoding")
         && !["utf8", "utf-8", "auto"].contains(&enc.to_ascii_lowercase().as_str())
     {
-        crate::msg::warn(&format!(
+        msg::warn(&format!(
             "client_encoding \"{enc}\" is ignored: pgnotify always talks UTF-8 to the server"
         ));
         params.remove("client_encoding");
@@ -413,9 +412,6 @@ fn default_socket_dir(port: u16) -> String {
         .unwrap_or(&SOCKET_DIRS[0])
         .to_string()
 }
-
-mod connect;
-pub use connect::{Connection, connect, describe_pg_error, strip_os_error};
 
 #[cfg(test)]
 mod tests;

@@ -4,22 +4,23 @@
 //!
 //! Owns: LISTEN, reading, liveness, reconnecting, gap events. Does not own: output, stopping.
 //!
-//! - The connection stays in autocommit and never opens a transaction: a listener inside one
-//!   receives nothing until it ends and pins the server's queue (notify-facts F12, F22).
+//! - The connection stays in autocommit and never opens a transaction: a session inside one
+//!   is sent nothing until it ends, and meanwhile holds back the server's queue for everyone.
 //! - After a loss it reconnects at once, then after 0.1 s, doubling up to 10 s, with jitter;
 //!   it re-LISTENs on every channel and only then reports the gap (sqlx#1102: reporting before
 //!   LISTEN is back hides losses). `--max-downtime` bounds how long it tries.
-//! - The heartbeat, every `--heartbeat` interval: an empty query answered within 5 s, then a
-//!   notification to itself on a private channel that must come back within 5 s. So a hung
-//!   backend, a black-holed network or a connection that no longer delivers notifications
-//!   (a transaction pooler) is noticed within interval + 5 s and replaced.
+//! - The heartbeat (`heartbeat`) notices a hung backend, a black-holed network or a connection
+//!   that no longer delivers notifications within `--heartbeat` + 5 s; the session is replaced.
 
-use crate::conn::{self, Settings, describe_pg_error};
-use crate::events::{Event, Gap, GapKind, Queue};
-use crate::exit::ConnectionError;
+use super::heartbeat::Heartbeat;
+use super::queue::{Event, Queue};
+use crate::backoff::backoff;
+use crate::exit::{self, ConnectionError};
 use crate::msg;
-use crate::notification::{Notification, check_channel, quote_ident};
-use anyhow::{Context, Result};
+use crate::notification::{Gap, GapKind, Notification};
+use crate::pg::{self, ConnSettings, check_channel, describe_pg_error, quote_ident};
+use crate::sanitize::escape_controls;
+use anyhow::{Context, Result, anyhow};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, SimpleQueryMessage};
 use std::sync::Arc;
@@ -27,16 +28,12 @@ use std::time::{Duration, Instant};
 
 /// The most notifications pushed as one batch; bounds the latency of a burst's first line.
 const MAX_BATCH: usize = 1024;
-/// How long the heartbeat's query and self-notification may take.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A bound on each reconnection attempt when `connect_timeout` sets none.
 const RECONNECT_TIMEOUT_SECS: u64 = 10;
 
 /// How the source behaves.
 #[derive(Clone, Debug)]
-pub struct SourceSettings {
+pub(crate) struct SourceSettings {
     /// The channels, exactly as given.
     pub channels: Vec<String>,
     /// Retry the first connection too, instead of failing at once (`--wait`).
@@ -51,8 +48,13 @@ pub struct SourceSettings {
 /// reading thread.
 ///
 /// Without `--wait`, returns once every LISTEN has committed: a notification committed after
-/// this returns is received (the readiness rule of `LISTEN`, failure-modes F11).
-pub fn start(conn: &Settings, settings: SourceSettings, queue: Arc<Queue>) -> Result<()> {
+/// this returns is received (`LISTEN` takes effect when its transaction commits; a
+/// notification committed before that is not delivered).
+pub(crate) fn start(
+    conn: &ConnSettings,
+    settings: SourceSettings,
+    queue: Arc<Queue>,
+) -> Result<()> {
     for channel in &settings.channels {
         check_channel(channel)?;
     }
@@ -74,7 +76,7 @@ pub fn start(conn: &Settings, settings: SourceSettings, queue: Arc<Queue>) -> Re
 }
 
 struct Source {
-    conn: Settings,
+    conn: ConnSettings,
     settings: SourceSettings,
     heartbeat_channel: String,
     queue: Arc<Queue>,
@@ -181,8 +183,8 @@ impl Source {
     }
 
     /// Connects and LISTENs on every channel (and the heartbeat's), in one round trip.
-    fn open(&self, conn: &Settings) -> Result<Session> {
-        let conn::Connection { mut client, target } = conn::connect(conn)?;
+    fn open(&self, conn: &ConnSettings) -> Result<Session> {
+        let pg::Connection { mut client, target } = pg::connect(conn)?;
         let mut sql: String = self
             .channels()
             .map(|c| format!("LISTEN {};", quote_ident(c)))
@@ -203,7 +205,7 @@ impl Source {
             .settings
             .channels
             .iter()
-            .map(|c| crate::output::escape_controls(&quote_ident(c)).into_owned())
+            .map(|c| escape_controls(&quote_ident(c)).into_owned())
             .collect();
         msg::info(&format!(
             "listening on {} (server process {})",
@@ -242,7 +244,9 @@ impl Source {
             if !batch.is_empty()
                 && let Err(why) = self.queue.push_notifications(batch)
             {
-                exit_now(&why);
+                // The main loop may be stuck writing to the output that could not keep up
+                // (`--on-overflow exit`), so it cannot be asked to end the run.
+                exit::fail_now(&anyhow!(why));
             }
             // Time spent waiting for room in the queue is not the server's: the heartbeat's
             // deadlines move by it, or a slow output would look like a dead connection.
@@ -271,12 +275,15 @@ impl Outage {
     }
 }
 
-/// Ends the program from the source thread: the main loop may be stuck writing to the output
-/// that could not keep up (`--on-overflow exit`), so it cannot be asked to.
-fn exit_now(why: &str) -> ! {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "pgnotify: error: {why}");
-    std::process::exit(i32::from(crate::exit::Exit::Failure.code()));
+/// A notification from the `postgres` crate, stamped with the time it was read.
+fn received(n: &postgres::Notification) -> Notification {
+    Notification {
+        channel: n.channel().to_owned(),
+        payload: n.payload().to_owned(),
+        pid: n.process_id(),
+        received_at: jiff::Timestamp::now(),
+        fetched: None,
+    }
 }
 
 /// Waits up to `wait` for a notification, then takes every one already buffered. On an
@@ -285,166 +292,17 @@ fn next_batch(client: &mut Client, wait: Duration) -> (Vec<Notification>, Option
     let mut notifications = client.notifications();
     let mut batch = Vec::new();
     match notifications.timeout_iter(wait).next() {
-        Ok(Some(n)) => batch.push(Notification::from_pg(&n, jiff::Timestamp::now())),
+        Ok(Some(n)) => batch.push(received(&n)),
         Ok(None) => return (batch, None),
         Err(e) => return (batch, Some(describe_pg_error(&e))),
     }
     let mut pending = notifications.iter();
     while batch.len() < MAX_BATCH {
         match pending.next() {
-            Ok(Some(n)) => batch.push(Notification::from_pg(&n, jiff::Timestamp::now())),
+            Ok(Some(n)) => batch.push(received(&n)),
             Ok(None) => break,
             Err(e) => return (batch, Some(describe_pg_error(&e))),
         }
     }
     (batch, None)
-}
-
-/// The heartbeat's schedule and the self-notification it waits for.
-struct Heartbeat {
-    interval: Option<Duration>,
-    next: Option<Instant>,
-    awaiting: Option<(String, Instant)>,
-    sequence: u64,
-}
-
-impl Heartbeat {
-    fn new(interval: Option<Duration>) -> Heartbeat {
-        Heartbeat {
-            interval,
-            next: interval.map(|i| Instant::now() + i),
-            awaiting: None,
-            sequence: 0,
-        }
-    }
-
-    /// How long reading may block before the heartbeat needs attention.
-    fn wait(&self) -> Duration {
-        let due = [self.next, self.awaiting.as_ref().map(|a| a.1)]
-            .into_iter()
-            .flatten()
-            .min();
-        match due {
-            Some(due) => due
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-            None => Duration::from_secs(3600),
-        }
-    }
-
-    /// Moves the schedule and the pending deadline later by `by`.
-    fn postpone(&mut self, by: Duration) {
-        if by < Duration::from_millis(100) {
-            return;
-        }
-        if let Some(next) = self.next.as_mut() {
-            *next += by;
-        }
-        if let Some((_, deadline)) = self.awaiting.as_mut() {
-            *deadline += by;
-        }
-    }
-
-    /// Removes the heartbeat's own notifications from a batch, noting the awaited one.
-    fn filter(&mut self, mut batch: Vec<Notification>, channel: &str) -> Vec<Notification> {
-        if self.interval.is_none() {
-            return batch;
-        }
-        batch.retain(|n| {
-            if n.channel != channel {
-                return true;
-            }
-            if self
-                .awaiting
-                .as_ref()
-                .is_some_and(|(payload, _)| *payload == n.payload)
-            {
-                self.awaiting = None;
-            }
-            false
-        });
-        batch
-    }
-
-    /// Sends a heartbeat when one is due; fails when the last one did not come back in time.
-    fn check(&mut self, client: &mut Client, channel: &str) -> Result<(), String> {
-        let now = Instant::now();
-        if let Some((_, deadline)) = &self.awaiting
-            && now >= *deadline
-        {
-            return Err(format!(
-                "the heartbeat notification did not come back within {} s (is this connection \
-                 through a transaction pooler?)",
-                HEARTBEAT_TIMEOUT.as_secs()
-            ));
-        }
-        let (Some(interval), Some(next)) = (self.interval, self.next) else {
-            return Ok(());
-        };
-        if now < next || self.awaiting.is_some() {
-            return Ok(());
-        }
-        client.is_valid(HEARTBEAT_TIMEOUT).map_err(|e| {
-            format!(
-                "no answer to the heartbeat within {} s ({})",
-                HEARTBEAT_TIMEOUT.as_secs(),
-                describe_pg_error(&e)
-            )
-        })?;
-        self.sequence += 1;
-        let payload = self.sequence.to_string();
-        client
-            .execute("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])
-            .map_err(|e| format!("the heartbeat failed: {}", describe_pg_error(&e)))?;
-        self.awaiting = Some((payload, Instant::now() + HEARTBEAT_TIMEOUT));
-        self.next = Some(now + interval);
-        Ok(())
-    }
-}
-
-/// The pause before reconnection attempt `attempt` (0-based): none, then 0.1 s doubling to
-/// 10 s, each scaled by a jitter in [0.5, 1) so that many listeners do not retry in step.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    if attempt == 0 {
-        return Duration::ZERO;
-    }
-    let base = Duration::from_millis(100)
-        .saturating_mul(1 << (attempt - 1).min(16))
-        .min(MAX_BACKOFF);
-    let jitter =
-        0.5 + f64::from(jiff::Timestamp::now().subsec_nanosecond().rem_euclid(1000)) / 2000.0;
-    base.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(0), Duration::ZERO);
-        let first = backoff(1);
-        assert!(
-            first >= Duration::from_millis(50) && first < Duration::from_millis(100),
-            "{first:?}"
-        );
-        let later = backoff(30);
-        assert!(later >= MAX_BACKOFF / 2 && later < MAX_BACKOFF, "{later:?}");
-    }
-
-    #[test]
-    fn heartbeat_notifications_are_filtered_and_acknowledged() {
-        let mut beat = Heartbeat::new(Some(Duration::from_secs(10)));
-        beat.awaiting = Some(("7".into(), Instant::now() + HEARTBEAT_TIMEOUT));
-        let n = |channel: &str, payload: &str| Notification {
-            channel: channel.into(),
-            payload: payload.into(),
-            pid: 1,
-            received_at: jiff::Timestamp::UNIX_EPOCH,
-            fetched: None,
-        };
-        let kept = beat.filter(vec![n("hb", "7"), n("jobs", "x"), n("hb", "6")], "hb");
-        assert_eq!(kept, vec![n("jobs", "x")]);
-        assert!(beat.awaiting.is_none());
-    }
 }

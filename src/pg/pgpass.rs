@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// What the connection is for, as the password file's first four fields see it.
-pub struct Key<'a> {
+pub(super) struct Key<'a> {
     pub host: &'a str,
     pub port: &'a str,
     pub dbname: &'a str,
@@ -19,14 +19,14 @@ pub struct Key<'a> {
 
 /// The outcome of a lookup: a password, nothing, or a warning why the file was not read.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(super) enum Lookup {
     Found(String),
     NotFound,
     Ignored(String),
 }
 
 /// Reads `path` and returns the password of the first line matching `key`.
-pub fn lookup(path: &Path, key: &Key) -> Lookup {
+pub(super) fn lookup(path: &Path, key: &Key) -> Lookup {
     let Ok(meta) = fs::metadata(path) else {
         return Lookup::NotFound;
     };

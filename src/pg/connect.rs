@@ -2,7 +2,8 @@
 //! from the settings, the password file or a prompt, TCP keepalives on, and messages that name
 //! the server the way psql does.
 
-use super::{PasswordPrompt, Settings, Target, pgpass};
+use super::settings::DEFAULT_SOCKET_DIR;
+use super::{ConnSettings, PasswordPrompt, Target, describe_pg_error, pgpass};
 use crate::exit::ConnectionError;
 use crate::msg;
 use anyhow::Result;
@@ -11,7 +12,8 @@ use postgres::{Client, NoTls};
 use std::time::Duration;
 
 /// TCP keepalive defaults for a connection that may sit idle for hours: a dead peer is noticed
-/// within about a minute instead of the kernel's two hours (failure-modes F2).
+/// within about a minute instead of the kernel's two hours, during which a listener on a
+/// half-open connection would wait silently.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 3;
@@ -20,13 +22,13 @@ const KEEPALIVE_RETRIES: u32 = 3;
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open connection and the server it reached.
-pub struct Connection {
+pub(crate) struct Connection {
     pub client: Client,
     pub target: Target,
 }
 
 /// Connects to the first target that accepts; the error names every target that failed.
-pub fn connect(settings: &Settings) -> Result<Connection> {
+pub(crate) fn connect(settings: &ConnSettings) -> Result<Connection> {
     let mut password = settings.get("password").map(str::to_owned);
     if settings.prompt == PasswordPrompt::Always {
         password = Some(prompt_password(settings.user())?);
@@ -71,7 +73,11 @@ pub fn connect(settings: &Settings) -> Result<Connection> {
     Err(ConnectionError(failures.join("; ")).into())
 }
 
-fn open(settings: &Settings, target: &Target, password: Option<&str>) -> Result<Client, Failure> {
+fn open(
+    settings: &ConnSettings,
+    target: &Target,
+    password: Option<&str>,
+) -> Result<Client, Failure> {
     let mut cfg = postgres::Config::new();
     cfg.user(settings.user())
         .dbname(settings.dbname())
@@ -147,7 +153,7 @@ fn open(settings: &Settings, target: &Target, password: Option<&str>) -> Result<
 /// `postgres::Config::connect` unwraps the creation of its runtime, so running out of file
 /// descriptors panics inside the crate; that becomes an ordinary connection failure here.
 fn open_contained(cfg: &postgres::Config) -> Result<Client, Failure> {
-    match crate::contain_panic(|| cfg.connect(NoTls)) {
+    match crate::panic::contain(|| cfg.connect(NoTls)) {
         Ok(result) => result.map_err(Failure::Pg),
         Err(why) => Err(Failure::Setup(why)),
     }
@@ -191,12 +197,12 @@ fn connect_timeout(value: Option<&str>) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs.max(2)))
 }
 
-fn passfile_password(settings: &Settings, target: &Target) -> Option<String> {
+fn passfile_password(settings: &ConnSettings, target: &Target) -> Option<String> {
     let path = settings.passfile.as_ref()?;
     let port = target.port.to_string();
     // libpq: `localhost` in the file matches no host, or the default socket directory; any
     // other socket directory must be written out as a path.
-    let host = match target.defaulted || target.host == super::DEFAULT_SOCKET_DIR {
+    let host = match target.defaulted || target.host == DEFAULT_SOCKET_DIR {
         true => "",
         false => target.host.as_str(),
     };
@@ -231,7 +237,7 @@ fn wants_password(e: &postgres::Error) -> bool {
     std::error::Error::source(e).is_some_and(|s| s.to_string() == "password missing")
 }
 
-fn may_prompt(settings: &Settings, tried: bool) -> bool {
+fn may_prompt(settings: &ConnSettings, tried: bool) -> bool {
     !tried && settings.prompt == PasswordPrompt::Auto && terminal_available()
 }
 
@@ -259,36 +265,6 @@ fn describe_connect_error(e: &postgres::Error) -> String {
     describe_pg_error(e)
 }
 
-/// One line for a `postgres` error: the server's message with its SQLSTATE, detail and hint,
-/// or the I/O cause. Never includes a password: the crate's errors do not carry one.
-pub fn describe_pg_error(e: &postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-        if let Some(detail) = db.detail() {
-            text.push_str(&format!("; detail: {detail}"));
-        }
-        if let Some(hint) = db.hint() {
-            text.push_str(&format!("; hint: {hint}"));
-        }
-        return text;
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text = strip_os_error(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// "Connection refused (os error 111)" -> "Connection refused".
-pub fn strip_os_error(text: &str) -> String {
-    match text.rfind(" (os error ") {
-        Some(i) if text.ends_with(')') => text[..i].to_owned(),
-        _ => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,14 +276,5 @@ mod tests {
         assert_eq!(connect_timeout(Some("1")), Some(Duration::from_secs(2)));
         assert_eq!(connect_timeout(Some(" 10 ")), Some(Duration::from_secs(10)));
         assert_eq!(connect_timeout(Some("soon")), None);
-    }
-
-    #[test]
-    fn os_error_numbers_are_dropped() {
-        assert_eq!(
-            strip_os_error("Connection refused (os error 111)"),
-            "Connection refused"
-        );
-        assert_eq!(strip_os_error("plain"), "plain");
     }
 }

@@ -3,23 +3,29 @@
 //! One line per notification whatever the payload holds: control characters are always
 //! escaped here, since this format is for reading, not parsing (use `--json` for that).
 
-use super::{Style, escape_controls};
+use super::Style;
 use crate::notification::Notification;
+use crate::sanitize::escape_controls;
 use crossterm::style::Stylize;
 use std::io::{self, Write};
 
-pub struct Text {
+pub(super) struct Text {
     zone: jiff::tz::TimeZone,
 }
 
 impl Text {
-    pub fn new() -> Text {
+    pub(super) fn new() -> Text {
         Text {
             zone: jiff::tz::TimeZone::system(),
         }
     }
 
-    pub fn write(&self, out: &mut impl Write, n: &Notification, style: Style) -> io::Result<()> {
+    pub(super) fn write(
+        &self,
+        out: &mut impl Write,
+        n: &Notification,
+        style: Style,
+    ) -> io::Result<()> {
         let time = self.zone.to_datetime(n.received_at);
         let time = time.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string();
         let channel = escape_controls(&n.channel);

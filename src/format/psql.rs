@@ -1,11 +1,12 @@
 //! psql's own sentences, so that scripts written against psql's output keep working
-//! (psql's `PrintNotifications`, notify-facts F45).
+//! (psql's `PrintNotifications` in common.c).
 
-use super::{Style, escape_controls};
+use super::Style;
 use crate::notification::Notification;
+use crate::sanitize::escape_controls;
 use std::io::{self, Write};
 
-pub fn write(out: &mut impl Write, n: &Notification, style: Style) -> io::Result<()> {
+pub(super) fn write(out: &mut impl Write, n: &Notification, style: Style) -> io::Result<()> {
     let (channel, payload) = if style.escape {
         (escape_controls(&n.channel), escape_controls(&n.payload))
     } else {

@@ -1,13 +1,13 @@
 //! Parses libpq connection strings, both forms: `key=value` conninfo and `postgres://` URIs.
 //!
 //! Owns only the syntax (libpq "Connection Strings", §34.1.1): quoting, percent-decoding, host
-//! lists. Which keys mean what, and which source wins, is `conn::resolve`'s job.
+//! lists. Which keys mean what, and which source wins, is `settings::resolve`'s job.
 
 use anyhow::{Result, bail};
 
-/// The keywords libpq knows. pgnotify honours the ones `conn` reads and accepts the rest so that
+/// The keywords libpq knows. pgnotify honours the ones `settings` reads and accepts the rest so that
 /// a connection string written for psql works here too.
-pub const KNOWN_KEYS: &[&str] = &[
+pub(super) const KNOWN_KEYS: &[&str] = &[
     "host",
     "hostaddr",
     "port",
@@ -54,12 +54,12 @@ pub const KNOWN_KEYS: &[&str] = &[
 
 /// True when `-d` holds a connection string rather than a plain database name, by libpq's
 /// rule: a URI prefix, or an `=` anywhere.
-pub fn is_connection_string(s: &str) -> bool {
+pub(super) fn is_connection_string(s: &str) -> bool {
     uri_rest(s).is_some() || s.contains('=')
 }
 
 /// Parses a connection string of either form into (keyword, value) pairs, in order.
-pub fn parse(s: &str) -> Result<Vec<(String, String)>> {
+pub(super) fn parse(s: &str) -> Result<Vec<(String, String)>> {
     let pairs = match uri_rest(s) {
         Some(rest) => parse_uri(rest)?,
         None => parse_keyword_value(s)?,
@@ -71,7 +71,7 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// Refuses a keyword libpq would refuse.
-pub fn check_key(key: &str) -> Result<()> {
+pub(super) fn check_key(key: &str) -> Result<()> {
     if !KNOWN_KEYS.contains(&key) {
         bail!("invalid connection option \"{key}\"");
     }

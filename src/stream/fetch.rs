@@ -4,15 +4,16 @@
 //! Owns: which events are fetched, the per-table prepared statements, and what a failure does
 //! (a stderr line, the event written without `new`; never the end of the run).
 //!
-//! Anyone who can connect can send a forged event on any channel (failure-modes S7), and an
-//! event names the table to read. So a row is only fetched from a table that pgnotify watches
+//! Anyone who can connect can send a forged event on any channel (NOTIFY needs no privilege),
+//! and an event names the table to read. So a row is only fetched from a table that pgnotify watches
 //! *on the channel the event came on*, by exactly that watch's key columns: a forged event
 //! cannot make the receiver read, and forward, rows of any other table it may read, and cannot
 //! make it scan a table by columns without an index.
 
-use crate::conn::{self, describe_pg_error};
 use crate::msg;
-use crate::notification::{Notification, quote_ident};
+use crate::notification::Notification;
+use crate::pg::{self, ConnSettings, describe_pg_error, quote_ident};
+use crate::sanitize::escape_controls;
 use crate::watch::{self, display_name};
 use postgres::{Client, Statement};
 use serde_json::Value;
@@ -35,8 +36,8 @@ enum Entry {
     Refused(Instant),
 }
 
-pub struct Fetcher {
-    settings: conn::Settings,
+pub(super) struct Fetcher {
+    settings: ConnSettings,
     client: Option<Client>,
     next_connect: Instant,
     tables: HashMap<(String, String, String), Entry>,
@@ -52,7 +53,7 @@ struct Wanted {
 }
 
 impl Fetcher {
-    pub fn new(settings: &conn::Settings) -> Fetcher {
+    pub(super) fn new(settings: &ConnSettings) -> Fetcher {
         Fetcher {
             settings: settings.clone(),
             client: None,
@@ -63,7 +64,7 @@ impl Fetcher {
     }
 
     /// Sets `n.fetched` when `n` is an event whose row can and may be read.
-    pub fn fetch(&mut self, n: &mut Notification) {
+    pub(super) fn fetch(&mut self, n: &mut Notification) {
         let Some(wanted) = wanted(&n.payload) else {
             return;
         };
@@ -91,7 +92,7 @@ impl Fetcher {
                 return Ok(None);
             }
             self.next_connect = Instant::now() + RECONNECT;
-            let mut client = conn::connect(&self.settings)
+            let mut client = pg::connect(&self.settings)
                 .map_err(|e| format!("--fetch could not connect: {e:#}"))?
                 .client;
             client
@@ -122,7 +123,7 @@ impl Fetcher {
             return Err(format!(
                 "--fetch does not read rows of {name} for events on channel {}: pgnotify does \
                  not watch that table on that channel (a forged or stale event?)",
-                crate::output::escape_controls(&quote_ident(channel))
+                escape_controls(&quote_ident(channel))
             ));
         };
         if key.len() != wanted.key.len() || !key.iter().all(|k| wanted.key.contains_key(k)) {

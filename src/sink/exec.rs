@@ -11,16 +11,17 @@
 //! queue, where `--on-overflow` applies.
 
 use super::Sink;
-use crate::events::{Gap, GapKind};
+use crate::format::write_gap_record;
 use crate::msg;
-use crate::notification::Notification;
+use crate::notification::{Gap, Notification};
+use anyhow::{Result, anyhow};
 use std::io::{self, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub struct Exec {
+pub(crate) struct Exec {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     gaps: bool,
@@ -33,25 +34,37 @@ enum Job {
     Gap(&'static str, Vec<u8>),
 }
 
-/// Starts `jobs` workers that run `command` for each notification (and gap) handed to them.
-pub fn start(command: &str, jobs: usize, gaps: bool) -> io::Result<Exec> {
-    let (tx, rx) = mpsc::sync_channel::<Job>(0);
-    let rx = Arc::new(Mutex::new(rx));
-    let mut workers = Vec::with_capacity(jobs);
-    for i in 0..jobs {
-        let rx = Arc::clone(&rx);
-        let command = command.to_owned();
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("exec-{i}"))
-                .spawn(move || work(&command, &rx))?,
-        );
+impl Exec {
+    /// Starts `jobs` workers that run `command` for each notification (and gap) handed to them.
+    pub(crate) fn start(command: &str, jobs: usize, gaps: bool) -> io::Result<Exec> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(0);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::with_capacity(jobs);
+        for i in 0..jobs {
+            let rx = Arc::clone(&rx);
+            let command = command.to_owned();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("exec-{i}"))
+                    .spawn(move || work(&command, &rx))?,
+            );
+        }
+        Ok(Exec {
+            jobs: Some(tx),
+            workers,
+            gaps,
+        })
     }
-    Ok(Exec {
-        jobs: Some(tx),
-        workers,
-        gaps,
-    })
+
+    /// Hands a job to a free worker, waiting while all are busy.
+    fn send(&self, job: Job) -> Result<()> {
+        match &self.jobs {
+            Some(jobs) => jobs
+                .send(job)
+                .map_err(|_| anyhow!("the --exec workers stopped")),
+            None => Ok(()),
+        }
+    }
 }
 
 fn work(command: &str, jobs: &Mutex<Receiver<Job>>) {
@@ -116,43 +129,27 @@ fn execute(mut cmd: Command, input: &[u8], what: &str) {
     }
 }
 
-impl Exec {
-    /// Hands a job to a free worker, waiting while all are busy.
-    fn send(&self, job: Job) -> io::Result<()> {
-        match &self.jobs {
-            Some(jobs) => jobs
-                .send(job)
-                .map_err(|_| io::Error::other("the --exec workers stopped")),
-            None => Ok(()),
-        }
-    }
-}
-
 impl Sink for Exec {
-    fn write(&mut self, n: &Notification) -> io::Result<()> {
+    fn write(&mut self, n: &Notification) -> Result<()> {
         self.send(Job::Notification(n.clone()))
     }
 
     /// Runs the command for the gap too (PGNOTIFY_GAP set), unless `--no-gap-records`.
-    fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
+    fn write_gap(&mut self, gap: &Gap) -> Result<()> {
         if !self.gaps {
             return Ok(());
         }
         let mut record = Vec::new();
-        super::json::write_gap(&mut record, gap)?;
-        let kind = match gap.kind {
-            GapKind::Reconnect => "reconnect",
-            GapKind::Overflow => "overflow",
-        };
-        self.send(Job::Gap(kind, record))
+        write_gap_record(&mut record, gap)?;
+        self.send(Job::Gap(gap.kind.as_str(), record))
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> Result<()> {
         Ok(())
     }
 
     /// Lets the running commands finish, and reaps them.
-    fn finish(&mut self) -> io::Result<()> {
+    fn finish(&mut self) -> Result<()> {
         drop(self.jobs.take());
         for worker in self.workers.drain(..) {
             let _ = worker.join();

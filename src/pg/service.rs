@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 /// Finds service `name` in the files, in order; the first file that defines it wins.
-pub fn find(name: &str, files: &[&Path]) -> Result<Vec<(String, String)>> {
+pub(super) fn find(name: &str, files: &[&Path]) -> Result<Vec<(String, String)>> {
     for file in files {
         let text = match fs::read_to_string(file) {
             Ok(text) => text,

@@ -1,0 +1,25 @@
+//! Everything that speaks PostgreSQL or follows libpq's conventions: connection settings with
+//! libpq's sources and precedence, connecting, identifier rules and quoting, and telling a
+//! server error to a person. TLS lands here.
+//!
+//! The `postgres` crate reads no PG* variables, no password file and no service file
+//! (rust-postgres#654, #729), so this wing does what libpq does (libpq's "Connection Strings",
+//! "Environment Variables", "The Password File", "The Connection Service File").
+//!
+//! Owns: `ConnSettings` and `connect`. Does not own: what is done on a connection (`stream`,
+//! `watch`, `cmd`).
+
+mod connect;
+mod conninfo;
+mod error;
+mod ident;
+mod pgpass;
+mod service;
+mod settings;
+
+pub(crate) use connect::{Connection, connect};
+pub(crate) use error::describe_pg_error;
+pub(crate) use ident::{
+    MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES, check_channel, check_payload, quote_ident, quote_literal,
+};
+pub(crate) use settings::{ConnOptions, ConnSettings, Env, PasswordPrompt, Target, resolve};

@@ -1,0 +1,46 @@
+//! SIGINT and SIGTERM for the whole run: a thread that hands the first one to whoever asked
+//! for it (the listen/pipe loop drains and flushes; `watch-table` cancels its statement; the
+//! demo stops its children), and ends the program at once on a second one, or on a first one
+//! that nobody asked for. `signal-hook`, because `ctrlc` cannot tell SIGINT from SIGTERM.
+
+use std::sync::Mutex;
+
+type SignalSink = Box<dyn Fn(i32) -> bool + Send>;
+
+/// Where the signal thread delivers the first SIGINT/SIGTERM; `None` until someone asks.
+static SIGNAL_SINK: Mutex<Option<SignalSink>> = Mutex::new(None);
+
+/// Installs the SIGINT/SIGTERM handling for the whole run.
+///
+/// Until a command asks for signals with [`deliver_to`], a signal ends the program at once
+/// with 128+n: nothing has been received yet that would need writing. After that, the first
+/// signal goes to that command and a second one ends the program at once.
+pub(crate) fn install() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut delivered = false;
+            for signal in signals.forever() {
+                let taken = !delivered
+                    && SIGNAL_SINK
+                        .lock()
+                        .ok()
+                        .is_some_and(|sink| sink.as_ref().is_some_and(|deliver| deliver(signal)));
+                if !taken {
+                    std::process::exit(128 + signal);
+                }
+                delivered = true;
+            }
+        })?;
+    Ok(())
+}
+
+/// From now on the first SIGINT/SIGTERM is handed to `deliver`, which returns false if it
+/// could not take it (then the program exits at once).
+pub(crate) fn deliver_to(deliver: impl Fn(i32) -> bool + Send + 'static) {
+    if let Ok(mut sink) = SIGNAL_SINK.lock() {
+        *sink = Some(Box::new(deliver));
+    }
+}

@@ -1,0 +1,279 @@
+//! The bounded backlog of chunks of whole NDJSON lines that each network destination has
+//! (a `--connect` peer, each `--serve` client; the WebSocket and SSE clients to come), written
+//! by a thread of its own, so that a slow or absent destination never slows the loop, the
+//! server connection, or another destination; and the [`Chunker`] that fills backlogs.
+
+use crate::deadline;
+use crate::format::{Encoder, write_gap_record};
+use crate::msg;
+use crate::notification::{Drops, Gap, Notification};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The size at which buffered lines are handed to the destinations without waiting for the
+/// loop's flush: a burst becomes many chunks, not one chunk larger than any backlog.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// A bounded queue of chunks of whole lines for one destination.
+///
+/// Past `limit` bytes, more is taken only while the destination keeps making progress (it
+/// finished a write within the last second) and up to four times the limit: a healthy reader
+/// that is briefly slower than a burst is not cut off, a stalled one is.
+pub(crate) struct Backlog {
+    state: Mutex<BacklogState>,
+    changed: Condvar,
+    limit: usize,
+    /// Who it is for, in messages ("the TCP peer HOST:PORT").
+    name: String,
+    /// Whether a gap record goes out after a drop.
+    gaps: bool,
+}
+
+struct BacklogState {
+    chunks: VecDeque<Arc<[u8]>>,
+    bytes: usize,
+    writing: bool,
+    closed: bool,
+    /// When a write last finished (or started); `None`: never, which counts as stalled.
+    progress: Option<Instant>,
+    /// Lines refused since when, and how many (`--connect` only).
+    drops: Drops,
+}
+
+/// How long a destination over its limit may go without finishing a write.
+const PROGRESS_GRACE: Duration = Duration::from_secs(1);
+
+impl Backlog {
+    pub(super) fn new(limit: usize, name: String, gaps: bool) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            state: Mutex::new(BacklogState {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                writing: false,
+                closed: false,
+                progress: None,
+                drops: Drops::default(),
+            }),
+            changed: Condvar::new(),
+            limit,
+            name,
+            gaps,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BacklogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `size` more bytes may go in (see the type's documentation).
+    fn has_room(&self, state: &BacklogState, size: usize) -> bool {
+        let after = state.bytes + size;
+        let stalled = state.progress.is_none_or(|p| p.elapsed() > PROGRESS_GRACE);
+        !state.closed && after <= 4 * self.limit && (after <= self.limit || !stalled)
+    }
+
+    /// Adds the chunks, in order, all or none: false when there is no room or the backlog is
+    /// closed.
+    pub(super) fn push(&self, chunks: &[Arc<[u8]>]) -> bool {
+        let size: usize = chunks.iter().map(|c| c.len()).sum();
+        let mut state = self.lock();
+        if !self.has_room(&state, size) {
+            return false;
+        }
+        state.bytes += size;
+        state.chunks.extend(chunks.iter().cloned());
+        drop(state);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Adds a chunk of `lines` notifications, or counts them as dropped when there is no room.
+    /// After a drop, a gap record with the count goes in first (`gaps`), as soon as there is
+    /// room for a chunk or the backlog has drained (see `pop`).
+    pub(super) fn push_counted(&self, chunk: Arc<[u8]>, lines: u64) {
+        let mut state = self.lock();
+        if self.has_room(&state, chunk.len() + 512) {
+            if let Some(gap) = take_gap(&mut state, self.gaps, &self.name) {
+                state.bytes += gap.len();
+                state.chunks.push_back(gap);
+            }
+            state.bytes += chunk.len();
+            state.chunks.push_back(chunk);
+            drop(state);
+            self.changed.notify_all();
+            return;
+        }
+        if state.drops.count(lines) {
+            msg::warn(&format!(
+                "{} is away or slow: dropping notifications until it catches up",
+                self.name
+            ));
+        }
+    }
+
+    /// The next chunk, waiting for one; `None` once closed. Until [`Backlog::done`], the chunk
+    /// counts as being written.
+    pub(super) fn pop(&self) -> Option<Arc<[u8]>> {
+        match self.next(None) {
+            Popped::Chunk(chunk) => Some(chunk),
+            Popped::Idle | Popped::Closed => None,
+        }
+    }
+
+    /// Like `pop`, but gives up after `wait` when nothing comes.
+    pub(super) fn pop_within(&self, wait: Duration) -> Popped {
+        self.next(Some(Instant::now() + wait))
+    }
+
+    /// The next chunk, waiting until `deadline` (`None`: as long as it takes). A drop whose
+    /// backlog has drained is reported here, as a gap record, before anything newer.
+    fn next(&self, deadline: Option<Instant>) -> Popped {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return Popped::Closed;
+            }
+            if state.chunks.is_empty()
+                && let Some(gap) = take_gap(&mut state, self.gaps, &self.name)
+            {
+                state.chunks.push_back(gap);
+            }
+            if let Some(chunk) = state.chunks.pop_front() {
+                state.bytes = state.bytes.saturating_sub(chunk.len());
+                if !state.writing {
+                    state.progress = Some(Instant::now());
+                }
+                state.writing = true;
+                return Popped::Chunk(chunk);
+            }
+            let idle =
+                |s: &mut BacklogState| !s.closed && s.chunks.is_empty() && !s.drops.dropping();
+            let timed_out;
+            (state, timed_out) = deadline::wait_while(&self.changed, state, deadline, idle);
+            if timed_out {
+                return Popped::Idle;
+            }
+        }
+    }
+
+    /// The chunk from the last `pop` is written.
+    pub(super) fn done(&self) {
+        let mut state = self.lock();
+        state.writing = false;
+        state.progress = Some(Instant::now());
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    pub(super) fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Waits until everything is written, at most until `deadline`; false if it was not.
+    pub(super) fn wait_empty(&self, deadline: Option<Instant>) -> bool {
+        let busy = |s: &mut BacklogState| !s.closed && (s.writing || !s.chunks.is_empty());
+        !deadline::wait_while(&self.changed, self.lock(), deadline, busy).1
+    }
+}
+
+/// Ends a drop, if one is going on: says so, and makes the gap record when `gaps`.
+fn take_gap(state: &mut BacklogState, gaps: bool, name: &str) -> Option<Arc<[u8]>> {
+    let gap = state.drops.end(&format!("{name} was away or too slow"))?;
+    msg::warn(&format!(
+        "{name} missed {} notifications while it was away or slow",
+        gap.dropped
+    ));
+    if !gaps {
+        return None;
+    }
+    let mut record = Vec::new();
+    write_gap_record(&mut record, &gap).ok()?;
+    Some(Arc::from(record.into_boxed_slice()))
+}
+
+/// What `Backlog::pop_within` found.
+pub(super) enum Popped {
+    Chunk(Arc<[u8]>),
+    Idle,
+    Closed,
+}
+
+/// Encodes NDJSON lines into a buffer until the loop flushes, and hands them over as chunks.
+pub(super) struct Chunker {
+    encoder: Encoder,
+    buf: Vec<u8>,
+    count: u64,
+}
+
+impl Chunker {
+    pub(super) fn new(encoder: Encoder) -> Chunker {
+        Chunker {
+            encoder,
+            buf: Vec::with_capacity(64 * 1024),
+            count: 0,
+        }
+    }
+
+    /// Encodes a notification; true when enough is buffered to hand on as a chunk.
+    pub(super) fn write(&mut self, n: &Notification) -> io::Result<bool> {
+        self.count += 1;
+        self.encoder.write(&mut self.buf, n)?;
+        Ok(self.buf.len() >= CHUNK_BYTES)
+    }
+
+    pub(super) fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
+        self.encoder.write_gap(&mut self.buf, gap)
+    }
+
+    /// The lines written since the last take, as one chunk, and how many notifications.
+    pub(super) fn take(&mut self) -> Option<(Arc<[u8]>, u64)> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let chunk = Arc::from(std::mem::take(&mut self.buf).into_boxed_slice());
+        Some((chunk, std::mem::take(&mut self.count)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_is_bounded() {
+        let backlog = Backlog::new(10, "test".into(), false);
+        let chunk = |s: &[u8]| -> Arc<[u8]> { Arc::from(s) };
+        assert!(backlog.push(&[chunk(b"12345")]));
+        assert!(backlog.push(&[chunk(b"1"), chunk(b"1234")]));
+        assert!(
+            !backlog.push(&[chunk(b"1")]),
+            "no progress yet: nothing over the limit"
+        );
+        backlog.lock().progress = Some(Instant::now());
+        assert!(
+            backlog.push(&[chunk(b"0123456789")]),
+            "over the limit while making progress"
+        );
+        assert!(
+            !backlog.push(&[chunk(&[b'x'; 30])]),
+            "never over four times the limit"
+        );
+        backlog.lock().progress = Instant::now().checked_sub(2 * PROGRESS_GRACE);
+        assert!(
+            !backlog.push(&[chunk(b"1")]),
+            "stalled over the limit: refused"
+        );
+        assert_eq!(backlog.pop().as_deref(), Some(&b"12345"[..]));
+        assert_eq!(backlog.pop().as_deref(), Some(&b"1"[..]));
+        backlog.done();
+        backlog.close();
+        assert_eq!(backlog.pop(), None);
+    }
+}

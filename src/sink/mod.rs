@@ -1,0 +1,43 @@
+//! Destinations: where encoded notifications and gap records go. Each sink implements
+//! [`Sink`]; the loop in `stream` calls it and never knows which one it has.
+//!
+//! - `stdout`: buffered, flushed per batch (per line on a terminal);
+//! - `exec`: a command per notification (`--exec`, `--jobs`);
+//! - `peer` (`--connect`) and `server` (`--serve`): NDJSON over TCP, each destination with a
+//!   bounded `backlog` of its own written by its own thread; `socket` holds their TCP helpers.
+//!
+//! Owns: writing, flushing, per-destination buffering and its drop accounting. Does not own:
+//! encodings (`format`), PostgreSQL or the engine: nothing here imports `pg` or `stream`.
+
+mod backlog;
+mod exec;
+mod peer;
+mod server;
+mod socket;
+mod stdout;
+
+pub(crate) use exec::Exec;
+pub(crate) use peer::Peer;
+pub(crate) use server::Server;
+pub(crate) use stdout::Stdout;
+
+use crate::notification::{Gap, Notification};
+use anyhow::Result;
+use std::time::Duration;
+
+/// How long the end of a run waits for network destinations to take what is buffered.
+const FINISH_WAIT: Duration = Duration::from_secs(5);
+
+/// Where the listen/pipe loop writes.
+pub(crate) trait Sink {
+    /// Writes one notification (buffered).
+    fn write(&mut self, n: &Notification) -> Result<()>;
+    /// Writes a gap record where the format has them.
+    fn write_gap(&mut self, gap: &Gap) -> Result<()>;
+    /// Hands everything written so far on.
+    fn flush(&mut self) -> Result<()>;
+    /// At the end of a run: hands everything on and waits (boundedly) until it is delivered.
+    fn finish(&mut self) -> Result<()> {
+        self.flush()
+    }
+}

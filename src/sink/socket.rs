@@ -1,0 +1,73 @@
+//! Socket helpers the TCP sinks share: keepalive and a user timeout, noticing a peer that hung
+//! up, writing a chunk from an offset, and where a cut line starts.
+
+use std::io::{self, Write};
+use std::net::TcpStream;
+
+/// Keepalive (30 s idle, 10 s interval, 3 probes) for an idle connection, and TCP_USER_TIMEOUT
+/// (60 s) so that a destination that stops acknowledging is given up instead of blocking a
+/// write for the kernel's 15 minutes.
+pub(super) fn keepalive(stream: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &30);
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &10);
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &3);
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &60_000);
+}
+
+/// True when the peer has closed its side (or the connection failed). Anything the peer sent
+/// is read and ignored on the way.
+pub(super) fn hung_up(stream: &TcpStream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    loop {
+        match recv(stream.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Writes `chunk[*offset..]`, advancing `offset` as bytes go out.
+pub(super) fn write_from(
+    stream: &mut TcpStream,
+    chunk: &[u8],
+    offset: &mut usize,
+) -> io::Result<()> {
+    while *offset < chunk.len() {
+        match stream.write(&chunk[*offset..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *offset += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Where the line containing `offset` starts: a cut line is sent again whole.
+pub(super) fn line_start(chunk: &[u8], offset: usize) -> usize {
+    chunk[..offset]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_line_restarts_at_its_beginning() {
+        let chunk = b"{\"a\":1}\n{\"b\":2}\n";
+        assert_eq!(line_start(chunk, 0), 0);
+        assert_eq!(line_start(chunk, 3), 0);
+        assert_eq!(line_start(chunk, 8), 8);
+        assert_eq!(line_start(chunk, 12), 8);
+    }
+}

@@ -1,0 +1,147 @@
+//! The main loop that `listen` and `pipe` share: take events from the queue and hand them to
+//! the sink until a count, a timeout, a signal, the reader leaving, or a fatal event ends the
+//! run.
+//!
+//! Writing: everything already queued is written, then flushed once, then the loop blocks
+//! (the stdout sink also flushes per line on a terminal). On a signal or a fatal event, every
+//! notification already received is written and flushed before the exit.
+
+use super::fetch::Fetcher;
+use super::queue::{Event, Queue};
+use crate::deadline;
+use crate::exit::Exit;
+use crate::msg;
+use crate::notification::Notification;
+use crate::sink::Sink;
+use anyhow::Result;
+use std::time::{Duration, Instant};
+
+/// When `listen` or `pipe` stops by itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Until {
+    /// Stop with status 0 after this many notifications (`--count`).
+    pub(crate) count: Option<u64>,
+    /// Stop with status 124 if they (or a first one, without a count) have not arrived by then
+    /// (`--timeout`).
+    pub(crate) timeout: Option<Duration>,
+}
+
+pub(super) fn forward(
+    queue: &Queue,
+    out: &mut dyn Sink,
+    mut counter: Counter,
+    mut fetcher: Option<&mut Fetcher>,
+) -> Result<Exit> {
+    loop {
+        let mut events = queue.try_take();
+        if events.is_empty() {
+            out.flush()?;
+            events = queue.take(counter.deadline());
+            if events.is_empty() {
+                msg::info(&counter.timeout_message());
+                return Ok(Exit::Timeout);
+            }
+        }
+        let mut events = events.into_iter();
+        while let Some(event) = events.next() {
+            match event {
+                Event::Notifications(mut batch) => {
+                    fetch(&mut fetcher, &mut batch);
+                    if counter.write(out, &batch)? {
+                        out.flush()?;
+                        return Ok(Exit::Success);
+                    }
+                }
+                Event::Gap(gap) => out.write_gap(&gap)?,
+                Event::Signal(signal) => {
+                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
+                    return Ok(Exit::for_signal(signal));
+                }
+                Event::OutputClosed => return Ok(Exit::Success),
+                Event::Fatal(error) => {
+                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// Writes every notification already received, then flushes: nothing received is lost on the
+/// way out.
+fn drain(
+    events: impl Iterator<Item = Event>,
+    out: &mut dyn Sink,
+    counter: &mut Counter,
+    mut fetcher: Option<&mut Fetcher>,
+) -> Result<()> {
+    for event in events {
+        match event {
+            Event::Notifications(mut batch) => {
+                fetch(&mut fetcher, &mut batch);
+                if counter.write(out, &batch)? {
+                    break;
+                }
+            }
+            Event::Gap(gap) => out.write_gap(&gap)?,
+            _ => {}
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `--fetch`: adds the rows to a batch before it is written.
+fn fetch(fetcher: &mut Option<&mut Fetcher>, batch: &mut [Notification]) {
+    if let Some(fetcher) = fetcher {
+        for n in batch {
+            fetcher.fetch(n);
+        }
+    }
+}
+
+/// Counts notifications against `--count` and keeps the `--timeout` deadline.
+pub(super) struct Counter {
+    until: Until,
+    received: u64,
+    deadline: Option<Instant>,
+}
+
+impl Counter {
+    pub(super) fn new(until: Until) -> Counter {
+        Counter {
+            until,
+            received: 0,
+            // A timeout too large to add is no timeout.
+            deadline: until.timeout.and_then(deadline::after),
+        }
+    }
+
+    /// The deadline still in force: without `--count`, the first notification disarms it.
+    fn deadline(&self) -> Option<Instant> {
+        match self.until.count {
+            None if self.received > 0 => None,
+            _ => self.deadline,
+        }
+    }
+
+    /// Writes a batch; true when `--count` is reached (the rest of the batch is not written).
+    fn write(&mut self, out: &mut dyn Sink, batch: &[Notification]) -> Result<bool> {
+        for n in batch {
+            out.write(n)?;
+            self.received += 1;
+            if Some(self.received) == self.until.count {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn timeout_message(&self) -> String {
+        let wanted = match self.until.count {
+            Some(count) => format!("{count} notifications"),
+            None => "a notification".to_owned(),
+        };
+        format!("timed out waiting for {wanted}; {} received", self.received)
+    }
+}

@@ -1,0 +1,109 @@
+//! The listen/pipe engine. Data flows one way: the source thread reads the server into the
+//! bounded queue; the loop takes what is queued, adds `--fetch` rows, and hands each
+//! notification to a sink, which encodes it (`format`) and writes it out.
+//!
+//! ```text
+//!  server ──► source (thread) ──► Queue ──► forward (main thread) ──► Sink
+//!             heartbeat, reconnect,   ▲       --count, --timeout,       stdout, --exec,
+//!             gap records            │       --fetch                   --connect, --serve
+//!             signals, stdout watch ─┘
+//! ```
+//!
+//! Owns: LISTEN, reading, liveness, reconnects, the bounded queue and its overflow policy,
+//! stopping (count, timeout, signal, reader gone). Does not own: encodings or destinations.
+
+mod fetch;
+mod forward;
+mod heartbeat;
+mod queue;
+mod source;
+mod stdout_watch;
+
+pub(crate) use forward::Until;
+pub(crate) use queue::Overflow;
+pub(crate) use source::SourceSettings;
+
+use crate::exit::Exit;
+use crate::format::Encoder;
+use crate::pg::ConnSettings;
+use crate::signals;
+use crate::sink::{self, Sink};
+use anyhow::Result;
+use fetch::Fetcher;
+use queue::{Event, Queue};
+use std::sync::Arc;
+
+/// Bytes of notifications (with bookkeeping) that may wait for the output.
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// Where a stream writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Destination {
+    Stdout,
+    /// `--connect HOST:PORT`
+    Connect(String),
+    /// `--serve [ADDR:]PORT`
+    Serve(String),
+    /// `--exec COMMAND --jobs N`
+    Exec {
+        command: String,
+        jobs: usize,
+        /// Run it for gaps too.
+        gaps: bool,
+    },
+}
+
+/// Everything `listen` and `pipe` need besides the connection.
+pub(crate) struct StreamSettings {
+    pub(crate) source: SourceSettings,
+    pub(crate) until: Until,
+    pub(crate) encoder: Encoder,
+    pub(crate) overflow: Overflow,
+    pub(crate) destination: Destination,
+    /// `--fetch`: read the rows of `watch-table` events.
+    pub(crate) fetch: bool,
+}
+
+/// Runs `listen` or `pipe` to its end.
+pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit> {
+    // --timeout counts from the start: connecting must not outlast it.
+    let until = settings.until;
+    let counter = forward::Counter::new(until);
+    let conn = match until.timeout {
+        Some(t) => conn.with_default("connect_timeout", &t.as_millis().div_ceil(1000).to_string()),
+        None => conn.clone(),
+    };
+    let queue = Queue::new(QUEUE_BYTES, settings.overflow);
+    let mut out = open_sink(&settings.destination, settings.encoder, &queue)?;
+    source::start(&conn, settings.source, Arc::clone(&queue))?;
+    let signals = Arc::clone(&queue);
+    signals::deliver_to(move |signal| {
+        signals.push(Event::Signal(signal));
+        true
+    });
+    let mut fetcher = settings.fetch.then(|| Fetcher::new(&conn));
+    let outcome = forward::forward(&queue, out.as_mut(), counter, fetcher.as_mut());
+    // Also after a failure: TCP backlogs get their chance, --exec children are reaped.
+    let finished = out.finish();
+    outcome.and_then(|exit| finished.map(|()| exit))
+}
+
+fn open_sink(
+    destination: &Destination,
+    encoder: Encoder,
+    queue: &Arc<Queue>,
+) -> Result<Box<dyn Sink>> {
+    Ok(match destination {
+        Destination::Stdout => {
+            stdout_watch::start(Arc::clone(queue));
+            Box::new(sink::Stdout::new(encoder))
+        }
+        Destination::Connect(address) => Box::new(sink::Peer::connect(address, encoder)?),
+        Destination::Serve(spec) => Box::new(sink::Server::serve(spec, encoder)?),
+        Destination::Exec {
+            command,
+            jobs,
+            gaps,
+        } => Box::new(sink::Exec::start(command, *jobs, *gaps)?),
+    })
+}
