@@ -28,7 +28,7 @@
 //!
 //! **Leaves**, used by any wing: `notification` (the vocabulary: `Notification`, `Gap`),
 //! `exit` (statuses and the error path), `msg` (stderr messages), `signals`, `sanitize`,
-//! `backoff`, `deadline`, `panic`; `tempdb` starts throwaway servers for `demo` and the tests.
+//! `backoff`, `deadline`, `keepalive`, `panic`; `tempdb` starts throwaway servers for `demo` and the tests.
 
 mod app;
 mod backoff;
@@ -39,6 +39,7 @@ mod deadline;
 mod exit;
 mod format;
 pub mod generate;
+mod keepalive;
 mod msg;
 mod notification;
 mod panic;

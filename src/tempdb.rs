@@ -161,11 +161,7 @@ impl Cluster {
     fn command(&self, tool: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(tool));
         cmd.current_dir(&self.root).process_group(0);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PG") {
-                cmd.env_remove(key);
-            }
-        }
+        without_pg_env(&mut cmd);
         if let Some(user) = &self.owner {
             cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         }
@@ -280,6 +276,17 @@ fn append(path: &Path, lines: &[String]) -> Result<()> {
         .with_context(|| format!("could not open {}", path.display()))?;
     writeln!(file, "\n{}", lines.join("\n"))
         .with_context(|| format!("could not write {}", path.display()))
+}
+
+/// Keeps the `PG*` variables of this process from a child, so that it reaches the throwaway
+/// server and never the server the user's environment points at.
+pub fn without_pg_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 fn free_port() -> Result<u16> {

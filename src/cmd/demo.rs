@@ -226,19 +226,17 @@ fn stop(listener: &mut Child, signal: i32) -> Result<Exit> {
 fn pgnotify(cluster: &Cluster) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "pgnotify".into());
     let mut cmd = Command::new(exe);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg("-h").arg(cluster.socket_dir()).args([
-        "-p",
-        &cluster.port().to_string(),
-        "-U",
-        tempdb::SUPERUSER,
-        "-d",
-        "postgres",
-    ]);
+    tempdb::without_pg_env(&mut cmd)
+        .arg("-h")
+        .arg(cluster.socket_dir())
+        .args([
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            tempdb::SUPERUSER,
+            "-d",
+            "postgres",
+        ]);
     cmd
 }
 

@@ -5,21 +5,12 @@
 use super::settings::DEFAULT_SOCKET_DIR;
 use super::{ConnSettings, PasswordPrompt, Target, describe_pg_error, pgpass};
 use crate::exit::ConnectionError;
+use crate::keepalive;
 use crate::msg;
 use anyhow::Result;
 use postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
 use postgres::{Client, NoTls};
 use std::time::Duration;
-
-/// TCP keepalive defaults for a connection that may sit idle for hours: a dead peer is noticed
-/// within about a minute instead of the kernel's two hours, during which a listener on a
-/// half-open connection would wait silently.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_RETRIES: u32 = 3;
-/// How long sent data may stay unacknowledged before the kernel gives the connection up
-/// (TCP_USER_TIMEOUT; the kernel's own limit is 15 minutes or more).
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open connection and the server it reached.
 pub(crate) struct Connection {
@@ -84,15 +75,15 @@ fn open(
         .port(target.port)
         .ssl_mode(SslMode::Disable)
         .keepalives(settings.get("keepalives") != Some("0"))
-        .keepalives_idle(seconds(settings.get("keepalives_idle")).unwrap_or(KEEPALIVE_IDLE))
+        .keepalives_idle(seconds(settings.get("keepalives_idle")).unwrap_or(keepalive::IDLE))
         .keepalives_interval(
-            seconds(settings.get("keepalives_interval")).unwrap_or(KEEPALIVE_INTERVAL),
+            seconds(settings.get("keepalives_interval")).unwrap_or(keepalive::INTERVAL),
         )
         .keepalives_retries(
             settings
                 .get("keepalives_count")
                 .and_then(|c| c.parse().ok())
-                .unwrap_or(KEEPALIVE_RETRIES),
+                .unwrap_or(keepalive::PROBES),
         )
         .notice_callback(|notice| {
             msg::warn(&format!(
@@ -131,7 +122,7 @@ fn open(
             cfg.tcp_user_timeout(Duration::from_millis(ms));
         }
         None => {
-            cfg.tcp_user_timeout(TCP_USER_TIMEOUT);
+            cfg.tcp_user_timeout(keepalive::USER_TIMEOUT);
         }
     }
     cfg.channel_binding(match settings.get("channel_binding") {

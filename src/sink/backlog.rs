@@ -1,14 +1,15 @@
 //! The bounded backlog of chunks of whole NDJSON lines that each network destination has
 //! (a `--connect` peer, each `--serve` client; the WebSocket and SSE clients to come), written
 //! by a thread of its own, so that a slow or absent destination never slows the loop, the
-//! server connection, or another destination; and the [`Chunker`] that fills backlogs.
+//! server connection, or another destination; and the [`Chunked`] sink that fills them.
 
+use super::Sink;
 use crate::deadline;
 use crate::format::{Encoder, write_gap_record};
 use crate::msg;
 use crate::notification::{Drops, Gap, Notification};
+use anyhow::Result;
 use std::collections::VecDeque;
-use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -205,40 +206,60 @@ pub(super) enum Popped {
     Closed,
 }
 
-/// Encodes NDJSON lines into a buffer until the loop flushes, and hands them over as chunks.
-pub(super) struct Chunker {
+/// Where a [`Chunked`] sink hands its chunks: one peer's backlog, or every client's.
+pub(crate) trait Deliver {
+    /// Hands on a chunk of whole lines holding `lines` notifications.
+    fn deliver(&mut self, chunk: Arc<[u8]>, lines: u64);
+    /// At the end of a run: waits, boundedly, until what was handed on is written.
+    fn finish(&mut self);
+}
+
+/// The sink of a network destination: encodes NDJSON lines into a buffer until the loop
+/// flushes (or a chunk's worth is there), and hands them to its destination as one chunk.
+pub(crate) struct Chunked<D> {
     encoder: Encoder,
     buf: Vec<u8>,
     count: u64,
+    to: D,
 }
 
-impl Chunker {
-    pub(super) fn new(encoder: Encoder) -> Chunker {
-        Chunker {
+impl<D: Deliver> Chunked<D> {
+    pub(super) fn new(encoder: Encoder, to: D) -> Chunked<D> {
+        Chunked {
             encoder,
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::with_capacity(CHUNK_BYTES),
             count: 0,
+            to,
         }
     }
+}
 
-    /// Encodes a notification; true when enough is buffered to hand on as a chunk.
-    pub(super) fn write(&mut self, n: &Notification) -> io::Result<bool> {
+impl<D: Deliver> Sink for Chunked<D> {
+    fn write(&mut self, n: &Notification) -> Result<()> {
         self.count += 1;
         self.encoder.write(&mut self.buf, n)?;
-        Ok(self.buf.len() >= CHUNK_BYTES)
-    }
-
-    pub(super) fn write_gap(&mut self, gap: &Gap) -> io::Result<()> {
-        self.encoder.write_gap(&mut self.buf, gap)
-    }
-
-    /// The lines written since the last take, as one chunk, and how many notifications.
-    pub(super) fn take(&mut self) -> Option<(Arc<[u8]>, u64)> {
-        if self.buf.is_empty() {
-            return None;
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush()?;
         }
-        let chunk = Arc::from(std::mem::take(&mut self.buf).into_boxed_slice());
-        Some((chunk, std::mem::take(&mut self.count)))
+        Ok(())
+    }
+
+    fn write_gap(&mut self, gap: &Gap) -> Result<()> {
+        Ok(self.encoder.write_gap(&mut self.buf, gap)?)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = Arc::from(std::mem::take(&mut self.buf).into_boxed_slice());
+            self.to.deliver(chunk, std::mem::take(&mut self.count));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        self.to.finish();
+        Ok(())
     }
 }
 

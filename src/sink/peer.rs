@@ -5,14 +5,13 @@
 //! with the count goes out first once there is room. A line cut by a lost connection is sent
 //! again whole on the next one, so every connection's stream starts at a line boundary.
 
-use super::backlog::{Backlog, Chunker};
+use super::FINISH_WAIT;
+use super::backlog::{Backlog, Chunked, Deliver};
 use super::socket::{hung_up, keepalive, line_start, write_from};
-use super::{FINISH_WAIT, Sink};
 use crate::backoff::backoff;
 use crate::deadline;
 use crate::format::Encoder;
 use crate::msg;
-use crate::notification::{Gap, Notification};
 use anyhow::{Context, Result, bail};
 use std::io::{self};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -22,16 +21,15 @@ use std::time::Duration;
 /// What may wait for the peer while it is away.
 const PEER_BYTES: usize = 4 << 20;
 
-/// `--connect`: the sink side of the peer.
+/// `--connect`: what the loop hands the peer's lines to (its backlog; a thread writes it).
 pub(crate) struct Peer {
-    chunker: Chunker,
     backlog: Arc<Backlog>,
     address: String,
 }
 
 impl Peer {
     /// Starts the thread that connects to `address` (HOST:PORT) and writes to it.
-    pub(crate) fn connect(address: &str, encoder: Encoder) -> Result<Peer> {
+    pub(crate) fn connect(address: &str, encoder: Encoder) -> Result<Chunked<Peer>> {
         if address
             .rsplit_once(':')
             .is_none_or(|(_, port)| port.parse::<u16>().is_err())
@@ -51,35 +49,20 @@ impl Peer {
             .name("peer".into())
             .spawn(move || writer.run())
             .context("could not start the TCP peer thread")?;
-        Ok(Peer {
-            chunker: Chunker::new(encoder),
+        let peer = Peer {
             backlog,
             address: address.to_owned(),
-        })
+        };
+        Ok(Chunked::new(encoder, peer))
     }
 }
 
-impl Sink for Peer {
-    fn write(&mut self, n: &Notification) -> Result<()> {
-        if self.chunker.write(n)? {
-            self.flush()?;
-        }
-        Ok(())
+impl Deliver for Peer {
+    fn deliver(&mut self, chunk: Arc<[u8]>, lines: u64) {
+        self.backlog.push_counted(chunk, lines);
     }
 
-    fn write_gap(&mut self, gap: &Gap) -> Result<()> {
-        Ok(self.chunker.write_gap(gap)?)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if let Some((chunk, count)) = self.chunker.take() {
-            self.backlog.push_counted(chunk, count);
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        self.flush()?;
+    fn finish(&mut self) {
         if !self.backlog.wait_empty(deadline::after(FINISH_WAIT)) {
             msg::warn(&format!(
                 "the TCP peer {} did not take everything within {} s",
@@ -87,7 +70,6 @@ impl Sink for Peer {
                 FINISH_WAIT.as_secs()
             ));
         }
-        Ok(())
     }
 }
 

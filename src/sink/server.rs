@@ -4,13 +4,12 @@
 //! to keep its backlog (1 MiB) from filling is disconnected, with a stderr line; nobody else
 //! waits for it.
 
-use super::backlog::{Backlog, Chunker, Popped};
+use super::FINISH_WAIT;
+use super::backlog::{Backlog, Chunked, Deliver, Popped};
 use super::socket::{hung_up, keepalive};
-use super::{FINISH_WAIT, Sink};
 use crate::deadline;
 use crate::format::Encoder;
 use crate::msg;
-use crate::notification::{Gap, Notification};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -22,9 +21,8 @@ const MAX_CLIENTS: usize = 256;
 /// What may wait for one `--serve` client before it is disconnected.
 const CLIENT_BYTES: usize = 1 << 20;
 
-/// `--serve`: every connected client gets every line.
+/// `--serve`: what the loop hands the lines to (every connected client's backlog).
 pub(crate) struct Server {
-    chunker: Chunker,
     clients: Arc<Mutex<Vec<Client>>>,
 }
 
@@ -36,7 +34,7 @@ struct Client {
 
 impl Server {
     /// Listens on `spec` (PORT, or ADDR:PORT) and starts accepting clients.
-    pub(crate) fn serve(spec: &str, encoder: Encoder) -> Result<Server> {
+    pub(crate) fn serve(spec: &str, encoder: Encoder) -> Result<Chunked<Server>> {
         let address = listen_address(spec)?;
         let listener =
             TcpListener::bind(address).with_context(|| format!("could not listen on {address}"))?;
@@ -53,10 +51,7 @@ impl Server {
             .name("accept".into())
             .spawn(move || accept(listener, &registry))
             .context("could not start the TCP server thread")?;
-        Ok(Server {
-            chunker: Chunker::new(encoder),
-            clients,
-        })
+        Ok(Chunked::new(encoder, Server { clients }))
     }
 }
 
@@ -147,24 +142,11 @@ fn write_client(mut stream: TcpStream, address: SocketAddr, backlog: &Backlog) {
     }
 }
 
-impl Sink for Server {
-    fn write(&mut self, n: &Notification) -> Result<()> {
-        if self.chunker.write(n)? {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn write_gap(&mut self, gap: &Gap) -> Result<()> {
-        Ok(self.chunker.write_gap(gap)?)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        let Some((chunk, _)) = self.chunker.take() else {
-            return Ok(());
-        };
+impl Deliver for Server {
+    /// Every client gets the chunk; one whose backlog has no room is disconnected.
+    fn deliver(&mut self, chunk: Arc<[u8]>, _lines: u64) {
         let Ok(mut clients) = self.clients.lock() else {
-            return Ok(());
+            return;
         };
         clients.retain(|client| {
             if client.backlog.push(std::slice::from_ref(&chunk)) {
@@ -181,11 +163,9 @@ impl Sink for Server {
             }
             false
         });
-        Ok(())
     }
 
-    fn finish(&mut self) -> Result<()> {
-        self.flush()?;
+    fn finish(&mut self) {
         let clients: Vec<Arc<Backlog>> = self
             .clients
             .lock()
@@ -195,7 +175,6 @@ impl Sink for Server {
         for backlog in clients {
             backlog.wait_empty(deadline);
         }
-        Ok(())
     }
 }
 

@@ -1,19 +1,20 @@
 //! Socket helpers the TCP sinks share: keepalive and a user timeout, noticing a peer that hung
 //! up, writing a chunk from an offset, and where a cut line starts.
 
+use crate::keepalive::{IDLE, INTERVAL, PROBES, USER_TIMEOUT};
 use std::io::{self, Write};
 use std::net::TcpStream;
 
-/// Keepalive (30 s idle, 10 s interval, 3 probes) for an idle connection, and TCP_USER_TIMEOUT
-/// (60 s) so that a destination that stops acknowledging is given up instead of blocking a
-/// write for the kernel's 15 minutes.
+/// Keepalive and TCP_USER_TIMEOUT (see `keepalive`) on a connection to a destination.
 pub(super) fn keepalive(stream: &TcpStream) {
     use nix::sys::socket::{setsockopt, sockopt};
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let millis = u32::try_from(USER_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
     let _ = setsockopt(stream, sockopt::KeepAlive, &true);
-    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &30);
-    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &10);
-    let _ = setsockopt(stream, sockopt::TcpKeepCount, &3);
-    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &60_000);
+    let _ = setsockopt(stream, sockopt::TcpKeepIdle, &secs(IDLE));
+    let _ = setsockopt(stream, sockopt::TcpKeepInterval, &secs(INTERVAL));
+    let _ = setsockopt(stream, sockopt::TcpKeepCount, &PROBES);
+    let _ = setsockopt(stream, sockopt::TcpUserTimeout, &millis);
 }
 
 /// True when the peer has closed its side (or the connection failed). Anything the peer sent

@@ -26,7 +26,7 @@ pub(crate) struct Until {
     pub(crate) timeout: Option<Duration>,
 }
 
-pub(super) fn forward(
+pub(super) fn run(
     queue: &Queue,
     out: &mut dyn Sink,
     mut counter: Counter,

@@ -82,7 +82,7 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
         true
     });
     let mut fetcher = settings.fetch.then(|| Fetcher::new(&conn));
-    let outcome = forward::forward(&queue, out.as_mut(), counter, fetcher.as_mut());
+    let outcome = forward::run(&queue, out.as_mut(), counter, fetcher.as_mut());
     // Also after a failure: TCP backlogs get their chance, --exec children are reaped.
     let finished = out.finish();
     outcome.and_then(|exit| finished.map(|()| exit))
