@@ -119,7 +119,7 @@ Examples:
 /// flushed as soon as nothing more is waiting.
 ///
 /// Channel names are taken exactly as written: `listen Orders` listens on "Orders", not
-/// "orders". Names must be 1 to 63 bytes.
+/// "orders". Names must be 1 to 63 bytes (else status 2, before connecting).
 ///
 /// A lost connection is re-established; with --json the stream then gets a gap record (a line
 /// without "payload"), and stderr always says so. See `pipe --help`.
@@ -292,8 +292,9 @@ Examples:
 /// once per transaction: use --batch 1 when repeated lines must each arrive.
 ///
 /// Checked before anything is sent: the channel name (1 to 63 bytes) and each payload (at most
-/// 7999 bytes of UTF-8, no NUL). A bad line stops the run with status 1 before its batch is
-/// sent; earlier batches stay committed.
+/// 7999 bytes of UTF-8, no NUL). A bad channel name or PAYLOAD argument exits with status 2
+/// (usage), before connecting; a bad payload on standard input with status 1, and a bad line
+/// stops the run before its batch is sent; earlier batches stay committed.
 #[derive(Debug, Args)]
 #[command(after_help = NOTIFY_EXAMPLES)]
 pub struct NotifyArgs {

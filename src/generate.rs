@@ -5,10 +5,12 @@
 //! `cargo run -- generate` rewrites them.
 
 use crate::cli::Cli;
+use crate::exit::StdoutError;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
 use roff::{Roff, bold, roman};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Every generated file: its path under the project directory and its content.
@@ -25,12 +27,16 @@ pub fn files() -> Result<Vec<(PathBuf, Vec<u8>)>> {
     }
     let mut root = Cli::command().disable_help_subcommand(true);
     root.build();
-    files.push((Path::new("man").join("pgnotify.1"), man_page(&root, None)?));
+    let pages = man_pages(&root);
+    files.push((
+        Path::new("man").join("pgnotify.1"),
+        man_page(&root, None, &pages)?,
+    ));
     for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
         let file = format!("pgnotify-{}.1", sub.get_name());
         files.push((
             Path::new("man").join(file),
-            man_page(sub, Some(sub.get_name()))?,
+            man_page(sub, Some(sub.get_name()), &pages)?,
         ));
     }
     Ok(files)
@@ -45,12 +51,23 @@ pub fn write_all(dir: &Path) -> Result<()> {
         }
         std::fs::write(&path, content)
             .with_context(|| format!("could not write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        writeln!(std::io::stdout(), "wrote {}", path.display()).map_err(StdoutError)?;
     }
     Ok(())
 }
 
-fn man_page(cmd: &clap::Command, sub: Option<&str>) -> Result<Vec<u8>> {
+/// The names of pgnotify's own man pages: the root's, then one per command that has one.
+fn man_pages(root: &clap::Command) -> Vec<String> {
+    let subs = root
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| format!("pgnotify-{}(1)", s.get_name()));
+    std::iter::once("pgnotify(1)".to_owned())
+        .chain(subs)
+        .collect()
+}
+
+fn man_page(cmd: &clap::Command, sub: Option<&str>, pages: &[String]) -> Result<Vec<u8>> {
     let title = match sub {
         Some(name) => format!("pgnotify-{name}"),
         None => "pgnotify".to_owned(),
@@ -72,7 +89,7 @@ fn man_page(cmd: &clap::Command, sub: Option<&str>) -> Result<Vec<u8>> {
     examples(&mut extra, cmd);
     exit_status(&mut extra);
     environment(&mut extra);
-    see_also(&mut extra, sub);
+    see_also(&mut extra, sub, pages);
     extra.to_writer(&mut out)?;
     if cmd.get_version().is_some() {
         man.render_version_section(&mut out)?;
@@ -101,9 +118,12 @@ fn exit_status(roff: &mut Roff) {
         ),
         (
             "1",
-            "Runtime error: a bad payload or channel name, an SQL error, an I/O error.",
+            "Runtime error: a bad payload read from standard input, an SQL error, an I/O error.",
         ),
-        ("2", "Usage error: bad flags or arguments."),
+        (
+            "2",
+            "Usage error: bad flags or arguments, or an argument malformed on its face (a channel name over 63 bytes, a PAYLOAD argument over 7999), found before connecting.",
+        ),
         ("3", "Could not connect, or the connection was lost."),
         (
             "124",
@@ -179,18 +199,39 @@ fn environment(roff: &mut Roff) {
     }
 }
 
-fn see_also(roff: &mut Roff, sub: Option<&str>) {
+/// Every other page of pgnotify's, then psql's.
+fn see_also(roff: &mut Roff, sub: Option<&str>, pages: &[String]) {
     roff.control("SH", ["SEE ALSO"]);
-    let pages = [
-        "pgnotify(1)",
-        "pgnotify-listen(1)",
-        "pgnotify-notify(1)",
-        "pgnotify-demo(1)",
-        "psql(1)",
-    ];
     let own = sub
         .map(|s| format!("pgnotify-{s}(1)"))
         .unwrap_or_else(|| "pgnotify(1)".into());
-    let others: Vec<&str> = pages.into_iter().filter(|p| *p != own).collect();
+    let others: Vec<&str> = pages
+        .iter()
+        .map(String::as_str)
+        .filter(|p| *p != own)
+        .chain(["psql(1)"])
+        .collect();
     roff.text([roman(others.join(", "))]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_man_page_points_at_every_other_command() {
+        let mut root = Cli::command().disable_help_subcommand(true);
+        root.build();
+        let pages = man_pages(&root);
+        for sub in ["listen", "notify", "pipe", "watch-table", "demo"] {
+            assert!(pages.contains(&format!("pgnotify-{sub}(1)")), "{pages:?}");
+        }
+        assert!(!pages.iter().any(|p| p.contains("generate")), "{pages:?}");
+        let mut roff = Roff::new();
+        see_also(&mut roff, Some("listen"), &pages);
+        let text = roff.to_roff().replace("\\-", "-");
+        assert!(text.contains("pgnotify-watch-table(1)"), "{text}");
+        assert!(text.contains("pgnotify-pipe(1)"), "{text}");
+        assert!(!text.contains("pgnotify-listen(1)"), "{text}");
+    }
 }

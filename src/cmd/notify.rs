@@ -4,7 +4,7 @@
 //! literal, and `pg_notify` takes the channel exactly as given); nothing is spliced into SQL. Channel and payloads are checked before any round trip.
 
 use crate::config::{Input, NotifySettings};
-use crate::exit::{ConnectionError, Exit};
+use crate::exit::{ConnectionError, Exit, UsageError};
 use crate::msg;
 use crate::pg::{
     self, ConnSettings, MAX_PAYLOAD_BYTES, Target, check_channel, check_payload, describe_pg_error,
@@ -25,11 +25,19 @@ pub(crate) fn run(settings: NotifySettings, conn: &ConnSettings) -> Result<Exit>
     check_channel(&settings.channel)?;
     let payload = match settings.input {
         Input::Lines { batch } => return send_lines(&settings.channel, batch, conn),
-        Input::Argument(payload) => payload,
+        Input::Argument(payload) => {
+            // A PAYLOAD argument is malformed on its face: a usage error, as a bad channel is;
+            // a payload read from stdin is data, and a bad one a runtime error.
+            check_payload(&payload).map_err(|e| UsageError(format!("{e:#}")))?;
+            payload
+        }
         Input::Empty => String::new(),
-        Input::Stdin => read_stdin()?,
+        Input::Stdin => {
+            let payload = read_stdin()?;
+            check_payload(&payload)?;
+            payload
+        }
     };
-    check_payload(&payload)?;
     let pg::Connection { mut client, target } = pg::connect(conn)?;
     client
         .execute_typed(

@@ -3,6 +3,7 @@
 //!
 //! Owns: the limits (63-byte channels, 7999-byte payloads), quoting.
 
+use crate::exit::UsageError;
 use anyhow::{Result, bail};
 
 /// The longest channel name PostgreSQL keeps: NAMEDATALEN - 1 bytes. `LISTEN` silently
@@ -15,21 +16,24 @@ pub(crate) const MAX_CHANNEL_BYTES: usize = 63;
 pub(crate) const MAX_PAYLOAD_BYTES: usize = 7999;
 
 /// Checks a channel name against PostgreSQL's rules: not empty, at most 63 bytes, no NUL.
+///
+/// A channel name is always the user's argument, so a bad one is a usage error (status 2),
+/// found before connecting.
 pub(crate) fn check_channel(name: &str) -> Result<()> {
-    if name.is_empty() {
-        bail!("channel name is empty; PostgreSQL needs at least one character");
-    }
-    if name.contains('\0') {
-        bail!("channel name {name:?} contains a NUL byte, which PostgreSQL names cannot hold");
-    }
-    if name.len() > MAX_CHANNEL_BYTES {
-        bail!(
+    let why = if name.is_empty() {
+        "channel name is empty; PostgreSQL needs at least one character".to_owned()
+    } else if name.contains('\0') {
+        format!("channel name {name:?} contains a NUL byte, which PostgreSQL names cannot hold")
+    } else if name.len() > MAX_CHANNEL_BYTES {
+        format!(
             "channel name {:?} is {} bytes long; PostgreSQL's limit is {MAX_CHANNEL_BYTES} bytes",
             name,
             name.len()
-        );
-    }
-    Ok(())
+        )
+    } else {
+        return Ok(());
+    };
+    Err(UsageError(why).into())
 }
 
 /// Checks a payload against PostgreSQL's rules: under 8000 bytes of UTF-8, no NUL.
@@ -80,6 +84,8 @@ mod tests {
         assert!(check_channel(&"é".repeat(31)).is_ok());
         assert!(check_channel("").unwrap_err().to_string().contains("empty"));
         assert!(check_channel("a\0b").is_err());
+        let err = check_channel("").unwrap_err();
+        assert_eq!(crate::exit::for_error(&err), crate::exit::Exit::Usage);
     }
 
     #[test]

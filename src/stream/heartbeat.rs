@@ -3,6 +3,7 @@
 //! must come back within 5 s. So a hung backend, a black-holed network or a connection that no
 //! longer delivers notifications (a transaction pooler) is noticed within interval + 5 s.
 
+use crate::deadline;
 use crate::notification::Notification;
 use crate::pg::describe_pg_error;
 use postgres::Client;
@@ -23,7 +24,8 @@ impl Heartbeat {
     pub(super) fn new(interval: Option<Duration>) -> Heartbeat {
         Heartbeat {
             interval,
-            next: interval.map(|i| Instant::now() + i),
+            // An interval too large to add to now never comes due.
+            next: interval.and_then(deadline::after),
             awaiting: None,
             sequence: 0,
         }
@@ -49,10 +51,10 @@ impl Heartbeat {
             return;
         }
         if let Some(next) = self.next.as_mut() {
-            *next += by;
+            *next = next.checked_add(by).unwrap_or(*next);
         }
         if let Some((_, deadline)) = self.awaiting.as_mut() {
-            *deadline += by;
+            *deadline = deadline.checked_add(by).unwrap_or(*deadline);
         }
     }
 
@@ -112,7 +114,7 @@ impl Heartbeat {
             .execute("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])
             .map_err(|e| format!("the heartbeat failed: {}", describe_pg_error(&e)))?;
         self.awaiting = Some((payload, Instant::now() + HEARTBEAT_TIMEOUT));
-        self.next = Some(now + interval);
+        self.next = now.checked_add(interval);
         Ok(())
     }
 }
@@ -120,6 +122,14 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_too_large_to_add_never_comes_due() {
+        let mut beat = Heartbeat::new(Some(Duration::MAX));
+        assert_eq!(beat.next, None);
+        assert!(beat.wait() >= Duration::from_secs(3600));
+        beat.postpone(Duration::MAX);
+    }
 
     #[test]
     fn heartbeat_notifications_are_filtered_and_acknowledged() {

@@ -25,7 +25,7 @@ pub(crate) use source::SourceSettings;
 
 use crate::exit::Exit;
 use crate::format::Encoder;
-use crate::pg::ConnSettings;
+use crate::pg::{self, ConnSettings};
 use crate::signals;
 use crate::sink::{self, Sink};
 use anyhow::Result;
@@ -66,6 +66,9 @@ pub(crate) struct StreamSettings {
 
 /// Runs `listen` or `pipe` to its end.
 pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit> {
+    for channel in &settings.source.channels {
+        pg::check_channel(channel)?;
+    }
     // --timeout counts from the start: connecting must not outlast it.
     let until = settings.until;
     let counter = forward::Counter::new(until);

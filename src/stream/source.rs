@@ -18,7 +18,7 @@ use crate::backoff::backoff;
 use crate::exit::{self, ConnectionError};
 use crate::msg;
 use crate::notification::{Gap, GapKind, Notification};
-use crate::pg::{self, ConnSettings, check_channel, describe_pg_error, quote_ident};
+use crate::pg::{self, ConnSettings, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use anyhow::{Context, Result, anyhow};
 use postgres::fallible_iterator::FallibleIterator;
@@ -44,8 +44,7 @@ pub(crate) struct SourceSettings {
     pub heartbeat: Option<Duration>,
 }
 
-/// Checks the channels, connects (unless `--wait`: then the thread does), and starts the
-/// reading thread.
+/// Connects (unless `--wait`: then the thread does), and starts the reading thread.
 ///
 /// Without `--wait`, returns once every LISTEN has committed: a notification committed after
 /// this returns is received (`LISTEN` takes effect when its transaction commits; a
@@ -55,9 +54,6 @@ pub(crate) fn start(
     settings: SourceSettings,
     queue: Arc<Queue>,
 ) -> Result<()> {
-    for channel in &settings.channels {
-        check_channel(channel)?;
-    }
     let source = Source {
         conn: conn.clone(),
         heartbeat_channel: format!("pgnotify.heartbeat.{}", std::process::id()),

@@ -376,21 +376,24 @@ fn sigint_and_sigterm_flush_everything_received_and_exit_130_and_143() {
 fn bad_channel_names_fail_before_connecting() {
     let server = Server::start();
     let long = "x".repeat(64);
-    for (channel, needle) in [
-        ("", "empty"),
-        (
-            long.as_str(),
-            "64 bytes long; PostgreSQL's limit is 63 bytes",
-        ),
-    ] {
-        // An unreachable server proves the check comes before connecting.
-        server
-            .bare()
-            .args(["-h", "127.0.0.1", "-p", "1", "listen", "ok", channel])
-            .run()
-            .code(1)
-            .one_line_error()
-            .stderr_has(needle);
+    for command in ["listen", "pipe"] {
+        for (channel, needle) in [
+            ("", "empty"),
+            (
+                long.as_str(),
+                "64 bytes long; PostgreSQL's limit is 63 bytes",
+            ),
+        ] {
+            // An unreachable server proves the check comes before connecting; a name
+            // malformed on its face is a usage error, as in `watch-table --channel`.
+            server
+                .bare()
+                .args(["-h", "127.0.0.1", "-p", "1", command, "ok", channel])
+                .run()
+                .code(2)
+                .one_line_error()
+                .stderr_has(needle);
+        }
     }
 }
 

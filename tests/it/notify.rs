@@ -78,7 +78,7 @@ fn payload_size_is_checked_before_sending() {
         .pgnotify()
         .args(["notify", "size", &too_big])
         .run()
-        .code(1)
+        .code(2)
         .one_line_error()
         .stderr_has("payload is 8000 bytes long; PostgreSQL's limit is 7999 bytes");
     let wide = "é".repeat(4000); // 4000 characters, 8000 bytes
@@ -115,7 +115,7 @@ fn bad_channel_names_are_refused_before_any_round_trip() {
             .bare()
             .args(["-h", "127.0.0.1", "-p", "1", "notify", channel, "x"])
             .run()
-            .code(1)
+            .code(2)
             .one_line_error()
             .stderr_has(needle);
     }
