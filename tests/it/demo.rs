@@ -97,11 +97,15 @@ fn demo_on_ctrl_c_exits_130_and_cleans_up() {
 fn a_killed_demo_is_cleaned_up_by_its_guardian() {
     let (mut demo, dir) = paused_demo();
     demo.signal(Signal::SIGKILL);
-    let _ = demo.finish();
+    // Only the exit: the demo's listener, orphaned by the kill, holds its stdout until it ends.
+    demo.wait();
+    // The listener has the directory in its arguments (pgrep -f sees it) and ends by its own
+    // `--timeout 30s`: the wait covers that too.
+    let listener_timeout = std::time::Duration::from_secs(30);
     let start = std::time::Instant::now();
     while dir.exists() || postgres_running_in(&dir) {
         assert!(
-            start.elapsed() < crate::support::PATIENCE,
+            start.elapsed() < listener_timeout + crate::support::PATIENCE,
             "{} survived its demo",
             dir.display()
         );

@@ -286,7 +286,7 @@ fn a_closed_pipe_ends_listen_quietly_even_without_traffic() {
     listener.wait_ready();
     server.notify("x", "one");
     assert_eq!(listener.read_record().payload, "one");
-    drop(listener.stdout.take()); // the reader goes away, like `| head -1`
+    listener.close_stdout(); // the reader goes away, like `| head -1`
     let (status, _) = listener.finish();
     assert_eq!(status.code(), Some(0), "{}", listener.stderr());
     assert!(
