@@ -2,8 +2,6 @@
 
 use crate::support::{Record, Server};
 use nix::sys::signal::Signal;
-use std::io::Read;
-use std::process::Command;
 
 /// Channel names that trip up naive tools: case, spaces, quotes, SQL, unicode, a newline.
 const AWKWARD_CHANNELS: &[&str] = &[
@@ -256,25 +254,18 @@ fn psql_format_matches_psql_itself() {
     );
     let script = format!("LISTEN \"Ch\";\n\\! {notify}\nSELECT 1;\n");
     let psql = server.cluster.bin_dir().join("psql");
-    let mut child = Command::new(psql)
-        .args(["-X", "-q", "-t", "-d", &server.cluster.conninfo()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
-    let mut psql_out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut psql_out)
-        .unwrap();
-    child.wait().unwrap();
+    let out = server
+        .shell(r#"exec "$PSQL" -X -q -t -d "$CONNINFO""#)
+        .env("PSQL", psql)
+        .env("CONNINFO", server.cluster.conninfo())
+        .stdin(script)
+        .run();
+    out.success();
+    let psql_out = &out.stdout;
     let psql_line = psql_out
         .lines()
         .find(|l| l.starts_with("Asynchronous"))
-        .unwrap_or_else(|| panic!("psql said: {psql_out}"));
+        .unwrap_or_else(|| panic!("psql said nothing of it{}", out.report()));
     assert_eq!(ours.read_line(), psql_line);
     ours.expect_exit(0);
 }
@@ -299,34 +290,26 @@ fn a_closed_pipe_ends_listen_quietly_even_without_traffic() {
 #[test]
 fn a_closed_pipe_during_a_flood_ends_listen_quietly() {
     let server = Server::start();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "set -o pipefail; {} -h {} -p {} -U postgres -d postgres -v listen flood | head -1",
-            env!("CARGO_BIN_EXE_pgnotify"),
-            server.cluster.socket_dir().display(),
-            server.cluster.port()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut out = server
+        .shell(r#"set -o pipefail; "$PGNOTIFY" "$@" -v listen flood | head -1"#)
+        .spawn();
     server.wait_until("the listener", || server.sessions("pgnotify") == 1);
     server
         .client()
         .batch_execute("SELECT pg_notify('flood', i::text) FROM generate_series(1, 20000) i")
         .unwrap();
-    let result = out.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(0), "pipefail status: {stderr}");
+    let (status, stdout) = out.finish();
+    let stderr = out.stderr();
+    assert_eq!(status.code(), Some(0), "pipefail status{}", out.report());
     assert!(
         stdout.starts_with("{\"channel\":\"flood\",\"payload\":\"1\""),
-        "{stdout}"
+        "{stdout}{}",
+        out.report()
     );
     assert!(
         !stderr.contains("panicked") && !stderr.contains("error"),
-        "{stderr}"
+        "{}",
+        out.report()
     );
     server.wait_until("the listener to disconnect", || {
         server.sessions("pgnotify") == 0
@@ -412,9 +395,8 @@ sys.stdout.write(child.before.decode())
     let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
     let port = server.cluster.port().to_string();
     let run = |no_color: &str, extra: &[&str]| {
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(script)
+        let out = server
+            .python(script)
             .arg(no_color)
             .arg(env!("CARGO_BIN_EXE_pgnotify"))
             .args([
@@ -422,12 +404,11 @@ sys.stdout.write(child.before.decode())
             ])
             .args(["-v", "listen", "Ter", "--count", "1"])
             .args(extra)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
+            .run();
+        out.stdout
+            .lines()
             .find(|l| l.contains("on a tty"))
-            .unwrap_or_else(|| panic!("{text}"))
+            .unwrap_or_else(|| panic!("no notification on the terminal{}", out.report()))
             .to_owned()
     };
     let coloured = run("", &[]);

@@ -58,15 +58,7 @@ impl Server {
     /// `pgnotify` with this server's connection options (-h socket dir, -p, -U, -d).
     pub fn pgnotify(&self) -> Cmd {
         let mut cmd = self.bare();
-        cmd.args(["-h", &self.cluster.socket_dir().to_string_lossy()]);
-        cmd.args([
-            "-p",
-            &self.cluster.port().to_string(),
-            "-U",
-            tempdb::SUPERUSER,
-            "-d",
-            "postgres",
-        ]);
+        cmd.args(self.connection_args());
         cmd
     }
 
@@ -76,6 +68,37 @@ impl Server {
         cmd.env("HOME", self.home.path());
         cmd.log = Some(self.cluster.log_path());
         cmd
+    }
+
+    /// `bash -c SCRIPT` with this server's connection options as `"$@"` (-h socket dir, -p,
+    /// -U, -d) and the binary as `$PGNOTIFY`: `"$PGNOTIFY" "$@" notify c x | ...`.
+    pub fn shell(&self, script: &str) -> Cmd {
+        let mut cmd = Cmd::shell(script);
+        cmd.env("HOME", self.home.path());
+        cmd.log = Some(self.cluster.log_path());
+        cmd.args(self.connection_args());
+        cmd
+    }
+
+    /// `python3 -c SCRIPT`, the arguments as `sys.argv[1:]`, the binary as `$PGNOTIFY`.
+    pub fn python(&self, script: &str) -> Cmd {
+        let mut cmd = Cmd::python(script);
+        cmd.env("HOME", self.home.path());
+        cmd.log = Some(self.cluster.log_path());
+        cmd
+    }
+
+    fn connection_args(&self) -> Vec<String> {
+        vec![
+            "-h".to_owned(),
+            self.cluster.socket_dir().to_string_lossy().into_owned(),
+            "-p".to_owned(),
+            self.cluster.port().to_string(),
+            "-U".to_owned(),
+            tempdb::SUPERUSER.to_owned(),
+            "-d".to_owned(),
+            "postgres".to_owned(),
+        ]
     }
 
     /// Waits until `cond` holds, polling; panics with `what` after PATIENCE.
@@ -124,9 +147,20 @@ impl Server {
     }
 }
 
-/// A command line for the real binary.
+/// What a `Cmd` runs.
+enum Program {
+    /// The real binary.
+    Pgnotify,
+    /// `bash -c SCRIPT bash ARGS...`: the arguments are `"$@"`.
+    Shell(String),
+    /// `python3 -c SCRIPT ARGS...`: the arguments are `sys.argv[1:]`.
+    Python(String),
+}
+
+/// A command line for the real binary, or a script around it (`Cmd::shell`, `Cmd::python`).
 #[must_use]
 pub struct Cmd {
+    program: Program,
     args: Vec<OsString>,
     env: HashMap<String, OsString>,
     stdin: Option<Vec<u8>>,
@@ -135,6 +169,22 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new() -> Cmd {
+        Cmd::running(Program::Pgnotify)
+    }
+
+    /// `bash -c SCRIPT` with the environment a `Cmd` gets, the binary's path as `$PGNOTIFY`, and
+    /// the arguments (`arg`, `args`) as `"$@"`.
+    pub fn shell(script: &str) -> Cmd {
+        Cmd::running(Program::Shell(script.to_owned()))
+    }
+
+    /// `python3 -c SCRIPT` with the environment a `Cmd` gets, the binary's path as `$PGNOTIFY`,
+    /// and the arguments (`arg`, `args`) as `sys.argv[1:]`.
+    pub fn python(script: &str) -> Cmd {
+        Cmd::running(Program::Python(script.to_owned()))
+    }
+
+    fn running(program: Program) -> Cmd {
         let mut env = HashMap::new();
         env.insert(
             "PATH".to_owned(),
@@ -142,7 +192,9 @@ impl Cmd {
         );
         env.insert("RUST_BACKTRACE".to_owned(), "0".into());
         env.insert("LC_ALL".to_owned(), "C.UTF-8".into());
+        env.insert("PGNOTIFY".to_owned(), env!("CARGO_BIN_EXE_pgnotify").into());
         Cmd {
+            program,
             args: Vec::new(),
             env,
             stdin: None,
@@ -171,14 +223,31 @@ impl Cmd {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgnotify"));
+        let mut cmd = match &self.program {
+            Program::Pgnotify => Command::new(env!("CARGO_BIN_EXE_pgnotify")),
+            Program::Shell(script) => {
+                let mut cmd = Command::new("bash");
+                cmd.arg("-c").arg(script).arg("bash");
+                cmd
+            }
+            Program::Python(script) => {
+                let mut cmd = Command::new("python3");
+                cmd.arg("-c").arg(script);
+                cmd
+            }
+        };
         cmd.env_clear().envs(&self.env).args(&self.args);
         cmd
     }
 
     fn describe(&self) -> String {
         let argv: Vec<String> = self.args.iter().map(|a| format!("{a:?}")).collect();
-        format!("pgnotify {}", argv.join(" "))
+        let program = match &self.program {
+            Program::Pgnotify => "pgnotify".to_owned(),
+            Program::Shell(script) => format!("bash -c {script:?} bash"),
+            Program::Python(script) => format!("python3 -c {script:?}"),
+        };
+        format!("{program} {}", argv.join(" "))
     }
 
     fn start(&self, stdin: Stdio) -> Child {
@@ -467,7 +536,7 @@ impl StdoutReader {
     }
 }
 
-/// A running pgnotify.
+/// A running pgnotify (or script).
 pub struct Running {
     pub argv: String,
     pub child: Child,
