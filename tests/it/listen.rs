@@ -316,6 +316,48 @@ fn a_closed_pipe_during_a_flood_ends_listen_quietly() {
     });
 }
 
+/// Stdout closed before the start (`Cmd::closed_stdout`): every write would fail with EPIPE,
+/// and listen ends quietly with status 0, whether it notices the closed pipe first or the
+/// failed write of the notification.
+#[test]
+fn a_pipe_closed_before_the_start_ends_listen_quietly() {
+    let server = Server::start();
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Send once it listens (its LISTEN committed), unless it has ended already.
+            let listening = || {
+                server
+                    .client()
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgnotify'
+                          AND state = 'idle' AND query LIKE 'LISTEN %'",
+                        &[],
+                    )
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    == 1
+            };
+            server.wait_until("the listener or its end", || {
+                ended.load(std::sync::atomic::Ordering::SeqCst) || listening()
+            });
+            if !ended.load(std::sync::atomic::Ordering::SeqCst) {
+                server.notify("x", "into a closed pipe");
+            }
+        });
+        let out = server
+            .pgnotify()
+            .args(["listen", "x", "--count", "1"])
+            .closed_stdout()
+            .run();
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    });
+    out.success();
+    assert_eq!(out.stdout, "", "{}", out.report());
+    assert_eq!(out.stderr, "", "{}", out.report());
+}
+
 #[test]
 fn sigint_and_sigterm_flush_everything_received_and_exit_130_and_143() {
     let server = Server::start();

@@ -164,6 +164,7 @@ pub struct Cmd {
     args: Vec<OsString>,
     env: HashMap<String, OsString>,
     stdin: Option<Vec<u8>>,
+    closed_stdout: bool,
     log: Option<PathBuf>,
 }
 
@@ -198,6 +199,7 @@ impl Cmd {
             args: Vec::new(),
             env,
             stdin: None,
+            closed_stdout: false,
             log: None,
         }
     }
@@ -219,6 +221,13 @@ impl Cmd {
 
     pub fn stdin(&mut self, input: impl Into<Vec<u8>>) -> &mut Cmd {
         self.stdin = Some(input.into());
+        self
+    }
+
+    /// The child's stdout is a pipe whose read end is closed before it starts: every write to
+    /// stdout fails with EPIPE (SIGPIPE is ignored by Rust programs). `Outcome.stdout` is empty.
+    pub fn closed_stdout(&mut self) -> &mut Cmd {
+        self.closed_stdout = true;
         self
     }
 
@@ -250,10 +259,22 @@ impl Cmd {
         format!("{program} {}", argv.join(" "))
     }
 
+    /// The stdout the child gets: a pipe to the test, or one nobody can ever read.
+    fn stdout(&self) -> Stdio {
+        if !self.closed_stdout {
+            return Stdio::piped();
+        }
+        // O_CLOEXEC: a child spawned meanwhile by another test must not inherit either end (an
+        // inherited read end would make the writes succeed).
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        drop(read);
+        Stdio::from(write)
+    }
+
     fn start(&self, stdin: Stdio) -> Child {
         self.command()
             .stdin(stdin)
-            .stdout(Stdio::piped())
+            .stdout(self.stdout())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", self.describe()))
