@@ -2,6 +2,7 @@
 
 use crate::support::{Record, Server};
 use nix::sys::signal::Signal;
+use std::time::Duration;
 
 /// Channel names that trip up naive tools: case, spaces, quotes, SQL, unicode, a newline.
 const AWKWARD_CHANNELS: &[&str] = &[
@@ -171,6 +172,7 @@ fn timeout_with_count_keeps_what_arrived() {
 #[test]
 fn timeout_without_count_is_disarmed_by_a_first_notification() {
     let server = Server::start();
+    let timeout = Duration::from_millis(500);
     let mut listener = server
         .pgnotify()
         .args(["-v", "listen", "c", "--timeout", "500ms"])
@@ -178,10 +180,11 @@ fn timeout_without_count_is_disarmed_by_a_first_notification() {
     listener.wait_ready();
     server.notify("c", "first");
     assert_eq!(listener.read_record().payload, "first");
-    std::thread::sleep(std::time::Duration::from_millis(900));
-    assert!(
-        listener.child.try_wait().unwrap().is_none(),
-        "listen must keep running after the first notification"
+    // What is tested is that nothing happens when the timeout would have fired: wait that long
+    // (it counts from the start, so longer than that is past it) and a margin, on the child.
+    listener.assert_running_for(
+        timeout + Duration::from_millis(400),
+        "listen must keep running after the first notification",
     );
     listener.signal(Signal::SIGTERM);
     listener.expect_exit(143);
@@ -358,6 +361,37 @@ fn a_pipe_closed_before_the_start_ends_listen_quietly() {
     assert_eq!(out.stderr, "", "{}", out.report());
 }
 
+/// Bytes not yet read in the receive queues of a process's Unix sockets, as `ss` reports them.
+fn unread_socket_bytes(pid: u32) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-Hxpn"])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ss -Hxpn: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owned = format!("pid={pid},");
+    let queues: Vec<u64> = text
+        .lines()
+        .filter(|l| l.contains(&owned))
+        .map(|l| {
+            let recv_q = l.split_whitespace().nth(2);
+            recv_q
+                .and_then(|q| q.parse().ok())
+                .unwrap_or_else(|| panic!("no Recv-Q in {l:?}"))
+        })
+        .collect();
+    assert!(
+        !queues.is_empty(),
+        "ss shows no Unix socket of process {pid}:\n{text}"
+    );
+    queues.iter().sum()
+}
+
 #[test]
 fn sigint_and_sigterm_flush_everything_received_and_exit_130_and_143() {
     let server = Server::start();
@@ -379,7 +413,20 @@ fn sigint_and_sigterm_flush_everything_received_and_exit_130_and_143() {
                 .get::<_, f64>(0)
                 == 0.0
         });
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Received: its backend has sent everything (idle, waiting for the client again) and
+        // nothing is left unread on pgnotify's end of the socket.
+        server.wait_until("pgnotify to take everything off its socket", || {
+            let backend_idle: i64 = server
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgnotify'
+                      AND state = 'idle' AND wait_event = 'ClientRead'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            backend_idle == 1 && unread_socket_bytes(listener.child.id()) == 0
+        });
         listener.signal(signal);
         let rest = listener.expect_exit(code);
         let payloads: Vec<String> = rest

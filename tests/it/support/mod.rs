@@ -669,6 +669,22 @@ impl Running {
             .expect("kill");
     }
 
+    /// Asserts it is still running after `wait`: for a test whose point is that something
+    /// (a timeout, a deadline) does not end the run. Waits on the child, so an early exit fails
+    /// at once, with the report.
+    pub fn assert_running_for(&mut self, wait: Duration, why: &str) {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!(
+                    "exited ({status:?}) within {wait:?}: {why}{}",
+                    self.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits for the exit only (PATIENCE as a guard), not for the end of its output: for a
     /// child whose own children may outlive it holding stdout or stderr.
     pub fn wait(&mut self) -> ExitStatus {
