@@ -226,9 +226,8 @@ sys.stdout.write(child.before.decode())
 "#;
     let port = server.cluster.port().to_string();
     for extra in [&[][..], &["-W"][..]] {
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
+        let out = server
+            .python(script)
             .arg(env!("CARGO_BIN_EXE_pgnotify"))
             .args([
                 "-h",
@@ -242,17 +241,13 @@ sys.stdout.write(child.before.decode())
             ])
             .args(extra)
             .args(["notify", "probe", "x"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.starts_with("exit 0"),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .run();
+        let text = &out.stdout;
+        assert!(text.starts_with("exit 0"), "{}", out.report());
         assert!(
             !text.contains("s3cr:et"),
-            "the password must not be echoed: {text}"
+            "the password must not be echoed{}",
+            out.report()
         );
     }
 }
@@ -337,8 +332,14 @@ fn tcp_keepalives_are_on() {
             &format!(":{port}"),
         ])
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
     let text = String::from_utf8_lossy(&ss.stdout);
+    assert!(
+        ss.status.success(),
+        "ss: {:?}\n{}",
+        ss.status,
+        String::from_utf8_lossy(&ss.stderr)
+    );
     assert!(
         text.contains("timer:(keepalive"),
         "no keepalive timer on pgnotify's socket:\n{text}"
@@ -382,21 +383,14 @@ fn environment_variables_that_are_not_utf8_are_harmless() {
 #[test]
 fn running_out_of_file_descriptors_is_an_error_not_a_panic() {
     let server = Server::start();
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 6; exec {} -h {} -p {} -U postgres -d postgres notify x y",
-            env!("CARGO_BIN_EXE_pgnotify"),
-            server.cluster.socket_dir().display(),
-            server.cluster.port()
-        ))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let out = server
+        .shell(r#"ulimit -n 6; exec "$PGNOTIFY" "$@" notify x y"#)
+        .run();
+    out.code(3);
     assert!(
-        stderr.contains("Too many open files") && !stderr.contains("internal error"),
-        "{stderr}"
+        out.stderr.contains("Too many open files") && !out.stderr.contains("internal error"),
+        "{}",
+        out.report()
     );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.report());
 }

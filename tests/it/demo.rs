@@ -15,14 +15,23 @@ fn announced_dir(stderr: &str) -> PathBuf {
     PathBuf::from(rest.split(' ').next().unwrap())
 }
 
+/// Whether a process whose command line mentions `dir` runs (`pgrep -f`); without a working
+/// pgrep nothing can be said, and the test fails rather than pass unchecked.
 fn postgres_running_in(dir: &std::path::Path) -> bool {
-    let Ok(out) = std::process::Command::new("pgrep")
+    let out = std::process::Command::new("pgrep")
         .args(["-f", &dir.display().to_string()])
         .output()
-    else {
-        return false;
-    };
-    !out.stdout.is_empty()
+        .unwrap_or_else(|e| panic!("cannot check for a server left running: pgrep: {e}"));
+    match out.status.code() {
+        Some(0) if !out.stdout.is_empty() => true,
+        Some(1) => false,
+        _ => panic!(
+            "cannot check for a server left running: pgrep -f {}: {:?}\n{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 #[test]
@@ -97,11 +106,15 @@ fn demo_on_ctrl_c_exits_130_and_cleans_up() {
 fn a_killed_demo_is_cleaned_up_by_its_guardian() {
     let (mut demo, dir) = paused_demo();
     demo.signal(Signal::SIGKILL);
-    let _ = demo.finish();
+    // Only the exit: the demo's listener, orphaned by the kill, holds its stdout until it ends.
+    demo.wait();
+    // The listener has the directory in its arguments (pgrep -f sees it) and ends by its own
+    // `--timeout 30s`: the wait covers that too.
+    let listener_timeout = std::time::Duration::from_secs(30);
     let start = std::time::Instant::now();
     while dir.exists() || postgres_running_in(&dir) {
         assert!(
-            start.elapsed() < crate::support::PATIENCE,
+            start.elapsed() < listener_timeout + crate::support::PATIENCE,
             "{} survived its demo",
             dir.display()
         );
@@ -123,22 +136,21 @@ fn demo_keep_leaves_a_usable_server() {
         .to_owned();
     let dir = announced_dir(&out.stderr);
     // The printed settings work for pgnotify itself.
-    let script = format!(
-        "{exports}; {} notify kept 'still there'",
-        env!("CARGO_BIN_EXE_pgnotify")
+    let answered = Cmd::shell(&format!(
+        "{exports}; \"$PGNOTIFY\" notify kept 'still there'"
+    ))
+    .run();
+    let stopped = Cmd::shell(&stop).run();
+    assert!(
+        answered.status.success(),
+        "the kept server did not answer{}",
+        answered.report()
     );
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .unwrap();
-    let stopped = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&stop)
-        .status()
-        .unwrap();
-    assert!(status.success(), "the kept server did not answer");
-    assert!(stopped.success(), "the printed stop command failed: {stop}");
+    assert!(
+        stopped.status.success(),
+        "the printed stop command failed: {stop}{}",
+        stopped.report()
+    );
     assert!(!dir.exists());
 }
 

@@ -300,9 +300,14 @@ fn overflow_block_policy_keeps_everything_and_says_so() {
         .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 20000) i")
         .unwrap();
     pipe.wait_stderr("stopped reading from the server");
-    // Blocked longer than the heartbeat's 5 s deadline: waiting on a slow output must not be
-    // taken for a dead connection.
-    std::thread::sleep(Duration::from_secs(7));
+    // Blocked longer than a heartbeat (1 s) and its 5 s deadline could take, and a margin:
+    // waiting on a slow output must not be taken for a dead connection. The time is the point
+    // of the test, so it is waited out, on the child.
+    let (interval, deadline) = (Duration::from_secs(1), Duration::from_secs(5));
+    pipe.assert_running_for(
+        interval + deadline + Duration::from_secs(1),
+        "blocked on its output, pgnotify keeps running",
+    );
     // The reader comes back: nothing was dropped, no gap, all in order.
     for i in 1..=20000 {
         let record = pipe.read_record();

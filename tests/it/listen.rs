@@ -2,8 +2,7 @@
 
 use crate::support::{Record, Server};
 use nix::sys::signal::Signal;
-use std::io::Read;
-use std::process::Command;
+use std::time::Duration;
 
 /// Channel names that trip up naive tools: case, spaces, quotes, SQL, unicode, a newline.
 const AWKWARD_CHANNELS: &[&str] = &[
@@ -173,6 +172,7 @@ fn timeout_with_count_keeps_what_arrived() {
 #[test]
 fn timeout_without_count_is_disarmed_by_a_first_notification() {
     let server = Server::start();
+    let timeout = Duration::from_millis(500);
     let mut listener = server
         .pgnotify()
         .args(["-v", "listen", "c", "--timeout", "500ms"])
@@ -180,10 +180,11 @@ fn timeout_without_count_is_disarmed_by_a_first_notification() {
     listener.wait_ready();
     server.notify("c", "first");
     assert_eq!(listener.read_record().payload, "first");
-    std::thread::sleep(std::time::Duration::from_millis(900));
-    assert!(
-        listener.child.try_wait().unwrap().is_none(),
-        "listen must keep running after the first notification"
+    // What is tested is that nothing happens when the timeout would have fired: wait that long
+    // (it counts from the start, so longer than that is past it) and a margin, on the child.
+    listener.assert_running_for(
+        timeout + Duration::from_millis(400),
+        "listen must keep running after the first notification",
     );
     listener.signal(Signal::SIGTERM);
     listener.expect_exit(143);
@@ -256,25 +257,18 @@ fn psql_format_matches_psql_itself() {
     );
     let script = format!("LISTEN \"Ch\";\n\\! {notify}\nSELECT 1;\n");
     let psql = server.cluster.bin_dir().join("psql");
-    let mut child = Command::new(psql)
-        .args(["-X", "-q", "-t", "-d", &server.cluster.conninfo()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
-    let mut psql_out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut psql_out)
-        .unwrap();
-    child.wait().unwrap();
+    let out = server
+        .shell(r#"exec "$PSQL" -X -q -t -d "$CONNINFO""#)
+        .env("PSQL", psql)
+        .env("CONNINFO", server.cluster.conninfo())
+        .stdin(script)
+        .run();
+    out.success();
+    let psql_out = &out.stdout;
     let psql_line = psql_out
         .lines()
         .find(|l| l.starts_with("Asynchronous"))
-        .unwrap_or_else(|| panic!("psql said: {psql_out}"));
+        .unwrap_or_else(|| panic!("psql said nothing of it{}", out.report()));
     assert_eq!(ours.read_line(), psql_line);
     ours.expect_exit(0);
 }
@@ -286,7 +280,7 @@ fn a_closed_pipe_ends_listen_quietly_even_without_traffic() {
     listener.wait_ready();
     server.notify("x", "one");
     assert_eq!(listener.read_record().payload, "one");
-    drop(listener.stdout.take()); // the reader goes away, like `| head -1`
+    listener.close_stdout(); // the reader goes away, like `| head -1`
     let (status, _) = listener.finish();
     assert_eq!(status.code(), Some(0), "{}", listener.stderr());
     assert!(
@@ -299,38 +293,103 @@ fn a_closed_pipe_ends_listen_quietly_even_without_traffic() {
 #[test]
 fn a_closed_pipe_during_a_flood_ends_listen_quietly() {
     let server = Server::start();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "set -o pipefail; {} -h {} -p {} -U postgres -d postgres -v listen flood | head -1",
-            env!("CARGO_BIN_EXE_pgnotify"),
-            server.cluster.socket_dir().display(),
-            server.cluster.port()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut out = server
+        .shell(r#"set -o pipefail; "$PGNOTIFY" "$@" -v listen flood | head -1"#)
+        .spawn();
     server.wait_until("the listener", || server.sessions("pgnotify") == 1);
     server
         .client()
         .batch_execute("SELECT pg_notify('flood', i::text) FROM generate_series(1, 20000) i")
         .unwrap();
-    let result = out.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&result.stdout);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(0), "pipefail status: {stderr}");
+    let (status, stdout) = out.finish();
+    let stderr = out.stderr();
+    assert_eq!(status.code(), Some(0), "pipefail status{}", out.report());
     assert!(
         stdout.starts_with("{\"channel\":\"flood\",\"payload\":\"1\""),
-        "{stdout}"
+        "{stdout}{}",
+        out.report()
     );
     assert!(
         !stderr.contains("panicked") && !stderr.contains("error"),
-        "{stderr}"
+        "{}",
+        out.report()
     );
     server.wait_until("the listener to disconnect", || {
         server.sessions("pgnotify") == 0
     });
+}
+
+/// Stdout closed before the start (`Cmd::closed_stdout`): every write would fail with EPIPE,
+/// and listen ends quietly with status 0, whether it notices the closed pipe first or the
+/// failed write of the notification.
+#[test]
+fn a_pipe_closed_before_the_start_ends_listen_quietly() {
+    let server = Server::start();
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Send once it listens (its LISTEN committed), unless it has ended already.
+            let listening = || {
+                server
+                    .client()
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgnotify'
+                          AND state = 'idle' AND query LIKE 'LISTEN %'",
+                        &[],
+                    )
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    == 1
+            };
+            server.wait_until("the listener or its end", || {
+                ended.load(std::sync::atomic::Ordering::SeqCst) || listening()
+            });
+            if !ended.load(std::sync::atomic::Ordering::SeqCst) {
+                server.notify("x", "into a closed pipe");
+            }
+        });
+        let out = server
+            .pgnotify()
+            .args(["listen", "x", "--count", "1"])
+            .closed_stdout()
+            .run();
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
+    });
+    out.success();
+    assert_eq!(out.stdout, "", "{}", out.report());
+    assert_eq!(out.stderr, "", "{}", out.report());
+}
+
+/// Bytes not yet read in the receive queues of a process's Unix sockets, as `ss` reports them.
+fn unread_socket_bytes(pid: u32) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-Hxpn"])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ss -Hxpn: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owned = format!("pid={pid},");
+    let queues: Vec<u64> = text
+        .lines()
+        .filter(|l| l.contains(&owned))
+        .map(|l| {
+            let recv_q = l.split_whitespace().nth(2);
+            recv_q
+                .and_then(|q| q.parse().ok())
+                .unwrap_or_else(|| panic!("no Recv-Q in {l:?}"))
+        })
+        .collect();
+    assert!(
+        !queues.is_empty(),
+        "ss shows no Unix socket of process {pid}:\n{text}"
+    );
+    queues.iter().sum()
 }
 
 #[test]
@@ -354,7 +413,20 @@ fn sigint_and_sigterm_flush_everything_received_and_exit_130_and_143() {
                 .get::<_, f64>(0)
                 == 0.0
         });
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Received: its backend has sent everything (idle, waiting for the client again) and
+        // nothing is left unread on pgnotify's end of the socket.
+        server.wait_until("pgnotify to take everything off its socket", || {
+            let backend_idle: i64 = server
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgnotify'
+                      AND state = 'idle' AND wait_event = 'ClientRead'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            backend_idle == 1 && unread_socket_bytes(listener.child.id()) == 0
+        });
         listener.signal(signal);
         let rest = listener.expect_exit(code);
         let payloads: Vec<String> = rest
@@ -415,9 +487,8 @@ sys.stdout.write(child.before.decode())
     let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
     let port = server.cluster.port().to_string();
     let run = |no_color: &str, extra: &[&str]| {
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(script)
+        let out = server
+            .python(script)
             .arg(no_color)
             .arg(env!("CARGO_BIN_EXE_pgnotify"))
             .args([
@@ -425,12 +496,11 @@ sys.stdout.write(child.before.decode())
             ])
             .args(["-v", "listen", "Ter", "--count", "1"])
             .args(extra)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
+            .run();
+        out.stdout
+            .lines()
             .find(|l| l.contains("on a tty"))
-            .unwrap_or_else(|| panic!("{text}"))
+            .unwrap_or_else(|| panic!("no notification on the terminal{}", out.report()))
             .to_owned()
     };
     let coloured = run("", &[]);

@@ -249,19 +249,11 @@ fn an_sql_error_exits_1_with_the_server_message() {
 }
 
 /// A shell pipeline feeding `pgnotify notify` with this server's options.
-fn pipeline(server: &Server, input: &str, args: &str) -> std::process::Child {
-    std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "{input} | {} -h {} -p {} -U postgres -d postgres {args}",
-            env!("CARGO_BIN_EXE_pgnotify"),
-            server.cluster.socket_dir().display(),
-            server.cluster.port()
-        ))
+fn pipeline(server: &Server, input: &str, args: &str) -> Running {
+    server
+        .shell(&format!("{input} | \"$PGNOTIFY\" \"$@\" {args}"))
         .env("PGAPPNAME", "notifier")
-        .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap()
 }
 
 #[test]
@@ -279,30 +271,31 @@ fn lines_go_out_as_they_come_not_when_a_batch_is_full() {
     );
     assert_eq!(listener.read_record().payload, "first");
     listener.expect_exit(0);
-    assert!(feeder.wait().unwrap().success());
+    feeder.expect_exit(0);
 }
 
 #[test]
 fn a_connection_lost_while_sending_exits_3() {
     let server = Server::start();
     let mut listener = listen(&server, "lost");
-    let feeder = pipeline(
+    let mut feeder = pipeline(
         &server,
         "(echo a; sleep 2; echo b)",
         "notify --lines --batch 1 lost",
     );
     assert_eq!(listener.read_record().payload, "a");
     server.client().batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'notifier'").unwrap();
-    let out = feeder.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    feeder.expect_exit(3);
+    let stderr = feeder.stderr();
     assert!(
         stderr.contains("lost the connection to server on socket"),
-        "{stderr}"
+        "{}",
+        feeder.report()
     );
     assert!(
         stderr.contains("the first 1 lines were sent and committed"),
-        "{stderr}"
+        "{}",
+        feeder.report()
     );
 }
 

@@ -36,6 +36,21 @@ fn free_address() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// Whether a connection to `address` is in CLOSE-WAIT (its peer hung up) on this host, per `ss`.
+fn close_wait_towards(address: &str) -> bool {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "close-wait", "dst", address])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
+    assert!(
+        out.status.success(),
+        "ss: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    !out.stdout.is_empty()
+}
+
 fn payload(reader: &mut impl BufRead) -> String {
     let mut line = String::new();
     reader.read_line(&mut line).expect("a line from pgnotify");
@@ -61,7 +76,11 @@ fn connect_waits_for_a_peer_that_is_down_and_resumes_after_it_leaves() {
         ("a".into(), "b".into())
     );
     drop(first); // the peer goes away
-    std::thread::sleep(Duration::from_millis(100));
+    // pgnotify looks for the hang-up before its next write: wait until its end has the FIN.
+    server.wait_until(
+        "pgnotify's end of the connection to see the hang-up",
+        || close_wait_towards(&address),
+    );
     server.notify("p", "c");
     let mut second = BufReader::new(accept(&peer));
     assert_eq!(payload(&mut second), "c");

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,15 +58,7 @@ impl Server {
     /// `pgnotify` with this server's connection options (-h socket dir, -p, -U, -d).
     pub fn pgnotify(&self) -> Cmd {
         let mut cmd = self.bare();
-        cmd.args(["-h", &self.cluster.socket_dir().to_string_lossy()]);
-        cmd.args([
-            "-p",
-            &self.cluster.port().to_string(),
-            "-U",
-            tempdb::SUPERUSER,
-            "-d",
-            "postgres",
-        ]);
+        cmd.args(self.connection_args());
         cmd
     }
 
@@ -76,6 +68,37 @@ impl Server {
         cmd.env("HOME", self.home.path());
         cmd.log = Some(self.cluster.log_path());
         cmd
+    }
+
+    /// `bash -c SCRIPT` with this server's connection options as `"$@"` (-h socket dir, -p,
+    /// -U, -d) and the binary as `$PGNOTIFY`: `"$PGNOTIFY" "$@" notify c x | ...`.
+    pub fn shell(&self, script: &str) -> Cmd {
+        let mut cmd = Cmd::shell(script);
+        cmd.env("HOME", self.home.path());
+        cmd.log = Some(self.cluster.log_path());
+        cmd.args(self.connection_args());
+        cmd
+    }
+
+    /// `python3 -c SCRIPT`, the arguments as `sys.argv[1:]`, the binary as `$PGNOTIFY`.
+    pub fn python(&self, script: &str) -> Cmd {
+        let mut cmd = Cmd::python(script);
+        cmd.env("HOME", self.home.path());
+        cmd.log = Some(self.cluster.log_path());
+        cmd
+    }
+
+    fn connection_args(&self) -> Vec<String> {
+        vec![
+            "-h".to_owned(),
+            self.cluster.socket_dir().to_string_lossy().into_owned(),
+            "-p".to_owned(),
+            self.cluster.port().to_string(),
+            "-U".to_owned(),
+            tempdb::SUPERUSER.to_owned(),
+            "-d".to_owned(),
+            "postgres".to_owned(),
+        ]
     }
 
     /// Waits until `cond` holds, polling; panics with `what` after PATIENCE.
@@ -124,17 +147,45 @@ impl Server {
     }
 }
 
-/// A command line for the real binary.
+/// What a `Cmd` runs.
+enum Program {
+    /// The real binary.
+    Pgnotify,
+    /// `bash -c SCRIPT bash ARGS...`: the arguments are `"$@"`.
+    Shell(String),
+    /// `python3 -c SCRIPT ARGS...`: the arguments are `sys.argv[1:]`.
+    Python(String),
+}
+
+/// A command line for the real binary, or a script around it (`Cmd::shell`, `Cmd::python`).
 #[must_use]
 pub struct Cmd {
+    program: Program,
     args: Vec<OsString>,
     env: HashMap<String, OsString>,
     stdin: Option<Vec<u8>>,
+    closed_stdout: bool,
     log: Option<PathBuf>,
 }
 
 impl Cmd {
     pub fn new() -> Cmd {
+        Cmd::running(Program::Pgnotify)
+    }
+
+    /// `bash -c SCRIPT` with the environment a `Cmd` gets, the binary's path as `$PGNOTIFY`, and
+    /// the arguments (`arg`, `args`) as `"$@"`.
+    pub fn shell(script: &str) -> Cmd {
+        Cmd::running(Program::Shell(script.to_owned()))
+    }
+
+    /// `python3 -c SCRIPT` with the environment a `Cmd` gets, the binary's path as `$PGNOTIFY`,
+    /// and the arguments (`arg`, `args`) as `sys.argv[1:]`.
+    pub fn python(script: &str) -> Cmd {
+        Cmd::running(Program::Python(script.to_owned()))
+    }
+
+    fn running(program: Program) -> Cmd {
         let mut env = HashMap::new();
         env.insert(
             "PATH".to_owned(),
@@ -142,10 +193,13 @@ impl Cmd {
         );
         env.insert("RUST_BACKTRACE".to_owned(), "0".into());
         env.insert("LC_ALL".to_owned(), "C.UTF-8".into());
+        env.insert("PGNOTIFY".to_owned(), env!("CARGO_BIN_EXE_pgnotify").into());
         Cmd {
+            program,
             args: Vec::new(),
             env,
             stdin: None,
+            closed_stdout: false,
             log: None,
         }
     }
@@ -170,30 +224,69 @@ impl Cmd {
         self
     }
 
+    /// The child's stdout is a pipe whose read end is closed before it starts: every write to
+    /// stdout fails with EPIPE (SIGPIPE is ignored by Rust programs). `Outcome.stdout` is empty.
+    pub fn closed_stdout(&mut self) -> &mut Cmd {
+        self.closed_stdout = true;
+        self
+    }
+
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgnotify"));
+        let mut cmd = match &self.program {
+            Program::Pgnotify => Command::new(env!("CARGO_BIN_EXE_pgnotify")),
+            Program::Shell(script) => {
+                let mut cmd = Command::new("bash");
+                cmd.arg("-c").arg(script).arg("bash");
+                cmd
+            }
+            Program::Python(script) => {
+                let mut cmd = Command::new("python3");
+                cmd.arg("-c").arg(script);
+                cmd
+            }
+        };
         cmd.env_clear().envs(&self.env).args(&self.args);
         cmd
     }
 
     fn describe(&self) -> String {
         let argv: Vec<String> = self.args.iter().map(|a| format!("{a:?}")).collect();
-        format!("pgnotify {}", argv.join(" "))
+        let program = match &self.program {
+            Program::Pgnotify => "pgnotify".to_owned(),
+            Program::Shell(script) => format!("bash -c {script:?} bash"),
+            Program::Python(script) => format!("python3 -c {script:?}"),
+        };
+        format!("{program} {}", argv.join(" "))
+    }
+
+    /// The stdout the child gets: a pipe to the test, or one nobody can ever read.
+    fn stdout(&self) -> Stdio {
+        if !self.closed_stdout {
+            return Stdio::piped();
+        }
+        // O_CLOEXEC: a child spawned meanwhile by another test must not inherit either end (an
+        // inherited read end would make the writes succeed).
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        drop(read);
+        Stdio::from(write)
+    }
+
+    fn start(&self, stdin: Stdio) -> Child {
+        self.command()
+            .stdin(stdin)
+            .stdout(self.stdout())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.describe()))
     }
 
     /// Runs to completion (with PATIENCE as a guard) and captures everything.
     pub fn run(&self) -> Outcome {
-        let mut child = self
-            .command()
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pgnotify");
+        let mut child = self.start(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         if let (Some(input), Some(mut stdin)) = (self.stdin.clone(), child.stdin.take()) {
             std::thread::spawn(move || {
                 let _ = stdin.write_all(&input);
@@ -201,25 +294,38 @@ impl Cmd {
         }
         let stdout = reader(child.stdout.take());
         let stderr = reader(child.stderr.take());
-        let status = wait_for(&mut child, PATIENCE, &self.describe());
+        let status = wait_for(&mut child, PATIENCE);
+        // After a kill, a grandchild may still hold the pipes: take what there is.
+        let grace = match status {
+            Some(_) => PATIENCE,
+            None => Duration::from_secs(2),
+        };
+        let collect = |rx: Receiver<String>| {
+            rx.recv_timeout(grace)
+                .unwrap_or_else(|_| "<still open>".to_owned())
+        };
+        let (stdout, stderr) = (collect(stdout), collect(stderr));
+        let Some(status) = status else {
+            let log = self.log.as_deref().map(log_tail).unwrap_or_default();
+            panic!(
+                "did not finish within {PATIENCE:?}, killed\n--- {}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}\n--- server log (tail):\n{log}",
+                self.describe()
+            );
+        };
         Outcome {
             argv: self.describe(),
             status,
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
+            stdout,
+            stderr,
             log: self.log.clone(),
         }
     }
 
-    /// Starts it with stdout piped to the test and stderr collected line by line.
+    /// Starts it; stdout is read line by line when the test asks (`Running::read_line`): what
+    /// the test does not ask for stays in the pipe, so a test can leave the child's writes
+    /// blocked. Stderr is collected line by line as it comes.
     pub fn spawn(&self) -> Running {
-        let mut child = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pgnotify");
+        let mut child = self.start(Stdio::null());
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
@@ -230,7 +336,7 @@ impl Cmd {
                 let _ = tx.send(line);
             }
         });
-        let stdout = child.stdout.take().map(BufReader::new);
+        let stdout = StdoutReader::start(child.stdout.take());
         Running {
             argv: self.describe(),
             child,
@@ -243,25 +349,30 @@ impl Cmd {
     }
 }
 
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+/// Reads a pipe to its end on a thread; the text arrives on the channel.
+fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut pipe) = pipe {
             let _ = pipe.read_to_end(&mut buf);
         }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+    });
+    rx
 }
 
-fn wait_for(child: &mut Child, patience: Duration, what: &str) -> ExitStatus {
+/// Waits for the exit; after `patience`, kills the child and returns None.
+fn wait_for(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            return status;
+            return Some(status);
         }
         if start.elapsed() > patience {
             let _ = child.kill();
-            panic!("{what} did not finish within {patience:?}");
+            let _ = child.wait();
+            return None;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -372,11 +483,85 @@ pub enum Line {
     Gap(GapRecord),
 }
 
-/// A running pgnotify.
+/// A request to the stdout thread.
+enum Ask {
+    /// The next line.
+    Line,
+    /// Everything up to the end.
+    Rest,
+}
+
+/// The stdout thread's answer.
+enum Got {
+    Line(String),
+    Eof,
+    Rest(String),
+    Failed(String),
+}
+
+/// The child's stdout, read on a thread of its own, only as far as asked: `ask` is dropped to
+/// close the pipe.
+struct StdoutReader {
+    ask: Option<Sender<Ask>>,
+    got: Receiver<Got>,
+    /// A line was asked for and has not come yet.
+    pending: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StdoutReader {
+    fn start(pipe: Option<ChildStdout>) -> StdoutReader {
+        let (ask_tx, ask_rx) = mpsc::channel();
+        let (got_tx, got_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut pipe = pipe.map(BufReader::new);
+            // Ends when the test drops `ask`, which drops (closes) the pipe.
+            for ask in ask_rx {
+                let got = match (&mut pipe, ask) {
+                    (None, Ask::Line) => Got::Eof,
+                    (None, Ask::Rest) => Got::Rest(String::new()),
+                    (Some(pipe), Ask::Line) => {
+                        let mut line = Vec::new();
+                        match pipe.read_until(b'\n', &mut line) {
+                            Ok(0) => Got::Eof,
+                            Ok(_) => match String::from_utf8(line) {
+                                Ok(line) => Got::Line(line.trim_end_matches('\n').to_owned()),
+                                Err(e) => Got::Failed(format!("stdout is not UTF-8: {e}")),
+                            },
+                            Err(e) => Got::Failed(format!("could not read stdout: {e}")),
+                        }
+                    }
+                    (Some(pipe), Ask::Rest) => {
+                        let mut rest = Vec::new();
+                        let _ = pipe.read_to_end(&mut rest);
+                        Got::Rest(String::from_utf8_lossy(&rest).into_owned())
+                    }
+                };
+                if got_tx.send(got).is_err() {
+                    return;
+                }
+            }
+        });
+        StdoutReader {
+            ask: Some(ask_tx),
+            got: got_rx,
+            pending: false,
+            thread: Some(thread),
+        }
+    }
+
+    fn ask(&self, ask: Ask) {
+        if let Some(tx) = &self.ask {
+            let _ = tx.send(ask);
+        }
+    }
+}
+
+/// A running pgnotify (or script).
 pub struct Running {
     pub argv: String,
     pub child: Child,
-    pub stdout: Option<BufReader<ChildStdout>>,
+    stdout: StdoutReader,
     stderr_rx: Receiver<String>,
     stderr_lines: Arc<Mutex<Vec<String>>>,
     stderr_thread: Option<std::thread::JoinHandle<()>>,
@@ -384,7 +569,8 @@ pub struct Running {
 }
 
 impl Running {
-    fn report(&self) -> String {
+    /// Everything about the run so far, for assertion messages.
+    pub fn report(&self) -> String {
         let log = self.log.as_deref().map(log_tail).unwrap_or_default();
         format!(
             "\n--- {}\n--- stderr so far:\n{}\n--- server log (tail):\n{log}",
@@ -411,18 +597,46 @@ impl Running {
         self.wait_stderr("listening on");
     }
 
-    /// Reads one stdout line (without the newline), guarded by PATIENCE via the caller's design:
-    /// only call when a line is due.
+    /// Reads one stdout line (without the newline); panics with the report when none comes
+    /// within PATIENCE or stdout ends first.
     pub fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self
-            .stdout
-            .as_mut()
-            .expect("stdout")
-            .read_line(&mut line)
-            .expect("read stdout");
-        assert!(n > 0, "stdout closed early{}", self.report());
-        line.trim_end_matches('\n').to_owned()
+        self.try_read_line_within(PATIENCE)
+            .unwrap_or_else(|| panic!("no stdout line within {PATIENCE:?}{}", self.report()))
+    }
+
+    /// Reads one stdout line if one comes within `wait`; panics with the report when stdout
+    /// ends first. After None, the line asked for is still the next one any read returns.
+    pub fn try_read_line_within(&mut self, wait: Duration) -> Option<String> {
+        if !self.stdout.pending {
+            self.stdout.ask(Ask::Line);
+            self.stdout.pending = true;
+        }
+        let got = match self.stdout.got.recv_timeout(wait) {
+            Ok(got) => got,
+            Err(RecvTimeoutError::Timeout) => return None,
+            Err(RecvTimeoutError::Disconnected) => Got::Failed("stdout was closed".to_owned()),
+        };
+        self.stdout.pending = false;
+        match got {
+            Got::Line(line) => Some(line),
+            Got::Eof => panic!("stdout closed early{}", self.report()),
+            Got::Rest(_) => unreachable!("only finish asks for the rest"),
+            Got::Failed(e) => panic!("{e}{}", self.report()),
+        }
+    }
+
+    /// Closes the test's end of stdout, like a reader that goes away (`| head -1`): the
+    /// child's next write to stdout fails with EPIPE. Returns once the pipe is closed.
+    pub fn close_stdout(&mut self) {
+        assert!(
+            !self.stdout.pending,
+            "close_stdout while a read_line is pending: the pipe could not be closed now{}",
+            self.report()
+        );
+        drop(self.stdout.ask.take());
+        if let Some(thread) = self.stdout.thread.take() {
+            let _ = thread.join();
+        }
     }
 
     /// Reads one NDJSON record from stdout.
@@ -455,21 +669,70 @@ impl Running {
             .expect("kill");
     }
 
-    /// Waits for the exit; returns the status and the rest of stdout.
-    pub fn finish(&mut self) -> (ExitStatus, String) {
-        let out = self.stdout.take();
-        let rest = std::thread::spawn(move || {
-            let mut rest = String::new();
-            if let Some(mut out) = out {
-                let _ = out.read_to_string(&mut rest);
+    /// Asserts it is still running after `wait`: for a test whose point is that something
+    /// (a timeout, a deadline) does not end the run. Waits on the child, so an early exit fails
+    /// at once, with the report.
+    pub fn assert_running_for(&mut self, wait: Duration, why: &str) {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!(
+                    "exited ({status:?}) within {wait:?}: {why}{}",
+                    self.report()
+                );
             }
-            rest
-        });
-        let status = wait_for(&mut self.child, PATIENCE, &self.argv);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the exit only (PATIENCE as a guard), not for the end of its output: for a
+    /// child whose own children may outlive it holding stdout or stderr.
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_for(&mut self.child, PATIENCE).unwrap_or_else(|| {
+            panic!(
+                "did not finish within {PATIENCE:?}, killed{}",
+                self.report()
+            )
+        })
+    }
+
+    /// Waits for the exit; returns the status and the rest of stdout (a line asked for by
+    /// `try_read_line_within` and not returned yet included). Stdout and stderr must end
+    /// within PATIENCE of the exit.
+    pub fn finish(&mut self) -> (ExitStatus, String) {
+        let mut rest = String::new();
+        if self.stdout.pending {
+            if let Ok(Got::Line(line)) = self.stdout.got.recv_timeout(PATIENCE) {
+                rest = line + "\n";
+            }
+            self.stdout.pending = false;
+        }
+        // Asked before waiting: the pipe is drained while the child finishes writing.
+        self.stdout.ask(Ask::Rest);
+        let status = self.wait();
+        let deadline = Instant::now() + PATIENCE;
         if let Some(thread) = self.stderr_thread.take() {
+            while !thread.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "stderr stayed open after the exit ({status:?}){}",
+                    self.report()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let _ = thread.join();
         }
-        (status, rest.join().unwrap_or_default())
+        if self.stdout.ask.is_some() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.got.recv_timeout(left) {
+                Ok(Got::Rest(text)) => rest.push_str(&text),
+                _ => panic!(
+                    "stdout stayed open after the exit ({status:?}){}",
+                    self.report()
+                ),
+            }
+        }
+        (status, rest)
     }
 
     /// Waits for the exit and asserts its code; returns the rest of stdout.
