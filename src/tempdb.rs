@@ -137,15 +137,18 @@ impl Cluster {
         self.run_tool("pg_ctl", &full)
     }
 
-    /// Leaves the server running after this process ends; returns the command that stops it
-    /// and removes its directory.
-    pub fn keep(mut self) -> String {
+    /// Leaves the server running after this process ends (see [`Cluster::stop_command`]).
+    pub fn keep(mut self) {
         if let Some(mut guardian) = self.guardian.take() {
             if let Some(mut stdin) = guardian.stdin.take() {
                 let _ = stdin.write_all(b"keep\n");
             }
             let _ = guardian.wait();
         }
+    }
+
+    /// The shell command that stops a kept server and removes its directory.
+    pub fn stop_command(&self) -> String {
         let as_owner = match &self.owner {
             Some(user) => format!("runuser -u {} -- ", user.name),
             None => String::new(),

@@ -6,7 +6,7 @@
 //! what a newcomer sees is exactly what they would type.
 
 use crate::config::DemoSettings;
-use crate::exit::Exit;
+use crate::exit::{Exit, StdoutError};
 use crate::signals;
 use crate::tempdb::{self, Cluster};
 use anyhow::{Context, Result, bail};
@@ -94,10 +94,10 @@ fn show(
         Ok(listener) => listener,
         Err(exit) => return Ok(exit),
     };
-    if let Some(pause) = settings.pause {
-        if let Ok(DemoEvent::Stop(signal)) = rx.recv_timeout(pause) {
-            return stop(&mut listener, signal);
-        }
+    if let Some(pause) = settings.pause
+        && let Ok(DemoEvent::Stop(signal)) = rx.recv_timeout(pause)
+    {
+        return stop(&mut listener, signal);
     }
     for (shown, args, input, _) in STEPS {
         say(&format!("$ {shown}"));
@@ -179,7 +179,7 @@ fn start_receiver(
     loop {
         match wait_event(rx, started + Duration::from_secs(20))? {
             DemoEvent::ListenerSaid(line) => {
-                eprintln!("  {line}");
+                show_line(&line);
                 if line.contains("listening on") {
                     return Ok(Ok(child));
                 }
@@ -200,7 +200,7 @@ fn wait_listener(listener: &mut Child, rx: &Receiver<DemoEvent>) -> Result<Exit>
             bail!("the listener exited with {status}");
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(DemoEvent::ListenerSaid(line)) => eprintln!("  {line}"),
+            Ok(DemoEvent::ListenerSaid(line)) => show_line(&line),
             Ok(DemoEvent::Stop(signal)) => return stop(listener, signal),
             Err(_) if Instant::now() > deadline => bail!("the listener did not finish in time"),
             Err(_) => {}
@@ -297,25 +297,33 @@ fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
     }
 }
 
+/// Prints the settings of the server it keeps. Only once they are written is the server kept:
+/// when stdout's reader has gone, nobody could find it, so it is removed as without `--keep`.
 fn print_settings(cluster: Cluster) -> Result<Exit> {
-    let host = cluster.socket_dir().display().to_string();
-    let port = cluster.port();
-    let stop = cluster.keep();
+    let text = format!(
+        "export PGHOST='{}' PGPORT='{}' PGUSER='{}' PGDATABASE='postgres'\n\
+         # then try: pgnotify listen jobs   and, in another shell: pgnotify notify jobs hello\n\
+         # stop and remove the server: {}\n",
+        cluster.socket_dir().display(),
+        cluster.port(),
+        tempdb::SUPERUSER,
+        cluster.stop_command()
+    );
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "export PGHOST='{host}' PGPORT='{port}' PGUSER='{}' PGDATABASE='postgres'",
-        tempdb::SUPERUSER
-    )?;
-    writeln!(
-        out,
-        "# then try: pgnotify listen jobs   and, in another shell: pgnotify notify jobs hello"
-    )?;
-    writeln!(out, "# stop and remove the server: {stop}")?;
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(StdoutError)?;
+    cluster.keep();
     say("the server keeps running; its settings are on stdout");
     Ok(Exit::Success)
 }
 
 fn say(text: &str) {
     let _ = writeln!(std::io::stderr(), "pgnotify demo: {text}");
+}
+
+/// A line the listener wrote on its stderr, shown indented. Like every message, it never fails
+/// the demo: `eprintln!` would panic when stderr's reader has gone.
+fn show_line(line: &str) {
+    let _ = writeln!(std::io::stderr(), "  {line}");
 }

@@ -170,3 +170,27 @@ fn demo_without_server_binaries_names_the_package() {
         out.report()
     );
 }
+
+#[test]
+fn demo_keep_with_nobody_to_read_the_settings_removes_its_server() {
+    // Nobody can learn where a kept server is: it is removed as without --keep, quietly.
+    let out = Cmd::new().args(["demo", "--keep"]).closed_stdout().run();
+    out.success();
+    assert!(!out.stderr.contains("error"), "{}", out.report());
+    let dir = announced_dir(&out.stderr);
+    assert!(
+        !dir.exists(),
+        "{} was left behind{}",
+        dir.display(),
+        out.report()
+    );
+    assert!(!postgres_running_in(&dir), "{}", out.report());
+}
+
+#[test]
+fn demo_with_a_closed_stderr_still_runs_to_its_end() {
+    // Its messages and its listener's lines go to stderr; writing them must never fail the demo.
+    let out = Cmd::new().arg("demo").closed_stderr().run();
+    out.success();
+    assert_eq!(out.records().len(), 9, "{}", out.report());
+}

@@ -363,3 +363,24 @@ fn overflow_exit_policy_ends_the_run() {
     assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
     pipe.wait_stderr("the output could not keep up");
 }
+
+#[test]
+fn a_heartbeat_too_long_to_schedule_is_never_due() {
+    // The parser's maximum: adding it to now overflows an Instant, which once panicked the
+    // source thread (an "internal error", status 1) as soon as it started reading.
+    let server = Server::start();
+    let mut listener = server
+        .pgnotify()
+        .args(["-v", "listen", "hb", "--count", "1"])
+        .args(["--heartbeat", "9223372036854775807s"])
+        .spawn();
+    listener.wait_ready();
+    server.notify("hb", "still alive");
+    assert_eq!(listener.read_record().payload, "still alive");
+    listener.expect_exit(0);
+    assert!(
+        !listener.stderr().contains("internal error"),
+        "{}",
+        listener.stderr()
+    );
+}

@@ -697,3 +697,37 @@ fn an_interrupted_install_leaves_nothing() {
     });
     assert_eq!(catalog(&server), before);
 }
+
+#[test]
+fn a_closed_stdout_ends_list_and_print_sql_quietly() {
+    let server = Server::start();
+    let mut db = server.client();
+    // Enough watches that --list writes well past its 8 KiB buffer before the last flush: the
+    // first failed write is mid-list, not the final flush.
+    let channel = "c".repeat(63);
+    for i in 0..40 {
+        let table = format!("a_rather_long_table_name_for_a_long_listing_{i:02}");
+        db.batch_execute(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"))
+            .unwrap();
+        server
+            .pgnotify()
+            .args(["-q", "watch-table", &table, "--channel", &channel])
+            .run()
+            .success();
+    }
+    let listed = server.pgnotify().args(["watch-table", "--list"]).run();
+    assert!(listed.success().stdout.len() > 9000, "{}", listed.report());
+    for args in [
+        &["watch-table", "--list"][..],
+        &["watch-table", "--list", "--json"],
+        &[
+            "watch-table",
+            "a_rather_long_table_name_for_a_long_listing_00",
+            "--print-sql",
+        ],
+    ] {
+        let out = server.pgnotify().args(args).closed_stdout().run();
+        out.success();
+        assert_eq!(out.stderr, "", "{}", out.report());
+    }
+}

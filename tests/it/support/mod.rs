@@ -165,6 +165,7 @@ pub struct Cmd {
     env: HashMap<String, OsString>,
     stdin: Option<Vec<u8>>,
     closed_stdout: bool,
+    closed_stderr: bool,
     log: Option<PathBuf>,
 }
 
@@ -200,6 +201,7 @@ impl Cmd {
             env,
             stdin: None,
             closed_stdout: false,
+            closed_stderr: false,
             log: None,
         }
     }
@@ -231,6 +233,13 @@ impl Cmd {
         self
     }
 
+    /// Like [`Cmd::closed_stdout`], for stderr (with `run`): every message the child writes
+    /// fails with EPIPE, and `Outcome.stderr` is empty.
+    pub fn closed_stderr(&mut self) -> &mut Cmd {
+        self.closed_stderr = true;
+        self
+    }
+
     fn command(&self) -> Command {
         let mut cmd = match &self.program {
             Program::Pgnotify => Command::new(env!("CARGO_BIN_EXE_pgnotify")),
@@ -259,9 +268,9 @@ impl Cmd {
         format!("{program} {}", argv.join(" "))
     }
 
-    /// The stdout the child gets: a pipe to the test, or one nobody can ever read.
-    fn stdout(&self) -> Stdio {
-        if !self.closed_stdout {
+    /// The stdout or stderr the child gets: a pipe to the test, or one nobody can ever read.
+    fn output(closed: bool) -> Stdio {
+        if !closed {
             return Stdio::piped();
         }
         // O_CLOEXEC: a child spawned meanwhile by another test must not inherit either end (an
@@ -274,8 +283,8 @@ impl Cmd {
     fn start(&self, stdin: Stdio) -> Child {
         self.command()
             .stdin(stdin)
-            .stdout(self.stdout())
-            .stderr(Stdio::piped())
+            .stdout(Cmd::output(self.closed_stdout))
+            .stderr(Cmd::output(self.closed_stderr))
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", self.describe()))
     }
