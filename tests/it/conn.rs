@@ -322,24 +322,8 @@ fn tcp_keepalives_are_on() {
         .args(["-h", "127.0.0.1", "-v", "listen", "k"])
         .spawn();
     listener.wait_ready();
-    let ss = std::process::Command::new("ss")
-        .args([
-            "-tno",
-            "state",
-            "established",
-            "dport",
-            "=",
-            &format!(":{port}"),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
-    let text = String::from_utf8_lossy(&ss.stdout);
-    assert!(
-        ss.status.success(),
-        "ss: {:?}\n{}",
-        ss.status,
-        String::from_utf8_lossy(&ss.stderr)
-    );
+    let port = format!(":{port}");
+    let text = crate::support::ss(&["-tno", "state", "established", "dport", "=", &port]);
     assert!(
         text.contains("timer:(keepalive"),
         "no keepalive timer on pgnotify's socket:\n{text}"

@@ -68,6 +68,11 @@ fn demo_round_trips_and_removes_everything() {
     assert_eq!(first["new"]["item"], "tea", "{}", out.report());
     assert!(records[8].data.as_ref().unwrap()["new"].is_null());
     assert!(out.stderr.contains("stopped watching public.orders"));
+    assert_removed(&out);
+}
+
+/// Asserts that the server the demo announced is stopped and its directory gone.
+fn assert_removed(out: &crate::support::Outcome) {
     let dir = announced_dir(&out.stderr);
     assert!(
         !dir.exists(),
@@ -177,14 +182,7 @@ fn demo_keep_with_nobody_to_read_the_settings_removes_its_server() {
     let out = Cmd::new().args(["demo", "--keep"]).closed_stdout().run();
     out.success();
     assert!(!out.stderr.contains("error"), "{}", out.report());
-    let dir = announced_dir(&out.stderr);
-    assert!(
-        !dir.exists(),
-        "{} was left behind{}",
-        dir.display(),
-        out.report()
-    );
-    assert!(!postgres_running_in(&dir), "{}", out.report());
+    assert_removed(&out);
 }
 
 #[test]

@@ -363,17 +363,7 @@ fn a_pipe_closed_before_the_start_ends_listen_quietly() {
 
 /// Bytes not yet read in the receive queues of a process's Unix sockets, as `ss` reports them.
 fn unread_socket_bytes(pid: u32) -> u64 {
-    let out = std::process::Command::new("ss")
-        .args(["-Hxpn"])
-        .output()
-        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ss -Hxpn: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::support::ss(&["-Hxpn"]);
     let owned = format!("pid={pid},");
     let queues: Vec<u64> = text
         .lines()

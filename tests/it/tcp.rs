@@ -38,17 +38,7 @@ fn free_address() -> String {
 
 /// Whether a connection to `address` is in CLOSE-WAIT (its peer hung up) on this host, per `ss`.
 fn close_wait_towards(address: &str) -> bool {
-    let out = std::process::Command::new("ss")
-        .args(["-Htn", "state", "close-wait", "dst", address])
-        .output()
-        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
-    assert!(
-        out.status.success(),
-        "ss: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    !out.stdout.is_empty()
+    !crate::support::ss(&["-Htn", "state", "close-wait", "dst", address]).is_empty()
 }
 
 fn payload(reader: &mut impl BufRead) -> String {

@@ -773,3 +773,18 @@ fn log_tail(path: &Path) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+/// What `ss ARGS` prints (the sockets of this host); panics with its stderr if it fails.
+pub fn ss(args: &[&str]) -> String {
+    let out = Command::new("ss")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run ss: {e}"));
+    assert!(
+        out.status.success(),
+        "ss {args:?}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
