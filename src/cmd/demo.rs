@@ -46,6 +46,9 @@ const WRITES: &[&str] = &[
     "UPDATE orders SET status = 'paid' WHERE id = 1",
     "DELETE FROM orders WHERE id = 2",
 ];
+/// How long the demo's listener and pipe outlive their server: when the demo is killed, its
+/// guardian removes the server, and the orphaned children must not retry for long.
+const ORPHAN_DOWNTIME: &str = "5s";
 /// How many events the writes make: one per row changed.
 const WRITE_EVENTS: usize = 4;
 
@@ -89,7 +92,18 @@ fn show(
     let count = STEPS.iter().map(|s| s.3).sum::<usize>() + usize::from(psql.is_file());
     let count_text = count.to_string();
     say(&format!("$ pgnotify listen demo --count {count} &"));
-    let listen = ["listen", "demo", "--count", &count_text, "--timeout", "30s"];
+    let listen = [
+        "listen",
+        "demo",
+        "--count",
+        &count_text,
+        "--timeout",
+        "30s",
+        "--max-downtime",
+        ORPHAN_DOWNTIME,
+        "--max-downtime",
+        ORPHAN_DOWNTIME,
+    ];
     let mut listener = match start_receiver(cluster, &listen, settings.keep, tx.clone(), rx)? {
         Ok(listener) => listener,
         Err(exit) => return Ok(exit),
@@ -137,6 +151,8 @@ fn show_table(
         &count,
         "--timeout",
         "30s",
+        "--max-downtime",
+        ORPHAN_DOWNTIME,
     ];
     let mut pipe = match start_receiver(cluster, &args, settings.keep, tx, rx)? {
         Ok(pipe) => pipe,
