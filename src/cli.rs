@@ -38,61 +38,61 @@ Examples:
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub(crate) conn: ConnArgs,
 
     /// When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
-    pub color: ColorArg,
+    pub(crate) color: ColorArg,
 
     /// Print only errors on stderr, no warnings.
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Also say on stderr what pgnotify is doing: the server reached, when it is listening.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// Print help (-? for a summary, --help for all of it).
     #[arg(short = '?', long, action = ArgAction::Help, global = true)]
-    pub help: Option<bool>,
+    pub(crate) help: Option<bool>,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Connection options, as in psql. A password is never taken on the command line.
 #[derive(Clone, Debug, Default, Args)]
 #[command(next_help_heading = "Connection options")]
-pub struct ConnArgs {
+pub(crate) struct ConnArgs {
     /// Database name, or a whole connection string ("host=db1 dbname=shop" or
     /// "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U.
     #[arg(short = 'd', long = "dbname", value_name = "DBNAME", global = true)]
-    pub dbname: Option<String>,
+    pub(crate) dbname: Option<String>,
 
     /// Server host name, or directory of its unix socket [default: the socket in
     /// /var/run/postgresql or /tmp].
     #[arg(short = 'h', long, value_name = "HOSTNAME", global = true)]
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
 
     /// Server port [default: 5432].
     #[arg(short = 'p', long, value_name = "PORT", value_parser = parse_port_list, global = true)]
-    pub port: Option<String>,
+    pub(crate) port: Option<String>,
 
     /// User name to connect as [default: the operating-system user].
     #[arg(short = 'U', long, value_name = "USERNAME", global = true)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
 
     /// Never prompt for a password: fail if none is found in PGPASSWORD or the password file.
     #[arg(short = 'w', long, global = true)]
-    pub no_password: bool,
+    pub(crate) no_password: bool,
 
     /// Prompt for a password (without echo) before connecting.
     #[arg(short = 'W', long, global = true, conflicts_with = "no_password")]
-    pub password: bool,
+    pub(crate) password: bool,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     Listen(ListenArgs),
     Notify(NotifyArgs),
     WatchTable(WatchTableArgs),
@@ -130,103 +130,103 @@ Examples:
 /// already received).
 #[derive(Debug, Args)]
 #[command(after_help = LISTEN_EXAMPLES)]
-pub struct ListenArgs {
+pub(crate) struct ListenArgs {
     /// Channels to listen on, exactly as written (case, spaces and quotes kept).
     #[arg(required = true, value_name = "CHANNEL")]
-    pub channels: Vec<String>,
+    pub(crate) channels: Vec<String>,
 
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<FormatArg>,
+    pub(crate) format: Option<FormatArg>,
 
     /// Write NDJSON, the same as --format json.
     #[arg(long, conflicts_with = "format")]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// With --json: add "data", the payload parsed as JSON, when it is JSON.
     #[arg(long)]
-    pub data: bool,
+    pub(crate) data: bool,
 
     /// For `watch-table` events that carry a key but no row: read the row as it is now, with
     /// your own privileges, and add it as "new" under "data" (null when the row is gone since).
     /// Only tables watched on the event's channel are read.
     #[arg(long, conflicts_with = "exec")]
-    pub fetch: bool,
+    pub(crate) fetch: bool,
 
     #[command(flatten)]
-    pub exec: ExecArgs,
+    pub(crate) exec: ExecArgs,
 
     #[command(flatten)]
-    pub wait: WaitArgs,
+    pub(crate) wait: WaitArgs,
 
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub(crate) source: SourceArgs,
 }
 
 /// `--exec` and `--jobs`, shared by `listen` and `pipe`.
 #[derive(Clone, Debug, Args)]
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// Run COMMAND (through /bin/sh -c) for each notification instead of printing it: the
     /// payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID.
     /// For a gap it runs with PGNOTIFY_GAP set and the gap record on stdin. A failing command
     /// is reported on stderr; the run goes on.
     #[arg(short = 'x', long, value_name = "COMMAND")]
-    pub exec: Option<String>,
+    pub(crate) exec: Option<String>,
 
     /// With --exec: run up to N commands at once (1: one after the other, in order).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 1, requires = "exec",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub jobs: u32,
+    pub(crate) jobs: u32,
 }
 
 /// Reconnecting, liveness and overflow, shared by `listen` and `pipe`.
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Staying connected")]
-pub struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// If the server is down at start, keep trying instead of exiting with status 3.
     #[arg(long)]
-    pub wait: bool,
+    pub(crate) wait: bool,
 
     /// Exit with status 3 after being disconnected this long (default: keep reconnecting).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_downtime: Option<Duration>,
+    pub(crate) max_downtime: Option<Duration>,
 
     /// Prove the connection alive this often: a query and a notification to itself, each
     /// answered within 5 s, else reconnect. 0 turns it off.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
-    pub heartbeat: Interval,
+    pub(crate) heartbeat: Interval,
 
     /// When the output is too slow and 4 MiB of notifications wait for it for a second:
     /// drop (count them, report a gap), block (stop reading the server), or exit (status 1).
     #[arg(long, value_enum, value_name = "POLICY", default_value_t)]
-    pub on_overflow: OverflowArg,
+    pub(crate) on_overflow: OverflowArg,
 
     /// Leave out the gap records that NDJSON output gets when notifications may be lost
     /// (stderr still says so).
     #[arg(long)]
-    pub no_gap_records: bool,
+    pub(crate) no_gap_records: bool,
 }
 
 /// A duration that may be 0 (off).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Interval(pub Option<Duration>);
+pub(crate) struct Interval(pub Option<Duration>);
 
 /// `--count` and `--timeout`, shared by `listen` and `pipe`.
 #[derive(Clone, Debug, Default, Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// Exit with status 0 after N notifications.
     #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
 
     /// Exit with status 124 if the --count notifications (without --count: a first
     /// notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h.
     #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// The `--color` setting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum ColorArg {
+pub(crate) enum ColorArg {
     /// Colour when writing to a terminal and NO_COLOR is not set.
     #[default]
     Auto,
@@ -238,7 +238,7 @@ pub enum ColorArg {
 
 /// What the source does when the queue stays full (`--on-overflow`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum OverflowArg {
+pub(crate) enum OverflowArg {
     /// Drop notifications, count them, and report the count in a gap record and on stderr.
     #[default]
     Drop,
@@ -250,7 +250,7 @@ pub enum OverflowArg {
 
 /// A change `watch-table` can report (`--events`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OpArg {
+pub(crate) enum OpArg {
     Insert,
     Update,
     Delete,
@@ -259,7 +259,7 @@ pub enum OpArg {
 
 /// Output formats of `listen`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
+pub(crate) enum FormatArg {
     /// One line per notification: local time, channel, sender PID, payload.
     Text,
     /// NDJSON: {"channel","payload","pid","received_at"} per line.
@@ -297,23 +297,23 @@ Examples:
 /// stops the run before its batch is sent; earlier batches stay committed.
 #[derive(Debug, Args)]
 #[command(after_help = NOTIFY_EXAMPLES)]
-pub struct NotifyArgs {
+pub(crate) struct NotifyArgs {
     /// Channel to notify, exactly as written.
     #[arg(value_name = "CHANNEL")]
-    pub channel: String,
+    pub(crate) channel: String,
 
     /// The payload; "-" or absent: read standard input.
     #[arg(value_name = "PAYLOAD")]
-    pub payload: Option<String>,
+    pub(crate) payload: Option<String>,
 
     /// Send one notification per line of standard input.
     #[arg(short = 'l', long, conflicts_with = "payload")]
-    pub lines: bool,
+    pub(crate) lines: bool,
 
     /// With --lines: how many lines go in one transaction.
     #[arg(short = 'b', long, value_name = "N", default_value_t = 1000, requires = "lines",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub batch: u32,
+    pub(crate) batch: u32,
 }
 
 const WATCH_TABLE_EXAMPLES: &str = "\
@@ -347,14 +347,14 @@ Examples:
 /// SCHEMA.pgnotify_watch_TABLE(), and carry a comment that --list and --drop recognise.
 #[derive(Debug, Args)]
 #[command(after_help = WATCH_TABLE_EXAMPLES)]
-pub struct WatchTableArgs {
+pub(crate) struct WatchTableArgs {
     /// The table, written as in SQL: orders, shop.orders, "My Schema"."Order Items".
     #[arg(value_name = "TABLE", required_unless_present = "list")]
-    pub table: Option<String>,
+    pub(crate) table: Option<String>,
 
     /// The channel to notify, exactly as written [default: the table's name, without schema].
     #[arg(long, value_name = "NAME")]
-    pub channel: Option<String>,
+    pub(crate) channel: Option<String>,
 
     /// The changes that notify, comma-separated.
     #[arg(
@@ -364,33 +364,33 @@ pub struct WatchTableArgs {
         value_delimiter = ',',
         default_value = "insert,update,delete,truncate"
     )]
-    pub events: Vec<OpArg>,
+    pub(crate) events: Vec<OpArg>,
 
     /// Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE).
     /// Every role that can connect can read them.
     #[arg(long)]
-    pub rows: bool,
+    pub(crate) rows: bool,
 
     /// With --rows: only these columns in the row images, comma-separated, exact names.
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',', requires = "rows")]
-    pub columns: Option<Vec<String>>,
+    pub(crate) columns: Option<Vec<String>>,
 
     /// Print the SQL that would run (one transaction) and change nothing.
     #[arg(long, conflicts_with = "list")]
-    pub print_sql: bool,
+    pub(crate) print_sql: bool,
 
     /// Remove the trigger and function pgnotify installed on TABLE (nothing else).
     #[arg(long, conflicts_with_all = ["channel", "rows", "columns", "list"])]
-    pub drop: bool,
+    pub(crate) drop: bool,
 
     /// List the watched tables (all, or only TABLE) with channel, events and mode: a table on a
     /// terminal, NDJSON elsewhere.
     #[arg(long)]
-    pub list: bool,
+    pub(crate) list: bool,
 
     /// With --list: NDJSON even on a terminal.
     #[arg(long, requires = "list")]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 const PIPE_EXAMPLES: &str = "\
@@ -417,40 +417,40 @@ Examples:
 /// server's notification queue; see --on-overflow.
 #[derive(Debug, Args)]
 #[command(after_help = PIPE_EXAMPLES)]
-pub struct PipeArgs {
+pub(crate) struct PipeArgs {
     /// Channels to forward, exactly as written.
     #[arg(required = true, value_name = "CHANNEL")]
-    pub channels: Vec<String>,
+    pub(crate) channels: Vec<String>,
 
     /// Add "data": the payload parsed as JSON, when it is JSON.
     #[arg(long)]
-    pub data: bool,
+    pub(crate) data: bool,
 
     /// For `watch-table` events that carry a key but no row: read the row as it is now, with
     /// your own privileges, and add it as "new" under "data" (null when the row is gone since).
     /// Only tables watched on the event's channel are read.
     #[arg(long, conflicts_with = "exec")]
-    pub fetch: bool,
+    pub(crate) fetch: bool,
 
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
     /// wait for it (4 MiB), then are dropped and counted in a gap record.
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec"])]
-    pub connect: Option<String>,
+    pub(crate) connect: Option<String>,
 
     /// Serve the lines to every TCP client that connects, from the moment it connects, instead
     /// of stdout. A port alone listens on 127.0.0.1; name another address to open it wider.
     /// A client that stops reading is disconnected (after 1 MiB).
     #[arg(long, value_name = "[ADDR:]PORT", conflicts_with = "exec")]
-    pub serve: Option<String>,
+    pub(crate) serve: Option<String>,
 
     #[command(flatten)]
-    pub exec: ExecArgs,
+    pub(crate) exec: ExecArgs,
 
     #[command(flatten)]
-    pub wait: WaitArgs,
+    pub(crate) wait: WaitArgs,
 
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub(crate) source: SourceArgs,
 }
 
 const DEMO_EXAMPLES: &str = "\
@@ -469,18 +469,18 @@ Examples:
 /// postgresql); it does not touch any other server.
 #[derive(Debug, Args)]
 #[command(after_help = DEMO_EXAMPLES)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Leave the server running and print its connection settings as shell `export` lines on
     /// stdout (the demo's own output then goes to stderr).
     #[arg(long)]
-    pub keep: bool,
+    pub(crate) keep: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
+pub(crate) struct GenerateArgs {
     /// The project directory to write completions/ and man/ into.
     #[arg(value_name = "DIR", default_value = ".")]
-    pub dir: std::path::PathBuf,
+    pub(crate) dir: std::path::PathBuf,
 }
 
 /// Reads `500ms`, `10s`, `5m`, `1h`, `1h 30m`; zero and negative durations are refused.

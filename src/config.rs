@@ -64,12 +64,12 @@ fn op(arg: OpArg) -> Op {
 
 /// Everything `listen` needs besides the connection.
 pub(crate) struct ListenSettings {
-    pub stream: StreamSettings,
+    pub(crate) stream: StreamSettings,
 }
 
 /// Everything `pipe` needs besides the connection.
 pub(crate) struct PipeSettings {
-    pub stream: StreamSettings,
+    pub(crate) stream: StreamSettings,
 }
 
 fn source(channels: &[String], args: &SourceArgs) -> SourceSettings {
@@ -175,8 +175,8 @@ pub(crate) enum Input {
 
 /// Everything `notify` needs besides the connection.
 pub(crate) struct NotifySettings {
-    pub channel: String,
-    pub input: Input,
+    pub(crate) channel: String,
+    pub(crate) input: Input,
 }
 
 pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
@@ -201,9 +201,9 @@ pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
 /// What `demo` was asked to do.
 pub(crate) struct DemoSettings {
     /// Leave the server running and print its settings as `export` lines on stdout.
-    pub keep: bool,
+    pub(crate) keep: bool,
     /// A pause before the notifications are sent (a test hook, `PGNOTIFY_DEMO_PAUSE`).
-    pub pause: Option<Duration>,
+    pub(crate) pause: Option<Duration>,
 }
 
 /// `demo`'s settings; `PGNOTIFY_DEMO_PAUSE` (a duration) is a test hook that holds the demo
@@ -238,10 +238,10 @@ pub(crate) enum WatchAction {
 /// Everything `watch-table` needs besides the connection.
 pub(crate) struct WatchTableSettings {
     /// TABLE as the user wrote it (absent only with `--list`).
-    pub table: Option<String>,
-    pub action: WatchAction,
+    pub(crate) table: Option<String>,
+    pub(crate) action: WatchAction,
     /// Print the SQL instead of running it.
-    pub print_sql: bool,
+    pub(crate) print_sql: bool,
 }
 
 pub(crate) fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {

@@ -14,29 +14,29 @@ pub(crate) fn after(duration: Duration) -> Option<Instant> {
 
 /// Waits on `changed` while `blocked` holds of the guarded state, until `deadline` (`None`: as
 /// long as it takes). Returns the guard, and true when the deadline passed with `blocked`
-/// still holding. A poisoned lock is taken as it is: the state stays consistent between
-/// statements of its owners.
+/// still holding. Spurious wake-ups and a poisoned lock only mean looking again.
 pub(crate) fn wait_while<'a, T>(
     changed: &Condvar,
-    guard: MutexGuard<'a, T>,
+    mut guard: MutexGuard<'a, T>,
     deadline: Option<Instant>,
-    blocked: impl FnMut(&mut T) -> bool,
+    mut blocked: impl FnMut(&mut T) -> bool,
 ) -> (MutexGuard<'a, T>, bool) {
-    match deadline {
-        None => {
-            let guard = changed
-                .wait_while(guard, blocked)
-                .unwrap_or_else(PoisonError::into_inner);
-            (guard, false)
-        }
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (guard, result) = changed
-                .wait_timeout_while(guard, left, blocked)
-                .unwrap_or_else(PoisonError::into_inner);
-            (guard, result.timed_out())
-        }
+    while blocked(&mut guard) {
+        guard = match deadline {
+            None => changed.wait(guard).unwrap_or_else(PoisonError::into_inner),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return (guard, true);
+                }
+                changed
+                    .wait_timeout(guard, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+        };
     }
+    (guard, false)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Exit statuses and the one function that maps an error chain to one.
 //!
-//! The table is the contract in DESIGN.md ("Exit codes"). Commands return `Ok(Exit)` for the
-//! ways a run can end normally (count reached, timeout, signal) and `Err(anyhow::Error)` for
-//! failures; a failure's status is decided here from the typed errors in its chain, so command
+//! The table is the contract in the README ("Exit status, signals and pipes"). Commands return
+//! `Ok(Exit)` for the ways a run can end normally (count reached, timeout, signal) and
+//! `Err(anyhow::Error)` for failures; a failure's status is decided here from the typed errors in its chain, so command
 //! code only has to wrap a connection problem in [`ConnectionError`] to get status 3.
 //!
 //! [`report`] is the one way an error leaves the program, from `app::run` or from a thread that

@@ -1,7 +1,8 @@
 //! pgnotify: PostgreSQL LISTEN/NOTIFY from the shell. `ARCHITECTURE.md` at the top of the
 //! project is the longer map; this is the short one, wing by wing, in the order data flows.
 //!
-//! **The edge** sees clap and the process environment, and nothing below it does: `main`
+//! **The edge** sees clap and reads the environment, and nothing below it does (except `pg`,
+//! which reads libpq's PG* variables, and `tempdb`, which finds the server binaries): `main`
 //! parses and exits; `cli` declares the command line (clap derive, every `ValueEnum`);
 //! `config` turns parsed arguments and the environment into plain settings; `app` dispatches
 //! to a command and is the one way out for an error; `generate` writes completions and man
@@ -28,7 +29,8 @@
 //!
 //! **Leaves**, used by any wing: `notification` (the vocabulary: `Notification`, `Gap`),
 //! `exit` (statuses and the error path), `msg` (stderr messages), `signals`, `sanitize`,
-//! `backoff`, `deadline`, `keepalive`, `panic`; `tempdb` starts throwaway servers for `demo` and the tests.
+//! `backoff`, `deadline`, `keepalive`, `panic`; `tempdb` starts throwaway servers for `demo`
+//! and the tests.
 
 mod app;
 mod backoff;

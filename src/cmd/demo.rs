@@ -2,8 +2,9 @@
 //! turning a table's changes into JSON events, against a private throwaway server; then remove
 //! the server (also on Ctrl-C or an error, through `tempdb::Cluster`'s cleanup).
 //!
-//! The demo runs this very binary as child processes, with the same command lines it prints, so
-//! what a newcomer sees is exactly what they would type.
+//! The demo runs this very binary as child processes, with the command lines it prints, so what
+//! a newcomer sees is what they would type. The children also get bounds the newcomer needs
+//! not type: `--timeout`, `--max-downtime`, and `-v` for their readiness lines.
 
 use crate::config::DemoSettings;
 use crate::exit::{Exit, StdoutError};
@@ -99,8 +100,6 @@ fn show(
         &count_text,
         "--timeout",
         "30s",
-        "--max-downtime",
-        ORPHAN_DOWNTIME,
         "--max-downtime",
         ORPHAN_DOWNTIME,
     ];

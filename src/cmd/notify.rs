@@ -1,7 +1,8 @@
 //! `notify`: send one notification, or one per line of stdin in batched transactions.
 //!
 //! Every payload travels as a bind parameter of `pg_notify($1, $2)` (`NOTIFY` takes only a
-//! literal, and `pg_notify` takes the channel exactly as given); nothing is spliced into SQL. Channel and payloads are checked before any round trip.
+//! literal, and `pg_notify` takes the channel exactly as given); nothing is spliced into SQL.
+//! Channel and payloads are checked before any round trip.
 
 use crate::config::{Input, NotifySettings};
 use crate::exit::{ConnectionError, Exit, UsageError};

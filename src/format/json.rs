@@ -1,4 +1,4 @@
-//! NDJSON: one JSON object per notification, one line each (DESIGN.md "Output").
+//! NDJSON: one JSON object per notification, one line each (README "Output formats").
 //!
 //! The four fields `channel`, `payload`, `pid`, `received_at` are a contract: fields may be
 //! added, never renamed or removed. `payload` is always the raw string; with `--data`, `data`
@@ -16,24 +16,24 @@ use std::io::{self, Write};
 /// The NDJSON record of one notification.
 #[derive(Serialize)]
 struct Record<'a> {
-    pub channel: &'a str,
-    pub payload: &'a str,
-    pub pid: i32,
-    pub received_at: Micros,
+    pub(crate) channel: &'a str,
+    pub(crate) payload: &'a str,
+    pub(crate) pid: i32,
+    pub(crate) received_at: Micros,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    pub(crate) data: Option<serde_json::Value>,
 }
 
 /// The NDJSON record of a gap.
 #[derive(Serialize)]
 struct GapRecord<'a> {
     /// `reconnect` (the connection was lost) or `overflow` (pgnotify dropped notifications).
-    pub gap: &'static str,
-    pub reason: &'a str,
-    pub from: Micros,
-    pub until: Micros,
-    pub down_ms: i64,
-    pub dropped: u64,
+    pub(crate) gap: &'static str,
+    pub(crate) reason: &'a str,
+    pub(crate) from: Micros,
+    pub(crate) until: Micros,
+    pub(crate) down_ms: i64,
+    pub(crate) dropped: u64,
 }
 
 /// A UTC timestamp written as RFC 3339 with microseconds: `2026-11-24T01:02:03.456789Z`.

@@ -18,7 +18,7 @@ use std::io::{self, Write};
 pub(crate) enum Format {
     /// One human-readable line per notification: local time, channel, sender PID, payload.
     Text,
-    /// NDJSON: one JSON object per line (DESIGN.md "Output").
+    /// NDJSON: one JSON object per line (README "Output formats").
     Json,
     /// psql's sentences, word for word.
     Psql,
@@ -28,18 +28,18 @@ pub(crate) enum Format {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Style {
     /// Colour escapes in text output.
-    pub color: bool,
+    pub(crate) color: bool,
     /// Escape control characters in names and payloads (text and psql formats on a terminal).
-    pub escape: bool,
+    pub(crate) escape: bool,
 }
 
 /// What goes into NDJSON besides the four contract fields.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct JsonOptions {
     /// Add `data`: the payload parsed as JSON, when it is JSON (`--data`).
-    pub data: bool,
+    pub(crate) data: bool,
     /// Write a gap record when notifications may have been lost (off: `--no-gap-records`).
-    pub gap_records: bool,
+    pub(crate) gap_records: bool,
 }
 
 /// Encodes notifications in one format.

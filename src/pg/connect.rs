@@ -14,8 +14,8 @@ use std::time::Duration;
 
 /// An open connection and the server it reached.
 pub(crate) struct Connection {
-    pub client: Client,
-    pub target: Target,
+    pub(crate) client: Client,
+    pub(crate) target: Target,
 }
 
 /// Connects to the first target that accepts; the error names every target that failed.

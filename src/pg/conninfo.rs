@@ -5,8 +5,8 @@
 
 use anyhow::{Result, bail};
 
-/// The keywords libpq knows. pgnotify honours the ones `settings` reads and accepts the rest so that
-/// a connection string written for psql works here too.
+/// The keywords libpq knows. pgnotify honours the ones `settings` reads and accepts the rest,
+/// so that a connection string written for psql works here too.
 pub(super) const KNOWN_KEYS: &[&str] = &[
     "host",
     "hostaddr",

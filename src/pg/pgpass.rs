@@ -11,10 +11,10 @@ use std::path::Path;
 
 /// What the connection is for, as the password file's first four fields see it.
 pub(super) struct Key<'a> {
-    pub host: &'a str,
-    pub port: &'a str,
-    pub dbname: &'a str,
-    pub user: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) port: &'a str,
+    pub(crate) dbname: &'a str,
+    pub(crate) user: &'a str,
 }
 
 /// The outcome of a lookup: a password, nothing, or a warning why the file was not read.

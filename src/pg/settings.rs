@@ -38,19 +38,19 @@ pub(crate) enum PasswordPrompt {
 /// The connection options given on the command line.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ConnOptions {
-    pub dbname: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<String>,
-    pub user: Option<String>,
-    pub prompt: PasswordPrompt,
+    pub(crate) dbname: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) port: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) prompt: PasswordPrompt,
 }
 
 /// What libpq reads from the process: the environment, the home directory, the OS user.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Env {
-    pub vars: HashMap<String, String>,
-    pub home: Option<PathBuf>,
-    pub os_user: Option<String>,
+    pub(crate) vars: HashMap<String, String>,
+    pub(crate) home: Option<PathBuf>,
+    pub(crate) os_user: Option<String>,
 }
 
 impl Env {
@@ -112,11 +112,11 @@ pub(super) const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 /// One server to try: a host name or socket directory, optionally an address, and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Target {
-    pub host: String,
-    pub hostaddr: Option<IpAddr>,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) hostaddr: Option<IpAddr>,
+    pub(crate) port: u16,
     /// No host was given: the default socket directory was chosen.
-    pub defaulted: bool,
+    pub(crate) defaulted: bool,
 }
 
 impl Target {

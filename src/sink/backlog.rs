@@ -28,8 +28,9 @@ pub(crate) struct Backlog {
     limit: usize,
     /// Who it is for, in messages ("the TCP peer HOST:PORT").
     name: String,
-    /// Whether a gap record goes out after a drop.
-    gaps: bool,
+    /// The reason a gap record gives after a drop ("the TCP peer was away or too slow"), or
+    /// `None`: no gap records.
+    gaps: Option<&'static str>,
 }
 
 struct BacklogState {
@@ -47,7 +48,7 @@ struct BacklogState {
 const PROGRESS_GRACE: Duration = Duration::from_secs(1);
 
 impl Backlog {
-    pub(super) fn new(limit: usize, name: String, gaps: bool) -> Arc<Backlog> {
+    pub(super) fn new(limit: usize, name: String, gaps: Option<&'static str>) -> Arc<Backlog> {
         Arc::new(Backlog {
             state: Mutex::new(BacklogState {
                 chunks: VecDeque::new(),
@@ -125,7 +126,7 @@ impl Backlog {
 
     /// Like `pop`, but gives up after `wait` when nothing comes.
     pub(super) fn pop_within(&self, wait: Duration) -> Popped {
-        self.next(Some(Instant::now() + wait))
+        self.next(deadline::after(wait))
     }
 
     /// The next chunk, waiting until `deadline` (`None`: as long as it takes). A drop whose
@@ -184,16 +185,14 @@ impl Backlog {
     }
 }
 
-/// Ends a drop, if one is going on: says so, and makes the gap record when `gaps`.
-fn take_gap(state: &mut BacklogState, gaps: bool, name: &str) -> Option<Arc<[u8]>> {
-    let gap = state.drops.end(&format!("{name} was away or too slow"))?;
+/// Ends a drop, if one is going on: says so, and makes the gap record when `gaps` says why.
+fn take_gap(state: &mut BacklogState, gaps: Option<&str>, name: &str) -> Option<Arc<[u8]>> {
+    let gap = state.drops.end(gaps.unwrap_or("dropped"))?;
     msg::warn(&format!(
         "{name} missed {} notifications while it was away or slow",
         gap.dropped
     ));
-    if !gaps {
-        return None;
-    }
+    gaps?;
     let mut record = Vec::new();
     write_gap_record(&mut record, &gap).ok()?;
     Some(Arc::from(record.into_boxed_slice()))
@@ -269,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_backlog_is_bounded() {
-        let backlog = Backlog::new(10, "test".into(), false);
+        let backlog = Backlog::new(10, "test".into(), None);
         let chunk = |s: &[u8]| -> Arc<[u8]> { Arc::from(s) };
         assert!(backlog.push(&[chunk(b"12345")]));
         assert!(backlog.push(&[chunk(b"1"), chunk(b"1234")]));

@@ -13,7 +13,7 @@ use crate::deadline;
 use crate::format::Encoder;
 use crate::msg;
 use anyhow::{Context, Result, bail};
-use std::io::{self};
+use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,9 @@ impl Peer {
         let backlog = Backlog::new(
             PEER_BYTES,
             format!("the TCP peer {address}"),
-            encoder.gap_records(),
+            encoder
+                .gap_records()
+                .then_some("the TCP peer was away or too slow"),
         );
         let writer = PeerWriter {
             address: address.to_owned(),

@@ -98,7 +98,7 @@ fn accept(listener: TcpListener, clients: &Mutex<Vec<Client>>) {
         };
         keepalive(&stream);
         let _ = stream.set_nodelay(true);
-        let backlog = Backlog::new(CLIENT_BYTES, format!("client {address}"), false);
+        let backlog = Backlog::new(CLIENT_BYTES, format!("client {address}"), None);
         let thread_backlog = Arc::clone(&backlog);
         let spawned = std::thread::Builder::new()
             .name("client".into())

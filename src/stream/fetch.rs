@@ -5,8 +5,8 @@
 //! (a stderr line, the event written without `new`; never the end of the run).
 //!
 //! Anyone who can connect can send a forged event on any channel (NOTIFY needs no privilege),
-//! and an event names the table to read. So a row is only fetched from a table that pgnotify watches
-//! *on the channel the event came on*, by exactly that watch's key columns: a forged event
+//! and an event names the table to read. So a row is only fetched from a table that pgnotify
+//! watches *on the channel the event came on*, by exactly that watch's key columns: a forged event
 //! cannot make the receiver read, and forward, rows of any other table it may read, and cannot
 //! make it scan a table by columns without an index.
 

@@ -35,13 +35,13 @@ const RECONNECT_TIMEOUT_SECS: u64 = 10;
 #[derive(Clone, Debug)]
 pub(crate) struct SourceSettings {
     /// The channels, exactly as given.
-    pub channels: Vec<String>,
+    pub(crate) channels: Vec<String>,
     /// Retry the first connection too, instead of failing at once (`--wait`).
-    pub wait: bool,
+    pub(crate) wait: bool,
     /// Give up (status 3) after being disconnected this long (`--max-downtime`).
-    pub max_downtime: Option<Duration>,
+    pub(crate) max_downtime: Option<Duration>,
     /// The heartbeat interval; `None` turns it off.
-    pub heartbeat: Option<Duration>,
+    pub(crate) heartbeat: Option<Duration>,
 }
 
 /// Connects (unless `--wait`: then the thread does), and starts the reading thread.

@@ -12,21 +12,21 @@ use serde::Serialize;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Installed {
     /// Our triggers on the table (names), with the marker of the first.
-    pub triggers: Vec<String>,
-    pub marker: Option<Marker>,
+    pub(crate) triggers: Vec<String>,
+    pub(crate) marker: Option<Marker>,
     /// The function our triggers call.
-    pub function: Option<Function>,
+    pub(crate) function: Option<Function>,
     /// Triggers with one of our names that pgnotify did not create: never touched.
-    pub foreign: Vec<String>,
+    pub(crate) foreign: Vec<String>,
 }
 
 /// A trigger function of ours, as the catalog has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Function {
-    pub schema: String,
-    pub name: String,
+    pub(crate) schema: String,
+    pub(crate) name: String,
     /// Its body (`prosrc`).
-    pub body: String,
+    pub(crate) body: String,
 }
 
 impl Function {
@@ -208,10 +208,10 @@ pub(crate) fn check_names_free(
 /// A watched table, as `--list` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Watched {
-    pub schema: String,
-    pub table: String,
+    pub(crate) schema: String,
+    pub(crate) table: String,
     #[serde(flatten)]
-    pub marker: Marker,
+    pub(crate) marker: Marker,
 }
 
 /// Every watched table in the database (or only `table`), found by the marker on our triggers.

@@ -68,15 +68,15 @@ impl Op {
 /// What a watch sends; stored as JSON in the marker comment of each object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Marker {
-    pub version: u32,
-    pub channel: String,
-    pub events: Vec<Op>,
+    pub(crate) version: u32,
+    pub(crate) channel: String,
+    pub(crate) events: Vec<Op>,
     /// Row images (`--rows`).
-    pub rows: bool,
+    pub(crate) rows: bool,
     /// The columns of the row images (`--columns`); all when absent.
-    pub columns: Option<Vec<String>>,
+    pub(crate) columns: Option<Vec<String>>,
     /// The key columns, in key order (empty: the table has no key).
-    pub key: Vec<String>,
+    pub(crate) key: Vec<String>,
 }
 
 impl Marker {
@@ -134,9 +134,9 @@ impl Marker {
 /// A table as the server resolved it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Table {
-    pub oid: u32,
-    pub schema: String,
-    pub name: String,
+    pub(crate) oid: u32,
+    pub(crate) schema: String,
+    pub(crate) name: String,
 }
 
 impl Table {

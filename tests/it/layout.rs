@@ -142,17 +142,26 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
                 ));
             }
         }
+        if code.contains("super::super") {
+            found.push(format!(
+                "src/{path}: reaches another wing through super::super; name it as crate::"
+            ));
+        }
         for word in ["clap", "clap_complete", "clap_mangen"] {
             if names(&code, word) && !CLAP.contains(&module) {
                 found.push(format!("src/{path}: only the edge may use {word}"));
             }
         }
-        if matches!(module, "sink" | "format") && names(&code, "postgres") {
+        if matches!(module, "sink" | "format") && code.contains("postgres") {
             found.push(format!(
                 "src/{path}: sinks and encoders never see the postgres crate"
             ));
         }
-        if code.contains("process::exit") && !PROCESS_EXIT.contains(&module) {
+        let exits = code.contains("process::exit")
+            || code
+                .lines()
+                .any(|l| l.contains("process::{") && names(l, "exit"));
+        if exits && !PROCESS_EXIT.contains(&module) {
             found.push(format!(
                 "src/{path}: ends the process itself; return the error to the one error path (exit::report)"
             ));
@@ -239,6 +248,9 @@ fn the_guards_catch_what_they_guard() {
         file("pg/connect.rs", "use crate::{exit::{self, Exit}, stream};"),
         file("exit.rs", "use crate::format::Encoder;"),
         file("stream/source.rs", "fn f() { std::process::exit(1) }"),
+        file("stream/queue.rs", "use std::process::{exit, Command};"),
+        file("format/psql.rs", "use tokio_postgres::Client;"),
+        file("sink/server.rs", "use super::super::stream::Queue;"),
         file("watch/sql.rs", "fn f() { println!(\"x\") }"),
         file("fresh.rs", "fn f() {}"),
         // Not broken: a comment may name anything, and a wing may import its own.
@@ -256,6 +268,9 @@ fn the_guards_catch_what_they_guard() {
         "src/pg/connect.rs: `pg` may not import `crate::stream`",
         "src/exit.rs: `exit` may not import `crate::format`",
         "src/stream/source.rs: ends the process itself",
+        "src/stream/queue.rs: ends the process itself",
+        "src/format/psql.rs: sinks and encoders never see the postgres crate",
+        "src/sink/server.rs: reaches another wing through super::super",
         "src/watch/sql.rs: println! panics",
         "src/fresh.rs: module `fresh` belongs to no wing",
     ];

@@ -515,3 +515,26 @@ sys.stdout.write(child.before.decode())
     assert!(forced.read_line().contains("\u{1b}["));
     forced.expect_exit(0);
 }
+
+#[test]
+fn a_stdout_that_cannot_take_a_write_is_an_error_not_a_quiet_end() {
+    // Only a reader that went away (a broken pipe) ends a run quietly: a full disk is status 1
+    // with the reason. /dev/full is no pipe, so no watcher sees it before the write fails.
+    let server = Server::start();
+    let mut listener = server
+        .shell(r#""$PGNOTIFY" "$@" -v listen full --count 1 > /dev/full"#)
+        .spawn();
+    listener.wait_ready();
+    server.notify("full", "no room for this");
+    listener.expect_exit(1);
+    let stderr = listener.stderr();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("pgnotify: error: "))
+        .collect();
+    assert_eq!(
+        errors,
+        ["pgnotify: error: could not write to standard output: No space left on device"],
+        "{stderr}"
+    );
+}
