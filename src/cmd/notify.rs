@@ -10,7 +10,7 @@ use crate::msg;
 use crate::pg::{
     self, ConnSettings, MAX_PAYLOAD_BYTES, Target, check_channel, check_payload, describe_pg_error,
 };
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use postgres::types::Type;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
@@ -96,6 +96,10 @@ fn read_stdin() -> Result<String> {
     })
 }
 
+/// The most bytes read for one line of `--lines`: a payload one byte over the limit and its
+/// newline, so that the error for an 8000-byte line can still give its exact size.
+const LINE_LIMIT: usize = MAX_PAYLOAD_BYTES + 2;
+
 /// Lines of stdin, read and checked one batch at a time.
 struct LineReader<R> {
     reader: BufReader<R>,
@@ -117,8 +121,10 @@ impl<R: Read> LineReader<R> {
                 break;
             }
             self.buf.clear();
-            let read = self
-                .reader
+            // At most one byte past the longest line that could be sent: an endless line is
+            // refused once it is that long, never read whole into memory.
+            let read = (&mut self.reader)
+                .take(LINE_LIMIT as u64)
                 .read_until(b'\n', &mut self.buf)
                 .context("could not read standard input")?;
             if read == 0 {
@@ -127,6 +133,13 @@ impl<R: Read> LineReader<R> {
             self.line += 1;
             if self.buf.last() == Some(&b'\n') {
                 self.buf.pop();
+            } else if read == LINE_LIMIT {
+                bail!(
+                    "line {}: payload is more than {} bytes long; PostgreSQL's limit is \
+                     {MAX_PAYLOAD_BYTES} bytes (less than 8000)",
+                    self.line,
+                    LINE_LIMIT - 1
+                );
             }
             let payload = String::from_utf8(std::mem::take(&mut self.buf))
                 .map_err(|_| anyhow!("line {} is not valid UTF-8", self.line))?;
@@ -252,6 +265,23 @@ mod tests {
             err.starts_with("line 4: payload is 8000 bytes long"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_once_it_is_too_long() {
+        let mut lines = LineReader {
+            reader: BufReader::new(std::io::repeat(b'x')),
+            batch: 10,
+            line: 0,
+            buf: Vec::new(),
+            ready: || true,
+        };
+        let err = format!("{:#}", lines.next_batch().unwrap_err());
+        assert!(
+            err.starts_with("line 1: payload is more than 8000 bytes"),
+            "{err}"
+        );
+        assert!(lines.buf.capacity() < 64 * 1024, "{}", lines.buf.capacity());
     }
 
     #[test]

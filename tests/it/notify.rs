@@ -311,3 +311,19 @@ fn an_endless_stdin_payload_fails_fast() {
         .one_line_error()
         .stderr_has("more than 65535 bytes long; PostgreSQL's limit is 7999 bytes");
 }
+
+#[test]
+fn a_line_without_end_is_refused_without_reading_it_whole() {
+    // 50 MB with no newline: refused as soon as it passes the limit, with the limit in the
+    // message, not read into memory first and reported with its full size.
+    let server = Server::start();
+    let out = server
+        .shell(
+            r#"head -c 50000000 /dev/zero | tr '\0' x | "$PGNOTIFY" "$@" notify --lines c
+               exit "${PIPESTATUS[2]}""#,
+        )
+        .run();
+    out.code(1)
+        .one_line_error()
+        .stderr_has("line 1: payload is more than 8000 bytes long");
+}
