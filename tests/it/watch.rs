@@ -731,3 +731,55 @@ fn a_closed_stdout_ends_list_and_print_sql_quietly() {
         assert_eq!(out.stderr, "", "{}", out.report());
     }
 }
+
+#[test]
+fn fetch_and_data_carry_key_values_exactly() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE n (id numeric PRIMARY KEY, v text);
+         INSERT INTO n VALUES (1, 'one'), (1.00000000000000001, 'almost one'),
+                              (123456789012345678901234567890, 'thirty digits');
+         CREATE TABLE b (id bigint PRIMARY KEY, v text);
+         INSERT INTO b VALUES (9223372036854775807, 'max'), (-9223372036854775808, 'min');
+         CREATE TABLE c (name text, at timestamptz, u uuid, v text, PRIMARY KEY (name, at, u));
+         INSERT INTO c VALUES ('it''s \"quoted\"', '2026-01-02 03:04:05.678901+00',
+                               'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'composite');",
+    )
+    .unwrap();
+    for table in ["n", "b", "c"] {
+        server
+            .pgnotify()
+            .args(["watch-table", table, "--channel", "k"])
+            .run()
+            .success();
+    }
+    let mut pipe = pipe(&server, "k", 6, &["--fetch"]);
+    db.batch_execute(
+        "UPDATE n SET v = v || '!' WHERE id = 1.00000000000000001;
+         UPDATE n SET v = v || '!' WHERE id = 123456789012345678901234567890;
+         UPDATE b SET v = v || '!';
+         UPDATE c SET v = v || '!';",
+    )
+    .unwrap();
+    // The lines as written: a number must keep every digit, in `key` and in the fetched row.
+    let lines: Vec<String> = (0..5).map(|_| pipe.read_line()).collect();
+    let expect = [
+        r#""key":{"id":1.00000000000000001},"new":{"id":1.00000000000000001,"v":"almost one!"}"#,
+        r#""new":{"id":123456789012345678901234567890,"v":"thirty digits!"}"#,
+        r#""new":{"id":9223372036854775807,"v":"max!"}"#,
+        r#""new":{"id":-9223372036854775808,"v":"min!"}"#,
+        r#""v":"composite!"}"#,
+    ];
+    for (line, want) in lines.iter().zip(expect) {
+        assert!(line.contains(want), "{want} not in {line}");
+    }
+    // --data keeps a number that no f64 holds exactly.
+    server.notify("k", r#"{"big":18446744073709551616,"small":1e-400}"#);
+    let line = pipe.read_line();
+    assert!(
+        line.contains(r#""data":{"big":18446744073709551616,"small":1e-400}"#),
+        "{line}"
+    );
+    pipe.expect_exit(0);
+}
