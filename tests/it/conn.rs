@@ -378,3 +378,17 @@ fn running_out_of_file_descriptors_is_an_error_not_a_panic() {
     );
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.report());
 }
+
+#[test]
+fn a_timeout_under_a_millisecond_still_bounds_connecting() {
+    // --timeout also bounds connecting; 500 µs once became connect_timeout=0, which is none.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let out = Cmd::new()
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "x", "-d", "x"])
+        .args(["listen", "c", "--timeout", "500us"])
+        .run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("timeout expired after 2 s");
+}
