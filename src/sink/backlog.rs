@@ -209,8 +209,9 @@ pub(super) enum Popped {
 pub(crate) trait Deliver {
     /// Hands on a chunk of whole lines holding `lines` notifications.
     fn deliver(&mut self, chunk: Arc<[u8]>, lines: u64);
-    /// At the end of a run: waits, boundedly, until what was handed on is written.
-    fn finish(&mut self);
+    /// At the end of a run: waits, boundedly, until what was handed on is written; an error
+    /// when what had to arrive did not.
+    fn finish(&mut self) -> Result<()>;
 }
 
 /// The sink of a network destination: encodes NDJSON lines into a buffer until the loop
@@ -257,8 +258,7 @@ impl<D: Deliver> Sink for Chunked<D> {
 
     fn finish(&mut self) -> Result<()> {
         self.flush()?;
-        self.to.finish();
-        Ok(())
+        self.to.finish()
     }
 }
 

@@ -64,14 +64,17 @@ impl Deliver for Peer {
         self.backlog.push_counted(chunk, lines);
     }
 
-    fn finish(&mut self) {
+    /// Everything the peer was sent must have reached it: a run that ends with lines still
+    /// waiting for it failed, whatever `--count` says.
+    fn finish(&mut self) -> Result<()> {
         if !self.backlog.wait_empty(deadline::after(FINISH_WAIT)) {
-            msg::warn(&format!(
-                "the TCP peer {} did not take everything within {} s",
+            bail!(
+                "the TCP peer {} did not take everything within {} s; what it did not take is lost",
                 self.address,
                 FINISH_WAIT.as_secs()
-            ));
+            );
         }
+        Ok(())
     }
 }
 

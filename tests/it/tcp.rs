@@ -181,3 +181,25 @@ fn serve_disconnects_a_client_that_never_reads_and_keeps_the_others_going() {
     assert_eq!(payload(&mut fast), "still here");
     drop(stalled);
 }
+
+#[test]
+fn a_count_reached_with_no_peer_to_take_it_is_a_failure() {
+    // The count is reached, but nothing was delivered: that is no success.
+    let server = Server::start();
+    let address = free_address();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "p", "--count", "2", "--connect", &address])
+        .spawn();
+    pipe.wait_ready();
+    server.notify("p", "a");
+    server.notify("p", "b");
+    pipe.expect_exit(1);
+    let stderr = pipe.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "pgnotify: error: the TCP peer {address} did not take everything within 5 s"
+        )),
+        "{stderr}"
+    );
+}
