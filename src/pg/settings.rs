@@ -16,7 +16,7 @@
 //! (`conninfo`), the password and service files (`pgpass`, `service`).
 
 use super::{conninfo, service};
-use crate::exit::ConnectionError;
+use crate::exit::{ConnectionError, UsageError};
 use crate::msg;
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +49,8 @@ pub(crate) struct ConnOptions {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Env {
     pub(crate) vars: HashMap<String, String>,
+    /// The variables whose values are not UTF-8 (never read as if unset).
+    pub(crate) not_utf8: Vec<String>,
     pub(crate) home: Option<PathBuf>,
     pub(crate) os_user: Option<String>,
 }
@@ -64,11 +66,18 @@ impl Env {
             .map(PathBuf::from)
             .or_else(|| user.as_ref().map(|u| u.dir.clone()));
         // vars_os: a variable that is not UTF-8 (any variable, not only PG*) must not panic.
-        let vars = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
+        let mut vars = HashMap::new();
+        let mut not_utf8 = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            let Ok(key) = key.into_string() else { continue };
+            match value.into_string() {
+                Ok(value) => drop(vars.insert(key, value)),
+                Err(_) => not_utf8.push(key),
+            }
+        }
         Env {
             vars,
+            not_utf8,
             home,
             os_user: user.map(|u| u.name),
         }
@@ -184,8 +193,23 @@ impl ConnSettings {
 /// Resolves the command-line options against the service file, the environment and libpq's
 /// defaults, in libpq's order of precedence (see the module documentation).
 pub(crate) fn resolve(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
+    let read = ENV_VARS.iter().map(|(_, var)| *var).chain(SERVICE_VARS);
+    if let Some(var) = read
+        .into_iter()
+        .find(|v| env.not_utf8.iter().any(|n| n == v))
+    {
+        // Never fall back to a default: that could reach another server, as another user.
+        return Err(UsageError(format!(
+            "the environment variable {var} is not valid UTF-8, so pgnotify cannot use it; \
+             fix or unset it"
+        ))
+        .into());
+    }
     resolve_params(opts, env).map_err(|e| ConnectionError(format!("{e:#}")).into())
 }
+
+/// The variables that name a service and its files, read besides [`ENV_VARS`].
+const SERVICE_VARS: [&str; 3] = ["PGSERVICE", "PGSERVICEFILE", "PGSYSCONFDIR"];
 
 fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
     let mut params = BTreeMap::new();

@@ -392,3 +392,19 @@ fn a_timeout_under_a_millisecond_still_bounds_connecting() {
         .one_line_error()
         .stderr_has("timeout expired after 2 s");
 }
+
+#[test]
+fn a_pg_variable_that_is_not_utf8_is_refused_before_connecting() {
+    use std::os::unix::ffi::OsStringExt;
+    let server = Server::start();
+    // Ignoring it would fall back to the default host: another server, perhaps.
+    let bad = std::ffi::OsString::from_vec(b"db\xff1".to_vec());
+    server
+        .bare()
+        .env("PGHOST", bad)
+        .args(["notify", "c", "x"])
+        .run()
+        .code(2)
+        .one_line_error()
+        .stderr_has("PGHOST is not valid UTF-8");
+}

@@ -9,6 +9,7 @@ fn env(vars: &[(&str, &str)]) -> Env {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        not_utf8: Vec::new(),
         home: Some(PathBuf::from("/nonexistent-home")),
         os_user: Some("osuser".into()),
     }
@@ -224,4 +225,19 @@ fn empty_flags_count_as_unset_and_foreign_encodings_are_ignored() {
         ("envuser", "envhost")
     );
     assert_eq!(s.get("client_encoding"), None);
+}
+
+#[test]
+fn a_pg_variable_that_is_not_utf8_is_refused_not_ignored() {
+    let mut e = env(&[("PGPORT", "6000")]);
+    e.not_utf8 = vec!["PGHOST".into(), "PGNOTIFY_PG_BINDIR".into()];
+    let err = resolve(&ConnOptions::default(), &e).unwrap_err();
+    assert_eq!(crate::exit::for_error(&err), crate::exit::Exit::Usage);
+    assert!(
+        err.to_string().contains("PGHOST is not valid UTF-8"),
+        "{err}"
+    );
+    // A variable pgnotify does not read may hold anything.
+    e.not_utf8 = vec!["PGNOTIFY_PG_BINDIR".into()];
+    assert!(resolve(&ConnOptions::default(), &e).is_ok());
 }
