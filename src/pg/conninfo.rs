@@ -78,6 +78,11 @@ pub(super) fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Keys whose values are secrets, never to be shown.
+fn is_secret(key: &str) -> bool {
+    matches!(key, "password" | "sslpassword")
+}
+
 fn uri_rest(s: &str) -> Option<&str> {
     s.strip_prefix("postgresql://")
         .or_else(|| s.strip_prefix("postgres://"))
@@ -98,6 +103,13 @@ fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
+            // After an unquoted password with a space, this "key" is the rest of it.
+            if pairs.last().is_some_and(|(k, _)| is_secret(k)) {
+                bail!(
+                    "missing \"=\" after the password in connection info string (quote a \
+                     password that holds spaces: password='...')"
+                );
+            }
             bail!("missing \"=\" after \"{key}\" in connection info string");
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -140,30 +152,31 @@ fn bare_value(chars: &mut std::iter::Peekable<impl Iterator<Item = char>>) -> St
 }
 
 /// `[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`, after the scheme.
+///
+/// No error quotes a user name or password. As in libpq, the user info ends at an `@` before
+/// the first `/`, so a `?` in a password belongs to it (libpq takes the first `@`; the last
+/// one is taken here, so an unencoded `@` in a password works too).
 fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
-    let mut pairs = Vec::new();
-    let hostlist = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let (user, password) = match userinfo.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
-                None => (userinfo, None),
-            };
-            if !user.is_empty() {
-                pairs.push(("user".to_owned(), percent_decode(user)?));
-            }
-            if let Some(p) = password {
-                // Never quote a password in an error.
-                let decoded = percent_decode(p).map_err(|_| {
-                    anyhow::anyhow!("invalid percent-encoding in the password of the URI")
-                })?;
-                pairs.push(("password".to_owned(), decoded));
-            }
-            hosts
-        }
-        None => authority,
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let (userinfo, rest) = match rest[..slash].rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
     };
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (hostlist, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+    let mut pairs = Vec::new();
+    if let Some(userinfo) = userinfo {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (userinfo, None),
+        };
+        if !user.is_empty() {
+            pairs.push(("user".to_owned(), percent_decode(user, "user name")?));
+        }
+        if let Some(p) = password {
+            pairs.push(("password".to_owned(), percent_decode(p, "password")?));
+        }
+    }
     if !hostlist.is_empty() {
         let (hosts, ports) = split_hosts(hostlist)?;
         pairs.push(("host".to_owned(), hosts));
@@ -172,17 +185,18 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
         }
     }
     if !path.is_empty() {
-        pairs.push(("dbname".to_owned(), percent_decode(path)?));
+        pairs.push(("dbname".to_owned(), percent_decode(path, "database name")?));
     }
     for param in query.split('&').filter(|p| !p.is_empty()) {
         let Some((key, value)) = param.split_once('=') else {
-            bail!("missing key/value separator \"=\" in URI query parameter: \"{param}\"");
+            bail!("missing key/value separator \"=\" in a URI query parameter");
         };
-        let key = percent_decode(key)?;
+        let key = percent_decode(key, "query parameter name")?;
         if !KNOWN_KEYS.contains(&key.as_str()) {
             bail!("invalid URI query parameter: \"{key}\"");
         }
-        pairs.push((key, percent_decode(value)?));
+        let value = percent_decode(value, &format!("value of query parameter {key}"))?;
+        pairs.push((key, value));
     }
     Ok(pairs)
 }
@@ -195,13 +209,20 @@ fn split_hosts(list: &str) -> Result<(String, String)> {
     for item in list.split(',') {
         let (host, port) = if let Some(inner) = item.strip_prefix('[') {
             let Some((addr, after)) = inner.split_once(']') else {
-                bail!("missing \"]\" in IPv6 host address in URI: \"{item}\"");
+                bail!("missing \"]\" in an IPv6 host address in the URI");
             };
             (addr, after.strip_prefix(':').unwrap_or(""))
         } else {
             item.split_once(':').unwrap_or((item, ""))
         };
-        hosts.push(percent_decode(host)?);
+        // Not quoted: with an unencoded "/" in a password, a piece of it lands here.
+        if !port.bytes().all(|b| b.is_ascii_digit()) {
+            bail!(
+                "invalid port number in the URI's host list (percent-encode a \"/\" in a \
+                 password as %2F)"
+            );
+        }
+        hosts.push(percent_decode(host, "host")?);
         ports.push(port.to_owned());
     }
     let ports = if ports.iter().all(String::is_empty) {
@@ -212,7 +233,9 @@ fn split_hosts(list: &str) -> Result<(String, String)> {
     Ok((hosts.join(","), ports))
 }
 
-fn percent_decode(s: &str) -> Result<String> {
+/// Decodes a percent-encoded part of a URI; `what` names the part in errors, which never
+/// quote it (it may be a password, or hold a piece of one).
+fn percent_decode(s: &str, what: &str) -> Result<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -220,10 +243,10 @@ fn percent_decode(s: &str) -> Result<String> {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3).unwrap_or("");
             let Ok(byte) = u8::from_str_radix(hex, 16) else {
-                bail!("invalid percent-encoded token in URI: \"{s}\"");
+                bail!("invalid percent-encoded token in the URI's {what}");
             };
             if byte == 0 {
-                bail!("forbidden value %00 in percent-encoded value: \"{s}\"");
+                bail!("forbidden value %00 in the URI's {what}");
             }
             out.push(byte);
             i += 3;
@@ -232,7 +255,7 @@ fn percent_decode(s: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| anyhow::anyhow!("URI part \"{s}\" is not valid UTF-8"))
+    String::from_utf8(out).map_err(|_| anyhow::anyhow!("the URI's {what} is not valid UTF-8"))
 }
 
 #[cfg(test)]
@@ -311,10 +334,33 @@ mod tests {
 
     #[test]
     fn uri_errors_never_quote_a_password() {
-        let err = parse("postgres://u:MySecret%zz@h/d")
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("MySecret"), "{err}");
+        for uri in [
+            "postgres://u:MySecret%zz@h/d",
+            "postgres://u:MySecret%ff@h/d",
+            "postgres://h/d?password=MySecret%zz",
+            "postgres://h/d?sslpassword=MySecret%ff",
+            "postgres://u:My/Secret@h/d",
+            "postgres://u:MySecret@h/d?MySecret",
+        ] {
+            let err = format!("{:#}", parse(uri).unwrap_err());
+            assert!(!err.contains("Secret"), "{uri}: {err}");
+        }
+        let err = parse("password=My Secret").unwrap_err().to_string();
+        assert!(!err.contains("Secret"), "{err}");
+    }
+
+    #[test]
+    fn a_question_mark_in_a_password_belongs_to_it() {
+        assert_eq!(
+            pairs("postgres://u:pa?ss@h/d?sslmode=disable"),
+            kv(&[
+                ("user", "u"),
+                ("password", "pa?ss"),
+                ("host", "h"),
+                ("dbname", "d"),
+                ("sslmode", "disable"),
+            ])
+        );
     }
 
     #[test]

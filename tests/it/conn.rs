@@ -408,3 +408,18 @@ fn a_pg_variable_that_is_not_utf8_is_refused_before_connecting() {
         .one_line_error()
         .stderr_has("PGHOST is not valid UTF-8");
 }
+
+#[test]
+fn no_error_shows_a_password() {
+    for dbname in [
+        "postgres://u:MySecret%zz@127.0.0.1:1/d",
+        "postgres://127.0.0.1:1/d?password=MySecret%ff",
+        "postgres://u:My/Secret@127.0.0.1:1/d",
+        "postgres://u:My?Secret@127.0.0.1:1/d?nope=1",
+        "host=127.0.0.1 port=1 password=My Secret",
+    ] {
+        let out = Cmd::new().args(["-d", dbname, "notify", "c", "x"]).run();
+        out.one_line_error();
+        assert!(!out.stderr.contains("Secret"), "{}", out.report());
+    }
+}
