@@ -48,8 +48,9 @@ pub(crate) struct Gap {
     pub(crate) reason: String,
     /// When the stream stopped being complete.
     pub(crate) from: jiff::Timestamp,
-    /// When it was complete again (for a reconnect: once every LISTEN was re-established).
-    pub(crate) until: jiff::Timestamp,
+    /// When it was complete again (for a reconnect: once every LISTEN was re-established);
+    /// `None` when it never was: pgnotify gave up (`--max-downtime`).
+    pub(crate) until: Option<jiff::Timestamp>,
     /// How many notifications pgnotify itself dropped (0 for a reconnect: the server's are
     /// unknowable).
     pub(crate) dropped: u64,
@@ -82,7 +83,7 @@ impl Drops {
             kind: GapKind::Overflow,
             reason: format!("{why}: {dropped} notifications were dropped"),
             from,
-            until: jiff::Timestamp::now(),
+            until: Some(jiff::Timestamp::now()),
             dropped,
         })
     }
@@ -101,7 +102,7 @@ mod tests {
         let gap = drops.end("slow").unwrap();
         assert_eq!((gap.kind, gap.dropped), (GapKind::Overflow, 5));
         assert_eq!(gap.reason, "slow: 5 notifications were dropped");
-        assert!(gap.from <= gap.until);
+        assert!(gap.until.is_some_and(|until| gap.from <= until));
         assert!(!drops.dropping());
     }
 }

@@ -31,7 +31,8 @@ struct GapRecord<'a> {
     pub(crate) gap: &'static str,
     pub(crate) reason: &'a str,
     pub(crate) from: Micros,
-    pub(crate) until: Micros,
+    /// `null` when the stream never became complete again (pgnotify gave up reconnecting).
+    pub(crate) until: Option<Micros>,
     pub(crate) down_ms: i64,
     pub(crate) dropped: u64,
 }
@@ -81,8 +82,13 @@ pub(crate) fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
         gap: gap.kind.as_str(),
         reason: &gap.reason,
         from: Micros(gap.from),
-        until: Micros(gap.until),
-        down_ms: gap.until.duration_since(gap.from).as_millis() as i64,
+        until: gap.until.map(Micros),
+        // Without an end: how long it had been down when pgnotify gave up.
+        down_ms: gap
+            .until
+            .unwrap_or_else(jiff::Timestamp::now)
+            .duration_since(gap.from)
+            .as_millis() as i64,
         dropped: gap.dropped,
     };
     serde_json::to_writer(&mut *out, &record)?;
@@ -141,7 +147,7 @@ mod tests {
             kind: GapKind::Reconnect,
             reason: "lost".into(),
             from: "2026-11-24T01:02:03Z".parse().unwrap(),
-            until: "2026-11-24T01:02:04.5Z".parse().unwrap(),
+            until: Some("2026-11-24T01:02:04.5Z".parse().unwrap()),
             dropped: 0,
         };
         let mut out = Vec::new();
@@ -151,6 +157,23 @@ mod tests {
             "{\"gap\":\"reconnect\",\"reason\":\"lost\",\"from\":\"2026-11-24T01:02:03.000000Z\",\
              \"until\":\"2026-11-24T01:02:04.500000Z\",\"down_ms\":1500,\"dropped\":0}\n"
         );
+    }
+
+    #[test]
+    fn a_gap_without_an_end_has_a_null_until() {
+        use crate::notification::GapKind;
+        let gap = Gap {
+            kind: GapKind::Reconnect,
+            reason: "gave up".into(),
+            from: jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2),
+            until: None,
+            dropped: 0,
+        };
+        let mut out = Vec::new();
+        write_gap(&mut out, &gap).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["until"], serde_json::Value::Null);
+        assert!(line["down_ms"].as_i64().unwrap() >= 2000, "{line}");
     }
 
     #[test]

@@ -84,7 +84,13 @@ impl Heartbeat {
     }
 
     /// Sends a heartbeat when one is due; fails when the last one did not come back in time.
-    pub(super) fn check(&mut self, client: &mut Client, channel: &str) -> Result<(), String> {
+    /// Returns when a heartbeat it sent was answered: the connection delivered everything
+    /// committed before that.
+    pub(super) fn check(
+        &mut self,
+        client: &mut Client,
+        channel: &str,
+    ) -> Result<Option<jiff::Timestamp>, String> {
         let now = Instant::now();
         if let Some((_, deadline)) = &self.awaiting
             && now >= *deadline
@@ -96,11 +102,12 @@ impl Heartbeat {
             ));
         }
         let (Some(interval), Some(next)) = (self.interval, self.next) else {
-            return Ok(());
+            return Ok(None);
         };
         if now < next || self.awaiting.is_some() {
-            return Ok(());
+            return Ok(None);
         }
+        let asked = jiff::Timestamp::now();
         client.is_valid(HEARTBEAT_TIMEOUT).map_err(|e| {
             format!(
                 "no answer to the heartbeat within {} s ({})",
@@ -115,7 +122,7 @@ impl Heartbeat {
             .map_err(|e| format!("the heartbeat failed: {}", describe_pg_error(&e)))?;
         self.awaiting = Some((payload, Instant::now() + HEARTBEAT_TIMEOUT));
         self.next = now.checked_add(interval);
-        Ok(())
+        Ok(Some(asked))
     }
 }
 

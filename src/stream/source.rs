@@ -82,6 +82,8 @@ struct Source {
 struct Session {
     client: Client,
     server: String,
+    /// When every LISTEN had committed: the first evidence that the stream is complete.
+    listening_since: jiff::Timestamp,
 }
 
 /// When and why the stream stopped being complete.
@@ -98,9 +100,12 @@ impl Source {
             .conn
             .with_default("connect_timeout", &RECONNECT_TIMEOUT_SECS.to_string());
         let mut session = first;
-        let mut outage = session
-            .is_none()
-            .then(|| Outage::new("waiting for the server (--wait)".into()));
+        let mut outage = session.is_none().then(|| {
+            Outage::new(
+                "waiting for the server (--wait)".into(),
+                jiff::Timestamp::now(),
+            )
+        });
         let mut reported = session.is_some();
         loop {
             let current = match session.take() {
@@ -117,25 +122,36 @@ impl Source {
                     }
                     Err(e) => {
                         let Some(down) = outage.as_mut() else { return };
-                        if !self.retry(down, &e) {
+                        if !self.retry(down, &e, reported) {
                             return;
                         }
                         continue;
                     }
                 },
             };
-            let reason = self.read(current);
+            let (reason, evidence) = self.read(current);
             msg::warn(&format!("{reason}; reconnecting"));
-            outage = Some(Outage::new(reason));
+            outage = Some(Outage::new(reason, evidence));
         }
     }
 
-    /// Waits before the next attempt; false when `--max-downtime` is exhausted.
-    fn retry(&self, down: &mut Outage, error: &anyhow::Error) -> bool {
+    /// Waits before the next attempt; false when `--max-downtime` is exhausted. Giving up
+    /// after a stream was running writes a last gap record first, with no end (`until` null):
+    /// a stream appended to a file must never look complete across the loss.
+    fn retry(&self, down: &mut Outage, error: &anyhow::Error, reported: bool) -> bool {
         let elapsed = down.since.elapsed();
         if let Some(max) = self.settings.max_downtime
             && elapsed >= max
         {
+            if reported {
+                self.queue.push(Event::Gap(Gap {
+                    kind: GapKind::Reconnect,
+                    reason: format!("{}; gave up reconnecting (--max-downtime)", down.reason),
+                    from: down.from,
+                    until: None,
+                    dropped: 0,
+                }));
+            }
             self.queue.push(Event::Fatal(
                 ConnectionError(format!(
                     "gave up reconnecting after {} attempts over {:.1} s (--max-downtime): {error:#}",
@@ -173,7 +189,7 @@ impl Source {
             kind: GapKind::Reconnect,
             reason: outage.reason.clone(),
             from: outage.from,
-            until: jiff::Timestamp::now(),
+            until: Some(jiff::Timestamp::now()),
             dropped: 0,
         }));
     }
@@ -211,6 +227,7 @@ impl Source {
         Ok(Session {
             client,
             server: target.describe(),
+            listening_since: jiff::Timestamp::now(),
         })
     }
 
@@ -219,9 +236,10 @@ impl Source {
         self.settings.channels.iter().chain(heartbeat)
     }
 
-    /// Reads until the connection is lost, and says why. The session is then closed on a
-    /// thread of its own: closing waits for the server, which may be hung.
-    fn read(&self, mut session: Session) -> String {
+    /// Reads until the connection is lost, and says why and since when the stream may be
+    /// incomplete. The session is then closed on a thread of its own: closing waits for the
+    /// server, which may be hung.
+    fn read(&self, mut session: Session) -> (String, jiff::Timestamp) {
         let ended = self.read_session(&mut session);
         let _ = std::thread::Builder::new()
             .name("close".into())
@@ -229,9 +247,17 @@ impl Source {
         ended
     }
 
-    fn read_session(&self, session: &mut Session) -> String {
+    /// Reads until the connection is lost. Besides why, returns the last evidence that the
+    /// connection delivered everything committed until then: LISTEN committing, or a heartbeat
+    /// answered (the server sends what is pending before it answers a query). A notification is
+    /// no such evidence: its commit time is unknown, and one committed just after it may be
+    /// what the connection lost. Whatever was committed after the evidence may be lost, so the
+    /// gap starts there, not when the loss was noticed.
+    fn read_session(&self, session: &mut Session) -> (String, jiff::Timestamp) {
         let server = session.server.clone();
-        let lost = |why: String| format!("lost the connection to {server}: {why}");
+        let mut evidence = session.listening_since;
+        let lost =
+            |why: String, evidence| (format!("lost the connection to {server}: {why}"), evidence);
         let mut beat = Heartbeat::new(self.settings.heartbeat);
         loop {
             let (batch, failure) = next_batch(&mut session.client, beat.wait());
@@ -248,23 +274,26 @@ impl Source {
             // deadlines move by it, or a slow output would look like a dead connection.
             beat.postpone(pushing.elapsed());
             if let Some(why) = failure {
-                return lost(why);
+                return lost(why, evidence);
             }
             if session.client.is_closed() {
-                return lost("the server closed the connection".into());
+                return lost("the server closed the connection".into(), evidence);
             }
-            if let Err(why) = beat.check(&mut session.client, &self.heartbeat_channel) {
-                return lost(why);
+            match beat.check(&mut session.client, &self.heartbeat_channel) {
+                Ok(Some(answered)) => evidence = evidence.max(answered),
+                Ok(None) => {}
+                Err(why) => return lost(why, evidence),
             }
         }
     }
 }
 
 impl Outage {
-    fn new(reason: String) -> Outage {
+    /// An outage noticed now, of a stream last known complete at `from`.
+    fn new(reason: String, from: jiff::Timestamp) -> Outage {
         Outage {
             since: Instant::now(),
-            from: jiff::Timestamp::now(),
+            from,
             reason,
             attempts: 0,
         }

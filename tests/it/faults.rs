@@ -43,7 +43,10 @@ fn a_terminated_backend_is_replaced_and_the_gap_reported() {
             .contains("terminating connection due to administrator command"),
         "{gap:?}"
     );
-    assert!(gap.down_ms >= 0 && gap.from <= gap.until, "{gap:?}");
+    assert!(
+        gap.down_ms >= 0 && gap.until.as_ref().is_some_and(|until| gap.from <= *until),
+        "{gap:?}"
+    );
     server.notify("jobs", "after");
     assert_eq!(pipe.read_record().payload, "after");
     let stderr = pipe.stderr();
@@ -130,12 +133,17 @@ fn max_downtime_gives_up_with_status_3() {
     assert_eq!(pipe.read_record().payload, "one");
     server.pg_ctl(&["stop", "-m", "fast"]);
     let stopped = Instant::now();
-    pipe.expect_exit(3);
+    let rest = pipe.expect_exit(3);
     assert!(
         stopped.elapsed() < Duration::from_secs(8),
         "{:?}",
         stopped.elapsed()
     );
+    // The stream says it ends incomplete: a last gap record with no end.
+    let last: crate::support::GapRecord = serde_json::from_str(rest.trim_end())
+        .unwrap_or_else(|e| panic!("not one gap record: {rest:?}: {e}"));
+    assert_eq!(last.until, None, "{last:?}");
+    assert!(last.reason.contains("gave up reconnecting"), "{last:?}");
     assert!(
         pipe.stderr()
             .contains("pgnotify: error: gave up reconnecting after"),
@@ -383,4 +391,73 @@ fn a_heartbeat_too_long_to_schedule_is_never_due() {
         "{}",
         listener.stderr()
     );
+}
+
+#[test]
+fn a_gap_window_covers_every_notification_a_hung_backend_lost() {
+    // A steady writer while the listener's backend is stopped: every notification missing
+    // from the stream must have been committed inside the gap's [from, until], so a consumer
+    // that re-reads that window from its own tables misses nothing.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "w", "--heartbeat", "1s"])
+        .spawn();
+    pipe.wait_ready();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::clone(&done);
+    let conninfo = server.cluster.conninfo();
+    let writer = std::thread::spawn(move || {
+        let mut db = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+        let mut sent = Vec::new();
+        let mut i = 0u32;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let before = jiff::Timestamp::now();
+            db.execute("SELECT pg_notify('w', $1)", &[&i.to_string()])
+                .unwrap();
+            sent.push((i, before, jiff::Timestamp::now()));
+            i += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    });
+    // Let some arrive, then stop the backend until the heartbeat gives it up.
+    let first = pipe.read_record();
+    let backend = Pid::from_raw(server.backend_pid("pgnotify"));
+    kill(backend, Signal::SIGSTOP).unwrap();
+    let mut received = vec![first.payload];
+    let gap = loop {
+        match pipe.read_any() {
+            Line::Notification(n) => received.push(n.payload),
+            Line::Gap(gap) => break gap,
+        }
+    };
+    kill(backend, Signal::SIGCONT).unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = writer.join().unwrap();
+    server.notify("w", "end");
+    loop {
+        let n = pipe.read_record();
+        if n.payload == "end" {
+            break;
+        }
+        received.push(n.payload);
+    }
+    let from: jiff::Timestamp = gap.from.parse().unwrap();
+    let until: jiff::Timestamp = gap.until.as_deref().unwrap().parse().unwrap();
+    let lost: Vec<_> = sent
+        .iter()
+        .filter(|(i, _, _)| !received.contains(&i.to_string()))
+        .collect();
+    assert!(
+        lost.len() > 50,
+        "the backend was stopped, yet only {} were lost",
+        lost.len()
+    );
+    for (i, before, committed) in &lost {
+        assert!(
+            *committed >= from && *before <= until,
+            "{i} was lost, committed by {committed}, outside the gap [{from}, {until}]"
+        );
+    }
 }

@@ -479,7 +479,8 @@ pub struct GapRecord {
     pub gap: String,
     pub reason: String,
     pub from: String,
-    pub until: String,
+    /// `None` (JSON null): the stream never became complete again.
+    pub until: Option<String>,
     pub down_ms: i64,
     pub dropped: u64,
 }
