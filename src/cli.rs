@@ -341,7 +341,8 @@ Examples:
 /// a primary key (or replica identity index) is refused unless --rows is given.
 ///
 /// TABLE is written as in SQL and resolved by the server with your search_path. Installing
-/// needs the TRIGGER privilege on the table and CREATE on its schema; dropping needs ownership.
+/// needs the TRIGGER privilege on the table and CREATE on its schema; dropping or replacing
+/// needs ownership of the table and of the function (whoever installed it owns that).
 /// Installing again replaces the watch with the new options, or changes nothing when they are
 /// the same. The objects are named pgnotify_watch (and pgnotify_watch_truncate) and
 /// SCHEMA.pgnotify_watch_TABLE(), and carry a comment that --list and --drop recognise.

@@ -103,6 +103,10 @@ fn install(
         msg::note(&format!("already watching {what}; nothing changed"));
         return Ok(Exit::Success);
     }
+    let replacing = !installed.triggers.is_empty() || installed.function.is_some();
+    if replacing && let Some(why) = watch::ownership_missing(client, table, &installed)? {
+        bail!("cannot replace the watch on {}: {why}", table.display());
+    }
     if marker.rows {
         msg::warn(&format!(
             "--rows puts row data in every notification: any role that can connect to this \
@@ -140,6 +144,9 @@ fn drop(client: &mut postgres::Client, table: &Table, print_sql: bool) -> Result
     let sql = watch::drop_sql(table, &installed);
     if print_sql {
         return print(&sql.text());
+    }
+    if let Some(why) = watch::ownership_missing(client, table, &installed)? {
+        bail!("cannot remove the watch on {}: {why}", table.display());
     }
     run_script(client, &sql).map_err(|e| {
         change_error(
@@ -240,8 +247,9 @@ fn print(sql: &str) -> Result<Exit> {
 fn change_error(e: postgres::Error, what: &str, table: &Table) -> anyhow::Error {
     let hint = match e.code().map(|c| c.code()) {
         Some("42501") => format!(
-            "; installing needs the TRIGGER privilege on {} and CREATE on schema {}, removing \
-             needs ownership of the table (the table's owner has all three)",
+            "; installing needs the TRIGGER privilege on {} and CREATE on schema {} (the \
+             table's owner may lack CREATE), removing or replacing needs ownership of the table \
+             and of the watch's function",
             table.display(),
             escape_controls(&quote_ident(&table.schema))
         ),

@@ -205,6 +205,62 @@ pub(crate) fn check_names_free(
     Ok(())
 }
 
+/// Why the current role cannot remove (or replace) what of ours is on the table, if it cannot:
+/// `DROP TRIGGER` needs ownership of the table, `DROP FUNCTION` and `CREATE OR REPLACE
+/// FUNCTION` ownership of the function. A role that installed a watch with the TRIGGER
+/// privilege owns the function but not the table, so neither it nor the table's owner can
+/// remove the watch alone. The answer names both owners, so the fix is plain.
+pub(crate) fn ownership_missing(
+    client: &mut postgres::Client,
+    table: &Table,
+    installed: &Installed,
+) -> Result<Option<String>> {
+    let function = installed.function.as_ref().map(|f| f.sql());
+    let row = client.query_one(
+        "SELECT CURRENT_USER::pg_catalog.text, \
+                pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text, \
+                pg_catalog.pg_has_role(c.relowner, 'USAGE'), \
+                pg_catalog.pg_get_userbyid(p.proowner)::pg_catalog.text, \
+                p.proowner IS NULL OR pg_catalog.pg_has_role(p.proowner, 'USAGE') \
+           FROM pg_catalog.pg_class c \
+           LEFT JOIN pg_catalog.pg_proc p ON p.oid = pg_catalog.to_regprocedure($2) \
+          WHERE c.oid = $1",
+        &[&table.oid, &function],
+    )?;
+    let (me, table_owner, owns_table): (String, String, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    let function_owner: Option<String> = row.get(3);
+    let owns_function: bool = row.get(4);
+    let lacks_table = !owns_table && !installed.triggers.is_empty();
+    if !lacks_table && owns_function {
+        return Ok(None);
+    }
+    let quote = |role: &str| escape_controls(&quote_ident(role)).into_owned();
+    let mut needs = vec![format!(
+        "of table {} for its triggers (owned by {})",
+        table.display(),
+        quote(&table_owner)
+    )];
+    if let (Some(owner), Some(function)) = (&function_owner, &function) {
+        needs.push(format!(
+            "of its function {} (owned by {})",
+            escape_controls(function),
+            quote(owner)
+        ));
+    }
+    let lacks = match (lacks_table, owns_function) {
+        (true, false) => "either",
+        (true, true) => "the table's",
+        (false, _) => "the function's",
+    };
+    Ok(Some(format!(
+        "it needs ownership {}, and role {} lacks {lacks}: run it as a role that can act as \
+         both owners (a superuser can)",
+        needs.join(" and "),
+        quote(&me)
+    )))
+}
+
 /// A watched table, as `--list` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Watched {

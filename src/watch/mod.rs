@@ -22,7 +22,8 @@ mod catalog;
 mod sql;
 
 pub(crate) use catalog::{
-    Installed, Watched, check_names_free, columns, installed, key_columns, list, resolve, watch_of,
+    Installed, Watched, check_names_free, columns, installed, key_columns, list, ownership_missing,
+    resolve, watch_of,
 };
 pub(crate) use sql::{Script, drop_sql, install_sql, stored_body};
 

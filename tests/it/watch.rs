@@ -429,8 +429,8 @@ fn privileges_missing_give_the_servers_message_and_a_hint() {
         .run()
         .code(1)
         .one_line_error()
-        .stderr_has("must be owner of relation orders")
-        .stderr_has("ownership");
+        .stderr_has("needs ownership of table public.orders")
+        .stderr_has("role \"clerk\" lacks the table's");
     server
         .pgnotify()
         .args(["watch-table", "orders", "--drop"])
@@ -782,4 +782,50 @@ fn fetch_and_data_carry_key_values_exactly() {
         "{line}"
     );
     pipe.expect_exit(0);
+}
+
+#[test]
+fn a_watch_a_non_owner_installed_says_exactly_who_can_remove_it() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE ROLE alice LOGIN; CREATE ROLE clerk LOGIN;
+         GRANT CREATE ON SCHEMA public TO alice, clerk;
+         SET ROLE alice; CREATE TABLE orders (id int PRIMARY KEY); RESET ROLE;
+         GRANT TRIGGER ON orders TO clerk;",
+    )
+    .unwrap();
+    let before = catalog(&server);
+    // TRIGGER on the table and CREATE on the schema suffice to install, as the README says.
+    let as_role = |role: &str, args: &[&str]| {
+        server
+            .pgnotify()
+            .args(["-U", role, "watch-table", "orders"])
+            .args(args)
+            .run()
+    };
+    as_role("clerk", &[]).success();
+    let installed = catalog(&server);
+    // Neither the installer (it owns the function) nor the table's owner can remove it alone,
+    // and each is told whom it needs, before anything is changed.
+    for (role, args, lacks) in [
+        ("clerk", &["--drop"][..], "lacks the table's"),
+        ("alice", &["--drop"], "lacks the function's"),
+        ("alice", &["--rows"], "lacks the function's"),
+    ] {
+        as_role(role, args)
+            .code(1)
+            .one_line_error()
+            .stderr_has("owned by \"alice\"")
+            .stderr_has("owned by \"clerk\"")
+            .stderr_has(lacks);
+        assert_eq!(
+            catalog(&server),
+            installed,
+            "{role} {args:?} changed something"
+        );
+    }
+    // A role that can act as both owners removes it, leaving nothing.
+    as_role("postgres", &["--drop"]).success();
+    assert_eq!(catalog(&server), before);
 }
