@@ -10,7 +10,9 @@ use crate::msg;
 use anyhow::Result;
 use postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
 use postgres::{Client, NoTls};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// An open connection and the server it reached.
 pub(crate) struct Connection {
@@ -136,7 +138,7 @@ fn open(
         _ => TargetSessionAttrs::Any,
     });
     match timeout {
-        Some(timeout) => connect_within(cfg, timeout),
+        Some(timeout) => connect_within(cfg, timeout, &target.describe()),
         None => open_contained(&cfg),
     }
 }
@@ -160,10 +162,26 @@ enum Failure {
 
 /// libpq's `connect_timeout` bounds the whole start-up, but the `postgres` crate's only bounds
 /// the TCP connect: a server that accepts and then never answers would hang us. So the attempt
-/// runs on a thread of its own and is abandoned at the deadline (its socket closes when the
-/// server gives up, or at exit).
-fn connect_within(cfg: postgres::Config, timeout: Duration) -> Result<Client, Failure> {
-    let (tx, rx) = std::sync::mpsc::channel();
+/// runs on a thread of its own and is abandoned at the deadline; its socket closes when the
+/// server answers or gives up, or at exit.
+///
+/// An abandoned attempt is remembered with its server: the next attempt to that server waits
+/// for it instead of starting another, so retrying (`--wait`, reconnects) a server that never
+/// answers holds one thread and one socket, however many attempts are made. A late answer is
+/// closed and a fresh attempt made, with what is left of the deadline.
+fn connect_within(
+    cfg: postgres::Config,
+    timeout: Duration,
+    server: &str,
+) -> Result<Client, Failure> {
+    let deadline = Instant::now() + timeout;
+    if let Some(pending) = take_abandoned(server)
+        && let Err(RecvTimeoutError::Timeout) = pending.recv_timeout(timeout)
+    {
+        abandon(server, pending);
+        return Err(Failure::TimedOut(timeout));
+    }
+    let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("connect".into())
         .spawn(move || {
@@ -172,10 +190,30 @@ fn connect_within(cfg: postgres::Config, timeout: Duration) -> Result<Client, Fa
     if spawned.is_err() {
         return Err(Failure::TimedOut(Duration::ZERO));
     }
-    match rx.recv_timeout(timeout) {
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(result) => result,
-        Err(_) => Err(Failure::TimedOut(timeout)),
+        Err(RecvTimeoutError::Timeout) => {
+            abandon(server, rx);
+            Err(Failure::TimedOut(timeout))
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(Failure::TimedOut(timeout)),
     }
+}
+
+type Attempt = Receiver<Result<Client, Failure>>;
+
+/// Attempts given up at their deadline and still waiting for their server, by server.
+static ABANDONED: Mutex<Vec<(String, Attempt)>> = Mutex::new(Vec::new());
+
+fn take_abandoned(server: &str) -> Option<Attempt> {
+    let mut abandoned = ABANDONED.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = abandoned.iter().position(|(s, _)| s == server)?;
+    Some(abandoned.swap_remove(at).1)
+}
+
+fn abandon(server: &str, attempt: Attempt) {
+    let mut abandoned = ABANDONED.lock().unwrap_or_else(PoisonError::into_inner);
+    abandoned.push((server.to_owned(), attempt));
 }
 
 fn seconds(value: Option<&str>) -> Option<Duration> {

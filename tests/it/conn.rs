@@ -423,3 +423,31 @@ fn no_error_shows_a_password() {
         assert!(!out.stderr.contains("Secret"), "{}", out.report());
     }
 }
+
+#[test]
+fn retrying_a_server_that_never_answers_holds_no_more_threads_or_descriptors() {
+    // Each attempt gives up at connect_timeout, but its connection cannot be cancelled; once,
+    // every attempt left a thread and its sockets behind.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let mut listener = Cmd::new()
+        .env("PGCONNECT_TIMEOUT", "2")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "x", "-d", "x"])
+        .args(["-v", "listen", "c", "--wait"])
+        .spawn();
+    let pid = listener.child.id();
+    let count = |what: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{what}"))
+            .unwrap()
+            .count()
+    };
+    listener.wait_stderr("reconnection attempt 2 failed");
+    let (threads, fds) = (count("task"), count("fd"));
+    listener.wait_stderr("reconnection attempt 5 failed");
+    assert!(
+        count("task") <= threads && count("fd") <= fds,
+        "after 3 more attempts: {} threads (then {threads}), {} descriptors (then {fds})",
+        count("task"),
+        count("fd")
+    );
+}
