@@ -69,19 +69,22 @@ impl Backlog {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `size` more bytes may go in (see the type's documentation).
-    fn has_room(&self, state: &BacklogState, size: usize) -> bool {
+    /// Whether `size` more bytes may go in (see the type's documentation). A destination whose
+    /// socket is `draining` (it takes data now) is never stalled, however long ago its thread
+    /// last finished a write: after an idle spell, or with the CPU busy elsewhere, the thread
+    /// may simply not have run yet.
+    fn has_room(&self, state: &BacklogState, size: usize, draining: bool) -> bool {
         let after = state.bytes + size;
-        let stalled = state.progress.is_none_or(|p| p.elapsed() > PROGRESS_GRACE);
+        let stalled = !draining && state.progress.is_none_or(|p| p.elapsed() > PROGRESS_GRACE);
         !state.closed && after <= 4 * self.limit && (after <= self.limit || !stalled)
     }
 
     /// Adds the chunks, in order, all or none: false when there is no room or the backlog is
-    /// closed.
-    pub(super) fn push(&self, chunks: &[Arc<[u8]>]) -> bool {
+    /// closed. `draining`: the destination's socket takes data now.
+    pub(super) fn push(&self, chunks: &[Arc<[u8]>], draining: bool) -> bool {
         let size: usize = chunks.iter().map(|c| c.len()).sum();
         let mut state = self.lock();
-        if !self.has_room(&state, size) {
+        if !self.has_room(&state, size, draining) {
             return false;
         }
         state.bytes += size;
@@ -96,7 +99,7 @@ impl Backlog {
     /// room for a chunk or the backlog has drained (see `pop`).
     pub(super) fn push_counted(&self, chunk: Arc<[u8]>, lines: u64) {
         let mut state = self.lock();
-        if self.has_room(&state, chunk.len() + 512) {
+        if self.has_room(&state, chunk.len() + 512, false) {
             if let Some(gap) = take_gap(&mut state, self.gaps, &self.name) {
                 state.bytes += gap.len();
                 state.chunks.push_back(gap);
@@ -270,25 +273,29 @@ mod tests {
     fn a_backlog_is_bounded() {
         let backlog = Backlog::new(10, "test".into(), None);
         let chunk = |s: &[u8]| -> Arc<[u8]> { Arc::from(s) };
-        assert!(backlog.push(&[chunk(b"12345")]));
-        assert!(backlog.push(&[chunk(b"1"), chunk(b"1234")]));
+        assert!(backlog.push(&[chunk(b"12345")], false));
+        assert!(backlog.push(&[chunk(b"1"), chunk(b"1234")], false));
         assert!(
-            !backlog.push(&[chunk(b"1")]),
+            !backlog.push(&[chunk(b"1")], false),
             "no progress yet: nothing over the limit"
         );
         backlog.lock().progress = Some(Instant::now());
         assert!(
-            backlog.push(&[chunk(b"0123456789")]),
+            backlog.push(&[chunk(b"0123456789")], false),
             "over the limit while making progress"
         );
         assert!(
-            !backlog.push(&[chunk(&[b'x'; 30])]),
+            !backlog.push(&[chunk(&[b'x'; 30])], true),
             "never over four times the limit"
         );
         backlog.lock().progress = Instant::now().checked_sub(2 * PROGRESS_GRACE);
         assert!(
-            !backlog.push(&[chunk(b"1")]),
+            !backlog.push(&[chunk(b"1")], false),
             "stalled over the limit: refused"
+        );
+        assert!(
+            backlog.push(&[chunk(b"1")], true),
+            "a socket that takes data is not stalled, whenever its thread last wrote"
         );
         assert_eq!(backlog.pop().as_deref(), Some(&b"12345"[..]));
         assert_eq!(backlog.pop().as_deref(), Some(&b"1"[..]));

@@ -149,7 +149,10 @@ impl Deliver for Server {
             return;
         };
         clients.retain(|client| {
-            if client.backlog.push(std::slice::from_ref(&chunk)) {
+            if client
+                .backlog
+                .push(std::slice::from_ref(&chunk), takes_data(&client.stream))
+            {
                 return true;
             }
             if !client.backlog.is_closed() {
@@ -178,6 +181,18 @@ impl Deliver for Server {
         }
         Ok(())
     }
+}
+
+/// Whether the client's socket takes data now (its send buffer has room): a client that stops
+/// reading fills it, one that reads does not.
+fn takes_data(stream: &TcpStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
 }
 
 #[cfg(test)]

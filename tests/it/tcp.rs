@@ -1,6 +1,6 @@
 //! `pipe --connect` and `pipe --serve` against real TCP peers and clients on loopback.
 
-use crate::support::{Record, Server};
+use crate::support::{Cmd, Record, Server};
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -201,5 +201,96 @@ fn a_count_reached_with_no_peer_to_take_it_is_a_failure() {
             "pgnotify: error: the TCP peer {address} did not take everything within 5 s"
         )),
         "{stderr}"
+    );
+}
+
+#[test]
+fn serve_keeps_a_reading_client_whose_writer_thread_gets_no_cpu() {
+    // A client that reads, but whose writer thread inside pgnotify does not run while a burst
+    // comes (SCHED_IDLE with every core busy: CPU contention made certain). Its socket takes
+    // data all along, so it must not be taken for a client that stopped reading.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "b", "--serve", "0"])
+        .spawn();
+    let line = pipe.wait_stderr("serving NDJSON on ");
+    let address = line.rsplit(' ').next().unwrap().to_owned();
+    pipe.wait_ready();
+    let reader = TcpStream::connect(&address).unwrap();
+    reader
+        .set_read_timeout(Some(crate::support::PATIENCE))
+        .unwrap();
+    pipe.wait_stderr("connected");
+    let pid = pipe.child.id();
+    // A new thread names itself once it runs: wait for that.
+    let find = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "client")
+            })
+    };
+    let start = std::time::Instant::now();
+    let writer = loop {
+        if let Some(found) = find() {
+            break found.file_name();
+        }
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "no writer thread"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let tid = writer.to_string_lossy().into_owned();
+    let chrt = Cmd::shell(&format!("chrt --idle -p 0 {tid}")).run();
+    assert!(chrt.status.success(), "{}", chrt.report());
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let loops: Vec<_> = (0..2 * cores)
+        .map(|_| {
+            let busy = std::sync::Arc::clone(&busy);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    // About 2.6 MB: over the 1 MiB a stalled client may have waiting, under the 4 MiB cap.
+    let total = 10_000;
+    let mut db = server.client();
+    db.batch_execute(&format!(
+        "SELECT pg_notify('b', i || ':' || repeat('x', 200)) FROM generate_series(1, {total}) i"
+    ))
+    .unwrap();
+    let drained = || {
+        db.query_one("SELECT pg_notification_queue_usage() = 0", &[])
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    let mut drained = drained;
+    let start = std::time::Instant::now();
+    while !drained() {
+        assert!(
+            start.elapsed() < crate::support::PATIENCE,
+            "the server queue stayed full"
+        );
+    }
+    // The burst is in pgnotify now; give its main thread time to hand it to the backlog.
+    pipe.assert_running_for(Duration::from_millis(1500), "the burst is handed on");
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    loops.into_iter().for_each(|l| l.join().unwrap());
+    let mut lines = BufReader::new(reader);
+    let got = (0..total)
+        .filter(|_| !payload(&mut lines).is_empty())
+        .count();
+    assert_eq!(got, total);
+    assert!(
+        !pipe.stderr().contains("is not reading"),
+        "{}",
+        pipe.stderr()
     );
 }
