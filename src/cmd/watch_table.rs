@@ -58,6 +58,15 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
             let mut events = events;
             events.sort();
             events.dedup();
+            if table.partitioned && events.contains(&watch::Op::Truncate) {
+                bail!(
+                    "table {} is partitioned, and a TRUNCATE of one of its partitions fires no \
+                     trigger of the parent's, so pgnotify cannot promise TRUNCATE events for it; \
+                     watch it with --events insert,update,delete (row events come from every \
+                     partition, attached later too)",
+                    table.display()
+                );
+            }
             let marker = Marker {
                 version: 1,
                 channel: channel.unwrap_or_else(|| table.name.clone()),

@@ -73,12 +73,13 @@ pub(crate) fn resolve(client: &mut postgres::Client, name: &str) -> Result<Table
             escape_controls(&format!("{name:?}"))
         );
     };
+    let kind: String = row.get(3);
     let table = Table {
         oid: row.get(0),
         schema: row.get(1),
         name: row.get(2),
+        partitioned: kind == "p",
     };
-    let kind: String = row.get(3);
     if kind != "r" && kind != "p" {
         let what = match kind.as_str() {
             "v" => "a view",
@@ -280,7 +281,7 @@ pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Resu
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
            JOIN pg_catalog.pg_description d ON d.objoid = t.tgfoid AND d.objsubid = 0 \
                 AND d.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-          WHERE t.tgname::pg_catalog.text = ANY($1) \
+          WHERE t.tgname::pg_catalog.text = ANY($1) AND t.tgparentid = 0 \
             AND pg_catalog.starts_with(d.description, $2) \
             AND ($3::pg_catalog.oid IS NULL OR t.tgrelid = $3) \
           ORDER BY n.nspname, c.relname, t.tgname",

@@ -138,6 +138,9 @@ pub(crate) struct Table {
     pub(crate) oid: u32,
     pub(crate) schema: String,
     pub(crate) name: String,
+    /// A partitioned table: its row triggers are cloned onto every partition, attached later
+    /// too, but a TRUNCATE of one partition fires no trigger of the parent's.
+    pub(crate) partitioned: bool,
 }
 
 impl Table {

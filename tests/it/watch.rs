@@ -829,3 +829,79 @@ fn a_watch_a_non_owner_installed_says_exactly_who_can_remove_it() {
     as_role("postgres", &["--drop"]).success();
     assert_eq!(catalog(&server), before);
 }
+
+#[test]
+fn a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncate() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE m (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+         CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (100);",
+    )
+    .unwrap();
+    // A TRUNCATE of one partition would send nothing: not promised, so refused by default.
+    server
+        .pgnotify()
+        .args(["watch-table", "m"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("is partitioned")
+        .stderr_has("--events insert,update,delete");
+    server
+        .pgnotify()
+        .args(["watch-table", "m", "--events", "insert,update,delete"])
+        .run()
+        .success();
+    // A partition attached later gets the row trigger too; a detached one loses it.
+    db.batch_execute(
+        "CREATE TABLE m2 (id int PRIMARY KEY, v text);
+         ALTER TABLE m ATTACH PARTITION m2 FOR VALUES FROM (100) TO (200);",
+    )
+    .unwrap();
+    let mut pipe = pipe(&server, "m", 3, &[]);
+    db.batch_execute(
+        "INSERT INTO m VALUES (1, 'one'), (101, 'one hundred and one');
+         ALTER TABLE m DETACH PARTITION m2;
+         INSERT INTO m2 VALUES (102, 'detached');
+         INSERT INTO m VALUES (2, 'two');",
+    )
+    .unwrap();
+    // Events name the partition the row is in.
+    let tables: Vec<(Value, Value)> = (0..3)
+        .map(|_| {
+            let e = event(&mut pipe);
+            (e["table"].clone(), e["key"]["id"].clone())
+        })
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            (json!("m1"), json!(1)),
+            (json!("m2"), json!(101)),
+            (json!("m1"), json!(2)),
+        ]
+    );
+    pipe.expect_exit(0);
+    // --list shows the table that was watched, not the partitions it reaches.
+    let listed = server.pgnotify().args(["watch-table", "--list"]).run();
+    let tables: Vec<Value> = listed
+        .success()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["table"].clone())
+        .collect();
+    assert_eq!(tables, [json!("m")], "{}", listed.report());
+    let before_drop = catalog(&server);
+    assert!(
+        before_drop.contains("trigger m1 pgnotify_watch"),
+        "{before_drop}"
+    );
+    server
+        .pgnotify()
+        .args(["watch-table", "m", "--drop"])
+        .run()
+        .success();
+    let after = catalog(&server);
+    assert!(!after.contains("pgnotify"), "{after}");
+}
