@@ -126,8 +126,8 @@ Examples:
 ///
 /// Exit status: 0 after --count notifications or when the reader of stdout goes away, 124 when
 /// --timeout elapses first, 3 when the first connection fails (without --wait) or the server
-/// stays away longer than --max-downtime, 130/143/129 on SIGINT/SIGTERM/SIGHUP (after writing
-/// everything already received).
+/// stays away longer than --max-downtime, 130/143 on SIGINT/SIGTERM (after writing everything
+/// already received).
 #[derive(Debug, Args)]
 #[command(after_help = LISTEN_EXAMPLES)]
 pub(crate) struct ListenArgs {

@@ -30,8 +30,6 @@ pub enum Exit {
     Interrupted,
     /// Stopped by SIGTERM after flushing what was received.
     Terminated,
-    /// Stopped by SIGHUP after flushing what was received.
-    HungUp,
 }
 
 impl Exit {
@@ -45,16 +43,15 @@ impl Exit {
             Exit::Timeout => 124,
             Exit::Interrupted => 130,
             Exit::Terminated => 143,
-            Exit::HungUp => 129,
         }
     }
 
     /// The status for a fatal signal, 128 + its number, as shells report it.
     pub(crate) fn for_signal(signal: i32) -> Exit {
-        match signal {
-            signal_hook::consts::SIGTERM => Exit::Terminated,
-            signal_hook::consts::SIGHUP => Exit::HungUp,
-            _ => Exit::Interrupted,
+        if signal == signal_hook::consts::SIGTERM {
+            Exit::Terminated
+        } else {
+            Exit::Interrupted
         }
     }
 }
@@ -168,7 +165,6 @@ mod tests {
             (Exit::Timeout, 124),
             (Exit::Interrupted, 130),
             (Exit::Terminated, 143),
-            (Exit::HungUp, 129),
         ];
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");

@@ -137,10 +137,6 @@ fn exit_status(roff: &mut Roff) {
             "143",
             "Stopped by SIGTERM, after writing every notification already received.",
         ),
-        (
-            "129",
-            "Stopped by SIGHUP, after writing every notification already received.",
-        ),
     ] {
         roff.control("TP", [] as [&str; 0]);
         roff.text([bold(code)]);

@@ -1,4 +1,4 @@
-//! SIGINT, SIGTERM and SIGHUP for the whole run: a thread that hands the first one to whoever asked
+//! SIGINT and SIGTERM for the whole run: a thread that hands the first one to whoever asked
 //! for it (the listen/pipe loop drains and flushes; `watch-table` cancels its statement; the
 //! demo stops its children), and ends the program at once on a second one, or on a first one
 //! that nobody asked for. `signal-hook`, because `ctrlc` cannot tell SIGINT from SIGTERM.
@@ -16,10 +16,8 @@ static SIGNAL_SINK: Mutex<Option<SignalSink>> = Mutex::new(None);
 /// with 128+n: nothing has been received yet that would need writing. After that, the first
 /// signal goes to that command and a second one ends the program at once.
 pub(crate) fn install() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    // SIGHUP (a closed terminal, `kill -HUP`) is a request to stop like SIGTERM: what was
-    // received is written first.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -25,7 +25,7 @@ pub(super) enum Event {
     Gap(Gap),
     /// The run cannot go on (the connection is lost for good).
     Fatal(anyhow::Error),
-    /// SIGINT, SIGTERM or SIGHUP arrived: write what was received, then exit 128+n.
+    /// SIGINT or SIGTERM arrived: write what was received, then exit 128+n.
     Signal(i32),
     /// The reader of stdout went away (`| head -1`): exit 0.
     OutputClosed,
