@@ -88,6 +88,7 @@ fn install(
     print_sql: bool,
 ) -> Result<Exit> {
     let installed = watch::installed(client, table)?;
+    refuse_inherited(table, &installed)?;
     watch::check_names_free(client, table, &installed)?;
     let what = format!(
         "{} on channel {} ({}; {})",
@@ -137,6 +138,7 @@ fn install(
 
 fn drop(client: &mut postgres::Client, table: &Table, print_sql: bool) -> Result<Exit> {
     let installed = watch::installed(client, table)?;
+    refuse_inherited(table, &installed)?;
     if installed.triggers.is_empty() && installed.function.is_none() {
         if print_sql {
             return print(&format!(
@@ -224,6 +226,21 @@ fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Res
         writeln!(out, "{}", line.join("  ").trim_end())?;
     }
     Ok(())
+}
+
+/// A partition reached by its partitioned table's watch (through PostgreSQL's cloned
+/// triggers) is changed only through that watch.
+fn refuse_inherited(table: &Table, installed: &watch::Installed) -> Result<()> {
+    match &installed.inherited_from {
+        Some(parent) => bail!(
+            "table {} is a partition of {}, which pgnotify watches: its events come from that \
+             watch, so change or drop the watch on {} instead",
+            table.display(),
+            escape_controls(parent),
+            escape_controls(parent)
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Runs the statements in one transaction, one round trip each: COMMIT is only sent once all

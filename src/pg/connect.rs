@@ -10,8 +10,9 @@ use crate::msg;
 use anyhow::Result;
 use postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
 use postgres::{Client, NoTls};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// An open connection and the server it reached.
@@ -162,13 +163,13 @@ enum Failure {
 
 /// libpq's `connect_timeout` bounds the whole start-up, but the `postgres` crate's only bounds
 /// the TCP connect: a server that accepts and then never answers would hang us. So the attempt
-/// runs on a thread of its own and is abandoned at the deadline; its socket closes when the
-/// server answers or gives up, or at exit.
+/// runs on a thread of its own and is abandoned at the deadline: a late answer finds nobody to
+/// take it and is closed at once.
 ///
-/// An abandoned attempt is remembered with its server: the next attempt to that server waits
-/// for it instead of starting another, so retrying (`--wait`, reconnects) a server that never
-/// answers holds one thread and one socket, however many attempts are made. A late answer is
-/// closed and a fresh attempt made, with what is left of the deadline.
+/// The thread of an abandoned attempt is remembered with its server: the next attempt to that
+/// server first waits for it to end, instead of starting another, so retrying (`--wait`,
+/// reconnects) a server that never answers holds one thread and one socket, however many
+/// attempts are made.
 fn connect_within(
     cfg: postgres::Config,
     timeout: Duration,
@@ -176,7 +177,7 @@ fn connect_within(
 ) -> Result<Client, Failure> {
     let deadline = Instant::now() + timeout;
     if let Some(pending) = take_abandoned(server)
-        && let Err(RecvTimeoutError::Timeout) = pending.recv_timeout(timeout)
+        && !ends_by(&pending, deadline)
     {
         abandon(server, pending);
         return Err(Failure::TimedOut(timeout));
@@ -187,33 +188,41 @@ fn connect_within(
         .spawn(move || {
             let _ = tx.send(open_contained(&cfg));
         });
-    if spawned.is_err() {
+    let Ok(thread) = spawned else {
         return Err(Failure::TimedOut(Duration::ZERO));
-    }
+    };
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(result) => result,
-        Err(RecvTimeoutError::Timeout) => {
-            abandon(server, rx);
+        Err(_) => {
+            abandon(server, thread);
             Err(Failure::TimedOut(timeout))
         }
-        Err(RecvTimeoutError::Disconnected) => Err(Failure::TimedOut(timeout)),
     }
 }
 
-type Attempt = Receiver<Result<Client, Failure>>;
+/// Whether an abandoned attempt's thread ends by `deadline` (polled: it has no other signal).
+fn ends_by(thread: &JoinHandle<()>, deadline: Instant) -> bool {
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
 
-/// Attempts given up at their deadline and still waiting for their server, by server.
-static ABANDONED: Mutex<Vec<(String, Attempt)>> = Mutex::new(Vec::new());
+/// The threads of attempts given up at their deadline and still waiting for their server.
+static ABANDONED: Mutex<Vec<(String, JoinHandle<()>)>> = Mutex::new(Vec::new());
 
-fn take_abandoned(server: &str) -> Option<Attempt> {
+fn take_abandoned(server: &str) -> Option<JoinHandle<()>> {
     let mut abandoned = ABANDONED.lock().unwrap_or_else(PoisonError::into_inner);
     let at = abandoned.iter().position(|(s, _)| s == server)?;
     Some(abandoned.swap_remove(at).1)
 }
 
-fn abandon(server: &str, attempt: Attempt) {
+fn abandon(server: &str, thread: JoinHandle<()>) {
     let mut abandoned = ABANDONED.lock().unwrap_or_else(PoisonError::into_inner);
-    abandoned.push((server.to_owned(), attempt));
+    abandoned.push((server.to_owned(), thread));
 }
 
 fn seconds(value: Option<&str>) -> Option<Duration> {

@@ -64,7 +64,15 @@ pub(super) fn parse(s: &str) -> Result<Vec<(String, String)>> {
         Some(rest) => parse_uri(rest)?,
         None => parse_keyword_value(s)?,
     };
-    for (key, _) in &pairs {
+    for (i, (key, _)) in pairs.iter().enumerate() {
+        // An unknown "key" right after a password may be the rest of it (`password=a b=c`,
+        // `?password=a&b=c`): refused without being quoted.
+        if i > 0 && is_secret(&pairs[i - 1].0) && !KNOWN_KEYS.contains(&key.as_str()) {
+            bail!(
+                "invalid connection option after the password (quote a password that holds \
+                 spaces, and percent-encode a \"&\" in a URI's as %26)"
+            );
+        }
         check_key(key)?;
     }
     Ok(pairs)
@@ -153,12 +161,12 @@ fn bare_value(chars: &mut std::iter::Peekable<impl Iterator<Item = char>>) -> St
 
 /// `[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`, after the scheme.
 ///
-/// No error quotes a user name or password. As in libpq, the user info ends at an `@` before
-/// the first `/`, so a `?` in a password belongs to it (libpq takes the first `@`; the last
-/// one is taken here, so an unencoded `@` in a password works too).
+/// No error quotes a user name or password. As in libpq, the user info ends at the first `@`
+/// before the first `/`, so a `?` in a password belongs to it, and an `@` in the query is not
+/// taken for one (`?application_name=me@laptop`); an `@` in a password must be `%40`.
 fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
     let slash = rest.find('/').unwrap_or(rest.len());
-    let (userinfo, rest) = match rest[..slash].rfind('@') {
+    let (userinfo, rest) = match rest[..slash].find('@') {
         Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
         None => (None, rest),
     };
@@ -192,7 +200,8 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
             bail!("missing key/value separator \"=\" in a URI query parameter");
         };
         let key = percent_decode(key, "query parameter name")?;
-        if !KNOWN_KEYS.contains(&key.as_str()) {
+        let after_secret = pairs.last().is_some_and(|(k, _)| is_secret(k));
+        if !KNOWN_KEYS.contains(&key.as_str()) && !after_secret {
             bail!("invalid URI query parameter: \"{key}\"");
         }
         let value = percent_decode(value, &format!("value of query parameter {key}"))?;
@@ -345,8 +354,28 @@ mod tests {
             let err = format!("{:#}", parse(uri).unwrap_err());
             assert!(!err.contains("Secret"), "{uri}: {err}");
         }
-        let err = parse("password=My Secret").unwrap_err().to_string();
-        assert!(!err.contains("Secret"), "{err}");
+        for conninfo in [
+            "password=My Secret",
+            "password=My Secret=x",
+            "postgres://h/d?password=My&Secret=1",
+        ] {
+            let err = parse(conninfo).unwrap_err().to_string();
+            assert!(!err.contains("Secret"), "{conninfo}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_at_sign_in_the_query_is_not_user_info() {
+        assert_eq!(
+            pairs("postgres://u:pw@127.0.0.1:1?application_name=me@laptop"),
+            kv(&[
+                ("user", "u"),
+                ("password", "pw"),
+                ("host", "127.0.0.1"),
+                ("port", "1"),
+                ("application_name", "me@laptop"),
+            ])
+        );
     }
 
     #[test]

@@ -83,6 +83,19 @@ impl Env {
         }
     }
 
+    /// Refuses a variable that is read but not UTF-8. Skipping it would fall back to a default:
+    /// another server, perhaps, or another user.
+    fn check_utf8(&self, name: &str) -> Result<()> {
+        if self.not_utf8.iter().any(|n| n == name) {
+            return Err(UsageError(format!(
+                "the environment variable {name} is not valid UTF-8, so pgnotify cannot use it; \
+                 fix or unset it"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     /// A variable's value; libpq treats an empty one like an unset one for these settings.
     fn var(&self, name: &str) -> Option<&str> {
         self.vars
@@ -193,23 +206,11 @@ impl ConnSettings {
 /// Resolves the command-line options against the service file, the environment and libpq's
 /// defaults, in libpq's order of precedence (see the module documentation).
 pub(crate) fn resolve(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
-    let read = ENV_VARS.iter().map(|(_, var)| *var).chain(SERVICE_VARS);
-    if let Some(var) = read
-        .into_iter()
-        .find(|v| env.not_utf8.iter().any(|n| n == v))
-    {
-        // Never fall back to a default: that could reach another server, as another user.
-        return Err(UsageError(format!(
-            "the environment variable {var} is not valid UTF-8, so pgnotify cannot use it; \
-             fix or unset it"
-        ))
-        .into());
-    }
-    resolve_params(opts, env).map_err(|e| ConnectionError(format!("{e:#}")).into())
+    resolve_params(opts, env).map_err(|e| match e.is::<UsageError>() {
+        true => e,
+        false => ConnectionError(format!("{e:#}")).into(),
+    })
 }
-
-/// The variables that name a service and its files, read besides [`ENV_VARS`].
-const SERVICE_VARS: [&str; 3] = ["PGSERVICE", "PGSERVICEFILE", "PGSYSCONFDIR"];
 
 fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
     let mut params = BTreeMap::new();
@@ -232,7 +233,12 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         }
     }
     let service = params.get("service").cloned();
+    if service.is_none() {
+        env.check_utf8("PGSERVICE")?;
+    }
     if let Some(name) = service.as_deref().or(env.var("PGSERVICE")) {
+        env.check_utf8("PGSERVICEFILE")?;
+        env.check_utf8("PGSYSCONFDIR")?;
         let files = service_files(env);
         let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
         for (key, value) in service::find(name, &files)? {
@@ -240,9 +246,11 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         }
     }
     for (key, var) in ENV_VARS {
-        if !params.contains_key(*key)
-            && let Some(value) = env.var(var)
-        {
+        if params.contains_key(*key) {
+            continue;
+        }
+        env.check_utf8(var)?;
+        if let Some(value) = env.var(var) {
             params.insert((*key).to_owned(), value.to_owned());
         }
     }

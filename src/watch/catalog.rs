@@ -18,6 +18,9 @@ pub(crate) struct Installed {
     pub(crate) function: Option<Function>,
     /// Triggers with one of our names that pgnotify did not create: never touched.
     pub(crate) foreign: Vec<String>,
+    /// The partitioned table whose watch reaches this table (a partition) through cloned
+    /// triggers: changed only there.
+    pub(crate) inherited_from: Option<String>,
 }
 
 /// A trigger function of ours, as the catalog has it.
@@ -133,7 +136,9 @@ pub(crate) fn installed(client: &mut postgres::Client, table: &Table) -> Result<
     let rows = client.query(
         "SELECT t.tgname::pg_catalog.text, \
                 n.nspname::pg_catalog.text, p.proname::pg_catalog.text, p.prosrc, \
-                pg_catalog.obj_description(p.oid, 'pg_proc') \
+                pg_catalog.obj_description(p.oid, 'pg_proc'), \
+                (SELECT pt.tgrelid::pg_catalog.regclass::pg_catalog.text \
+                   FROM pg_catalog.pg_trigger pt WHERE pt.oid = t.tgparentid) \
            FROM pg_catalog.pg_trigger t \
            JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -151,6 +156,10 @@ pub(crate) fn installed(client: &mut postgres::Client, table: &Table) -> Result<
             installed.foreign.push(name);
             continue;
         };
+        if let Some(parent) = row.get::<_, Option<String>>(5) {
+            installed.inherited_from = Some(parent);
+            continue;
+        }
         installed.triggers.push(name);
         installed.marker.get_or_insert(marker);
         installed.function = Some(Function {
@@ -179,7 +188,8 @@ pub(crate) fn check_names_free(
     let taken = client.query(
         "SELECT pg_catalog.obj_description(p.oid, 'pg_proc'), \
                 EXISTS (SELECT FROM pg_catalog.pg_trigger t \
-                         WHERE t.tgfoid = p.oid AND t.tgrelid OPERATOR(pg_catalog.<>) $1) \
+                         WHERE t.tgfoid = p.oid AND t.tgrelid OPERATOR(pg_catalog.<>) $1 \
+                           AND t.tgparentid = 0) \
            FROM pg_catalog.pg_proc p \
            JOIN pg_catalog.pg_class c ON c.relnamespace = p.pronamespace \
           WHERE c.oid = $1 AND p.proname::pg_catalog.text = $2 AND p.pronargs = 0",

@@ -417,6 +417,8 @@ fn no_error_shows_a_password() {
         "postgres://u:My/Secret@127.0.0.1:1/d",
         "postgres://u:My?Secret@127.0.0.1:1/d?nope=1",
         "host=127.0.0.1 port=1 password=My Secret",
+        "host=127.0.0.1 port=1 password=My Secret=x",
+        "postgres://127.0.0.1:1/d?password=My&Secret=1",
     ] {
         let out = Cmd::new().args(["-d", dbname, "notify", "c", "x"]).run();
         out.one_line_error();

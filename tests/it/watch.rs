@@ -848,11 +848,22 @@ fn a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncat
         .one_line_error()
         .stderr_has("is partitioned")
         .stderr_has("--events insert,update,delete");
+    // Installed twice: the second changes nothing (the partitions' cloned triggers are not
+    // another table's use of the function).
+    for _ in 0..2 {
+        server
+            .pgnotify()
+            .args(["watch-table", "m", "--events", "insert,update,delete"])
+            .run()
+            .success();
+    }
     server
         .pgnotify()
-        .args(["watch-table", "m", "--events", "insert,update,delete"])
+        .args(["watch-table", "m1", "--drop"])
         .run()
-        .success();
+        .code(1)
+        .one_line_error()
+        .stderr_has("table public.m1 is a partition of m, which pgnotify watches");
     // A partition attached later gets the row trigger too; a detached one loses it.
     db.batch_execute(
         "CREATE TABLE m2 (id int PRIMARY KEY, v text);

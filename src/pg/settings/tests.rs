@@ -237,6 +237,12 @@ fn a_pg_variable_that_is_not_utf8_is_refused_not_ignored() {
         err.to_string().contains("PGHOST is not valid UTF-8"),
         "{err}"
     );
+    // One that a flag overrides is not read, as in libpq.
+    let flag = ConnOptions {
+        host: Some("db".into()),
+        ..ConnOptions::default()
+    };
+    assert!(resolve(&flag, &e).is_ok());
     // A variable pgnotify does not read may hold anything.
     e.not_utf8 = vec!["PGNOTIFY_PG_BINDIR".into()];
     assert!(resolve(&ConnOptions::default(), &e).is_ok());
