@@ -62,6 +62,10 @@ pub(super) fn run(
                     drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
                     return Err(error);
                 }
+                Event::Overflowed(error) => {
+                    out.flush()?;
+                    return Err(error);
+                }
             }
         }
     }

@@ -25,6 +25,9 @@ pub(super) enum Event {
     Gap(Gap),
     /// The run cannot go on (the connection is lost for good).
     Fatal(anyhow::Error),
+    /// The output could not keep up (`--on-overflow exit`): end the run without writing what
+    /// is still queued, after completing the line being written.
+    Overflowed(anyhow::Error),
     /// SIGINT or SIGTERM arrived: write what was received, then exit 128+n.
     Signal(i32),
     /// The reader of stdout went away (`| head -1`): exit 0.

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// The most notifications pushed as one batch; bounds the latency of a burst's first line.
 const MAX_BATCH: usize = 1024;
+/// How long `--on-overflow exit` waits for the main loop to end the run with whole lines.
+const OVERFLOW_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// A bound on each reconnection attempt when `connect_timeout` sets none.
 const RECONNECT_TIMEOUT_SECS: u64 = 10;
 
@@ -266,9 +268,7 @@ impl Source {
             if !batch.is_empty()
                 && let Err(why) = self.queue.push_notifications(batch)
             {
-                // The main loop may be stuck writing to the output that could not keep up
-                // (`--on-overflow exit`), so it cannot be asked to end the run.
-                exit::fail_now(&anyhow!(why));
+                self.end_run_for_overflow(why);
             }
             // Time spent waiting for room in the queue is not the server's: the heartbeat's
             // deadlines move by it, or a slow output would look like a dead connection.
@@ -285,6 +285,21 @@ impl Source {
                 Err(why) => return lost(why, evidence),
             }
         }
+    }
+}
+
+impl Source {
+    /// `--on-overflow exit`: the main loop ends the run once it has completed the line it is
+    /// writing, so the output ends with a whole line. A reader that takes nothing at all
+    /// keeps it in its write: then, after [`OVERFLOW_EXIT_WAIT`], the run ends from here.
+    fn end_run_for_overflow(&self, why: String) -> ! {
+        msg::warn(&format!("{why}; ending the run"));
+        self.queue.push(Event::Overflowed(anyhow!(why.clone())));
+        std::thread::sleep(OVERFLOW_EXIT_WAIT);
+        exit::fail_now(&anyhow!(
+            "{why}; and the output took nothing for {} s more",
+            OVERFLOW_EXIT_WAIT.as_secs()
+        ));
     }
 }
 

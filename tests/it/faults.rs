@@ -461,3 +461,32 @@ fn a_gap_window_covers_every_notification_a_hung_backend_lost() {
         );
     }
 }
+
+#[test]
+fn overflow_exit_ends_the_stream_with_a_whole_line() {
+    // The reader stalls until the output overflows, then reads on: the stream must end with a
+    // complete line, not half a JSON object cut off by the exit.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "flood", "--on-overflow", "exit"])
+        .spawn();
+    pipe.wait_ready();
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 30000) i")
+        .unwrap();
+    pipe.wait_stderr("the output could not keep up");
+    let (status, rest) = pipe.finish();
+    assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
+    assert!(
+        rest.ends_with('\n'),
+        "the stream ends mid-line: {:?}",
+        &rest[rest.len().saturating_sub(80)..]
+    );
+    for line in rest.lines() {
+        serde_json::from_str::<Line>(line).unwrap_or_else(|e| panic!("{e}: {line:.80}"));
+    }
+    let errors = pipe.stderr().matches("pgnotify: error: ").count();
+    assert_eq!(errors, 1, "{}", pipe.stderr());
+}
