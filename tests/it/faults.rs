@@ -346,15 +346,7 @@ fn overflow_block_policy_keeps_everything_and_says_so() {
 #[test]
 fn overflow_exit_policy_ends_the_run() {
     let server = Server::start();
-    let mut pipe = server
-        .pgnotify()
-        .args(["-v", "pipe", "flood", "--on-overflow", "exit"])
-        .spawn();
-    pipe.wait_ready();
-    server
-        .client()
-        .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 30000) i")
-        .unwrap();
+    let mut pipe = flooded_with_overflow_exit(&server);
     // Nobody reads stdout: the buffer fills and the run must end by itself.
     let started = Instant::now();
     let status = loop {
@@ -467,15 +459,7 @@ fn overflow_exit_ends_the_stream_with_a_whole_line() {
     // The reader stalls until the output overflows, then reads on: the stream must end with a
     // complete line, not half a JSON object cut off by the exit.
     let server = Server::start();
-    let mut pipe = server
-        .pgnotify()
-        .args(["-v", "pipe", "flood", "--on-overflow", "exit"])
-        .spawn();
-    pipe.wait_ready();
-    server
-        .client()
-        .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 30000) i")
-        .unwrap();
+    let mut pipe = flooded_with_overflow_exit(&server);
     pipe.wait_stderr("the output could not keep up");
     let (status, rest) = pipe.finish();
     assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
@@ -489,4 +473,18 @@ fn overflow_exit_ends_the_stream_with_a_whole_line() {
     }
     let errors = pipe.stderr().matches("pgnotify: error: ").count();
     assert_eq!(errors, 1, "{}", pipe.stderr());
+}
+
+/// `pipe flood --on-overflow exit`, ready, then 30 MB of notifications that nobody reads yet.
+fn flooded_with_overflow_exit(server: &Server) -> crate::support::Running {
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "flood", "--on-overflow", "exit"])
+        .spawn();
+    pipe.wait_ready();
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 30000) i")
+        .unwrap();
+    pipe
 }

@@ -30,6 +30,17 @@ fn accept(listener: &TcpListener) -> TcpStream {
     }
 }
 
+/// `pipe CHANNEL --serve 0`, and the address it serves on.
+fn serve(server: &Server, channel: &str) -> (crate::support::Running, String) {
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", channel, "--serve", "0"])
+        .spawn();
+    let line = pipe.wait_stderr("serving NDJSON on ");
+    let address = line.rsplit(' ').next().unwrap().to_owned();
+    (pipe, address)
+}
+
 /// An address on loopback where nothing listens (yet).
 fn free_address() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -141,12 +152,7 @@ fn connect_reports_what_a_long_absent_peer_missed_first() {
 #[test]
 fn serve_disconnects_a_client_that_never_reads_and_keeps_the_others_going() {
     let server = Server::start();
-    let mut pipe = server
-        .pgnotify()
-        .args(["-v", "pipe", "s", "--serve", "0"])
-        .spawn();
-    let line = pipe.wait_stderr("serving NDJSON on ");
-    let address = line.rsplit(' ').next().unwrap().to_owned();
+    let (mut pipe, address) = serve(&server, "s");
     assert!(
         address.starts_with("127.0.0.1:"),
         "a port alone listens on loopback: {address}"
@@ -210,12 +216,7 @@ fn serve_keeps_a_reading_client_whose_writer_thread_gets_no_cpu() {
     // comes (SCHED_IDLE with every core busy: CPU contention made certain). Its socket takes
     // data all along, so it must not be taken for a client that stopped reading.
     let server = Server::start();
-    let mut pipe = server
-        .pgnotify()
-        .args(["-v", "pipe", "b", "--serve", "0"])
-        .spawn();
-    let line = pipe.wait_stderr("serving NDJSON on ");
-    let address = line.rsplit(' ').next().unwrap().to_owned();
+    let (mut pipe, address) = serve(&server, "b");
     pipe.wait_ready();
     let reader = TcpStream::connect(&address).unwrap();
     reader
