@@ -203,7 +203,13 @@ fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Res
                 watch::display_name(&w.schema, &w.table),
                 escape_controls(&w.marker.channel).into_owned(),
                 w.marker.events_text(),
-                w.marker.mode(),
+                match w.stale {
+                    true => format!(
+                        "{} (stale: writes may fail; run watch-table again)",
+                        w.marker.mode()
+                    ),
+                    false => w.marker.mode(),
+                },
             ]
         })
         .collect();

@@ -279,13 +279,17 @@ pub(crate) struct Watched {
     pub(crate) table: String,
     #[serde(flatten)]
     pub(crate) marker: Marker,
+    /// The table changed since the install: a key or image column renamed or dropped (the
+    /// trigger then fails writes), or another primary key (events name rows by the old one).
+    /// Running `watch-table` again brings the watch up to date.
+    pub(crate) stale: bool,
 }
 
 /// Every watched table in the database (or only `table`), found by the marker on our triggers.
 pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Result<Vec<Watched>> {
     let rows = client.query(
         "SELECT DISTINCT ON (n.nspname, c.relname) \
-                n.nspname::pg_catalog.text, c.relname::pg_catalog.text, d.description \
+                n.nspname::pg_catalog.text, c.relname::pg_catalog.text, d.description, c.oid \
            FROM pg_catalog.pg_trigger t \
            JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -301,16 +305,35 @@ pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Resu
             &table.map(|t| t.oid),
         ],
     )?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            Some(Watched {
-                schema: r.get(0),
-                table: r.get(1),
-                marker: Marker::parse(&r.get::<_, String>(2))?,
-            })
-        })
-        .collect())
+    let mut watched = Vec::new();
+    for r in &rows {
+        let Some(marker) = Marker::parse(&r.get::<_, String>(2)) else {
+            continue;
+        };
+        let table = Table {
+            oid: r.get(3),
+            schema: r.get(0),
+            name: r.get(1),
+            partitioned: false,
+        };
+        let stale = is_stale(client, &table, &marker)?;
+        watched.push(Watched {
+            schema: table.schema,
+            table: table.name,
+            marker,
+            stale,
+        });
+    }
+    Ok(watched)
+}
+
+/// Whether the table no longer matches what the watch was installed for: its key, or a column
+/// the events name, is gone or another.
+fn is_stale(client: &mut postgres::Client, table: &Table, marker: &Marker) -> Result<bool> {
+    let columns = columns(client, table)?;
+    let named = marker.key.iter().chain(marker.columns.iter().flatten());
+    let missing = named.into_iter().any(|c| !columns.contains(c));
+    Ok(missing || key_columns(client, table)? != marker.key)
 }
 
 /// The watch on `schema.table`, named exactly (as an event names it), if there is one.

@@ -916,3 +916,67 @@ fn a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncat
     let after = catalog(&server);
     assert!(!after.contains("pgnotify"), "{after}");
 }
+
+#[test]
+fn list_marks_a_watch_that_ddl_left_behind_as_stale_until_it_is_installed_again() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, code text UNIQUE NOT NULL, v text);
+         CREATE TABLE r (id int PRIMARY KEY, a text, b text);",
+    )
+    .unwrap();
+    for args in [&["t"][..], &["r", "--rows", "--columns", "a"]] {
+        server
+            .pgnotify()
+            .arg("watch-table")
+            .args(args)
+            .run()
+            .success();
+    }
+    let stale = |server: &Server| -> Vec<(String, bool)> {
+        let out = server.pgnotify().args(["watch-table", "--list"]).run();
+        out.success()
+            .stdout
+            .lines()
+            .map(|l| {
+                let w: Value = serde_json::from_str(l).unwrap();
+                (
+                    w["table"].as_str().unwrap().to_owned(),
+                    w["stale"] == json!(true),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(stale(&server), [("r".into(), false), ("t".into(), false)]);
+    // Followed as they are: a new column, a new type, a new name.
+    db.batch_execute(
+        "ALTER TABLE t ADD COLUMN extra int; ALTER TABLE t ALTER COLUMN id TYPE bigint;
+         ALTER TABLE t RENAME TO t2;",
+    )
+    .unwrap();
+    assert_eq!(stale(&server), [("r".into(), false), ("t2".into(), false)]);
+    // Left behind: a dropped image column, another primary key.
+    db.batch_execute(
+        "ALTER TABLE r DROP COLUMN a;
+         ALTER TABLE t2 DROP CONSTRAINT t_pkey; ALTER TABLE t2 ADD PRIMARY KEY (code);",
+    )
+    .unwrap();
+    assert_eq!(stale(&server), [("r".into(), true), ("t2".into(), true)]);
+    // Installing again fits the watch to the table.
+    server
+        .pgnotify()
+        .args(["watch-table", "t2"])
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["watch-table", "r", "--rows", "--columns", "b"])
+        .run()
+        .success();
+    assert_eq!(stale(&server), [("r".into(), false), ("t2".into(), false)]);
+    let mut after = pipe(&server, "t2", 1, &[]);
+    db.batch_execute("INSERT INTO t2 VALUES (1, 'a', 'x')")
+        .unwrap();
+    assert_eq!(event(&mut after)["key"], json!({"code": "a"}));
+}
