@@ -52,7 +52,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s j -l jobs -
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s c -l count -d 'Exit with status 0 after N notifications' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l max-downtime -d 'Exit with status 3 after being disconnected this long (default: keep reconnecting)' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l heartbeat -d 'Prove the connection alive this often: a query and a notification to itself, each answered within 5 s, else reconnect. 0 turns it off' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l heartbeat -d 'Prove the connection alive this often: a notification to itself, whose query must be answered and which must come back within 5 s each, else reconnect. 0 turns it off' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l on-overflow -d 'When the output is too slow and 4 MiB of notifications wait for it for a second: drop (count them, report a gap), block (stop reading the server), or exit (status 1)' -r -f -a "drop\t'Drop notifications, count them, and report the count in a gap record and on stderr'
 block\t'Stop reading the server until there is room (holds back the server\'s queue)'
 exit\t'End the run with status 1'"
@@ -117,7 +117,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s j -l jobs -d 
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s c -l count -d 'Exit with status 0 after N notifications' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s t -l timeout -d 'Exit with status 124 if the --count notifications (without --count: a first notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l max-downtime -d 'Exit with status 3 after being disconnected this long (default: keep reconnecting)' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l heartbeat -d 'Prove the connection alive this often: a query and a notification to itself, each answered within 5 s, else reconnect. 0 turns it off' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l heartbeat -d 'Prove the connection alive this often: a notification to itself, whose query must be answered and which must come back within 5 s each, else reconnect. 0 turns it off' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l on-overflow -d 'When the output is too slow and 4 MiB of notifications wait for it for a second: drop (count them, report a gap), block (stop reading the server), or exit (status 1)' -r -f -a "drop\t'Drop notifications, count them, and report the count in a gap record and on stderr'
 block\t'Stop reading the server until there is room (holds back the server\'s queue)'
 exit\t'End the run with status 1'"

@@ -191,8 +191,8 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) max_downtime: Option<Duration>,
 
-    /// Prove the connection alive this often: a query and a notification to itself, each
-    /// answered within 5 s, else reconnect. 0 turns it off.
+    /// Prove the connection alive this often: a notification to itself, whose query must be
+    /// answered and which must come back within 5 s each, else reconnect. 0 turns it off.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
     pub(crate) heartbeat: Interval,
 

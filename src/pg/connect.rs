@@ -1,6 +1,7 @@
-//! Opens a `postgres::Client` for resolved settings: one server at a time, with the password
-//! from the settings, the password file or a prompt, TCP keepalives on, and messages that name
-//! the server the way psql does.
+//! Opens a connection for resolved settings: one server at a time, with the password from the
+//! settings, the password file or a prompt, TCP keepalives on, and messages that name the server
+//! the way psql does. The connection is a synchronous `postgres::Client`, or the source's
+//! [`Listener`](super::Listener): both are opened the same way ([`Open`]).
 
 use super::settings::DEFAULT_SOCKET_DIR;
 use super::{ConnSettings, PasswordPrompt, Target, describe_pg_error, pgpass};
@@ -9,6 +10,7 @@ use crate::keepalive;
 use crate::msg;
 use anyhow::Result;
 use postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
+use postgres::error::DbError;
 use postgres::{Client, NoTls};
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
@@ -16,13 +18,41 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// An open connection and the server it reached.
-pub(crate) struct Connection {
-    pub(crate) client: Client,
+pub(crate) struct Connection<C = Client> {
+    pub(crate) client: C,
     pub(crate) target: Target,
 }
 
-/// Connects to the first target that accepts; the error names every target that failed.
+/// A kind of connection [`connect_as`] opens.
+pub(crate) trait Open: Sized + Send + 'static {
+    /// Opens one; the outer error says the client could not even be set up.
+    fn open(config: tokio_postgres::Config) -> Result<Result<Self, postgres::Error>, String>;
+}
+
+impl Open for Client {
+    fn open(config: tokio_postgres::Config) -> Result<Result<Client, postgres::Error>, String> {
+        let mut config = postgres::Config::from(config);
+        config.notice_callback(|notice| warn_notice(&notice));
+        Ok(config.connect(NoTls))
+    }
+}
+
+/// A server's notice (a WARNING, say) on stderr.
+pub(super) fn warn_notice(notice: &DbError) {
+    msg::warn(&format!(
+        "server {}: {}",
+        notice.severity().to_lowercase(),
+        notice.message()
+    ))
+}
+
+/// Connects a synchronous client to the first target that accepts.
 pub(crate) fn connect(settings: &ConnSettings) -> Result<Connection> {
+    connect_as(settings)
+}
+
+/// Connects to the first target that accepts; the error names every target that failed.
+pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<C>> {
     let mut password = settings.get("password").map(str::to_owned);
     if settings.prompt == PasswordPrompt::Always {
         password = Some(prompt_password(settings.user())?);
@@ -67,12 +97,12 @@ pub(crate) fn connect(settings: &ConnSettings) -> Result<Connection> {
     Err(ConnectionError(failures.join("; ")).into())
 }
 
-fn open(
+fn open<C: Open>(
     settings: &ConnSettings,
     target: &Target,
     password: Option<&str>,
-) -> Result<Client, Failure> {
-    let mut cfg = postgres::Config::new();
+) -> Result<C, Failure> {
+    let mut cfg = tokio_postgres::Config::new();
     cfg.user(settings.user())
         .dbname(settings.dbname())
         .port(target.port)
@@ -87,14 +117,7 @@ fn open(
                 .get("keepalives_count")
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(keepalive::PROBES),
-        )
-        .notice_callback(|notice| {
-            msg::warn(&format!(
-                "server {}: {}",
-                notice.severity().to_lowercase(),
-                notice.message()
-            ))
-        });
+        );
     if let Some(app) = settings.get("application_name") {
         cfg.application_name(app);
     }
@@ -140,16 +163,16 @@ fn open(
     });
     match timeout {
         Some(timeout) => connect_within(cfg, timeout, &target.describe()),
-        None => open_contained(&cfg),
+        None => open_contained(cfg),
     }
 }
 
 /// `postgres::Config::connect` unwraps the creation of its runtime, so running out of file
 /// descriptors panics inside the crate; that becomes an ordinary connection failure here.
-fn open_contained(cfg: &postgres::Config) -> Result<Client, Failure> {
-    match crate::panic::contain(|| cfg.connect(NoTls)) {
-        Ok(result) => result.map_err(Failure::Pg),
-        Err(why) => Err(Failure::Setup(why)),
+fn open_contained<C: Open>(cfg: tokio_postgres::Config) -> Result<C, Failure> {
+    match crate::panic::contain(|| C::open(cfg)) {
+        Ok(Ok(result)) => result.map_err(Failure::Pg),
+        Ok(Err(why)) | Err(why) => Err(Failure::Setup(why)),
     }
 }
 
@@ -170,11 +193,11 @@ enum Failure {
 /// server first waits for it to end, instead of starting another, so retrying (`--wait`,
 /// reconnects) a server that never answers holds one thread and one socket, however many
 /// attempts are made.
-fn connect_within(
-    cfg: postgres::Config,
+fn connect_within<C: Open>(
+    cfg: tokio_postgres::Config,
     timeout: Duration,
     server: &str,
-) -> Result<Client, Failure> {
+) -> Result<C, Failure> {
     let deadline = Instant::now() + timeout;
     if let Some(pending) = take_abandoned(server)
         && !ends_by(&pending, deadline)
@@ -186,7 +209,7 @@ fn connect_within(
     let spawned = std::thread::Builder::new()
         .name("connect".into())
         .spawn(move || {
-            let _ = tx.send(open_contained(&cfg));
+            let _ = tx.send(open_contained::<C>(cfg));
         });
     let Ok(thread) = spawned else {
         return Err(Failure::TimedOut(Duration::ZERO));
@@ -227,6 +250,11 @@ fn abandon(server: &str, thread: JoinHandle<()>) {
 
 fn seconds(value: Option<&str>) -> Option<Duration> {
     value?.parse().ok().map(Duration::from_secs)
+}
+
+/// How long connecting may take by `connect_timeout`, as libpq reads it; `None`: no bound.
+pub(crate) fn connect_timeout_of(settings: &ConnSettings) -> Option<Duration> {
+    connect_timeout(settings.get("connect_timeout"))
 }
 
 /// libpq: `connect_timeout` in seconds, 0 or unset = wait forever, values below 2 mean 2.

@@ -13,13 +13,15 @@ mod connect;
 mod conninfo;
 mod error;
 mod ident;
+mod listener;
 mod pgpass;
 mod service;
 mod settings;
 
-pub(crate) use connect::{Connection, connect};
+pub(crate) use connect::{Connection, connect, connect_as, connect_timeout_of};
 pub(crate) use error::describe_pg_error;
 pub(crate) use ident::{
     MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES, check_channel, check_payload, quote_ident, quote_literal,
 };
+pub(crate) use listener::{Answer, Listener};
 pub(crate) use settings::{ConnOptions, ConnSettings, Env, PasswordPrompt, Target, resolve};

@@ -1,23 +1,38 @@
-//! The heartbeat that proves a listening session alive, every `--heartbeat` interval: an
-//! empty query answered within 5 s, then a notification to itself on a private channel that
-//! must come back within 5 s. So a hung backend, a black-holed network or a connection that no
-//! longer delivers notifications (a transaction pooler) is noticed within interval + 5 s.
+//! The heartbeat that proves a listening session alive, every `--heartbeat` interval: a
+//! notification to itself on a private channel, sent as a query on the listening connection.
+//! The query's answer must come within 5 s (more while notifications keep arriving ahead of it),
+//! and the notification within 5 s of the answer. So a hung backend, a black-holed network or a
+//! connection that no longer delivers notifications (a transaction pooler) is noticed within
+//! interval + 5 s.
+//!
+//! The query is only put in flight: its answer comes back through the same reads as the
+//! notifications (`pg::Listener`), so a backlog in front of it is read into the bounded queue at
+//! the output's pace, never all at once.
 
 use crate::deadline;
 use crate::notification::Notification;
-use crate::pg::describe_pg_error;
-use postgres::Client;
+use crate::pg::{Answer, Listener, describe_pg_error};
 use std::time::{Duration, Instant};
 
-/// How long the heartbeat's query and self-notification may take.
+/// How long the heartbeat's answer (after the last sign of life) and self-notification may take.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The heartbeat's schedule and the self-notification it waits for.
+/// The heartbeat's schedule and the beat in flight.
 pub(super) struct Heartbeat {
     interval: Option<Duration>,
     next: Option<Instant>,
-    awaiting: Option<(String, Instant)>,
+    awaiting: Option<Beat>,
     sequence: u64,
+}
+
+/// A heartbeat sent and not yet complete.
+struct Beat {
+    payload: String,
+    /// When it was sent: once it is answered, everything committed before is delivered.
+    asked: jiff::Timestamp,
+    answered: bool,
+    came_back: bool,
+    deadline: Instant,
 }
 
 impl Heartbeat {
@@ -33,10 +48,10 @@ impl Heartbeat {
 
     /// How long reading may block before the heartbeat needs attention.
     pub(super) fn wait(&self) -> Duration {
-        let due = [self.next, self.awaiting.as_ref().map(|a| a.1)]
-            .into_iter()
-            .flatten()
-            .min();
+        let due = match &self.awaiting {
+            Some(beat) => Some(beat.deadline),
+            None => self.next,
+        };
         match due {
             Some(due) => due
                 .saturating_duration_since(Instant::now())
@@ -53,8 +68,18 @@ impl Heartbeat {
         if let Some(next) = self.next.as_mut() {
             *next = next.checked_add(by).unwrap_or(*next);
         }
-        if let Some((_, deadline)) = self.awaiting.as_mut() {
-            *deadline = deadline.checked_add(by).unwrap_or(*deadline);
+        if let Some(beat) = self.awaiting.as_mut() {
+            beat.deadline = beat.deadline.checked_add(by).unwrap_or(beat.deadline);
+        }
+    }
+
+    /// Notifications arrived: the connection is alive, and an answer queued behind them has
+    /// [`HEARTBEAT_TIMEOUT`] from now.
+    pub(super) fn traffic(&mut self) {
+        if let Some(beat) = self.awaiting.as_mut()
+            && !beat.answered
+        {
+            beat.deadline = beat.deadline.max(Instant::now() + HEARTBEAT_TIMEOUT);
         }
     }
 
@@ -71,58 +96,68 @@ impl Heartbeat {
             if n.channel != channel {
                 return true;
             }
-            if self
-                .awaiting
-                .as_ref()
-                .is_some_and(|(payload, _)| *payload == n.payload)
+            if let Some(beat) = self.awaiting.as_mut()
+                && beat.payload == n.payload
             {
-                self.awaiting = None;
+                beat.came_back = true;
             }
             false
         });
         batch
     }
 
-    /// Sends a heartbeat when one is due; fails when the last one did not come back in time.
-    /// Returns when a heartbeat it sent was answered: the connection delivered everything
-    /// committed before that.
-    pub(super) fn check(
-        &mut self,
-        client: &mut Client,
-        channel: &str,
-    ) -> Result<Option<jiff::Timestamp>, String> {
-        let now = Instant::now();
-        if let Some((_, deadline)) = &self.awaiting
-            && now >= *deadline
-        {
-            return Err(format!(
-                "the heartbeat notification did not come back within {} s (is this connection \
-                 through a transaction pooler?)",
-                HEARTBEAT_TIMEOUT.as_secs()
-            ));
-        }
-        let (Some(interval), Some(next)) = (self.interval, self.next) else {
+    /// The heartbeat query was answered. Returns the evidence it gives: when it was sent, the
+    /// server had sent everything committed before (it sends what is pending before an answer).
+    pub(super) fn answered(&mut self, answer: Answer) -> Result<Option<jiff::Timestamp>, String> {
+        answer.map_err(|e| format!("the heartbeat failed: {}", describe_pg_error(&e)))?;
+        let Some(beat) = self.awaiting.as_mut() else {
             return Ok(None);
         };
-        if now < next || self.awaiting.is_some() {
-            return Ok(None);
+        beat.answered = true;
+        beat.deadline = Instant::now() + HEARTBEAT_TIMEOUT;
+        Ok(Some(beat.asked))
+    }
+
+    /// Sends a heartbeat when one is due; fails when the last one did not complete in time.
+    pub(super) fn check(&mut self, listener: &mut Listener, channel: &str) -> Result<(), String> {
+        let now = Instant::now();
+        if let Some(beat) = &self.awaiting {
+            if beat.answered && beat.came_back {
+                self.awaiting = None;
+            } else if now >= beat.deadline {
+                return Err(match beat.answered {
+                    false => format!(
+                        "no answer to the heartbeat within {} s",
+                        HEARTBEAT_TIMEOUT.as_secs()
+                    ),
+                    true => format!(
+                        "the heartbeat notification did not come back within {} s (is this \
+                         connection through a transaction pooler?)",
+                        HEARTBEAT_TIMEOUT.as_secs()
+                    ),
+                });
+            } else {
+                return Ok(());
+            }
         }
-        let asked = jiff::Timestamp::now();
-        client.is_valid(HEARTBEAT_TIMEOUT).map_err(|e| {
-            format!(
-                "no answer to the heartbeat within {} s ({})",
-                HEARTBEAT_TIMEOUT.as_secs(),
-                describe_pg_error(&e)
-            )
-        })?;
+        let (Some(interval), Some(next)) = (self.interval, self.next) else {
+            return Ok(());
+        };
+        if now < next || listener.busy() {
+            return Ok(());
+        }
         self.sequence += 1;
         let payload = self.sequence.to_string();
-        client
-            .execute("SELECT pg_catalog.pg_notify($1, $2)", &[&channel, &payload])
-            .map_err(|e| format!("the heartbeat failed: {}", describe_pg_error(&e)))?;
-        self.awaiting = Some((payload, Instant::now() + HEARTBEAT_TIMEOUT));
+        listener.send_notify(channel.to_owned(), payload.clone());
+        self.awaiting = Some(Beat {
+            payload,
+            asked: jiff::Timestamp::now(),
+            answered: false,
+            came_back: false,
+            deadline: now + HEARTBEAT_TIMEOUT,
+        });
         self.next = now.checked_add(interval);
-        Ok(Some(asked))
+        Ok(())
     }
 }
 
@@ -141,7 +176,13 @@ mod tests {
     #[test]
     fn heartbeat_notifications_are_filtered_and_acknowledged() {
         let mut beat = Heartbeat::new(Some(Duration::from_secs(10)));
-        beat.awaiting = Some(("7".into(), Instant::now() + HEARTBEAT_TIMEOUT));
+        beat.awaiting = Some(Beat {
+            payload: "7".into(),
+            asked: jiff::Timestamp::UNIX_EPOCH,
+            answered: true,
+            came_back: false,
+            deadline: Instant::now() + HEARTBEAT_TIMEOUT,
+        });
         let n = |channel: &str, payload: &str| Notification {
             channel: channel.into(),
             payload: payload.into(),
@@ -151,6 +192,6 @@ mod tests {
         };
         let kept = beat.filter(vec![n("hb", "7"), n("jobs", "x"), n("hb", "6")], "hb");
         assert_eq!(kept, vec![n("jobs", "x")]);
-        assert!(beat.awaiting.is_none());
+        assert!(beat.awaiting.as_ref().is_some_and(|b| b.came_back));
     }
 }

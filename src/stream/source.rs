@@ -15,19 +15,17 @@
 use super::heartbeat::Heartbeat;
 use super::queue::{Event, Queue};
 use crate::backoff::backoff;
+use crate::deadline;
 use crate::exit::{self, ConnectionError};
 use crate::msg;
 use crate::notification::{Gap, GapKind, Notification};
-use crate::pg::{self, ConnSettings, describe_pg_error, quote_ident};
+use crate::pg::{self, ConnSettings, Listener, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use anyhow::{Context, Result, anyhow};
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, SimpleQueryMessage};
+use postgres::SimpleQueryMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The most notifications pushed as one batch; bounds the latency of a burst's first line.
-const MAX_BATCH: usize = 1024;
 /// How long `--on-overflow exit` waits for the main loop to end the run with whole lines.
 const OVERFLOW_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// A bound on each reconnection attempt when `connect_timeout` sets none.
@@ -82,10 +80,12 @@ struct Source {
 
 /// An open, listening connection.
 struct Session {
-    client: Client,
+    listener: Listener,
     server: String,
     /// When every LISTEN had committed: the first evidence that the stream is complete.
     listening_since: jiff::Timestamp,
+    /// Notifications that arrived with LISTEN's answer still to come (they prove it committed).
+    early: Vec<Notification>,
 }
 
 /// When and why the stream stopped being complete.
@@ -196,21 +196,52 @@ impl Source {
         }));
     }
 
-    /// Connects and LISTENs on every channel (and the heartbeat's), in one round trip.
+    /// Connects and LISTENs on every channel (and the heartbeat's), in one round trip. Returns
+    /// once LISTEN has committed: when its answer comes, or a notification before it (the
+    /// server sends none inside a transaction); the answer is then still in flight.
     fn open(&self, conn: &ConnSettings) -> Result<Session> {
-        let pg::Connection { mut client, target } = pg::connect(conn)?;
+        let pg::Connection {
+            client: mut listener,
+            target,
+        } = pg::connect_as::<Listener>(conn)?;
         let mut sql: String = self
             .channels()
             .map(|c| format!("LISTEN {};", quote_ident(c)))
             .collect();
         sql.push_str("SELECT pg_catalog.pg_backend_pid()");
-        let messages = client.simple_query(&sql).map_err(|e| {
-            ConnectionError(format!(
-                "could not listen on {}: {}",
-                target.describe(),
-                describe_pg_error(&e)
-            ))
-        })?;
+        listener.send_simple(sql);
+        let failed = |why: String| {
+            ConnectionError(format!("could not listen on {}: {why}", target.describe()))
+        };
+        let deadline = pg::connect_timeout_of(conn).and_then(deadline::after);
+        loop {
+            let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let read = listener.read(wait);
+            let early: Vec<Notification> = read.notifications.iter().map(received).collect();
+            if let Some(answer) = read.answer {
+                let messages = answer.map_err(|e| failed(describe_pg_error(&e)))?;
+                self.say_listening(&messages);
+            } else if let Some(why) = read.ended {
+                return Err(failed(why).into());
+            } else if early.is_empty() {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(failed("no answer (connect_timeout)".into()).into());
+                }
+                continue;
+            }
+            return Ok(Session {
+                listener,
+                server: target.describe(),
+                listening_since: jiff::Timestamp::now(),
+                early,
+            });
+        }
+    }
+
+    /// Says on stderr what LISTEN's answer tells: the channels and the server process.
+    fn say_listening(&self, messages: &[SimpleQueryMessage]) {
         let pid = messages.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => row.get(0)?.parse::<i32>().ok(),
             _ => None,
@@ -226,11 +257,6 @@ impl Source {
             names.join(", "),
             pid.unwrap_or_default()
         ));
-        Ok(Session {
-            client,
-            server: target.describe(),
-            listening_since: jiff::Timestamp::now(),
-        })
     }
 
     fn channels(&self) -> impl Iterator<Item = &String> {
@@ -239,50 +265,68 @@ impl Source {
     }
 
     /// Reads until the connection is lost, and says why and since when the stream may be
-    /// incomplete. The session is then closed on a thread of its own: closing waits for the
-    /// server, which may be hung.
+    /// incomplete. Besides why, returns the last evidence that the connection delivered
+    /// everything committed until then: LISTEN committing, or a heartbeat answered (the server
+    /// sends what is pending before it answers a query). A notification is no such evidence:
+    /// its commit time is unknown, and one committed just after it may be what the connection
+    /// lost. Whatever was committed after the evidence may be lost, so the gap starts there,
+    /// not when the loss was noticed.
+    ///
+    /// Nothing is read while a batch waits for room in the queue: the server waits, and memory
+    /// holds the queue and one batch, whatever the backlog on the server.
     fn read(&self, mut session: Session) -> (String, jiff::Timestamp) {
-        let ended = self.read_session(&mut session);
-        let _ = std::thread::Builder::new()
-            .name("close".into())
-            .spawn(move || drop(session));
-        ended
-    }
-
-    /// Reads until the connection is lost. Besides why, returns the last evidence that the
-    /// connection delivered everything committed until then: LISTEN committing, or a heartbeat
-    /// answered (the server sends what is pending before it answers a query). A notification is
-    /// no such evidence: its commit time is unknown, and one committed just after it may be
-    /// what the connection lost. Whatever was committed after the evidence may be lost, so the
-    /// gap starts there, not when the loss was noticed.
-    fn read_session(&self, session: &mut Session) -> (String, jiff::Timestamp) {
         let server = session.server.clone();
         let mut evidence = session.listening_since;
         let lost =
             |why: String, evidence| (format!("lost the connection to {server}: {why}"), evidence);
         let mut beat = Heartbeat::new(self.settings.heartbeat);
+        // LISTEN's answer is still in flight when notifications came before it.
+        let mut listen_answer_due = session.listener.busy();
+        let mut batch = std::mem::take(&mut session.early);
         loop {
-            let (batch, failure) = next_batch(&mut session.client, beat.wait());
-            let batch = beat.filter(batch, &self.heartbeat_channel);
-            let pushing = Instant::now();
-            if !batch.is_empty()
-                && let Err(why) = self.queue.push_notifications(batch)
-            {
-                self.end_run_for_overflow(why);
+            if !batch.is_empty() {
+                beat.traffic();
+                let batch = beat.filter(std::mem::take(&mut batch), &self.heartbeat_channel);
+                let pushing = Instant::now();
+                if !batch.is_empty()
+                    && let Err(why) = self.queue.push_notifications(batch)
+                {
+                    self.end_run_for_overflow(why);
+                }
+                // Time spent waiting for room in the queue is not the server's: the heartbeat's
+                // deadlines move by it, or a slow output would look like a dead connection.
+                beat.postpone(pushing.elapsed());
             }
-            // Time spent waiting for room in the queue is not the server's: the heartbeat's
-            // deadlines move by it, or a slow output would look like a dead connection.
-            beat.postpone(pushing.elapsed());
-            if let Some(why) = failure {
+            if let Err(why) = beat.check(&mut session.listener, &self.heartbeat_channel) {
                 return lost(why, evidence);
             }
-            if session.client.is_closed() {
-                return lost("the server closed the connection".into(), evidence);
+            let read = session.listener.read(beat.wait());
+            batch = read.notifications.iter().map(received).collect();
+            if let Some(answer) = read.answer {
+                if listen_answer_due {
+                    listen_answer_due = false;
+                    match answer {
+                        Ok(messages) => self.say_listening(&messages),
+                        Err(e) => return lost(describe_pg_error(&e), evidence),
+                    }
+                } else {
+                    match beat.answered(answer) {
+                        Ok(Some(asked)) => evidence = evidence.max(asked),
+                        Ok(None) => {}
+                        Err(why) => return lost(why, evidence),
+                    }
+                }
             }
-            match beat.check(&mut session.client, &self.heartbeat_channel) {
-                Ok(Some(answered)) => evidence = evidence.max(answered),
-                Ok(None) => {}
-                Err(why) => return lost(why, evidence),
+            if let Some(why) = read.ended {
+                // What arrived before the end is delivered first: nothing received is lost.
+                if !batch.is_empty()
+                    && let Err(why) = self
+                        .queue
+                        .push_notifications(beat.filter(batch, &self.heartbeat_channel))
+                {
+                    self.end_run_for_overflow(why);
+                }
+                return lost(why, evidence);
             }
         }
     }
@@ -315,8 +359,8 @@ impl Outage {
     }
 }
 
-/// A notification from the `postgres` crate, stamped with the time it was read.
-fn received(n: &postgres::Notification) -> Notification {
+/// A notification from the server, stamped with the time it was read.
+fn received(n: &tokio_postgres::Notification) -> Notification {
     Notification {
         channel: n.channel().to_owned(),
         payload: n.payload().to_owned(),
@@ -324,25 +368,4 @@ fn received(n: &postgres::Notification) -> Notification {
         received_at: jiff::Timestamp::now(),
         fetched: None,
     }
-}
-
-/// Waits up to `wait` for a notification, then takes every one already buffered. On an
-/// error, what was read before it is returned too, with the reason: nothing received is lost.
-fn next_batch(client: &mut Client, wait: Duration) -> (Vec<Notification>, Option<String>) {
-    let mut notifications = client.notifications();
-    let mut batch = Vec::new();
-    match notifications.timeout_iter(wait).next() {
-        Ok(Some(n)) => batch.push(received(&n)),
-        Ok(None) => return (batch, None),
-        Err(e) => return (batch, Some(describe_pg_error(&e))),
-    }
-    let mut pending = notifications.iter();
-    while batch.len() < MAX_BATCH {
-        match pending.next() {
-            Ok(Some(n)) => batch.push(received(&n)),
-            Ok(None) => break,
-            Err(e) => return (batch, Some(describe_pg_error(&e))),
-        }
-    }
-    (batch, None)
 }

@@ -1,7 +1,7 @@
 //! `pipe` (and the source `listen` shares) under real faults: killed backends, server restarts,
 //! a server down at start, a hung backend, and a reader that stalls during a flood.
 
-use crate::support::{Line, Server};
+use crate::support::{Line, PATIENCE, Server};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
@@ -487,4 +487,140 @@ fn flooded_with_overflow_exit(server: &Server) -> crate::support::Running {
         .batch_execute("SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 30000) i")
         .unwrap();
     pipe
+}
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `count` notifications of 7 kB in one transaction, on channel `bigs`, numbered from 1.
+fn send_a_backlog(server: &Server, count: u32) {
+    server
+        .client()
+        .execute(
+            "SELECT pg_notify('bigs', i || ':' || repeat('x', 7000)) \
+             FROM generate_series(1, $1) i",
+            &[&(count as i32)],
+        )
+        .unwrap();
+}
+
+#[test]
+fn memory_stays_bounded_through_a_large_backlog_with_a_fast_heartbeat() {
+    // A stalled reader and a heartbeat every second: each heartbeat is a query, and its answer
+    // comes after everything the server holds for pgnotify. Nothing may read that all at once.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "bigs", "--heartbeat", "1s"])
+        .spawn();
+    pipe.wait_ready();
+    // 560 MB: before the listening connection was driven by pgnotify itself, the first
+    // heartbeat behind it held all of it (VmHWM 566 MB).
+    send_a_backlog(&server, 80_000);
+    let sent = Instant::now();
+    while queue_usage(&server) > 0.0 {
+        assert!(sent.elapsed() < 3 * PATIENCE, "the backlog was not read");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Three more heartbeats with the reader still stalled.
+    std::thread::sleep(Duration::from_secs(3));
+    let peak = peak_kib(pipe.child.id());
+    eprintln!("VmHWM {peak} KiB");
+    assert!(
+        peak < 20 * 1024,
+        "pgnotify peaked at {peak} KiB through a 560 MB backlog{}",
+        pipe.report()
+    );
+    assert!(
+        !pipe.stderr().contains("reconnecting"),
+        "a live connection was taken for dead{}",
+        pipe.report()
+    );
+    // The stream goes on: what was kept, the drops' gap records, then new notifications.
+    let (_, gap) = pipe.read_until_gap();
+    assert_eq!(gap.gap, "overflow");
+    server.notify("bigs", "after");
+    loop {
+        match pipe.read_any() {
+            Line::Notification(n) if n.payload == "after" => break,
+            Line::Notification(_) => {}
+            Line::Gap(gap) => assert_eq!(gap.gap, "overflow", "{}", pipe.report()),
+        }
+    }
+}
+
+#[test]
+fn a_blocked_source_behind_a_large_backlog_keeps_memory_and_connection() {
+    // --on-overflow block: pgnotify stops reading, so the backlog stays on the server while the
+    // heartbeat comes due again and again; then the reader returns and takes every one, in order.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args([
+            "-v",
+            "pipe",
+            "bigs",
+            "--heartbeat",
+            "1s",
+            "--on-overflow",
+            "block",
+        ])
+        .spawn();
+    pipe.wait_ready();
+    send_a_backlog(&server, 20_000);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        queue_usage(&server) > 0.0,
+        "the backlog should wait on the server"
+    );
+    let peak = peak_kib(pipe.child.id());
+    eprintln!("VmHWM {peak} KiB");
+    assert!(
+        peak < 20 * 1024,
+        "pgnotify peaked at {peak} KiB with a 140 MB backlog waiting{}",
+        pipe.report()
+    );
+    for i in 1..=20_000u32 {
+        let n = pipe.read_record();
+        let (seq, _) = n.payload.split_once(':').unwrap();
+        assert_eq!(seq, i.to_string(), "{}", pipe.report());
+    }
+    assert!(
+        !pipe.stderr().contains("reconnecting"),
+        "a live connection was taken for dead{}",
+        pipe.report()
+    );
+    assert!(peak_kib(pipe.child.id()) < 20 * 1024);
+}
+
+#[test]
+fn memory_stays_bounded_with_exec_jobs_that_never_finish() {
+    // Four commands that take their line and then hang: every job's input and the shared backlog
+    // fill, then the queue, then notifications are dropped; memory stays within the same bound.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "bigs", "--heartbeat", "1s", "--jobs", "4"])
+        .args(["--exec", "sleep 30"])
+        .spawn();
+    pipe.wait_ready();
+    send_a_backlog(&server, 20_000);
+    let sent = Instant::now();
+    while queue_usage(&server) > 0.0 {
+        assert!(sent.elapsed() < 3 * PATIENCE, "the backlog was not read");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pipe.wait_stderr("dropping notifications");
+    std::thread::sleep(Duration::from_secs(2));
+    let peak = peak_kib(pipe.child.id());
+    eprintln!("VmHWM {peak} KiB");
+    assert!(
+        peak < 20 * 1024,
+        "pgnotify peaked at {peak} KiB with its commands stalled{}",
+        pipe.report()
+    );
 }

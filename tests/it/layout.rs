@@ -152,6 +152,11 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
                 found.push(format!("src/{path}: only the edge may use {word}"));
             }
         }
+        if names(&code, "tokio") && path != "pg/listener.rs" {
+            found.push(format!(
+                "src/{path}: only pg/listener.rs drives the async runtime"
+            ));
+        }
         if matches!(module, "sink" | "format") && code.contains("postgres") {
             found.push(format!(
                 "src/{path}: sinks and encoders never see the postgres crate"
@@ -251,6 +256,7 @@ fn the_guards_catch_what_they_guard() {
         file("stream/queue.rs", "use std::process::{exit, Command};"),
         file("format/psql.rs", "use tokio_postgres::Client;"),
         file("sink/server.rs", "use super::super::stream::Queue;"),
+        file("stream/fetch.rs", "fn f() { tokio::spawn(x) }"),
         file("watch/sql.rs", "fn f() { println!(\"x\") }"),
         file("fresh.rs", "fn f() {}"),
         // Not broken: a comment may name anything, and a wing may import its own.
@@ -271,6 +277,7 @@ fn the_guards_catch_what_they_guard() {
         "src/stream/queue.rs: ends the process itself",
         "src/format/psql.rs: sinks and encoders never see the postgres crate",
         "src/sink/server.rs: reaches another wing through super::super",
+        "src/stream/fetch.rs: only pg/listener.rs drives the async runtime",
         "src/watch/sql.rs: println! panics",
         "src/fresh.rs: module `fresh` belongs to no wing",
     ];

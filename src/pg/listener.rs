@@ -1,0 +1,164 @@
+//! The listening connection: a `tokio-postgres` connection driven here, one message at a time,
+//! so nothing is read from the server faster than the source hands it on.
+//!
+//! The `postgres` crate's client reads the socket until a query's answer arrives and keeps every
+//! notification sent before it, however many: a heartbeat behind a 560 MB backlog held 560 MB.
+//! Here a query is only put in flight, and [`Listener::read`] returns each batch of
+//! notifications as it arrives, the answer among them when it comes. While the caller does not
+//! read, nothing is read: the server waits (TCP flow control), and memory stays bounded by one
+//! batch.
+//!
+//! The runtime is the same single-threaded `tokio` runtime the `postgres` crate runs inside
+//! every synchronous client: it is driven only from the thread that calls `read`, and is never
+//! shared.
+
+use super::connect::{Open, warn_notice};
+use super::describe_pg_error;
+use postgres::types::Type;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{
+    AsyncMessage, Client, Config, NoTls, Notification, SimpleQueryMessage, Socket,
+};
+
+/// The most notifications one read returns.
+const MAX_BATCH: usize = 1024;
+/// The most bytes of channel names and payloads one read returns (once reached).
+const MAX_BATCH_BYTES: usize = 256 << 10;
+
+/// What a query in flight ends with.
+pub(crate) type Answer = Result<Vec<SimpleQueryMessage>, postgres::Error>;
+
+type InFlight = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// A connection that is read only when asked to.
+pub(crate) struct Listener {
+    client: Arc<Client>,
+    connection: tokio_postgres::Connection<Socket, NoTlsStream>,
+    query: Option<InFlight>,
+    /// Why the connection ended, once it has.
+    ended: Option<String>,
+    // Dropped last: the connection's socket is registered with it.
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What one [`Listener::read`] brought.
+#[derive(Default)]
+pub(crate) struct Read {
+    /// Notifications in the order the server sent them.
+    pub(crate) notifications: Vec<Notification>,
+    /// The answer to the query in flight, when it came with this read. Every notification the
+    /// server sent before it is in `notifications` or in an earlier read.
+    pub(crate) answer: Option<Answer>,
+    /// Why the connection ended, when it did (what arrived before is still returned).
+    pub(crate) ended: Option<String>,
+}
+
+impl Open for Listener {
+    fn open(config: Config) -> Result<Result<Listener, postgres::Error>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| crate::sanitize::strip_os_error(&e.to_string()))?;
+        Ok(runtime
+            .block_on(config.connect(NoTls))
+            .map(|(client, connection)| Listener {
+                client: Arc::new(client),
+                connection,
+                query: None,
+                ended: None,
+                runtime,
+            }))
+    }
+}
+
+impl Listener {
+    /// Puts a simple query (one or more statements, no parameters) in flight.
+    pub(crate) fn send_simple(&mut self, sql: String) {
+        let client = Arc::clone(&self.client);
+        self.query = Some(Box::pin(async move { client.simple_query(&sql).await }));
+    }
+
+    /// Puts `SELECT pg_notify(channel, payload)` in flight, both as bind parameters.
+    pub(crate) fn send_notify(&mut self, channel: String, payload: String) {
+        let client = Arc::clone(&self.client);
+        self.query = Some(Box::pin(async move {
+            client
+                .query_typed(
+                    "SELECT pg_catalog.pg_notify($1, $2)",
+                    &[(&channel, Type::TEXT), (&payload, Type::TEXT)],
+                )
+                .await
+                .map(|_| Vec::new())
+        }));
+    }
+
+    /// Whether a query is in flight.
+    pub(crate) fn busy(&self) -> bool {
+        self.query.is_some()
+    }
+
+    /// Waits up to `wait` for something to arrive, then returns what the socket already holds,
+    /// up to one batch. Returns early with whatever came: notifications, the answer, the end.
+    pub(crate) fn read(&mut self, wait: Duration) -> Read {
+        let mut read = Read::default();
+        if let Some(why) = &self.ended {
+            read.ended = Some(why.clone());
+            return read;
+        }
+        let Listener {
+            connection,
+            query,
+            ended,
+            runtime,
+            ..
+        } = self;
+        let mut bytes = 0;
+        runtime.block_on(async {
+            let mut sleep = pin!(tokio::time::sleep(wait));
+            std::future::poll_fn(|cx| {
+                loop {
+                    match connection.poll_message(cx) {
+                        Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => {
+                            bytes += n.channel().len() + n.payload().len();
+                            read.notifications.push(n);
+                            if read.notifications.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+                                break;
+                            }
+                        }
+                        Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => warn_notice(&notice),
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(e))) => {
+                            read.ended = Some(describe_pg_error(&e));
+                            break;
+                        }
+                        Poll::Ready(None) => {
+                            read.ended = Some("the server closed the connection".into());
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if let Some(in_flight) = query.as_mut()
+                    && let Poll::Ready(answer) = in_flight.as_mut().poll(cx)
+                {
+                    read.answer = Some(answer);
+                    *query = None;
+                }
+                let arrived =
+                    !read.notifications.is_empty() || read.answer.is_some() || read.ended.is_some();
+                match arrived || sleep.as_mut().poll(cx).is_ready() {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                }
+            })
+            .await
+        });
+        ended.clone_from(&read.ended);
+        read
+    }
+}
