@@ -146,11 +146,6 @@ pub(crate) fn report(err: &anyhow::Error) -> Exit {
     for_error(err)
 }
 
-/// Ends the program now, from any thread, the way [`report`] ends a run.
-pub(crate) fn fail_now(err: &anyhow::Error) -> ! {
-    std::process::exit(i32::from(report(err).code()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

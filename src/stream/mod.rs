@@ -103,7 +103,7 @@ fn open_sink(
     Ok(match destination {
         Destination::Stdout => {
             stdout_watch::start(Arc::clone(queue));
-            Box::new(sink::Stdout::new(encoder))
+            Box::new(sink::Stdout::new(encoder, queue.stop_writing()))
         }
         Destination::Connect(address) => Box::new(sink::Peer::connect(address, encoder)?),
         Destination::Serve(spec) => Box::new(sink::Server::serve(spec, encoder)?),

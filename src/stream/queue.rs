@@ -13,7 +13,7 @@ use crate::deadline;
 use crate::msg;
 use crate::notification::{Drops, Gap, Notification};
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Something the main loop must act on.
@@ -55,6 +55,9 @@ pub(super) struct Queue {
     changed: Condvar,
     limit: usize,
     policy: Overflow,
+    /// Set with the reason when an [`Event::Overflowed`] is pushed: a sink waiting for its
+    /// reader gives up at the next line boundary (`sink::StopWriting`).
+    stop_writing: Arc<OnceLock<String>>,
 }
 
 #[derive(Default)]
@@ -81,7 +84,13 @@ impl Queue {
             changed: Condvar::new(),
             limit,
             policy,
+            stop_writing: Arc::default(),
         })
+    }
+
+    /// What tells a sink to stop waiting for its reader (see [`Event::Overflowed`]).
+    pub(super) fn stop_writing(&self) -> Arc<OnceLock<String>> {
+        Arc::clone(&self.stop_writing)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -92,6 +101,9 @@ impl Queue {
 
     /// Adds a control event; never blocks, never drops.
     pub(super) fn push(&self, event: Event) {
+        if let Event::Overflowed(why) = &event {
+            let _ = self.stop_writing.set(format!("{why:#}"));
+        }
         self.lock().events.push_back(event);
         self.changed.notify_all();
     }

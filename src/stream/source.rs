@@ -16,7 +16,7 @@ use super::heartbeat::Heartbeat;
 use super::queue::{Event, Queue};
 use crate::backoff::backoff;
 use crate::deadline;
-use crate::exit::{self, ConnectionError};
+use crate::exit::ConnectionError;
 use crate::msg;
 use crate::notification::{Gap, GapKind, Notification};
 use crate::pg::{self, ConnSettings, Listener, describe_pg_error, quote_ident};
@@ -26,8 +26,6 @@ use postgres::SimpleQueryMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long `--on-overflow exit` waits for the main loop to end the run with whole lines.
-const OVERFLOW_EXIT_WAIT: Duration = Duration::from_secs(5);
 /// A bound on each reconnection attempt when `connect_timeout` sets none.
 const RECONNECT_TIMEOUT_SECS: u64 = 10;
 
@@ -334,16 +332,15 @@ impl Source {
 
 impl Source {
     /// `--on-overflow exit`: the main loop ends the run once it has completed the line it is
-    /// writing, so the output ends with a whole line. A reader that takes nothing at all
-    /// keeps it in its write: then, after [`OVERFLOW_EXIT_WAIT`], the run ends from here.
+    /// writing, so the output ends with a whole line; into a pipe whose reader takes nothing,
+    /// it gives up waiting at a line boundary. Only main ends the process: this thread reads
+    /// no more.
     fn end_run_for_overflow(&self, why: String) -> ! {
         msg::warn(&format!("{why}; ending the run"));
-        self.queue.push(Event::Overflowed(anyhow!(why.clone())));
-        std::thread::sleep(OVERFLOW_EXIT_WAIT);
-        exit::fail_now(&anyhow!(
-            "{why}; and the output took nothing for {} s more",
-            OVERFLOW_EXIT_WAIT.as_secs()
-        ));
+        self.queue.push(Event::Overflowed(anyhow!(why)));
+        loop {
+            std::thread::park();
+        }
     }
 }
 

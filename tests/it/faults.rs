@@ -362,6 +362,20 @@ fn overflow_exit_policy_ends_the_run() {
     };
     assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
     pipe.wait_stderr("the output could not keep up");
+    // The main thread ended the run, between two lines: what the pipe holds ends whole.
+    assert_whole_lines(&pipe.finish().1);
+}
+
+/// Every line of `rest` is a whole NDJSON record, and it ends with a newline.
+fn assert_whole_lines(rest: &str) {
+    assert!(
+        rest.ends_with('\n'),
+        "the stream ends mid-line: {:?}",
+        &rest[rest.len().saturating_sub(80)..]
+    );
+    for line in rest.lines() {
+        serde_json::from_str::<Line>(line).unwrap_or_else(|e| panic!("{e}: {line:.80}"));
+    }
 }
 
 #[test]
@@ -463,14 +477,7 @@ fn overflow_exit_ends_the_stream_with_a_whole_line() {
     pipe.wait_stderr("the output could not keep up");
     let (status, rest) = pipe.finish();
     assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
-    assert!(
-        rest.ends_with('\n'),
-        "the stream ends mid-line: {:?}",
-        &rest[rest.len().saturating_sub(80)..]
-    );
-    for line in rest.lines() {
-        serde_json::from_str::<Line>(line).unwrap_or_else(|e| panic!("{e}: {line:.80}"));
-    }
+    assert_whole_lines(&rest);
     let errors = pipe.stderr().matches("pgnotify: error: ").count();
     assert_eq!(errors, 1, "{}", pipe.stderr());
 }
@@ -623,4 +630,24 @@ fn memory_stays_bounded_with_exec_jobs_that_never_finish() {
         "pgnotify peaked at {peak} KiB with its commands stalled{}",
         pipe.report()
     );
+}
+
+#[test]
+fn a_reader_that_leaves_while_the_pipe_is_full_ends_the_run_quietly() {
+    // The pipe is full and pgnotify waits for room between lines; then the reader exits
+    // without reading: the run must notice (broken pipe) and end with status 0, not wait on.
+    let server = Server::start();
+    let mut run = server
+        .shell(r#"set -o pipefail; "$PGNOTIFY" "$@" -v pipe flood --on-overflow exit | sleep 3"#)
+        .spawn();
+    run.wait_stderr("listening on");
+    server
+        .client()
+        .batch_execute(
+            "SELECT pg_notify('flood', i || ':' || repeat('x', 1000)) FROM generate_series(1, 3000) i",
+        )
+        .unwrap();
+    let status = run.wait();
+    assert_eq!(status.code(), Some(0), "{}", run.stderr());
+    assert!(!run.stderr().contains("error"), "{}", run.stderr());
 }
