@@ -8,7 +8,8 @@
 #  1. in the server: a procedure runs the statements and COMMITs after each one. No client,
 #     no round trips, no scheduler wake-ups: the steadiest measure of CPU per statement. Two
 #     more tables mark the floor of any PL/pgSQL trigger: one that only sends a constant
-#     notification, with and without a fixed search_path.
+#     notification, with and without a fixed search_path. A third has pgnotify's key-only
+#     trigger without its DDL guard (the exception block), to show what the guard costs.
 #  2. pgbench, 1 and 4 writers (each statement a round trip, as applications do).
 #  3. the trigger alone: a 100,000-row INSERT rolled back, per row.
 # Rounds alternate the tables so drift hits all alike; the median round is reported.
@@ -23,7 +24,7 @@ rounds=${2:-5}
 pgbench=$(ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -1)
 pgbench=${pgbench:-pgbench}
 tables="plain key rows tcn"
-floors="floor_set floor_noset"
+floors="floor_set floor_noset unguarded"
 
 "$psql" -Xq -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION tcn;
@@ -51,6 +52,20 @@ SQL
 done
 "$pgnotify" -q watch-table key --events insert,update,delete
 "$pgnotify" -q watch-table rows --events insert,update,delete --rows
+# What the DDL guard costs: pgnotify's key-only function without its exception block (which
+# keeps writes working after a key column is renamed or dropped). Never install this.
+"$psql" -Xq -v ON_ERROR_STOP=1 -c "CREATE TABLE unguarded (LIKE plain INCLUDING ALL)"
+"$pgnotify" -q watch-table unguarded --events insert,update,delete --print-sql | python3 -c '
+import re, sys
+sql = sys.stdin.read()
+body = re.search(r"CREATE OR REPLACE FUNCTION .*?\n(\$pgnotify\d*\$);", sql, re.S).group(0)
+body = body.replace("BEGIN\nBEGIN\n", "BEGIN\n", 1)
+body = re.sub(r"EXCEPTION WHEN OTHERS THEN.*?\nEND;\n(  sent)", r"\1", body, flags=re.S)
+assert "EXCEPTION" not in body
+print(re.sub(r"^CREATE OR REPLACE FUNCTION \S+", "CREATE FUNCTION unguarded()", body))
+print("CREATE TRIGGER t AFTER INSERT OR UPDATE OR DELETE ON unguarded")
+print("  FOR EACH ROW EXECUTE FUNCTION unguarded();")
+' | "$psql" -Xq -v ON_ERROR_STOP=1
 
 # Every statement is its own transaction, so each one notifies and commits. One script and one
 # procedure per table (a variable cannot name a table in a prepared statement).
@@ -91,6 +106,7 @@ label() {
     tcn) echo "contrib tcn trigger (C)" ;;
     floor_set) echo "PL/pgSQL floor, fixed search_path" ;;
     floor_noset) echo "PL/pgSQL floor, no search_path" ;;
+    unguarded) echo "key only, without the DDL guard" ;;
   esac
 }
 
@@ -132,7 +148,7 @@ in_server() { "$psql" -XAtc "CALL run_$1(20000)" | awk '{ printf "%.2f", $1 }'; 
 for listening in no yes; do
   if [ "$listening" = yes ]; then
     # A listener drains every channel, as in real use.
-    "$pgnotify" listen key rows tcn floor --json > /dev/null &
+    "$pgnotify" listen key rows tcn floor unguarded --json > /dev/null &
     listener=$!
     sleep 0.5
     what="a listener on every channel (as in real use)"

@@ -205,7 +205,7 @@ fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Res
                 w.marker.events_text(),
                 match w.stale {
                     true => format!(
-                        "{} (stale: writes may fail; run watch-table again)",
+                        "{} (stale: events are incomplete; run watch-table again)",
                         w.marker.mode()
                     ),
                     false => w.marker.mode(),

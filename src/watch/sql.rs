@@ -102,6 +102,34 @@ enum Member {
     When(String, &'static str, Vec<Piece>),
 }
 
+impl Member {
+    /// `"key": key`, then this member.
+    fn after(self, key: Piece) -> Vec<Member> {
+        vec![Member::Always("key", vec![key]), self]
+    }
+}
+
+/// The row's key as the table's key names it now, read from the catalog at each call (the
+/// primary key, else the replica identity index, as `watch-table` chooses), or `null`. For
+/// the fallback after DDL only: the values come from `to_json` of the whole row, by name.
+fn current_key() -> Piece {
+    Piece::Sql(
+        "COALESCE((SELECT '{' || pg_catalog.string_agg(\
+         pg_catalog.to_json(a.attname::pg_catalog.text)::pg_catalog.text || ':' || \
+         COALESCE((r.j -> a.attname::pg_catalog.text)::pg_catalog.text, 'null'), ',' \
+         ORDER BY k.ord) || '}' \
+         FROM (SELECT i.indkey FROM pg_catalog.pg_index i WHERE i.indrelid = TG_RELID \
+         AND (i.indisprimary OR i.indisreplident) \
+         ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1) i \
+         CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) \
+         WITH ORDINALITY AS k(attnum, ord) \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = TG_RELID AND a.attnum = k.attnum \
+         CROSS JOIN (SELECT CASE TG_OP WHEN 'DELETE' THEN pg_catalog.to_json(OLD) \
+         ELSE pg_catalog.to_json(NEW) END AS j) r), 'null')"
+            .to_owned(),
+    )
+}
+
 /// The payload as one `format` expression: `op`, `schema`, `table`, then the given members
 /// (`key` first), then `}`.
 ///
@@ -163,6 +191,7 @@ pub(super) fn function_body(marker: &Marker) -> String {
     let _ = writeln!(b, "  p pg_catalog.text;");
     let _ = writeln!(b, "  sent pg_catalog.bool;");
     let _ = writeln!(b, "BEGIN");
+    let _ = writeln!(b, "BEGIN");
     let mut first = true;
     for op in &marker.events {
         let keyword = if first { "IF" } else { "ELSIF" };
@@ -223,6 +252,21 @@ pub(super) fn function_body(marker: &Marker) -> String {
     let _ = writeln!(b, "      p := {};", payload(None, &[null, truncated()]));
     let _ = writeln!(b, "    END IF;");
     let _ = writeln!(b, "  END IF;");
+    let _ = writeln!(
+        b,
+        "EXCEPTION WHEN OTHERS THEN\n  -- DDL since the install (a column named here renamed or dropped): never fail the\n  \
+         -- user's write. The event says so, with the key the table has now."
+    );
+    let stale = |key: Piece| Always("stale", vec![Piece::text("true")]).after(key);
+    let _ = writeln!(b, "  p := {};", payload(None, &stale(current_key())));
+    let _ = writeln!(b, "  IF pg_catalog.octet_length(p) >= 8000 THEN");
+    let _ = writeln!(
+        b,
+        "    p := {};",
+        payload(None, &stale(Piece::text("null")))
+    );
+    let _ = writeln!(b, "  END IF;");
+    let _ = writeln!(b, "END;");
     let _ = writeln!(
         b,
         "  sent := pg_catalog.pg_notify({}, p) IS NULL;",

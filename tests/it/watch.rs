@@ -980,3 +980,116 @@ fn list_marks_a_watch_that_ddl_left_behind_as_stale_until_it_is_installed_again(
         .unwrap();
     assert_eq!(event(&mut after)["key"], json!({"code": "a"}));
 }
+
+#[test]
+fn no_ddl_on_a_watched_table_makes_a_write_fail() {
+    // Every column the events name renamed or dropped, one after another: each write still
+    // succeeds, and its event says "stale" with the key the table has now.
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE ren (id int PRIMARY KEY, v text);
+         CREATE TABLE img (id int PRIMARY KEY, a text, b text);
+         INSERT INTO ren VALUES (1, 'one'); INSERT INTO img VALUES (1, 'a', 'b');",
+    )
+    .unwrap();
+    for args in [&["ren"][..], &["img", "--rows", "--columns", "a"]] {
+        server
+            .pgnotify()
+            .arg("watch-table")
+            .args(args)
+            .run()
+            .success();
+    }
+    let mut ren = pipe(&server, "ren", 5, &[]);
+    let mut img = pipe(&server, "img", 2, &[]);
+    // A renamed key column: INSERT, UPDATE, DELETE all go through.
+    db.batch_execute("ALTER TABLE ren RENAME COLUMN id TO ren_id")
+        .unwrap();
+    db.batch_execute(
+        "INSERT INTO ren VALUES (2, 'two'); UPDATE ren SET v = 'uno' WHERE ren_id = 1;
+         DELETE FROM ren WHERE ren_id = 2;",
+    )
+    .unwrap();
+    for (op, id) in [("INSERT", 2), ("UPDATE", 1), ("DELETE", 2)] {
+        let e = event(&mut ren);
+        assert_eq!(e["op"], op, "{e}");
+        assert_eq!(e["key"], json!({"ren_id": id}), "{e}");
+        assert_eq!(e["stale"], json!(true), "{e}");
+    }
+    // A renamed table, on top: still followed.
+    db.batch_execute("ALTER TABLE ren RENAME TO ren2; INSERT INTO ren2 VALUES (3, 'three')")
+        .unwrap();
+    let e = event(&mut ren);
+    assert_eq!(
+        (&e["table"], &e["key"]),
+        (&json!("ren2"), &json!({"ren_id": 3})),
+        "{e}"
+    );
+    // The key column dropped: no key at all now, and the write still succeeds.
+    db.batch_execute("ALTER TABLE ren2 DROP COLUMN ren_id; INSERT INTO ren2 VALUES ('four')")
+        .unwrap();
+    let e = event(&mut ren);
+    assert_eq!(
+        (&e["key"], &e["stale"]),
+        (&json!(null), &json!(true)),
+        "{e}"
+    );
+    // A renamed --columns column, then a dropped one: images are left out, never guessed.
+    db.batch_execute("ALTER TABLE img RENAME COLUMN a TO a2; UPDATE img SET b = 'c'")
+        .unwrap();
+    db.batch_execute("ALTER TABLE img DROP COLUMN a2; INSERT INTO img VALUES (2, 'x')")
+        .unwrap();
+    for (op, id) in [("UPDATE", 1), ("INSERT", 2)] {
+        let e = event(&mut img);
+        assert_eq!(e["op"], op, "{e}");
+        assert_eq!(e["key"], json!({"id": id}), "{e}");
+        assert_eq!(e["stale"], json!(true), "{e}");
+        assert!(e.get("new").is_none() && e.get("old").is_none(), "{e}");
+    }
+    assert!(ren.wait().success() && img.wait().success());
+    let list = server.pgnotify().args(["watch-table", "--list"]).run();
+    for line in list.success().stdout.lines() {
+        let w: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(w["stale"], json!(true), "{w}");
+    }
+    // Installed again, the watch fits the table: events are whole and not stale.
+    server
+        .pgnotify()
+        .args(["watch-table", "img", "--rows", "--columns", "b"])
+        .run()
+        .success();
+    let mut img = pipe(&server, "img", 1, &[]);
+    db.batch_execute("UPDATE img SET b = 'd' WHERE id = 2")
+        .unwrap();
+    let e = event(&mut img);
+    assert_eq!(e["new"], json!({"b": "d"}), "{e}");
+    assert!(e.get("stale").is_none(), "{e}");
+}
+
+#[test]
+fn ddl_the_events_follow_sends_no_stale_events() {
+    // A new column, a key column's new type (to one with another text form), a renamed table:
+    // the events stay as they were, with no "stale".
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--rows"])
+        .run()
+        .success();
+    let mut t = pipe(&server, "t", 1, &[]);
+    db.batch_execute(
+        "ALTER TABLE t ADD COLUMN extra jsonb; ALTER TABLE t ALTER COLUMN id TYPE numeric;
+         ALTER TABLE t RENAME TO t2; INSERT INTO t2 VALUES (1.50, 'x', '{\"a\": 1}');",
+    )
+    .unwrap();
+    let e = event(&mut t);
+    // The number exactly as the server wrote it: 1.50, not 1.5.
+    assert_eq!(e["key"].to_string(), r#"{"id":1.50}"#, "{e}");
+    assert_eq!(e["new"]["extra"], json!({"a": 1}), "{e}");
+    assert_eq!(e["table"], "t2", "{e}");
+    assert!(e.get("stale").is_none(), "{e}");
+}
