@@ -434,7 +434,8 @@ pub(crate) struct PipeArgs {
     pub(crate) fetch: bool,
 
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
-    /// wait for it (4 MiB), then are dropped and counted in a gap record.
+    /// wait for it (4 MiB), then are dropped and counted in a gap record. A new connection
+    /// starts with a "peer" gap record: an upper bound of what the lost one took unread.
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec"])]
     pub(crate) connect: Option<String>,
 

@@ -28,6 +28,9 @@ pub(crate) enum GapKind {
     /// An output was too slow and notifications were dropped (`--on-overflow drop`, a TCP
     /// peer's backlog).
     Overflow,
+    /// The connection to a `--connect` peer was lost: lines written to it may not have been
+    /// read (`dropped` is then an upper bound).
+    Peer,
 }
 
 impl GapKind {
@@ -36,6 +39,7 @@ impl GapKind {
         match self {
             GapKind::Reconnect => "reconnect",
             GapKind::Overflow => "overflow",
+            GapKind::Peer => "peer",
         }
     }
 }

@@ -34,7 +34,8 @@ pub(crate) struct Backlog {
 }
 
 struct BacklogState {
-    chunks: VecDeque<Arc<[u8]>>,
+    /// Each chunk with when it was handed over (its lines' notifications arrived just before).
+    chunks: VecDeque<(Arc<[u8]>, jiff::Timestamp)>,
     bytes: usize,
     writing: bool,
     closed: bool,
@@ -88,7 +89,10 @@ impl Backlog {
             return false;
         }
         state.bytes += size;
-        state.chunks.extend(chunks.iter().cloned());
+        let now = jiff::Timestamp::now();
+        state
+            .chunks
+            .extend(chunks.iter().map(|c| (Arc::clone(c), now)));
         drop(state);
         self.changed.notify_all();
         true
@@ -100,12 +104,13 @@ impl Backlog {
     pub(super) fn push_counted(&self, chunk: Arc<[u8]>, lines: u64) {
         let mut state = self.lock();
         if self.has_room(&state, chunk.len() + 512, false) {
+            let now = jiff::Timestamp::now();
             if let Some(gap) = take_gap(&mut state, self.gaps, &self.name) {
                 state.bytes += gap.len();
-                state.chunks.push_back(gap);
+                state.chunks.push_back((gap, now));
             }
             state.bytes += chunk.len();
-            state.chunks.push_back(chunk);
+            state.chunks.push_back((chunk, now));
             drop(state);
             self.changed.notify_all();
             return;
@@ -118,11 +123,11 @@ impl Backlog {
         }
     }
 
-    /// The next chunk, waiting for one; `None` once closed. Until [`Backlog::done`], the chunk
-    /// counts as being written.
-    pub(super) fn pop(&self) -> Option<Arc<[u8]>> {
+    /// The next chunk and when it was handed over, waiting for one; `None` once closed.
+    /// Until [`Backlog::done`], the chunk counts as being written.
+    pub(super) fn pop(&self) -> Option<(Arc<[u8]>, jiff::Timestamp)> {
         match self.next(None) {
-            Popped::Chunk(chunk) => Some(chunk),
+            Popped::Chunk(chunk, at) => Some((chunk, at)),
             Popped::Idle | Popped::Closed => None,
         }
     }
@@ -143,15 +148,15 @@ impl Backlog {
             if state.chunks.is_empty()
                 && let Some(gap) = take_gap(&mut state, self.gaps, &self.name)
             {
-                state.chunks.push_back(gap);
+                state.chunks.push_back((gap, jiff::Timestamp::now()));
             }
-            if let Some(chunk) = state.chunks.pop_front() {
+            if let Some((chunk, at)) = state.chunks.pop_front() {
                 state.bytes = state.bytes.saturating_sub(chunk.len());
                 if !state.writing {
                     state.progress = Some(Instant::now());
                 }
                 state.writing = true;
-                return Popped::Chunk(chunk);
+                return Popped::Chunk(chunk, at);
             }
             let idle =
                 |s: &mut BacklogState| !s.closed && s.chunks.is_empty() && !s.drops.dropping();
@@ -203,7 +208,7 @@ fn take_gap(state: &mut BacklogState, gaps: Option<&str>, name: &str) -> Option<
 
 /// What `Backlog::pop_within` found.
 pub(super) enum Popped {
-    Chunk(Arc<[u8]>),
+    Chunk(Arc<[u8]>, jiff::Timestamp),
     Idle,
     Closed,
 }
@@ -297,8 +302,8 @@ mod tests {
             backlog.push(&[chunk(b"1")], true),
             "a socket that takes data is not stalled, whenever its thread last wrote"
         );
-        assert_eq!(backlog.pop().as_deref(), Some(&b"12345"[..]));
-        assert_eq!(backlog.pop().as_deref(), Some(&b"1"[..]));
+        assert_eq!(backlog.pop().unwrap().0.as_ref(), b"12345");
+        assert_eq!(backlog.pop().unwrap().0.as_ref(), b"1");
         backlog.done();
         backlog.close();
         assert_eq!(backlog.pop(), None);

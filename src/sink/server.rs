@@ -122,7 +122,7 @@ fn write_client(mut stream: TcpStream, address: SocketAddr, backlog: &Backlog) {
         // While idle, look every second whether the client hung up, so that it does not keep
         // its socket and thread until the next notification.
         let chunk = match backlog.pop_within(Duration::from_secs(1)) {
-            Popped::Chunk(chunk) => chunk,
+            Popped::Chunk(chunk, _) => chunk,
             Popped::Closed => return,
             Popped::Idle if hung_up(&stream) => {
                 msg::info(&format!("client {address} left"));

@@ -84,6 +84,16 @@ fn connect_waits_for_a_peer_that_is_down_and_resumes_after_it_leaves() {
     );
     server.notify("p", "c");
     let mut second = BufReader::new(accept(&peer));
+    // TCP never says what the peer read: the new connection starts with the upper bound of
+    // what the last one may have taken with it (both lines, here), then goes on.
+    let mut line = String::new();
+    second.read_line(&mut line).unwrap();
+    match serde_json::from_str(&line).unwrap() {
+        crate::support::Line::Gap(gap) => {
+            assert_eq!((gap.gap.as_str(), gap.dropped), ("peer", 2), "{line}")
+        }
+        other => panic!("not a gap record first: {other:?}"),
+    }
     assert_eq!(payload(&mut second), "c");
     server.notify("p", "d");
     assert_eq!(payload(&mut second), "d");
@@ -93,7 +103,7 @@ fn connect_waits_for_a_peer_that_is_down_and_resumes_after_it_leaves() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("closed the connection; reconnecting"),
+        stderr.contains("closed the connection; up to 2 notifications"),
         "{stderr}"
     );
 }
@@ -294,4 +304,84 @@ fn serve_keeps_a_reading_client_whose_writer_thread_gets_no_cpu() {
         "{}",
         pipe.stderr()
     );
+}
+
+#[test]
+fn connect_reports_an_upper_bound_of_what_a_peer_that_left_did_not_read() {
+    // The peer reads 2 MB of a 200,000-notification burst, closes with data unread and comes
+    // back. What the kernels' buffers held is gone: whatever is missing must be counted by the
+    // gap records, a `peer` one first on the new connection.
+    use crate::support::Line;
+    let server = Server::start();
+    let address = free_address();
+    let peer = TcpListener::bind(&address).unwrap();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "burst", "--connect", &address])
+        .spawn();
+    pipe.wait_ready();
+    let first = accept(&peer);
+    let burst = {
+        let conninfo = server.cluster.conninfo();
+        std::thread::spawn(move || {
+            let mut db = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+            db.batch_execute(
+                "SELECT pg_notify('burst', i::text) FROM generate_series(1, 200000) i",
+            )
+            .unwrap();
+        })
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut reader = BufReader::new(first);
+    let mut read = 0;
+    while read < 2_000_000 {
+        let mut line = String::new();
+        read += reader.read_line(&mut line).unwrap();
+        if let Line::Notification(n) = serde_json::from_str(&line).unwrap() {
+            seen.insert(n.payload.parse::<u32>().unwrap());
+        }
+    }
+    drop(reader); // closes with unread data: the kernel resets the connection
+    let second = accept(&peer);
+    let collector = std::thread::spawn(move || {
+        let mut reader = BufReader::new(second);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let parsed: Line = serde_json::from_str(&line).unwrap();
+            let done = matches!(&parsed, Line::Notification(n) if n.payload == "after");
+            lines.push(parsed);
+            if done {
+                return lines;
+            }
+        }
+    });
+    burst.join().unwrap();
+    server.notify("burst", "after");
+    let lines = collector.join().unwrap();
+    let mut gaps = Vec::new();
+    for line in &lines {
+        match line {
+            Line::Notification(n) if n.payload == "after" => {}
+            Line::Notification(n) => {
+                seen.insert(n.payload.parse::<u32>().unwrap());
+            }
+            Line::Gap(gap) => gaps.push(gap),
+        }
+    }
+    let missing = 200_000 - seen.len() as u64;
+    let counted: u64 = gaps.iter().map(|g| g.dropped).sum();
+    assert!(
+        counted >= missing,
+        "{missing} notifications missing, gap records count {counted}: {gaps:?}{}",
+        pipe.report()
+    );
+    if missing > 0 {
+        match &lines[0] {
+            Line::Gap(gap) => assert_eq!(gap.gap, "peer", "{gap:?}"),
+            other => panic!("the new connection starts with {other:?}, not a gap record"),
+        }
+    }
+    pipe.wait_stderr("may not have been read");
 }
