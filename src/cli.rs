@@ -272,20 +272,21 @@ pub(crate) enum FormatArg {
 const NOTIFY_EXAMPLES: &str = "\
 Examples:
   pgnotify notify orders '{\"id\":42}'              payload from the argument
-  date | pgnotify notify ticks                     payload from stdin (one trailing newline dropped)
-  pgnotify notify cache_reset                      empty payload
+  date | pgnotify notify ticks -                   payload from stdin (one trailing newline dropped)
+  pgnotify notify cache_reset                      empty payload (stdin is not read)
   cat ids.txt | pgnotify notify --lines jobs       one notification per line";
 
-/// Send a notification (payload from the argument or stdin).
+/// Send a notification (payload from the argument, or stdin with "-").
 ///
 /// Sends with `SELECT pg_notify($1, $2)`: the channel is taken exactly as written and the
 /// payload travels as a bind parameter, never spliced into SQL. Exit status 0 means the
 /// notification was committed (delivered to every session listening at that moment; nobody
 /// listening means nobody gets it).
 ///
-/// Without PAYLOAD, or with "-", the payload is read from standard input, with one trailing
-/// newline removed (so `echo hi | pgnotify notify ch` sends "hi"); when standard input is a
-/// terminal and PAYLOAD is absent, the payload is empty.
+/// With "-" as PAYLOAD, the payload is read from standard input, with one trailing newline
+/// removed (so `echo hi | pgnotify notify ch -` sends "hi"). Without PAYLOAD the payload is
+/// empty and standard input is never read, so `notify` in a `while read` loop leaves the loop's
+/// input alone. Only "-" and --lines read standard input.
 ///
 /// With --lines, every line of standard input is one notification (its newline removed), sent
 /// in transactions of --batch lines. PostgreSQL delivers identical channel+payload pairs only
@@ -302,7 +303,7 @@ pub(crate) struct NotifyArgs {
     #[arg(value_name = "CHANNEL")]
     pub(crate) channel: String,
 
-    /// The payload; "-" or absent: read standard input.
+    /// The payload; "-": read standard input; absent: the empty payload.
     #[arg(value_name = "PAYLOAD")]
     pub(crate) payload: Option<String>,
 

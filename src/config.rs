@@ -185,11 +185,12 @@ pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
             batch: args.batch as usize,
         }
     } else {
+        // Without PAYLOAD the payload is empty and stdin is left alone: in a `while read`
+        // loop it is the loop's input, and an idle open stdin (ssh, CI) would never end.
         match args.payload.as_deref() {
             Some("-") => Input::Stdin,
             Some(p) => Input::Argument(p.to_owned()),
-            None if std::io::stdin().is_terminal() => Input::Empty,
-            None => Input::Stdin,
+            None => Input::Empty,
         }
     };
     NotifySettings {

@@ -31,9 +31,16 @@ fn payload_from_argument_stdin_and_nothing() {
         .args(["notify", "p", "from argument"])
         .run()
         .success();
+    // Without PAYLOAD, stdin is not read: the payload is empty.
     server
         .pgnotify()
         .args(["notify", "p"])
+        .stdin("not read\n")
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["notify", "p", "-"])
         .stdin("from stdin\n")
         .run()
         .success();
@@ -49,18 +56,89 @@ fn payload_from_argument_stdin_and_nothing() {
         .stdin("no newline")
         .run()
         .success();
-    server.pgnotify().args(["notify", "p"]).run().success(); // stdin is /dev/null: empty
     let got = received_before_marker(&server, &mut listener, "p");
     assert_eq!(
         got,
         [
             "from argument",
+            "",
             "from stdin",
             "two newlines\n",
             "no newline",
-            ""
         ]
     );
+}
+
+/// The environment the README's examples assume: pgnotify on PATH, the server in PG*.
+fn readme_shell(server: &Server, script: &str) -> crate::support::Cmd {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pgnotify"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = crate::support::Cmd::shell(script);
+    cmd.env("PATH", path)
+        .env("PGHOST", server.cluster.socket_dir())
+        .env("PGPORT", server.cluster.port().to_string())
+        .env("PGUSER", pgnotify::tempdb::SUPERUSER)
+        .env("PGDATABASE", "postgres");
+    cmd
+}
+
+/// The shell code of the README's code block that follows `<!-- tested verbatim: NAME -->`.
+fn readme_example(name: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let marker = format!("<!-- tested verbatim: {name} -->");
+    let after = readme
+        .split(&marker)
+        .nth(1)
+        .expect("the README names this test");
+    let block = after
+        .split("```sh")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    block
+        .lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_readme_shell_loop_keeps_its_input() {
+    // `notify` without PAYLOAD inside `while read` must not swallow the loop's input.
+    let server = Server::start();
+    let mut listener = listen(&server, "handled");
+    let script = readme_example("notify::the_readme_shell_loop_keeps_its_input");
+    assert!(script.contains("while read"), "{script}");
+    let out = readme_shell(&server, &script).run();
+    assert_eq!(
+        out.success().stdout,
+        "handled one\nhandled two\nhandled three\n"
+    );
+    let got = received_before_marker(&server, &mut listener, "handled");
+    assert_eq!(got, ["", "", ""]);
+}
+
+#[test]
+fn an_open_idle_stdin_never_makes_notify_wait() {
+    // stdin is a pipe that stays open (as under ssh or a CI step) and never sends anything.
+    let server = Server::start();
+    let mut listener = listen(&server, "idle");
+    let started = std::time::Instant::now();
+    server
+        .shell(r#"exec "$PGNOTIFY" "$@" notify idle < <(exec sleep 30 2>/dev/null)"#)
+        .run()
+        .success();
+    let got = received_before_marker(&server, &mut listener, "idle");
+    assert_eq!(got, [""]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
 #[test]
@@ -84,7 +162,7 @@ fn payload_size_is_checked_before_sending() {
     let wide = "é".repeat(4000); // 4000 characters, 8000 bytes
     server
         .pgnotify()
-        .args(["notify", "size"])
+        .args(["notify", "size", "-"])
         .stdin(wide)
         .run()
         .code(1)
@@ -304,7 +382,7 @@ fn an_endless_stdin_payload_fails_fast() {
     let server = Server::start();
     let out = server
         .pgnotify()
-        .args(["notify", "z"])
+        .args(["notify", "z", "-"])
         .stdin(vec![b'z'; 1_000_000])
         .run();
     out.code(1)
