@@ -27,8 +27,8 @@ const STEPS: &[(&str, &[&str], &str, usize)] = &[
         1,
     ),
     (
-        "echo '{\"order\": 42, \"status\": \"paid\"}' | pgnotify notify demo",
-        &["notify", "demo"],
+        "echo '{\"order\": 42, \"status\": \"paid\"}' | pgnotify notify demo -",
+        &["notify", "demo", "-"],
         "{\"order\": 42, \"status\": \"paid\"}\n",
         1,
     ),

@@ -87,7 +87,7 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
                     failures.push(format!(
                         "connection to {} failed: {}",
                         target.describe(),
-                        describe_failure(&e)
+                        describe_failure(&e, settings.prompt)
                     ));
                     break;
                 }
@@ -288,9 +288,9 @@ fn passfile_password(settings: &ConnSettings, target: &Target) -> Option<String>
     }
 }
 
-fn describe_failure(failure: &Failure) -> String {
+fn describe_failure(failure: &Failure, prompt: PasswordPrompt) -> String {
     match failure {
-        Failure::Pg(e) => describe_connect_error(e),
+        Failure::Pg(e) => describe_connect_error(e, prompt),
         Failure::TimedOut(t) => {
             format!("timeout expired after {} s (connect_timeout)", t.as_secs())
         }
@@ -322,11 +322,16 @@ fn prompt_password(user: &str) -> Result<String> {
     })
 }
 
-fn describe_connect_error(e: &postgres::Error) -> String {
+fn describe_connect_error(e: &postgres::Error, prompt: PasswordPrompt) -> String {
     if wants_password(e) {
-        return "the server asked for a password and none was given \
-                (set PGPASSWORD, use a password file, or leave out -w to be asked)"
-            .to_owned();
+        let ask = match prompt {
+            PasswordPrompt::Never => "or leave out -w to be asked",
+            _ => "or run it at a terminal to be asked",
+        };
+        return format!(
+            "the server asked for a password and none was given \
+             (set PGPASSWORD, use a password file, {ask})"
+        );
     }
     describe_pg_error(e)
 }

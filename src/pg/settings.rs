@@ -227,7 +227,7 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
     }
     if let Some(db) = opts.dbname.as_ref().filter(|v| !v.is_empty()) {
         if conninfo::is_connection_string(db) {
-            params.extend(conninfo::parse(db)?);
+            params.extend(conninfo::parse(db).map_err(malformed)?);
         } else {
             params.insert("dbname".to_owned(), db.clone());
         }
@@ -255,8 +255,8 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         }
     }
     apply_defaults(&mut params, env)?;
-    check_supported(&mut params)?;
-    let targets = targets(&params)?;
+    check_supported(&mut params).map_err(malformed)?;
+    let targets = targets(&params).map_err(malformed)?;
     let passfile = params
         .get("passfile")
         .map(PathBuf::from)
@@ -267,6 +267,22 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         prompt: opts.prompt,
         passfile,
     })
+}
+
+/// A setting malformed on its face (a conninfo syntax error, an unknown key, a bad value):
+/// a usage error, status 2, as DESIGN.md's table says; psql would say 2 as well.
+/// A setting that is well formed but asks for what pgnotify cannot do (TLS, say) is a
+/// [`ConnectionError`] already, and stays one.
+fn malformed(e: anyhow::Error) -> anyhow::Error {
+    match e.is::<UsageError>() || e.is::<ConnectionError>() {
+        true => e,
+        false => UsageError(format!("{e:#}")).into(),
+    }
+}
+
+/// Well formed, but not something pgnotify can connect with: status 3, as a failed connection.
+fn unsupported(why: String) -> anyhow::Error {
+    ConnectionError(why).into()
 }
 
 fn service_files(env: &Env) -> Vec<PathBuf> {
@@ -326,17 +342,23 @@ fn check_supported(params: &mut BTreeMap<String, String>) -> Result<()> {
         Some(other) => bail!("invalid channel_binding value: \"{other}\""),
     }
     if params.get("gssencmode").map(String::as_str) == Some("require") {
-        bail!("gssencmode=require needs GSSAPI encryption, which pgnotify does not support");
+        return Err(unsupported(
+            "gssencmode=require needs GSSAPI encryption, which pgnotify does not support".into(),
+        ));
     }
     if params.contains_key("requirepeer") {
-        bail!("requirepeer is not supported by pgnotify; connect without it");
+        return Err(unsupported(
+            "requirepeer is not supported by pgnotify; connect without it".into(),
+        ));
     }
     match params.get("sslmode").map(String::as_str) {
         None | Some("disable" | "allow" | "prefer") => {}
-        Some(mode @ ("require" | "verify-ca" | "verify-full")) => bail!(
-            "sslmode={mode} needs TLS, which this version of pgnotify does not support yet; \
-             use sslmode=disable or prefer (no encryption)"
-        ),
+        Some(mode @ ("require" | "verify-ca" | "verify-full")) => {
+            return Err(unsupported(format!(
+                "sslmode={mode} needs TLS, which this version of pgnotify does not support yet; \
+                 use sslmode=disable or prefer (no encryption)"
+            )));
+        }
         Some(other) => bail!("invalid sslmode value: \"{other}\""),
     }
     if let Some(enc) = params.get("client_encoding")
@@ -349,9 +371,9 @@ fn check_supported(params: &mut BTreeMap<String, String>) -> Result<()> {
     }
     match params.get("target_session_attrs").map(String::as_str) {
         None | Some("any" | "read-write" | "read-only") => Ok(()),
-        Some(other @ ("primary" | "standby" | "prefer-standby")) => bail!(
+        Some(other @ ("primary" | "standby" | "prefer-standby")) => Err(unsupported(format!(
             "target_session_attrs={other} is not supported by pgnotify; use any, read-write or read-only"
-        ),
+        ))),
         Some(other) => bail!("invalid target_session_attrs value: \"{other}\""),
     }
 }

@@ -17,6 +17,7 @@ use super::backlog::{Backlog, Chunked, Deliver};
 use super::socket::{hung_up, keepalive, line_start, write_from};
 use crate::backoff::backoff;
 use crate::deadline;
+use crate::exit::UsageError;
 use crate::format::{Encoder, write_gap_record};
 use crate::msg;
 use crate::notification::{Gap, GapKind};
@@ -43,7 +44,7 @@ impl Peer {
             .rsplit_once(':')
             .is_none_or(|(_, port)| port.parse::<u16>().is_err())
         {
-            bail!("--connect needs HOST:PORT, not \"{address}\"");
+            return Err(UsageError(format!("--connect needs HOST:PORT, not \"{address}\"")).into());
         }
         let backlog = Backlog::new(
             PEER_BYTES,

@@ -8,9 +8,10 @@ use super::FINISH_WAIT;
 use super::backlog::{Backlog, Chunked, Deliver, Popped};
 use super::socket::{hung_up, keepalive};
 use crate::deadline;
+use crate::exit::UsageError;
 use crate::format::Encoder;
 use crate::msg;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -60,9 +61,22 @@ fn listen_address(spec: &str) -> Result<SocketAddr> {
     if let Ok(port) = spec.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    match spec.to_socket_addrs().ok().and_then(|mut a| a.next()) {
-        Some(address) => Ok(address),
-        None => bail!("--serve needs PORT or ADDRESS:PORT, not \"{spec}\""),
+    let malformed = || {
+        UsageError(format!(
+            "--serve needs PORT or ADDRESS:PORT, not \"{spec}\""
+        ))
+    };
+    let Some((host, port)) = spec.rsplit_once(':') else {
+        return Err(malformed().into());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(malformed().into());
+    }
+    match spec.to_socket_addrs() {
+        Ok(mut addresses) => addresses
+            .next()
+            .ok_or_else(|| anyhow!("--serve {spec}: the name has no address")),
+        Err(e) => bail!("--serve {spec}: could not resolve the address: {e}"),
     }
 }
 

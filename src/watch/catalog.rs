@@ -58,7 +58,11 @@ pub(crate) fn resolve(client: &mut postgres::Client, name: &str) -> Result<Table
         )
         .map_err(|e| {
             let why = describe_pg_error(&e);
-            let malformed = e.code().is_some_and(|c| c.code() == "42602");
+            // The name's own syntax: invalid name syntax, too many dotted names, or a
+            // reference to another database (a.b.c).
+            let malformed = e
+                .code()
+                .is_some_and(|c| ["42602", "42601", "0A000"].contains(&c.code()));
             let err = anyhow!("{why}");
             if malformed {
                 UsageError(format!(

@@ -1,6 +1,6 @@
 //! The command line itself: usage errors, help, commands not there yet, generated files.
 
-use crate::support::Cmd;
+use crate::support::{Cmd, Server};
 
 #[test]
 fn usage_errors_exit_2() {
@@ -77,4 +77,31 @@ fn generated_files_are_current() {
         stale.is_empty(),
         "stale generated files {stale:?}: run `cargo run -- generate`"
     );
+}
+
+#[test]
+fn usage_mistakes_exit_2_everywhere() {
+    // Malformed on its face, whichever part of pgnotify finds it: status 2, one line.
+    let server = Server::start();
+    for args in [
+        &["pipe", "c", "--connect", "nohostport"][..],
+        &["pipe", "c", "--connect", "127.0.0.1"],
+        &["pipe", "c", "--serve", "70000"],
+        &["pipe", "c", "--serve", "127.0.0.1:99999"],
+        &["-d", "hots=x", "notify", "c", "x"],
+        &["-d", "port=abc", "notify", "c", "x"],
+        &["-d", "postgresql://u@h:port/db", "notify", "c", "x"],
+        &["watch-table", "a.b.c.d"],
+        &["watch-table", "a.b.c"],
+        &["watch-table", "\"unterminated"],
+    ] {
+        server.pgnotify().args(args).run().code(2).one_line_error();
+    }
+    // Not malformed: a name that does not resolve to a table is a runtime error.
+    server
+        .pgnotify()
+        .args(["watch-table", "no_such_table"])
+        .run()
+        .code(1)
+        .one_line_error();
 }

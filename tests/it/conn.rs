@@ -164,7 +164,26 @@ fn passwords_from_environment_and_password_file() {
         .run()
         .code(3)
         .one_line_error()
-        .stderr_has("asked for a password");
+        .stderr_has("asked for a password")
+        .stderr_has("leave out -w to be asked");
+    // Without -w and without a terminal to ask on, the hint does not mention -w.
+    let out = server
+        .shell(r#"exec setsid "$PGNOTIFY" "$@" notify probe x"#)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "alice",
+            "-d",
+            "postgres",
+        ])
+        .run();
+    out.code(3)
+        .one_line_error()
+        .stderr_has("run it at a terminal to be asked");
+    assert!(!out.stderr.contains("-w"), "{}", out.stderr);
     let mut cmd = server.bare();
     tcp(&mut cmd);
     let out = probe(cmd.env("PGPASSWORD", "wrong")).run();
@@ -277,8 +296,9 @@ fn connection_failures_exit_3_naming_the_server() {
     out.code(3)
         .one_line_error()
         .stderr_has("sslmode=require needs TLS");
+    // Malformed on its face: a usage error, before connecting.
     let out = probe(server.pgnotify().args(["-d", "postgres://x/y?bogus=1"])).run();
-    out.code(3)
+    out.code(2)
         .one_line_error()
         .stderr_has("invalid URI query parameter: \"bogus\"");
     let out = probe(server.pgnotify().args(["-d", "no_such_db"])).run();

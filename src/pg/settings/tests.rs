@@ -160,36 +160,45 @@ fn host_and_port_lists_pair_up() {
 }
 
 #[test]
-fn bad_settings_are_connection_errors() {
-    for (o, e, needle) in [
+fn malformed_settings_are_usage_errors_and_unsupported_ones_connection_errors() {
+    let usage = |e: &anyhow::Error| e.is::<UsageError>();
+    let connection = |e: &anyhow::Error| e.is::<ConnectionError>();
+    type Kind = fn(&anyhow::Error) -> bool;
+    let cases: [(ConnOptions, Env, &str, Kind); 5] = [
         (
             opts(None, None, Some("abc"), None),
             env(&[]),
             "invalid port number: \"abc\"",
-        ),
-        (
-            opts(Some("sslmode=require"), None, None, None),
-            env(&[]),
-            "sslmode=require",
-        ),
-        (
-            opts(None, None, None, None),
-            env(&[("PGSSLMODE", "verify-full")]),
-            "verify-full",
+            usage,
         ),
         (
             opts(Some("sslmode=bogus"), None, None, None),
             env(&[]),
             "invalid sslmode",
+            usage,
         ),
         (
             opts(Some("nonsense=1"), None, None, None),
             env(&[]),
             "invalid connection option",
+            usage,
         ),
-    ] {
+        (
+            opts(Some("sslmode=require"), None, None, None),
+            env(&[]),
+            "sslmode=require",
+            connection,
+        ),
+        (
+            opts(None, None, None, None),
+            env(&[("PGSSLMODE", "verify-full")]),
+            "verify-full",
+            connection,
+        ),
+    ];
+    for (o, e, needle, kind) in cases {
         let err = resolve(&o, &e).unwrap_err();
-        assert!(err.is::<ConnectionError>(), "{err}");
+        assert!(kind(&err), "{err}: wrong kind");
         assert!(err.to_string().contains(needle), "{err} lacks {needle}");
     }
 }
