@@ -25,8 +25,10 @@ pub(super) struct Heartbeat {
     sequence: u64,
 }
 
-/// A heartbeat sent and not yet complete.
+/// A heartbeat sent and not yet complete (or another query whose answer is awaited).
 struct Beat {
+    /// What the answer is to, in messages: "the heartbeat", "LISTEN".
+    what: &'static str,
     payload: String,
     /// When it was sent: once it is answered, everything committed before is delivered.
     asked: jiff::Timestamp,
@@ -71,6 +73,19 @@ impl Heartbeat {
         if let Some(beat) = self.awaiting.as_mut() {
             beat.deadline = beat.deadline.checked_add(by).unwrap_or(beat.deadline);
         }
+    }
+
+    /// A query already in flight (LISTEN) must be answered within the heartbeat's deadline;
+    /// nothing is to come back. Its answer is evidence as of `asked`.
+    pub(super) fn await_answer(&mut self, what: &'static str, asked: jiff::Timestamp) {
+        self.awaiting = Some(Beat {
+            what,
+            payload: String::new(),
+            asked,
+            answered: false,
+            came_back: true,
+            deadline: Instant::now() + HEARTBEAT_TIMEOUT,
+        });
     }
 
     /// Notifications arrived: the connection is alive, and an answer queued behind them has
@@ -127,7 +142,8 @@ impl Heartbeat {
             } else if now >= beat.deadline {
                 return Err(match beat.answered {
                     false => format!(
-                        "no answer to the heartbeat within {} s",
+                        "no answer to {} within {} s",
+                        beat.what,
                         HEARTBEAT_TIMEOUT.as_secs()
                     ),
                     true => format!(
@@ -150,6 +166,7 @@ impl Heartbeat {
         let payload = self.sequence.to_string();
         listener.send_notify(channel.to_owned(), payload.clone());
         self.awaiting = Some(Beat {
+            what: "the heartbeat",
             payload,
             asked: jiff::Timestamp::now(),
             answered: false,
@@ -177,6 +194,7 @@ mod tests {
     fn heartbeat_notifications_are_filtered_and_acknowledged() {
         let mut beat = Heartbeat::new(Some(Duration::from_secs(10)));
         beat.awaiting = Some(Beat {
+            what: "the heartbeat",
             payload: "7".into(),
             asked: jiff::Timestamp::UNIX_EPOCH,
             answered: true,

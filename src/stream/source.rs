@@ -26,6 +26,8 @@ use postgres::SimpleQueryMessage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long LISTEN may take to be answered when `connect_timeout` sets no bound.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A bound on each reconnection attempt when `connect_timeout` sets none.
 const RECONNECT_TIMEOUT_SECS: u64 = 10;
 
@@ -211,7 +213,11 @@ impl Source {
         let failed = |why: String| {
             ConnectionError(format!("could not listen on {}: {why}", target.describe()))
         };
-        let deadline = pg::connect_timeout_of(conn).and_then(deadline::after);
+        // A server that accepted the connection and then hangs must not hold the start
+        // forever: connect_timeout, or 30 s, for LISTEN's answer.
+        let deadline = pg::connect_timeout_of(conn)
+            .or(Some(LISTEN_TIMEOUT))
+            .and_then(deadline::after);
         loop {
             let wait = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
@@ -225,7 +231,9 @@ impl Source {
                 return Err(failed(why).into());
             } else if early.is_empty() {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(failed("no answer (connect_timeout)".into()).into());
+                    return Err(
+                        failed("no answer in time (connect_timeout, else 30 s)".into()).into(),
+                    );
                 }
                 continue;
             }
@@ -278,10 +286,17 @@ impl Source {
         let lost =
             |why: String, evidence| (format!("lost the connection to {server}: {why}"), evidence);
         let mut beat = Heartbeat::new(self.settings.heartbeat);
-        // LISTEN's answer is still in flight when notifications came before it.
+        // LISTEN's answer is still in flight when notifications came before it: it gets the
+        // heartbeat's deadline.
         let mut listen_answer_due = session.listener.busy();
+        if listen_answer_due {
+            beat.await_answer("LISTEN", session.listening_since);
+        }
         let mut batch = std::mem::take(&mut session.early);
+        let mut failure = None;
         loop {
+            // What arrived is delivered before any failure is acted on: nothing received is
+            // lost, whatever came with it.
             if !batch.is_empty() {
                 beat.traffic();
                 let batch = beat.filter(std::mem::take(&mut batch), &self.heartbeat_channel);
@@ -295,36 +310,33 @@ impl Source {
                 // deadlines move by it, or a slow output would look like a dead connection.
                 beat.postpone(pushing.elapsed());
             }
+            if let Some(why) = failure.take() {
+                return lost(why, evidence);
+            }
             if let Err(why) = beat.check(&mut session.listener, &self.heartbeat_channel) {
                 return lost(why, evidence);
             }
             let read = session.listener.read(beat.wait());
             batch = read.notifications.iter().map(received).collect();
             if let Some(answer) = read.answer {
-                if listen_answer_due {
-                    listen_answer_due = false;
+                if std::mem::take(&mut listen_answer_due) {
                     match answer {
-                        Ok(messages) => self.say_listening(&messages),
-                        Err(e) => return lost(describe_pg_error(&e), evidence),
+                        Ok(messages) => {
+                            self.say_listening(&messages);
+                            let _ = beat.answered(Ok(Vec::new()));
+                        }
+                        Err(e) => failure = Some(describe_pg_error(&e)),
                     }
                 } else {
                     match beat.answered(answer) {
                         Ok(Some(asked)) => evidence = evidence.max(asked),
                         Ok(None) => {}
-                        Err(why) => return lost(why, evidence),
+                        Err(why) => failure = Some(why),
                     }
                 }
             }
             if let Some(why) = read.ended {
-                // What arrived before the end is delivered first: nothing received is lost.
-                if !batch.is_empty()
-                    && let Err(why) = self
-                        .queue
-                        .push_notifications(beat.filter(batch, &self.heartbeat_channel))
-                {
-                    self.end_run_for_overflow(why);
-                }
-                return lost(why, evidence);
+                failure = failure.or(Some(why));
             }
         }
     }

@@ -651,3 +651,77 @@ fn a_reader_that_leaves_while_the_pipe_is_full_ends_the_run_quietly() {
     assert_eq!(status.code(), Some(0), "{}", run.stderr());
     assert!(!run.stderr().contains("error"), "{}", run.stderr());
 }
+
+/// A fake server (`support/fake_pg.py MODE`), killed on drop, and its port.
+struct FakeServer {
+    child: std::process::Child,
+    port: String,
+}
+
+impl FakeServer {
+    fn start(mode: &str) -> FakeServer {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/fake_pg.py");
+        let mut child = std::process::Command::new("python3")
+            .args([script, mode])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut port)
+            .unwrap();
+        FakeServer {
+            child,
+            port: port.trim().to_owned(),
+        }
+    }
+
+    fn pipe(&self, extra: &[&str]) -> crate::support::Running {
+        crate::support::Cmd::new()
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port,
+                "-U",
+                "u",
+                "-d",
+                "d",
+                "-v",
+            ])
+            .args(["pipe", "fk", "--heartbeat", "1s"])
+            .args(extra)
+            .spawn()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_backend_that_hangs_before_answering_listen_is_replaced() {
+    // A notification came before LISTEN's answer (so LISTEN committed), then nothing: the
+    // answer gets the heartbeat's deadline, the session is replaced, and the thread never
+    // spins meanwhile.
+    let fake = FakeServer::start("hang-after-early");
+    let mut pipe = fake.pipe(&[]);
+    assert_eq!(pipe.read_record().payload, "early");
+    let line = pipe.wait_stderr("reconnecting");
+    assert!(line.contains("no answer to LISTEN within 5 s"), "{line}");
+}
+
+#[test]
+fn notifications_that_come_with_a_failed_heartbeat_are_delivered() {
+    // The heartbeat's answer is an error, and a notification arrived just before it: the
+    // notification is written, then the session is replaced.
+    let fake = FakeServer::start("error-with-note");
+    let mut pipe = fake.pipe(&[]);
+    pipe.wait_ready();
+    assert_eq!(pipe.read_record().payload, "must-not-be-lost");
+    pipe.wait_stderr("the heartbeat failed");
+}
