@@ -4,27 +4,37 @@
 //! as prompt as flushing each line and much cheaper (xh's buffer.rs does the same). A failed
 //! write is a [`StdoutError`]: a broken pipe ends the run quietly with status 0.
 //!
-//! Into a pipe, only whole lines that fit in it are written, so a write never blocks halfway
-//! through a line: when the run must end while the reader takes nothing (`--on-overflow exit`),
-//! the main thread is waiting between lines, sees [`StopWriting`], and ends the run with the
-//! stream ending in a whole line. (A line longer than the pipe can hold is written as it
-//! goes.)
+//! Into a pipe, writes never block and never leave a line half written when they can help it:
+//! stdout is reopened without blocking (`/proc/self/fd/1`: a file description of our own, so
+//! nobody else sharing the pipe is affected), lines go out in writes of at most `PIPE_BUF`
+//! bytes (all or nothing, for a pipe), or of up to the pipe's size when it is empty, and
+//! between writes the main thread waits in `poll`. So when the run must end while the reader
+//! takes nothing (`--on-overflow exit`), main is waiting between two lines, sees
+//! [`StopWriting`], and ends the run with the stream ending in a whole line. A line longer than
+//! `PIPE_BUF` waits for an empty pipe; one longer than the pipe itself is written in pieces,
+//! and only if the reader stops in the middle of one of those for 5 s is it cut.
 
 use super::Sink;
 use crate::exit::StdoutError;
 use crate::format::Encoder;
 use crate::notification::{Gap, Notification};
 use anyhow::{Result, anyhow};
+use std::fs::File;
 use std::io::{self, IsTerminal, StdoutLock, Write};
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The buffered size at which lines are written without waiting for the loop's flush.
 const BUFFER_BYTES: usize = 64 * 1024;
-/// How often a writer waiting for room in the pipe looks again.
-const ROOM_POLL: Duration = Duration::from_millis(10);
-/// The room a writable pipe has at least (Linux).
+/// How long a writer waiting for the pipe to empty (for a long line) sleeps between looks.
+const EMPTY_POLL: Duration = Duration::from_millis(20);
+/// How long a writer waits for room, at most, before it looks at [`StopWriting`] again.
+const ROOM_POLL: Duration = Duration::from_millis(100);
+/// How long a line cut by a pipe that filled up may wait to be completed once the run must end.
+const CUT_LINE_GRACE: Duration = Duration::from_secs(5);
+/// What one write to a pipe moves all or nothing of (POSIX's `PIPE_BUF` on Linux).
 const PIPE_BUF: usize = 4096;
 
 /// Set, with the reason, when the run must end without writing what is still buffered.
@@ -35,8 +45,8 @@ pub(crate) struct Stdout {
     buf: Vec<u8>,
     encoder: Encoder,
     flush_each_line: bool,
-    /// The pipe's capacity, when stdout is a pipe.
-    pipe: Option<usize>,
+    /// When stdout is a pipe: the pipe, opened again without blocking, and its size.
+    pipe: Option<(File, usize)>,
     stop: StopWriting,
 }
 
@@ -44,7 +54,7 @@ impl Stdout {
     pub(crate) fn new(encoder: Encoder, stop: StopWriting) -> Stdout {
         let stdout = io::stdout();
         let flush_each_line = stdout.is_terminal();
-        let pipe = pipe_capacity(&stdout);
+        let pipe = open_pipe(&stdout);
         Stdout {
             out: stdout.lock(),
             buf: Vec::with_capacity(BUFFER_BYTES),
@@ -57,8 +67,8 @@ impl Stdout {
 
     /// Writes out what is buffered (whole lines).
     fn write_buffered(&mut self) -> Result<()> {
-        let result = match self.pipe {
-            Some(capacity) => self.write_into_pipe(capacity),
+        let result = match &mut self.pipe {
+            Some((pipe, size)) => write_into_pipe(pipe, *size, &self.buf, &self.stop),
             None => self
                 .out
                 .write_all(&self.buf)
@@ -67,83 +77,121 @@ impl Stdout {
         self.buf.clear();
         result
     }
-
-    /// Writes the buffer into the pipe, each write whole lines that fit in the room it has.
-    fn write_into_pipe(&mut self, capacity: usize) -> Result<()> {
-        let mut written = 0;
-        while written < self.buf.len() {
-            let pending = &self.buf[written..];
-            let room = capacity.saturating_sub(queued(&self.out));
-            let whole = match pending.len() <= room {
-                true => pending.len(),
-                false => pending[..room]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |i| i + 1),
-            };
-            let line = pending
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(pending.len(), |i| i + 1);
-            let n = match whole {
-                // Too long to ever fit, or the reader is gone (the write then says so).
-                0 if line > capacity || reader_gone(&self.out) => line,
-                0 => {
-                    if let Some(why) = self.stop.get() {
-                        return Err(anyhow!("{why}"));
-                    }
-                    wait_for_room(&self.out, room);
-                    continue;
-                }
-                n => n,
-            };
-            self.out.write_all(&pending[..n]).map_err(StdoutError)?;
-            written += n;
-        }
-        Ok(())
-    }
 }
 
-/// The capacity of the pipe stdout is, or `None` when it is not a pipe.
-fn pipe_capacity(stdout: &io::Stdout) -> Option<usize> {
-    let stat = nix::sys::stat::fstat(stdout.as_fd()).ok()?;
-    let fifo = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode)
-        .contains(nix::sys::stat::SFlag::S_IFIFO);
-    if !fifo {
+/// Stdout again, without blocking, and the pipe's size; `None` when stdout is not a pipe (or
+/// cannot be reopened: then writes block as usual).
+fn open_pipe(stdout: &io::Stdout) -> Option<(File, usize)> {
+    use nix::sys::stat::{SFlag, fstat};
+    let stat = fstat(stdout.as_fd()).ok()?;
+    if !SFlag::from_bits_truncate(stat.st_mode).contains(SFlag::S_IFIFO) {
         return None;
     }
     let size = nix::fcntl::fcntl(stdout.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok()?;
-    usize::try_from(size).ok()
+    let pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open("/proc/self/fd/1")
+        .ok()?;
+    Some((pipe, usize::try_from(size).ok()?))
 }
 
-/// Waits a little for the reader to make room: until the pipe is writable (POLLOUT says
-/// `PIPE_BUF` bytes are free) when less is, else a short sleep, up to [`ROOM_POLL`].
-fn wait_for_room(out: &StdoutLock<'_>, room: usize) {
+/// Writes `buf` (whole lines) into the pipe without ever blocking in the kernel: see the
+/// module documentation.
+fn write_into_pipe(pipe: &mut File, size: usize, buf: &[u8], stop: &StopWriting) -> Result<()> {
+    let mut written = 0;
+    let mut stopped_at = None;
+    // Looks at a pipe not yet empty enough for a long line, since the last write.
+    let mut idle: u32 = 0;
+    while written < buf.len() {
+        let mid_line = written > 0 && buf[written - 1] != b'\n';
+        if let Some(why) = stop.get() {
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if !mid_line || since.elapsed() >= CUT_LINE_GRACE {
+                return Err(anyhow!("{why}"));
+            }
+        }
+        let pending = &buf[written..];
+        let empty = queued(pipe) == 0;
+        let limit = if empty { size.max(PIPE_BUF) } else { PIPE_BUF };
+        let n = match mid_line {
+            // The rest of a line already begun: as much of it as may go at once.
+            true => line_end(pending).min(limit),
+            false => match whole_lines(pending, limit) {
+                0 if line_end(pending) > size => line_end(pending).min(limit),
+                n => n,
+            },
+        };
+        if n == 0 {
+            // A long line waits for an empty pipe, where it fits whole.
+            if reader_gone(pipe) {
+                pipe.write_all(pending).map_err(StdoutError)?;
+                return Ok(());
+            }
+            idle += 1;
+            match idle {
+                // A reader that keeps up empties the pipe within microseconds: look again at
+                // once a few times, then back off to EMPTY_POLL for one that stalled.
+                0..=64 => std::thread::yield_now(),
+                n => {
+                    std::thread::sleep(EMPTY_POLL.min(Duration::from_micros(50 << (n - 64).min(9))))
+                }
+            }
+            continue;
+        }
+        match pipe.write(&pending[..n]) {
+            Ok(k) => {
+                written += k;
+                idle = 0;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(pipe),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StdoutError(e).into()),
+        }
+    }
+    Ok(())
+}
+
+/// The length of the first line of `bytes`, its newline included.
+fn line_end(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| i + 1)
+}
+
+/// The length of the longest run of whole lines at the start of `bytes` within `limit`.
+fn whole_lines(bytes: &[u8], limit: usize) -> usize {
+    if bytes.len() <= limit {
+        return bytes.len();
+    }
+    bytes[..limit]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
+}
+
+/// Waits until the pipe takes data (or its reader is gone), at most [`ROOM_POLL`].
+fn wait_writable(pipe: &File) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    if room >= PIPE_BUF {
-        std::thread::sleep(Duration::from_millis(1));
-        return;
-    }
-    let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLOUT)];
+    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLOUT)];
     let timeout = PollTimeout::try_from(ROOM_POLL).unwrap_or(PollTimeout::MAX);
-    if poll(&mut fds, timeout).is_err() {
-        std::thread::sleep(ROOM_POLL);
-    }
+    let _ = poll(&mut fds, timeout);
 }
 
 /// Whether the pipe's reader has closed it.
-fn reader_gone(out: &StdoutLock<'_>) -> bool {
+fn reader_gone(pipe: &File) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLOUT)];
+    let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLOUT)];
     poll(&mut fds, PollTimeout::ZERO).is_ok()
         && fds[0]
             .revents()
             .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }
 
-/// Bytes waiting in the pipe for its reader (all of it, when that cannot be told).
-fn queued(out: &StdoutLock<'_>) -> usize {
-    rustix::io::ioctl_fionread(out.as_fd()).map_or(usize::MAX, |n| n as usize)
+/// Bytes waiting in the pipe for its reader (some, when that cannot be told).
+fn queued(pipe: &File) -> u64 {
+    rustix::io::ioctl_fionread(pipe).unwrap_or(1)
 }
 
 impl Sink for Stdout {

@@ -725,3 +725,32 @@ fn notifications_that_come_with_a_failed_heartbeat_are_delivered() {
     assert_eq!(pipe.read_record().payload, "must-not-be-lost");
     pipe.wait_stderr("the heartbeat failed");
 }
+
+#[test]
+fn overflow_exit_ends_the_run_when_small_writes_filled_the_pipe() {
+    // Forty lines written one at a time take a page of the pipe each, so the pipe is full long
+    // before its byte count says so: the writer must still never block in the kernel, and the
+    // run must end (status 1) with the stream ending in a whole line.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "pages", "--on-overflow", "exit"])
+        .spawn();
+    pipe.wait_ready();
+    let mut db = server.client();
+    for i in 0..40 {
+        db.execute(
+            "SELECT pg_notify('pages', $1 || ':' || repeat('x', 2050))",
+            &[&i.to_string()],
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    db.batch_execute(
+        "SELECT pg_notify('pages', i || ':' || repeat('y', 1000)) FROM generate_series(1, 6000) i",
+    )
+    .unwrap();
+    let status = pipe.wait();
+    assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
+    assert_whole_lines(&pipe.finish().1);
+}
