@@ -111,7 +111,7 @@ impl PeerWriter {
                     Ok(mut s) => {
                         msg::info(&format!("connected to the TCP peer {}", self.address));
                         if let Some(gap) = at_risk.take()
-                            && let Err(gap) = self.report(&mut s, gap)
+                            && let Err(gap) = self.report(&mut s, gap, &mut sent)
                         {
                             at_risk = Some(gap);
                             std::thread::sleep(backoff(attempt + 1));
@@ -167,10 +167,14 @@ impl PeerWriter {
                 let gap = sent.at_risk(risk_window(connected), &self.address, &why);
                 sent = Sent::default();
                 stream = None;
+                let said = match self.gaps {
+                    true => " (said first on the next connection)",
+                    false => "",
+                };
                 let warning = match &gap {
                     Some(gap) => format!(
                         "lost the TCP peer {}: {why}; up to {} notifications written to it may \
-                         not have been read (said first on the next connection); reconnecting",
+                         not have been read{said}; reconnecting",
                         self.address, gap.dropped
                     ),
                     None => format!("lost the TCP peer {}: {why}; reconnecting", self.address),
@@ -184,14 +188,26 @@ impl PeerWriter {
     }
 
     /// Sends the gap record of what the last connection may have lost, first on a new one.
-    fn report(&self, stream: &mut TcpStream, mut gap: Gap) -> Result<(), Gap> {
+    /// The record is itself only in a socket buffer until the peer reads it: it counts in
+    /// `sent` with the notifications it reports, so that losing this connection too reports
+    /// them again.
+    fn report(&self, stream: &mut TcpStream, mut gap: Gap, sent: &mut Sent) -> Result<(), Gap> {
+        if hung_up(stream) {
+            return Err(gap);
+        }
         gap.until = Some(jiff::Timestamp::now());
         let mut record = Vec::new();
         if write_gap_record(&mut record, &gap).is_err() {
             return Ok(());
         }
         let mut offset = 0;
-        write_from(stream, &record, &mut offset).map_err(|_| gap)
+        match write_from(stream, &record, &mut offset) {
+            Ok(()) => {
+                sent.record_counted(record.len(), gap.dropped, gap.from);
+                Ok(())
+            }
+            Err(_) => Err(gap),
+        }
     }
 }
 
@@ -238,12 +254,15 @@ struct Sent {
 
 impl Sent {
     fn record(&mut self, bytes: &[u8], at: jiff::Timestamp) {
-        if bytes.is_empty() {
-            return;
+        if !bytes.is_empty() {
+            self.record_counted(bytes.len(), notification_lines(bytes), at);
         }
-        self.chunks
-            .push_back((bytes.len(), notification_lines(bytes), at));
-        self.bytes += bytes.len();
+    }
+
+    /// Records `bytes` bytes sent that stand for `lines` notifications handed over at `at`.
+    fn record_counted(&mut self, bytes: usize, lines: u64, at: jiff::Timestamp) {
+        self.chunks.push_back((bytes, lines, at));
+        self.bytes += bytes;
         let keep = 64 << 20;
         while self.chunks.len() > 1 && self.bytes - self.chunks[0].0 >= keep {
             if let Some((b, _, _)) = self.chunks.pop_front() {

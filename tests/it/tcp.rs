@@ -385,3 +385,55 @@ fn connect_reports_an_upper_bound_of_what_a_peer_that_left_did_not_read() {
     }
     pipe.wait_stderr("may not have been read");
 }
+
+#[test]
+fn connect_reports_again_what_a_connection_lost_before_its_gap_record_was_read() {
+    // The peer leaves with lines unread; the next connection closes at once, before its gap
+    // record can have been read; the third reads on. What is missing must still be counted.
+    use crate::support::Line;
+    let server = Server::start();
+    let address = free_address();
+    let peer = TcpListener::bind(&address).unwrap();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "again", "--connect", &address])
+        .spawn();
+    pipe.wait_ready();
+    let mut first = BufReader::new(accept(&peer));
+    for i in 1..=5 {
+        server.notify("again", &format!("a{i}"));
+    }
+    let mut seen = vec![payload(&mut first)];
+    std::thread::sleep(Duration::from_millis(300));
+    drop(first); // four lines unread: the kernel resets the connection
+    server.notify("again", "b1");
+    let second = accept(&peer);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(second); // whatever it was sent, unread
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 2..=4 {
+        server.notify("again", &format!("b{i}"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut third = BufReader::new(accept(&peer));
+    server.notify("again", "end");
+    let mut counted = 0;
+    loop {
+        let mut line = String::new();
+        third.read_line(&mut line).unwrap();
+        match serde_json::from_str(&line).unwrap() {
+            Line::Notification(n) if n.payload == "end" => break,
+            Line::Notification(n) => seen.push(n.payload),
+            Line::Gap(gap) => counted += gap.dropped,
+        }
+    }
+    let missing = ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3", "b4"]
+        .iter()
+        .filter(|p| !seen.iter().any(|s| s == *p))
+        .count() as u64;
+    assert!(
+        counted >= missing,
+        "{missing} missing, {counted} counted; seen {seen:?}{}",
+        pipe.report()
+    );
+}
