@@ -109,25 +109,30 @@ impl Member {
     }
 }
 
-/// The row's key as the table's key names it now, read from the catalog at each call (the
-/// primary key, else the replica identity index, as `watch-table` chooses), or `null`. For
-/// the fallback after DDL only: the values come from `to_json` of the whole row, by name.
-fn current_key() -> Piece {
-    Piece::Sql(
-        "COALESCE((SELECT '{' || pg_catalog.string_agg(\
-         pg_catalog.to_json(a.attname::pg_catalog.text)::pg_catalog.text || ':' || \
-         COALESCE((r.j -> a.attname::pg_catalog.text)::pg_catalog.text, 'null'), ',' \
-         ORDER BY k.ord) || '}' \
-         FROM (SELECT i.indkey FROM pg_catalog.pg_index i WHERE i.indrelid = TG_RELID \
-         AND (i.indisprimary OR i.indisreplident) \
-         ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1) i \
-         CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) \
-         WITH ORDINALITY AS k(attnum, ord) \
-         JOIN pg_catalog.pg_attribute a ON a.attrelid = TG_RELID AND a.attnum = k.attnum \
-         CROSS JOIN (SELECT CASE TG_OP WHEN 'DELETE' THEN pg_catalog.to_json(OLD) \
-         ELSE pg_catalog.to_json(NEW) END AS j) r), 'null')"
-            .to_owned(),
-    )
+/// For the fallback after DDL: the row's key by the key columns the watch was installed with,
+/// looked up by name in `to_json` of the whole row, which never fails; `null` when one of them
+/// is gone (renamed or dropped). Never another column: the event carries nothing the watch
+/// was not installed to send.
+fn key_by_name(marker: &Marker) -> Piece {
+    if marker.key.is_empty() {
+        return Piece::text("null");
+    }
+    let mut sql = String::from("COALESCE((SELECT ");
+    for (i, c) in marker.key.iter().enumerate() {
+        let name = serde_json::to_string(c).unwrap_or_default();
+        let open = if i == 0 { "{" } else { "," };
+        let _ = write!(
+            sql,
+            "{} || (r.j -> {})::pg_catalog.text || ",
+            quote_literal(&format!("{open}{name}:")),
+            quote_literal(c)
+        );
+    }
+    sql.push_str(
+        "'}' FROM (SELECT CASE TG_OP WHEN 'DELETE' THEN pg_catalog.to_json(OLD) \
+         ELSE pg_catalog.to_json(NEW) END AS j) r), 'null')",
+    );
+    Piece::Sql(sql)
 }
 
 /// The payload as one `format` expression: `op`, `schema`, `table`, then the given members
@@ -255,17 +260,26 @@ pub(super) fn function_body(marker: &Marker) -> String {
     let _ = writeln!(
         b,
         "EXCEPTION WHEN OTHERS THEN\n  -- DDL since the install (a column named here renamed or dropped): never fail the\n  \
-         -- user's write. The event says so, with the key the table has now."
+         -- user's write. The event says so, with the key if its columns are still there."
     );
     let stale = |key: Piece| Always("stale", vec![Piece::text("true")]).after(key);
-    let _ = writeln!(b, "  p := {};", payload(None, &stale(current_key())));
-    let _ = writeln!(b, "  IF pg_catalog.octet_length(p) >= 8000 THEN");
+    let bare = payload(None, &stale(Piece::text("null")));
+    let _ = writeln!(b, "  BEGIN");
     let _ = writeln!(
         b,
         "    p := {};",
-        payload(None, &stale(Piece::text("null")))
+        payload(None, &stale(key_by_name(marker)))
     );
-    let _ = writeln!(b, "  END IF;");
+    let _ = writeln!(b, "    IF pg_catalog.octet_length(p) >= 8000 THEN");
+    let _ = writeln!(b, "      p := {bare};");
+    let _ = writeln!(b, "    END IF;");
+    let _ = writeln!(b, "  EXCEPTION WHEN OTHERS THEN");
+    let _ = writeln!(
+        b,
+        "    -- The last resort: only what the trigger itself knows."
+    );
+    let _ = writeln!(b, "    p := {bare};");
+    let _ = writeln!(b, "  END;");
     let _ = writeln!(b, "END;");
     let _ = writeln!(
         b,
