@@ -183,7 +183,9 @@ pub(crate) struct ExecArgs {
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Staying connected")]
 pub(crate) struct SourceArgs {
-    /// If the server is down at start, keep trying instead of exiting with status 3.
+    /// If the server is down at start, keep trying instead of exiting with status 3. A
+    /// refusal retrying cannot fix (wrong password, no such database or role, pg_hba.conf)
+    /// still exits 3 at once, here and when reconnecting.
     #[arg(long)]
     pub(crate) wait: bool,
 

@@ -70,6 +70,20 @@ impl fmt::Display for ConnectionError {
 
 impl std::error::Error for ConnectionError {}
 
+/// A connection the server refused for a reason retrying cannot fix (a wrong password, a
+/// missing database or role, `pg_hba.conf`): status 3, like [`ConnectionError`], but `--wait`
+/// and the reconnect loop give up at once instead of retrying.
+#[derive(Debug)]
+pub(crate) struct Rejected(pub(crate) String);
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 /// A bad argument found after parsing (status 2), for checks clap cannot do alone.
 #[derive(Debug)]
 pub(crate) struct UsageError(pub(crate) String);
@@ -112,7 +126,7 @@ pub(crate) fn for_error(err: &anyhow::Error) -> Exit {
         return Exit::Success;
     }
     for cause in err.chain() {
-        if cause.is::<ConnectionError>() {
+        if cause.is::<ConnectionError>() || cause.is::<Rejected>() {
             return Exit::Connection;
         }
         if cause.is::<UsageError>() {

@@ -5,7 +5,7 @@
 
 use super::settings::DEFAULT_SOCKET_DIR;
 use super::{ConnSettings, PasswordPrompt, Target, describe_pg_error, pgpass};
-use crate::exit::ConnectionError;
+use crate::exit::{ConnectionError, Rejected};
 use crate::keepalive;
 use crate::msg;
 use anyhow::Result;
@@ -58,6 +58,8 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
         password = Some(prompt_password(settings.user())?);
     }
     let mut failures = Vec::new();
+    // Whether every target refused for a reason that retrying cannot fix.
+    let mut rejected = true;
     for target in settings.targets() {
         let mut tried_prompt = false;
         loop {
@@ -84,6 +86,7 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
                     tried_prompt = true;
                 }
                 Err(e) => {
+                    rejected &= is_permanent(&e);
                     failures.push(format!(
                         "connection to {} failed: {}",
                         target.describe(),
@@ -94,7 +97,29 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
             }
         }
     }
-    Err(ConnectionError(failures.join("; ")).into())
+    let message = failures.join("; ");
+    match rejected && !failures.is_empty() {
+        true => Err(Rejected(message).into()),
+        false => Err(ConnectionError(message).into()),
+    }
+}
+
+/// The SQLSTATEs of a refusal that the same attempt would meet again: retrying cannot help.
+/// 28P01 wrong password, 28000 no such role or rejected by pg_hba.conf, 3D000 no such
+/// database, 42501 no CONNECT privilege, 0A000 a feature the server refuses, 08P01 a protocol
+/// the server does not speak. Everything else (refused, timed out, 57P03 starting up or
+/// shutting down, 53300 too many connections, 57P01 terminated) may pass.
+const PERMANENT: [&str; 6] = ["28P01", "28000", "3D000", "42501", "0A000", "08P01"];
+
+/// Whether a failed attempt can never succeed as it is: a permanent SQLSTATE, or a server
+/// that wants a password pgnotify does not have and may not ask for.
+fn is_permanent(failure: &Failure) -> bool {
+    match failure {
+        Failure::Pg(e) => {
+            wants_password(e) || e.code().is_some_and(|c| PERMANENT.contains(&c.code()))
+        }
+        Failure::TimedOut(_) | Failure::Setup(_) => false,
+    }
 }
 
 fn open<C: Open>(

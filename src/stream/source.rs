@@ -16,7 +16,7 @@ use super::heartbeat::Heartbeat;
 use super::queue::{Event, Queue};
 use crate::backoff::backoff;
 use crate::deadline;
-use crate::exit::ConnectionError;
+use crate::exit::{ConnectionError, Rejected};
 use crate::msg;
 use crate::notification::{Gap, GapKind, Notification};
 use crate::pg::{self, ConnSettings, Listener, describe_pg_error, quote_ident};
@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 
 /// How long LISTEN may take to be answered when `connect_timeout` sets no bound.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// An attempt that failed faster than this was answered by the server (or its host) at once,
+/// and the next one waits at most this long.
+const ANSWERED_AT_ONCE: Duration = Duration::from_secs(1);
+/// How often stderr says that reconnecting still fails (without `-v`).
+const STILL_TRYING_EVERY: Duration = Duration::from_secs(60);
 /// A bound on each reconnection attempt when `connect_timeout` sets none.
 const RECONNECT_TIMEOUT_SECS: u64 = 10;
 
@@ -94,6 +99,10 @@ struct Outage {
     from: jiff::Timestamp,
     reason: String,
     attempts: u32,
+    /// How long the last attempt took: a quick refusal is retried soon.
+    last_attempt: Duration,
+    /// When stderr last said the source is still trying.
+    said: Instant,
 }
 
 impl Source {
@@ -112,7 +121,7 @@ impl Source {
         loop {
             let current = match session.take() {
                 Some(current) => current,
-                None => match self.open(&reconnect_conn) {
+                None => match self.timed_open(&reconnect_conn, outage.as_mut()) {
                     Ok(current) => {
                         if let Some(outage) = outage.take()
                             && reported
@@ -137,42 +146,72 @@ impl Source {
         }
     }
 
-    /// Waits before the next attempt; false when `--max-downtime` is exhausted. Giving up
-    /// after a stream was running writes a last gap record first, with no end (`until` null):
-    /// a stream appended to a file must never look complete across the loss.
+    /// `open`, noting in the outage how long the attempt took.
+    fn timed_open(&self, conn: &ConnSettings, outage: Option<&mut Outage>) -> Result<Session> {
+        let started = Instant::now();
+        let result = self.open(conn);
+        if let Some(down) = outage {
+            down.last_attempt = started.elapsed();
+        }
+        result
+    }
+
+    /// Waits before the next attempt; false when the run must end: the server refused for
+    /// good (a wrong password, no such database: retrying cannot help), or `--max-downtime`
+    /// is exhausted. Giving up after a stream was running writes a last gap record first, with
+    /// no end (`until` null): a stream appended to a file must never look complete across the
+    /// loss.
+    ///
+    /// A server that answers at once (connection refused, starting up, too many connections)
+    /// is tried again within a second, so that a restart loses as little as possible; the
+    /// backoff up to 10 s is for attempts that time out. One stderr line per attempt with
+    /// `-v`; otherwise the first failure, then one line a minute.
     fn retry(&self, down: &mut Outage, error: &anyhow::Error, reported: bool) -> bool {
         let elapsed = down.since.elapsed();
-        if let Some(max) = self.settings.max_downtime
-            && elapsed >= max
-        {
+        let rejected = error.chain().any(|c| c.is::<Rejected>());
+        let exhausted = self.settings.max_downtime.is_some_and(|max| elapsed >= max);
+        if rejected || exhausted {
+            let why = match rejected {
+                true => "the server refused the connection for good".to_owned(),
+                false => format!(
+                    "gave up reconnecting after {} attempts over {:.1} s (--max-downtime)",
+                    down.attempts + 1,
+                    elapsed.as_secs_f64()
+                ),
+            };
             if reported {
                 self.queue.push(Event::Gap(Gap {
                     kind: GapKind::Reconnect,
-                    reason: format!("{}; gave up reconnecting (--max-downtime)", down.reason),
+                    reason: format!("{}; {why}", down.reason),
                     from: down.from,
                     until: None,
                     dropped: 0,
                 }));
             }
-            self.queue.push(Event::Fatal(
-                ConnectionError(format!(
-                    "gave up reconnecting after {} attempts over {:.1} s (--max-downtime): {error:#}",
-                    down.attempts,
-                    elapsed.as_secs_f64()
-                ))
-                .into(),
-            ));
+            let fatal = match rejected {
+                true => Rejected(format!("{error:#}")).into(),
+                false => ConnectionError(format!("{why}: {error:#}")).into(),
+            };
+            self.queue.push(Event::Fatal(fatal));
             return false;
         }
+        let attempt = down.attempts + 1;
         if down.attempts == 0 {
             msg::warn(&format!("could not reconnect yet: {error:#}; retrying"));
-        } else {
-            msg::info(&format!(
-                "reconnection attempt {} failed: {error:#}",
-                down.attempts + 1
+            down.said = Instant::now();
+        } else if down.said.elapsed() >= STILL_TRYING_EVERY {
+            msg::warn(&format!(
+                "still trying to reconnect (attempt {attempt}, down {:.0} s): {error:#}",
+                elapsed.as_secs_f64()
             ));
+            down.said = Instant::now();
+        } else {
+            msg::info(&format!("reconnection attempt {attempt} failed: {error:#}"));
         }
         let mut pause = backoff(down.attempts);
+        if down.last_attempt < ANSWERED_AT_ONCE {
+            pause = pause.min(ANSWERED_AT_ONCE);
+        }
         if let Some(max) = self.settings.max_downtime {
             pause = pause.min(max.saturating_sub(elapsed));
         }
@@ -364,6 +403,8 @@ impl Outage {
             from,
             reason,
             attempts: 0,
+            last_attempt: Duration::ZERO,
+            said: Instant::now(),
         }
     }
 }

@@ -754,3 +754,76 @@ fn overflow_exit_ends_the_run_when_small_writes_filled_the_pipe() {
     assert_eq!(status.code(), Some(1), "{}", pipe.stderr());
     assert_whole_lines(&pipe.finish().1);
 }
+
+#[test]
+fn a_server_back_after_a_long_outage_is_reconnected_to_within_a_second_or_two() {
+    // 12 s down: a backoff grown to 10 s would leave pgnotify away for seconds after the
+    // server is back, and what was sent meanwhile lost. A server that refuses at once is
+    // tried again at least every second.
+    let server = Server::start();
+    let mut pipe = server.pgnotify().args(["-v", "pipe", "back"]).spawn();
+    pipe.wait_ready();
+    server.pg_ctl(&["stop", "-m", "fast"]);
+    std::thread::sleep(Duration::from_secs(12));
+    server.pg_ctl(&["start"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    server.notify("back", "2.5 s after the start");
+    let (_, gap) = pipe.read_until_gap();
+    assert_eq!(gap.gap, "reconnect");
+    assert_eq!(pipe.read_record().payload, "2.5 s after the start");
+    assert!(pipe.stderr().contains("attempt"), "{}", pipe.stderr());
+}
+
+#[test]
+fn a_refusal_that_retrying_cannot_fix_ends_the_wait_at_once() {
+    // --wait retries a server that is not there yet, never a wrong password or a missing
+    // database: those end the run at once, status 3, with the server's message.
+    let server = Server::start_with(&pgnotify::tempdb::Options {
+        hba: vec!["host all alice 127.0.0.1/32 scram-sha-256".into()],
+        ..Default::default()
+    });
+    server
+        .client()
+        .batch_execute("CREATE ROLE alice LOGIN PASSWORD 'right'")
+        .unwrap();
+    let port = server.cluster.port().to_string();
+    let tcp = ["-h", "127.0.0.1", "-p", &port, "-U", "alice"];
+    for (password, db, needle) in [
+        ("wrong", "postgres", "SQLSTATE 28P01"),
+        ("right", "no_such_db", "SQLSTATE 3D000"),
+    ] {
+        let started = Instant::now();
+        crate::support::Cmd::new()
+            .args(tcp)
+            .args(["-d", db, "listen", "x", "--wait"])
+            .env("PGPASSWORD", password)
+            .run()
+            .code(3)
+            .one_line_error()
+            .stderr_has(needle);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{needle}: retried"
+        );
+    }
+    // In the reconnect loop too: the password changes while pgnotify listens.
+    let mut pipe = crate::support::Cmd::new()
+        .args(tcp)
+        .args(["-d", "postgres", "-v", "pipe", "x"])
+        .env("PGPASSWORD", "right")
+        .spawn();
+    pipe.wait_ready();
+    server
+        .client()
+        .batch_execute(
+            "ALTER ROLE alice PASSWORD 'changed';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'alice'",
+        )
+        .unwrap();
+    let (_, gap) = pipe.read_until_gap();
+    assert_eq!(gap.until, None, "the stream ends incomplete: {gap:?}");
+    pipe.expect_exit(3);
+    let stderr = pipe.stderr();
+    assert!(stderr.contains("SQLSTATE 28P01"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+}
