@@ -48,3 +48,8 @@ pub(crate) fn note(text: &str) {
         let _ = writeln!(std::io::stderr(), "pgnotify: {text}");
     }
 }
+
+/// Whether `-v` is on.
+pub(crate) fn verbose() -> bool {
+    level() >= Level::Verbose as u8
+}

@@ -23,7 +23,9 @@ use crate::pg::{self, ConnSettings, Listener, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use anyhow::{Context, Result, anyhow};
 use postgres::SimpleQueryMessage;
+use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long LISTEN may take to be answered when `connect_timeout` sets no bound.
@@ -64,6 +66,7 @@ pub(crate) fn start(
         heartbeat_channel: format!("pgnotify.heartbeat.{}", std::process::id()),
         settings,
         queue,
+        greeted: AtomicBool::new(false),
     };
     let first = match source.settings.wait {
         true => None,
@@ -81,6 +84,8 @@ struct Source {
     settings: SourceSettings,
     heartbeat_channel: String,
     queue: Arc<Queue>,
+    /// Whether the person at the terminal was told it listens.
+    greeted: AtomicBool,
 }
 
 /// An open, listening connection.
@@ -298,10 +303,23 @@ impl Source {
             .map(|c| escape_controls(&quote_ident(c)).into_owned())
             .collect();
         msg::info(&format!(
-            "listening on {} (server process {})",
+            "listening on {} (server process {}){}",
             names.join(", "),
-            pid.unwrap_or_default()
+            pid.unwrap_or_default(),
+            case_hint(&self.settings.channels)
         ));
+        // A person at a terminal sees that it works before any event comes, once, as psql
+        // prints LISTEN.
+        if !msg::verbose()
+            && std::io::stderr().is_terminal()
+            && !self.greeted.swap(true, Ordering::Relaxed)
+        {
+            msg::note(&format!(
+                "listening on {} (Ctrl-C to stop){}",
+                names.join(", "),
+                case_hint(&self.settings.channels)
+            ));
+        }
     }
 
     fn channels(&self) -> impl Iterator<Item = &String> {
@@ -407,6 +425,25 @@ impl Outage {
             said: Instant::now(),
         }
     }
+}
+
+/// For channel names with capitals: psql's unquoted `NOTIFY Orders` goes to `orders`, so its
+/// events never arrive here; said where pgnotify says what it listens on.
+fn case_hint(channels: &[String]) -> String {
+    let mixed: Vec<&String> = channels
+        .iter()
+        .filter(|c| c.to_lowercase() != **c)
+        .collect();
+    let Some(first) = mixed.first() else {
+        return String::new();
+    };
+    let shown = escape_controls(first);
+    let lower = escape_controls(&first.to_lowercase()).into_owned();
+    format!(
+        "; names are exact: psql's unquoted NOTIFY {shown} goes to \"{lower}\", not here \
+         (quote it: NOTIFY {})",
+        escape_controls(&quote_ident(first))
+    )
 }
 
 /// A notification from the server, stamped with the time it was read.

@@ -538,3 +538,42 @@ fn a_stdout_that_cannot_take_a_write_is_an_error_not_a_quiet_end() {
         "{stderr}"
     );
 }
+
+/// At a terminal, `listen` says once that it is listening, before any event, and warns that
+/// psql's unquoted NOTIFY folds a capitalised name.
+#[test]
+fn at_a_terminal_listen_says_it_is_listening_and_how_names_fold() {
+    let server = Server::start();
+    let script = r#"
+import os, pexpect, sys
+env = {"PATH": "/usr/bin:/bin", "TERM": "xterm", "NO_COLOR": "1"}
+child = pexpect.spawn(sys.argv[1], sys.argv[2:], env=env, timeout=20)
+child.expect("Ctrl-C to stop[^\n]*\n")
+sys.stdout.write(child.before.decode() + child.after.decode())
+os.system(sys.argv[1] + " " + " ".join(sys.argv[2:10]) + " notify Orders 'hi'")
+child.expect(pexpect.EOF)
+sys.stdout.write(child.before.decode())
+"#;
+    let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
+    let port = server.cluster.port().to_string();
+    let out = server
+        .python(script)
+        .arg(env!("CARGO_BIN_EXE_pgnotify"))
+        .args([
+            "-h", &socket, "-p", &port, "-U", "postgres", "-d", "postgres",
+        ])
+        .args(["listen", "Orders", "--count", "1"])
+        .run();
+    let stdout = &out.success().stdout;
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Ctrl-C to stop"))
+        .unwrap_or_else(|| panic!("no listening line{}", out.report()));
+    assert!(
+        line.starts_with("pgnotify: listening on \"Orders\""),
+        "{line}"
+    );
+    assert!(line.contains("NOTIFY Orders goes to \"orders\""), "{line}");
+    assert_eq!(stdout.matches("Ctrl-C to stop").count(), 1, "{stdout}");
+    assert!(stdout.contains("hi"), "{stdout}");
+}
