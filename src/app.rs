@@ -13,10 +13,12 @@ pub fn run(cli: Cli) -> Exit {
         (_, true) => msg::Level::Verbose,
         _ => msg::Level::Normal,
     });
-    match dispatch(cli) {
+    let exit = match dispatch(cli) {
         Ok(exit) => exit,
         Err(err) => exit::report(&err),
-    }
+    };
+    pg::forget_password();
+    exit
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 /// An open connection and the server it reached.
 pub(crate) struct Connection<C = Client> {
@@ -53,10 +54,16 @@ pub(crate) fn connect(settings: &ConnSettings) -> Result<Connection> {
 
 /// Connects to the first target that accepts; the error names every target that failed.
 pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<C>> {
-    let mut password = settings.get("password").map(str::to_owned);
-    if settings.prompt == PasswordPrompt::Always {
-        password = Some(prompt_password(settings.user())?);
-    }
+    // A password typed earlier in this run comes first: reconnects never ask again.
+    let mut password = match typed_password() {
+        Some(typed) => Some(typed),
+        None if settings.prompt == PasswordPrompt::Always => {
+            Some(prompt_password(settings.user())?)
+        }
+        None => settings
+            .get("password")
+            .map(|p| Zeroizing::new(p.to_owned())),
+    };
     let mut failures = Vec::new();
     // Whether every target refused for a reason that retrying cannot fix.
     let mut rejected = true;
@@ -65,8 +72,8 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
         loop {
             let pw = password
                 .clone()
-                .or_else(|| passfile_password(settings, target));
-            match open(settings, target, pw.as_deref()) {
+                .or_else(|| passfile_password(settings, target).map(Zeroizing::new));
+            match open(settings, target, pw.as_ref().map(|p| p.as_str())) {
                 Ok(client) => {
                     msg::info(&format!(
                         "connected to {} as user \"{}\", database \"{}\"",
@@ -340,11 +347,31 @@ fn terminal_available() -> bool {
         .is_ok()
 }
 
-/// Asks on the terminal, without echo, as psql does.
-fn prompt_password(user: &str) -> Result<String> {
-    rpassword::prompt_password(format!("Password for user {user}: ")).map_err(|e| {
-        ConnectionError(format!("could not read a password from the terminal: {e}")).into()
-    })
+/// The password typed at the prompt, kept for the life of the process so that a reconnect
+/// does not ask again (libpq's `PQreset` reuses the one given at start): only in memory,
+/// never written anywhere, zeroed when it is dropped ([`forget_password`], at exit).
+static TYPED: Mutex<Option<Zeroizing<String>>> = Mutex::new(None);
+
+fn typed_password() -> Option<Zeroizing<String>> {
+    TYPED.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Zeroes and drops the typed password (the end of the run).
+pub(crate) fn forget_password() {
+    TYPED.lock().unwrap_or_else(PoisonError::into_inner).take();
+}
+
+/// Asks on the terminal, without echo, as psql does, and keeps the answer for reconnects.
+fn prompt_password(user: &str) -> Result<Zeroizing<String>> {
+    let typed = rpassword::prompt_password(format!("Password for user {user}: "))
+        .map(Zeroizing::new)
+        .map_err(|e| {
+            anyhow::Error::from(ConnectionError(format!(
+                "could not read a password from the terminal: {e}"
+            )))
+        })?;
+    *TYPED.lock().unwrap_or_else(PoisonError::into_inner) = Some(typed.clone());
+    Ok(typed)
 }
 
 fn describe_connect_error(e: &postgres::Error, prompt: PasswordPrompt) -> String {

@@ -473,3 +473,56 @@ fn retrying_a_server_that_never_answers_holds_no_more_threads_or_descriptors() {
         count("fd")
     );
 }
+
+#[test]
+fn a_typed_password_is_kept_for_reconnects() {
+    // Typed once (at libpq's prompt, or with -W), the password serves every reconnect: no
+    // second prompt, and a notification sent after the backend is killed still arrives.
+    let server = password_server();
+    let script = r#"
+import pexpect, subprocess, sys
+pgnotify, socket, port = sys.argv[1:4]
+psql = ["psql", "-X", "-q", "-h", socket, "-p", port, "-U", "postgres", "-d", "postgres", "-c"]
+child = pexpect.spawn(pgnotify, sys.argv[4:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=20)
+child.expect("Password for user alice: ")
+child.sendline("s3cr:et")
+child.expect("listening on")
+subprocess.run(psql + ["SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'alice'"], check=True, stdout=subprocess.DEVNULL)
+child.expect("reconnected after")
+subprocess.run(psql + ["NOTIFY again, 'after the reconnect'"], check=True)
+child.expect(pexpect.EOF)
+child.close()
+print("exit", child.exitstatus)
+sys.stdout.write(child.before.decode())
+"#;
+    let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
+    let port = server.cluster.port().to_string();
+    for extra in [&[][..], &["-W"][..]] {
+        let out = server
+            .python(script)
+            .arg(env!("CARGO_BIN_EXE_pgnotify"))
+            .args([&socket, &port])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "alice",
+                "-d",
+                "postgres",
+            ])
+            .args(extra)
+            .args(["-v", "listen", "again", "--count", "1"])
+            .run();
+        let text = &out.stdout;
+        assert!(text.starts_with("exit 0"), "{}", out.report());
+        assert_eq!(
+            text.matches("Password for user").count(),
+            0,
+            "{}",
+            out.report()
+        );
+        assert!(text.contains("after the reconnect"), "{}", out.report());
+    }
+}
