@@ -425,7 +425,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__notify)
-            opts="-l -b -d -h -p -U -w -W -q -v -? --lines --batch --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-l -b -t -d -h -p -U -w -W -q -v -? --lines --batch --timeout --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -436,6 +436,14 @@ _pgnotify() {
                     return 0
                     ;;
                 -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -t)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

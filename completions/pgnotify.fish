@@ -74,6 +74,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s q -l quiet 
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s b -l batch -d 'With --lines: how many lines go in one transaction' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s t -l timeout -d 'Give up with status 124 if connecting and sending take longer than DURATION (500ms, 10s, 5m), saying what was committed by then. Recommended in cron jobs' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s p -l port -d 'Server port [default: 5432]' -r

@@ -276,7 +276,8 @@ Examples:
   pgnotify notify orders '{\"id\":42}'              payload from the argument
   date | pgnotify notify ticks -                   payload from stdin (one trailing newline dropped)
   pgnotify notify cache_reset                      empty payload (stdin is not read)
-  cat ids.txt | pgnotify notify --lines jobs       one notification per line";
+  cat ids.txt | pgnotify notify --lines jobs       one notification per line
+  pgnotify notify --timeout 10s nightly done       from cron: never hangs";
 
 /// Send a notification (payload from the argument, or stdin with "-").
 ///
@@ -317,6 +318,11 @@ pub(crate) struct NotifyArgs {
     #[arg(short = 'b', long, value_name = "N", default_value_t = 1000, requires = "lines",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) batch: u32,
+
+    /// Give up with status 124 if connecting and sending take longer than DURATION (500ms,
+    /// 10s, 5m), saying what was committed by then. Recommended in cron jobs.
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<Duration>,
 }
 
 const WATCH_TABLE_EXAMPLES: &str = "\

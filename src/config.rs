@@ -177,6 +177,8 @@ pub(crate) enum Input {
 pub(crate) struct NotifySettings {
     pub(crate) channel: String,
     pub(crate) input: Input,
+    /// `--timeout`: the bound on connecting and sending.
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
@@ -196,6 +198,7 @@ pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
     NotifySettings {
         channel: args.channel.clone(),
         input,
+        timeout: args.timeout,
     }
 }
 

@@ -84,6 +84,18 @@ impl fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
+/// A `--timeout` that ran out (status 124); the message says what was done by then.
+#[derive(Debug)]
+pub(crate) struct TimedOut(pub(crate) String);
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
 /// A bad argument found after parsing (status 2), for checks clap cannot do alone.
 #[derive(Debug)]
 pub(crate) struct UsageError(pub(crate) String);
@@ -131,6 +143,9 @@ pub(crate) fn for_error(err: &anyhow::Error) -> Exit {
         }
         if cause.is::<UsageError>() {
             return Exit::Usage;
+        }
+        if cause.is::<TimedOut>() {
+            return Exit::Timeout;
         }
     }
     Exit::Failure

@@ -5,7 +5,7 @@
 //! Channel and payloads are checked before any round trip.
 
 use crate::config::{Input, NotifySettings};
-use crate::exit::{ConnectionError, Exit, UsageError};
+use crate::exit::{ConnectionError, Exit, TimedOut, UsageError};
 use crate::msg;
 use crate::pg::{
     self, ConnSettings, MAX_PAYLOAD_BYTES, Target, check_channel, check_payload, describe_pg_error,
@@ -14,6 +14,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use postgres::types::Type;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 const NOTIFY_ONE: &str = "SELECT pg_catalog.pg_notify($1, $2)";
 
@@ -24,8 +27,78 @@ const NOTIFY_MANY: &str = "SELECT pg_catalog.count(pg_catalog.pg_notify($1, p)) 
 
 pub(crate) fn run(settings: NotifySettings, conn: &ConnSettings) -> Result<Exit> {
     check_channel(&settings.channel)?;
+    match settings.timeout {
+        None => send(settings, conn, &Progress::default()),
+        Some(timeout) => send_within(settings, conn, timeout),
+    }
+}
+
+/// How far a send has got, for the message when `--timeout` runs out.
+#[derive(Default)]
+struct Progress {
+    /// Connected: something may now be committed.
+    connected: AtomicBool,
+    /// Lines of `--lines` committed so far.
+    sent: AtomicU64,
+}
+
+/// `--timeout`: the send runs on a thread of its own, and the main thread gives up at the
+/// deadline, ending the run (the send's connection goes with the process). Connecting gets the
+/// same bound as libpq's `connect_timeout`, so a server that accepts and never answers holds
+/// nothing past it.
+fn send_within(settings: NotifySettings, conn: &ConnSettings, timeout: Duration) -> Result<Exit> {
+    let secs = timeout.as_nanos().div_ceil(1_000_000_000).max(1);
+    let conn = conn.with_default("connect_timeout", &secs.to_string());
+    let progress = Arc::new(Progress::default());
+    let lines = matches!(settings.input, Input::Lines { .. });
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::clone(&progress);
+    std::thread::Builder::new()
+        .name("notify".into())
+        .spawn(move || {
+            let _ = tx.send(send(settings, &conn, &shared));
+        })
+        .context("could not start the sending thread")?;
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => {
+            let done = match (progress.connected.load(Ordering::SeqCst), lines) {
+                (false, _) => "still connecting: nothing was sent".to_owned(),
+                (true, false) => {
+                    "the notification was sent but not confirmed: it may or may not have been \
+                     committed"
+                        .to_owned()
+                }
+                (true, true) => match progress.sent.load(Ordering::SeqCst) {
+                    0 => "no batch was confirmed; the one in flight may or may not have been \
+                          committed"
+                        .to_owned(),
+                    n => format!(
+                        "the first {n} lines were sent and committed; the batch in flight may \
+                         or may not have been, and nothing after it was"
+                    ),
+                },
+            };
+            Err(TimedOut(format!(
+                "timed out after {} (--timeout): {done}",
+                humanize(timeout)
+            ))
+            .into())
+        }
+    }
+}
+
+/// `1.5 s`, `250 ms`.
+fn humanize(d: Duration) -> String {
+    match d.as_secs() {
+        0 => format!("{} ms", d.as_millis()),
+        _ => format!("{:.1} s", d.as_secs_f64()),
+    }
+}
+
+fn send(settings: NotifySettings, conn: &ConnSettings, progress: &Progress) -> Result<Exit> {
     let payload = match settings.input {
-        Input::Lines { batch } => return send_lines(&settings.channel, batch, conn),
+        Input::Lines { batch } => return send_lines(&settings.channel, batch, conn, progress),
         Input::Argument(payload) => {
             // A PAYLOAD argument is malformed on its face: a usage error, as a bad channel is;
             // a payload read from stdin is data, and a bad one a runtime error.
@@ -40,6 +113,7 @@ pub(crate) fn run(settings: NotifySettings, conn: &ConnSettings) -> Result<Exit>
         }
     };
     let pg::Connection { mut client, target } = pg::connect(conn)?;
+    progress.connected.store(true, Ordering::SeqCst);
     client
         .execute_typed(
             NOTIFY_ONE,
@@ -150,7 +224,12 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-fn send_lines(channel: &str, batch: usize, conn: &ConnSettings) -> Result<Exit> {
+fn send_lines(
+    channel: &str,
+    batch: usize,
+    conn: &ConnSettings,
+    progress: &Progress,
+) -> Result<Exit> {
     let stdin = std::io::stdin().lock();
     let mut lines = LineReader {
         reader: BufReader::with_capacity(256 * 1024, stdin),
@@ -162,6 +241,7 @@ fn send_lines(channel: &str, batch: usize, conn: &ConnSettings) -> Result<Exit> 
     let mut sent: u64 = 0;
     let mut payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
     let pg::Connection { mut client, target } = pg::connect(conn)?;
+    progress.connected.store(true, Ordering::SeqCst);
     let statement = client
         .prepare_typed(NOTIFY_MANY, &[Type::TEXT, Type::TEXT_ARRAY])
         .map_err(|e| send_error("could not prepare the notifications", &e, &target))?;
@@ -177,6 +257,7 @@ fn send_lines(channel: &str, batch: usize, conn: &ConnSettings) -> Result<Exit> 
                 )
             })?;
         sent += payloads.len() as u64;
+        progress.sent.store(sent, Ordering::SeqCst);
         payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
     }
     if folded > 0 {

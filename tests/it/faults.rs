@@ -827,3 +827,44 @@ fn a_refusal_that_retrying_cannot_fix_ends_the_wait_at_once() {
     assert!(stderr.contains("SQLSTATE 28P01"), "{stderr}");
     assert!(!stderr.contains("retrying"), "{stderr}");
 }
+
+#[test]
+fn notify_timeout_bounds_a_server_that_accepts_and_never_answers() {
+    // A cron job must not pile up: --timeout covers connecting and sending, status 124, and
+    // the message says what was committed.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let keep = std::thread::spawn(move || {
+        let conns: Vec<_> = held.incoming().take(1).flatten().collect();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(conns);
+    });
+    let started = Instant::now();
+    crate::support::Cmd::new()
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "u", "-d", "d"])
+        .args(["notify", "--timeout", "1s", "c", "x"])
+        .run()
+        .code(124)
+        .one_line_error()
+        .stderr_has("still connecting: nothing was sent");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Connected, then the backend hangs: the notification may or may not have committed.
+    let fake = FakeServer::start("hang-on-query");
+    crate::support::Cmd::new()
+        .args(["-h", "127.0.0.1", "-p", &fake.port, "-U", "u", "-d", "d"])
+        .args(["notify", "-t", "500ms", "c", "x"])
+        .run()
+        .code(124)
+        .one_line_error()
+        .stderr_has("timed out after 500 ms (--timeout)")
+        .stderr_has("may or may not have been committed");
+    crate::support::Cmd::new()
+        .args(["-h", "127.0.0.1", "-p", &fake.port, "-U", "u", "-d", "d"])
+        .args(["notify", "-t", "500ms", "--lines", "c"])
+        .stdin("a\nb\n")
+        .run()
+        .code(124)
+        .one_line_error()
+        .stderr_has("the one in flight may or may not have been committed");
+    let _ = keep;
+}

@@ -405,3 +405,38 @@ fn a_line_without_end_is_refused_without_reading_it_whole() {
         .one_line_error()
         .stderr_has("line 1: payload is more than 8000 bytes long");
 }
+
+#[test]
+fn the_readme_cron_line_runs_and_never_hangs() {
+    // The crontab line, verbatim, without its five schedule fields.
+    let server = Server::start();
+    let mut listener = listen(&server, "nightly");
+    let block = readme_example("notify::the_readme_cron_line_runs_and_never_hangs");
+    let line = block
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap();
+    let command = line.splitn(6, ' ').nth(5).unwrap();
+    assert!(command.contains("--timeout"), "{command}");
+    let out = readme_shell(&server, command).run();
+    out.success();
+    assert_eq!(
+        received_before_marker(&server, &mut listener, "nightly"),
+        ["done"]
+    );
+    // Against a port where a server accepts and never answers, it ends by itself.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let started = std::time::Instant::now();
+    let out = readme_shell(&server, command)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port)
+        .run();
+    assert!(
+        out.stderr.contains("failed with status 124"),
+        "{}",
+        out.report()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    drop(held);
+}

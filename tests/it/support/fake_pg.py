@@ -9,6 +9,7 @@
 #                      that stops between committing LISTEN and answering.
 #   error-with-note    answers LISTEN properly; answers the next query (the heartbeat) with a
 #                      notification, then an error, then ReadyForQuery.
+#   hang-on-query      completes the start-up, then answers nothing: a hung backend.
 import socket
 import struct
 import sys
@@ -75,6 +76,10 @@ def serve(conn, mode):
     while True:
         tag, body = read_message(conn)
         if tag == b"X":
+            return
+        if mode == "hang-on-query":
+            while conn.recv(4096):
+                pass
             return
         if tag == b"Q":
             sql = body.rstrip(b"\0").decode()
