@@ -192,3 +192,35 @@ fn demo_with_a_closed_stderr_still_runs_to_its_end() {
     out.success();
     assert_eq!(out.records().len(), 9, "{}", out.report());
 }
+
+#[test]
+fn the_server_binaries_print_nothing_from_a_directory_their_user_cannot_enter() {
+    // As root the server runs as `postgres`, which cannot enter a private working directory:
+    // the server binaries must run elsewhere, and nothing of theirs may reach the terminal
+    // (it belongs in the server log).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out = crate::support::Cmd::shell(r#"cd "$1" && exec "$PGNOTIFY" demo"#)
+        .arg(dir.path())
+        .run();
+    out.success();
+    for line in out.stderr.lines() {
+        assert!(
+            ["pgnotify", "$", "  pgnotify", "  $"]
+                .iter()
+                .any(|p| line.starts_with(p))
+                || line.trim().is_empty(),
+            "a line not from pgnotify: {line:?}{}",
+            out.report()
+        );
+    }
+    assert!(
+        !out.stderr.contains("could not change directory"),
+        "{}",
+        out.report()
+    );
+}
