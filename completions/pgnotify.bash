@@ -19,9 +19,6 @@ _pgnotify() {
             pgnotify,demo)
                 cmd="pgnotify__subcmd__demo"
                 ;;
-            pgnotify,generate)
-                cmd="pgnotify__subcmd__generate"
-                ;;
             pgnotify,help)
                 cmd="pgnotify__subcmd__help"
                 ;;
@@ -39,9 +36,6 @@ _pgnotify() {
                 ;;
             pgnotify__subcmd__help,demo)
                 cmd="pgnotify__subcmd__help__subcmd__demo"
-                ;;
-            pgnotify__subcmd__help,generate)
-                cmd="pgnotify__subcmd__help__subcmd__generate"
                 ;;
             pgnotify__subcmd__help,help)
                 cmd="pgnotify__subcmd__help__subcmd__help"
@@ -65,7 +59,7 @@ _pgnotify() {
 
     case "${cmd}" in
         pgnotify)
-            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe demo generate help"
+            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -164,58 +158,8 @@ _pgnotify() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        pgnotify__subcmd__generate)
-            opts="-d -h -p -U -w -W -q -v -? --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --dbname)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -d)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -h)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --port)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --username)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -U)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --color)
-                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         pgnotify__subcmd__help)
-            opts="listen notify watch-table pipe demo generate help"
+            opts="listen notify watch-table pipe demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -229,20 +173,6 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__help__subcmd__demo)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        pgnotify__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -42,7 +42,6 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "notify" -d 'Send 
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
-complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l format -d 'Output format [default: text on a terminal, json otherwise]' -r -f -a "text\t'One line per notification: local time, channel, sender PID, payload'
 json\t'NDJSON: {"channel","payload","pid","received_at"} per line'
@@ -151,22 +150,9 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s W -l password
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s p -l port -d 'Server port [default: 5432]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
-always\t'Always colour text output'
-never\t'Never colour'"
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s W -l password -d 'Prompt for a password (without echo) before connecting'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s q -l quiet -d 'Print only errors on stderr, no warnings'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand generate" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "listen" -d 'Print notifications as they arrive'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "notify" -d 'Send a notification (payload from the argument, or stdin with "-")'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "generate" -d 'Write the shell completions and man pages (for maintainers)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "listen" -d 'Print notifications as they arrive'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "notify" -d 'Send a notification (payload from the argument, or stdin with "-")'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

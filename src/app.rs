@@ -3,7 +3,7 @@
 
 use crate::cli::{Cli, Command};
 use crate::exit::{self, Exit};
-use crate::{cmd, config, generate, msg, pg, signals};
+use crate::{cmd, config, msg, pg, signals};
 
 /// Runs a parsed command line to its end and returns the exit status; errors are printed here,
 /// as one line on stderr.
@@ -32,6 +32,5 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Pipe(args) => cmd::pipe::run(config::pipe(args), &connection()?),
         Command::Demo(args) => cmd::demo::run(config::demo(args)),
-        Command::Generate(args) => generate::write_all(&args.dir).map(|()| Exit::Success),
     }
 }

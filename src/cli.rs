@@ -98,9 +98,6 @@ pub(crate) enum Command {
     WatchTable(WatchTableArgs),
     Pipe(PipeArgs),
     Demo(DemoArgs),
-    /// Write the shell completions and man pages (for maintainers).
-    #[command(hide = true)]
-    Generate(GenerateArgs),
 }
 
 const LISTEN_EXAMPLES: &str = "\
@@ -485,13 +482,6 @@ pub(crate) struct DemoArgs {
     /// stdout (the demo's own output then goes to stderr).
     #[arg(long)]
     pub(crate) keep: bool,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct GenerateArgs {
-    /// The project directory to write completions/ and man/ into.
-    #[arg(value_name = "DIR", default_value = ".")]
-    pub(crate) dir: std::path::PathBuf,
 }
 
 /// Reads `500ms`, `10s`, `5m`, `1h`, `1h 30m`; zero and negative durations are refused.

@@ -2,14 +2,14 @@
 //!
 //! The files are committed (completions/, man/) so that packagers need no build step; the
 //! integration test `generated_files_are_current` fails when they are stale, and
-//! `cargo run -- generate` rewrites them.
+//! `cargo run --example generate` rewrites them (a maintainer's tool, not a command of pgnotify).
 
 use crate::cli::Cli;
 use crate::exit::StdoutError;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
-use roff::{Roff, bold, roman};
+use roff::{Roff, bold, italic, roman};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -79,7 +79,7 @@ fn man_page(cmd: &clap::Command, sub: Option<&str>, pages: &[String]) -> Result<
     let mut out = Vec::new();
     man.render_title(&mut out)?;
     man.render_name_section(&mut out)?;
-    man.render_synopsis_section(&mut out)?;
+    synopsis(sub, cmd).to_writer(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
     if sub.is_none() {
@@ -95,6 +95,50 @@ fn man_page(cmd: &clap::Command, sub: Option<&str>, pages: &[String]) -> Result<
         man.render_version_section(&mut out)?;
     }
     Ok(out)
+}
+
+/// The SYNOPSIS as a person writes it, `pgnotify [OPTIONS] listen [OPTIONS] CHANNEL...`, not
+/// every flag (they follow under OPTIONS).
+fn synopsis(sub: Option<&str>, cmd: &clap::Command) -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", ["SYNOPSIS"]);
+    let Some(name) = sub else {
+        roff.text([
+            bold("pgnotify"),
+            roman(" ["),
+            italic("OPTIONS"),
+            roman("] "),
+            italic("COMMAND"),
+            roman(" ["),
+            italic("ARGS"),
+            roman("]"),
+        ]);
+        return roff;
+    };
+    let mut line = vec![
+        bold("pgnotify"),
+        roman(" ["),
+        italic("OPTIONS"),
+        roman("] "),
+        bold(name.to_owned()),
+        roman(" ["),
+        italic("OPTIONS"),
+        roman("]"),
+    ];
+    for arg in cmd.get_positionals() {
+        let value = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map_or_else(|| arg.get_id().to_string(), ToString::to_string);
+        let many = arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+        let dots = if many { "..." } else { "" };
+        match arg.is_required_set() {
+            true => line.extend([roman(" "), italic(value), roman(dots)]),
+            false => line.extend([roman(" ["), italic(value), roman(format!("{dots}]"))]),
+        }
+    }
+    roff.text(line);
+    roff
 }
 
 fn examples(roff: &mut Roff, cmd: &clap::Command) {
@@ -122,12 +166,12 @@ fn exit_status(roff: &mut Roff) {
         ),
         (
             "2",
-            "Usage error: bad flags or arguments, or an argument malformed on its face (a channel name over 63 bytes, a PAYLOAD argument over 7999), found before connecting.",
+            "Usage error: bad flags or arguments, or a setting malformed on its face (a channel name over 63 bytes, a PAYLOAD argument over 7999, an unknown conninfo key, HOST:PORT without a port).",
         ),
         ("3", "Could not connect, or the connection was lost."),
         (
             "124",
-            "--timeout elapsed before the awaited notifications arrived.",
+            "--timeout elapsed: before the awaited notifications arrived (listen, pipe), or before the notification was sent (notify).",
         ),
         (
             "130",

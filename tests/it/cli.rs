@@ -50,8 +50,9 @@ fn help_shows_every_command_with_examples() {
     }
     assert!(
         !out.stdout.contains("generate"),
-        "the maintainers' command stays hidden"
+        "the maintainers' tool is no command"
     );
+    Cmd::new().args(["generate", "."]).run().code(2);
     for command in ["listen", "notify", "watch-table", "pipe", "demo"] {
         let out = Cmd::new().args([command, "--help"]).run();
         out.success();
@@ -75,7 +76,31 @@ fn generated_files_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "stale generated files {stale:?}: run `cargo run -- generate`"
+        "stale generated files {stale:?}: run `cargo run --example generate`"
+    );
+    // Nothing for maintainers in what users get, and a synopsis a person would write.
+    for (path, content) in pgnotify::generate::files().unwrap() {
+        let text = String::from_utf8(content).unwrap();
+        assert!(
+            !text.contains("generate"),
+            "{} offers generate",
+            path.display()
+        );
+    }
+    let listen = std::fs::read_to_string(root.join("man/pgnotify-listen.1")).unwrap();
+    let synopsis = listen
+        .split(".SH SYNOPSIS\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    assert_eq!(
+        synopsis
+            .replace("\\fB", "")
+            .replace("\\fI", "")
+            .replace("\\fR", ""),
+        "pgnotify [OPTIONS] listen [OPTIONS] CHANNEL..."
     );
 }
 
@@ -104,4 +129,66 @@ fn usage_mistakes_exit_2_everywhere() {
         .run()
         .code(1)
         .one_line_error();
+}
+
+#[test]
+fn the_readme_install_steps_give_a_man_page_and_completion() {
+    // The README's install steps, verbatim, into a fresh HOME; `cargo install` is stood in for
+    // by the binary this test run built (it installs the same file to the same place).
+    let readme = include_str!("../../README.md");
+    let marker =
+        "<!-- tested verbatim: cli::the_readme_install_steps_give_a_man_page_and_completion -->";
+    let block = readme.split(marker).nth(1).unwrap();
+    let block = block
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let steps: Vec<&str> = block
+        .lines()
+        .filter(|l| !l.starts_with("cargo install"))
+        .collect();
+    assert_eq!(steps.len(), 4, "{block}");
+    let home = tempfile::tempdir().unwrap();
+    let script = format!(
+        r#"set -e
+mkdir -p ~/.cargo/bin && cp "$PGNOTIFY" ~/.cargo/bin/
+cd "$1"
+{}
+export PATH=~/.cargo/bin:/usr/bin:/bin
+man -w pgnotify
+man -w pgnotify-listen
+source ~/.local/share/bash-completion/completions/pgnotify
+COMP_WORDS=(pgnotify li); COMP_CWORD=1; COMP_LINE="pgnotify li"; COMP_POINT=11
+_pgnotify pgnotify li pgnotify
+echo "completes: ${{COMPREPLY[*]}}"
+COMP_WORDS=(pgnotify pipe x --on-overflow ""); COMP_CWORD=4
+_pgnotify pgnotify "" --on-overflow
+echo "values: ${{COMPREPLY[*]}}"
+"#,
+        steps.join("\n")
+    );
+    let out = Cmd::shell(&script)
+        .env("HOME", home.path())
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .run();
+    out.success();
+    let home = home.path().display().to_string();
+    assert!(
+        out.stdout
+            .contains(&format!("{home}/.cargo/share/man/man1/pgnotify.1")),
+        "{}",
+        out.report()
+    );
+    assert!(out.stdout.contains("completes: listen"), "{}", out.report());
+    assert!(
+        out.stdout.contains("values: drop block exit"),
+        "{}",
+        out.report()
+    );
+    for file in [".zfunc/_pgnotify", ".config/fish/completions/pgnotify.fish"] {
+        assert!(std::path::Path::new(&home).join(file).is_file(), "{file}");
+    }
 }
