@@ -14,8 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use postgres::types::Type;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 const NOTIFY_ONE: &str = "SELECT pg_catalog.pg_notify($1, $2)";
@@ -33,22 +32,73 @@ pub(crate) fn run(settings: NotifySettings, conn: &ConnSettings) -> Result<Exit>
     }
 }
 
-/// How far a send has got, for the message when `--timeout` runs out.
+/// Where a send is, for the message when `--timeout` runs out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    /// Reading the payload, or the next lines, from standard input.
+    #[default]
+    Reading,
+    Connecting,
+    /// The notification, or a batch of lines, is sent and not yet answered.
+    InFlight,
+}
+
+/// How far a send has got. Under `--timeout`, main stops it at the deadline: from then on no
+/// batch is begun, so the message main gives is exactly what may have been committed.
 #[derive(Default)]
 struct Progress {
-    /// Connected: something may now be committed.
-    connected: AtomicBool,
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    phase: Phase,
     /// Lines of `--lines` committed so far.
-    sent: AtomicU64,
+    sent: u64,
+    stopped: bool,
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, phase: Phase) {
+        self.lock().phase = phase;
+    }
+
+    /// Marks a send as begun; false when the run has timed out (nothing more may go).
+    fn begin_send(&self) -> bool {
+        let mut state = self.lock();
+        state.phase = Phase::InFlight;
+        !state.stopped
+    }
+
+    fn sent(&self, lines: u64) {
+        let mut state = self.lock();
+        state.sent += lines;
+        state.phase = Phase::Reading;
+    }
+
+    /// Stops the send and says what it had done.
+    fn stop(&self) -> (Phase, u64) {
+        let mut state = self.lock();
+        state.stopped = true;
+        (state.phase, state.sent)
+    }
 }
 
 /// `--timeout`: the send runs on a thread of its own, and the main thread gives up at the
 /// deadline, ending the run (the send's connection goes with the process). Connecting gets the
 /// same bound as libpq's `connect_timeout`, so a server that accepts and never answers holds
-/// nothing past it.
+/// nothing past it. A password is asked for before the clock starts (`-W`), never while it
+/// runs: the run must not end with the terminal's echo off.
 fn send_within(settings: NotifySettings, conn: &ConnSettings, timeout: Duration) -> Result<Exit> {
+    pg::ask_password_first(conn)?;
     let secs = timeout.as_nanos().div_ceil(1_000_000_000).max(1);
-    let conn = conn.with_default("connect_timeout", &secs.to_string());
+    let conn = conn
+        .with_default("connect_timeout", &secs.to_string())
+        .without_prompt();
     let progress = Arc::new(Progress::default());
     let lines = matches!(settings.input, Input::Lines { .. });
     let (tx, rx) = mpsc::channel();
@@ -59,33 +109,38 @@ fn send_within(settings: NotifySettings, conn: &ConnSettings, timeout: Duration)
             let _ = tx.send(send(settings, &conn, &shared));
         })
         .context("could not start the sending thread")?;
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => {
-            let done = match (progress.connected.load(Ordering::SeqCst), lines) {
-                (false, _) => "still connecting: nothing was sent".to_owned(),
-                (true, false) => {
-                    "the notification was sent but not confirmed: it may or may not have been \
-                     committed"
-                        .to_owned()
-                }
-                (true, true) => match progress.sent.load(Ordering::SeqCst) {
-                    0 => "no batch was confirmed; the one in flight may or may not have been \
-                          committed"
-                        .to_owned(),
-                    n => format!(
-                        "the first {n} lines were sent and committed; the batch in flight may \
-                         or may not have been, and nothing after it was"
-                    ),
-                },
-            };
-            Err(TimedOut(format!(
-                "timed out after {} (--timeout): {done}",
-                humanize(timeout)
-            ))
-            .into())
-        }
+    let result = rx.recv_timeout(timeout);
+    let (phase, sent) = progress.stop();
+    if let Ok(result) = result {
+        return result;
     }
+    let done = match (phase, lines, sent) {
+        (Phase::Reading, false, _) => {
+            "still reading the payload from standard input: nothing was sent".to_owned()
+        }
+        (Phase::Connecting, _, _) => "still connecting: nothing was sent".to_owned(),
+        (Phase::InFlight, false, _) => "the notification was sent but not confirmed: it may \
+                                        or may not have been committed"
+            .to_owned(),
+        (Phase::Reading, true, 0) => "still reading standard input: nothing was sent".to_owned(),
+        (Phase::Reading, true, n) => format!(
+            "the first {n} lines were sent and committed; nothing after them was (it was \
+             reading standard input)"
+        ),
+        (Phase::InFlight, true, 0) => {
+            "no batch was confirmed; the one in flight may or may not have been committed"
+                .to_owned()
+        }
+        (Phase::InFlight, true, n) => format!(
+            "the first {n} lines were sent and committed; the batch in flight may or may not \
+             have been, and nothing after it was"
+        ),
+    };
+    Err(TimedOut(format!(
+        "timed out after {} (--timeout): {done}",
+        humanize(timeout)
+    ))
+    .into())
 }
 
 /// `1.5 s`, `250 ms`.
@@ -112,8 +167,11 @@ fn send(settings: NotifySettings, conn: &ConnSettings, progress: &Progress) -> R
             payload
         }
     };
+    progress.set(Phase::Connecting);
     let pg::Connection { mut client, target } = pg::connect(conn)?;
-    progress.connected.store(true, Ordering::SeqCst);
+    if !progress.begin_send() {
+        return Ok(Exit::Timeout);
+    }
     client
         .execute_typed(
             NOTIFY_ONE,
@@ -240,14 +298,17 @@ fn send_lines(
     };
     let mut sent: u64 = 0;
     let mut payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
+    progress.set(Phase::Connecting);
     let pg::Connection { mut client, target } = pg::connect(conn)?;
-    progress.connected.store(true, Ordering::SeqCst);
     let statement = client
         .prepare_typed(NOTIFY_MANY, &[Type::TEXT, Type::TEXT_ARRAY])
         .map_err(|e| send_error("could not prepare the notifications", &e, &target))?;
     let mut folded = 0;
     while !payloads.is_empty() {
         folded += repeated(&payloads);
+        if !progress.begin_send() {
+            return Ok(Exit::Timeout);
+        }
         client
             .query_one(&statement, &[&channel, &payloads])
             .map_err(|e| {
@@ -257,7 +318,7 @@ fn send_lines(
                 )
             })?;
         sent += payloads.len() as u64;
-        progress.sent.store(sent, Ordering::SeqCst);
+        progress.sent(payloads.len() as u64);
         payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
     }
     if folded > 0 {

@@ -112,20 +112,34 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
 }
 
 /// The SQLSTATEs of a refusal that the same attempt would meet again: retrying cannot help.
-/// 28P01 wrong password, 28000 no such role or rejected by pg_hba.conf, 3D000 no such
-/// database, 42501 no CONNECT privilege, 0A000 a feature the server refuses, 08P01 a protocol
-/// the server does not speak. Everything else (refused, timed out, 57P03 starting up or
-/// shutting down, 53300 too many connections, 57P01 terminated) may pass.
-const PERMANENT: [&str; 6] = ["28P01", "28000", "3D000", "42501", "0A000", "08P01"];
+/// 28P01 wrong password, 3D000 no such database, 42501 no CONNECT privilege. Everything else
+/// (refused, timed out, 57P03 starting up or shutting down, 53300 too many connections, 57P01
+/// terminated, and 08P01, which PgBouncer sends for its own passing troubles) may pass.
+const PERMANENT: [&str; 3] = ["28P01", "3D000", "42501"];
+
+/// 28000 is permanent only for these: PostgreSQL also reports an LDAP, RADIUS, PAM or ident
+/// server that did not answer as 28000, and that passes.
+const PERMANENT_28000: [&str; 3] = [
+    "no pg_hba.conf entry",
+    "does not exist",
+    "is not permitted to log in",
+];
 
 /// Whether a failed attempt can never succeed as it is: a permanent SQLSTATE, or a server
 /// that wants a password pgnotify does not have and may not ask for.
 fn is_permanent(failure: &Failure) -> bool {
-    match failure {
-        Failure::Pg(e) => {
-            wants_password(e) || e.code().is_some_and(|c| PERMANENT.contains(&c.code()))
+    let Failure::Pg(e) = failure else {
+        return false;
+    };
+    if wants_password(e) {
+        return true;
+    }
+    match e.as_db_error() {
+        Some(db) if db.code().code() == "28000" => {
+            PERMANENT_28000.iter().any(|m| db.message().contains(m))
         }
-        Failure::TimedOut(_) | Failure::Setup(_) => false,
+        Some(db) => PERMANENT.contains(&db.code().code()),
+        None => false,
     }
 }
 
@@ -354,6 +368,14 @@ static TYPED: Mutex<Option<Zeroizing<String>>> = Mutex::new(None);
 
 fn typed_password() -> Option<Zeroizing<String>> {
     TYPED.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// `-W`: asks now, before anything else runs (before `notify --timeout` starts its clock).
+pub(crate) fn ask_password_first(settings: &ConnSettings) -> Result<()> {
+    if settings.prompt == PasswordPrompt::Always && typed_password().is_none() {
+        prompt_password(settings.user())?;
+    }
+    Ok(())
 }
 
 /// Zeroes and drops the typed password (the end of the run).

@@ -18,7 +18,9 @@ mod pgpass;
 mod service;
 mod settings;
 
-pub(crate) use connect::{Connection, connect, connect_as, connect_timeout_of, forget_password};
+pub(crate) use connect::{
+    Connection, ask_password_first, connect, connect_as, connect_timeout_of, forget_password,
+};
 pub(crate) use error::describe_pg_error;
 pub(crate) use ident::{
     MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES, check_channel, check_payload, quote_ident, quote_literal,

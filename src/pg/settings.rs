@@ -192,6 +192,13 @@ impl ConnSettings {
         self.get("dbname").unwrap_or_default()
     }
 
+    /// A copy that never asks for a password (as with `-w`).
+    pub(crate) fn without_prompt(&self) -> ConnSettings {
+        let mut settings = self.clone();
+        settings.prompt = PasswordPrompt::Never;
+        settings
+    }
+
     /// A copy with `key` set to `value` unless it is set already.
     pub(crate) fn with_default(&self, key: &str, value: &str) -> ConnSettings {
         let mut settings = self.clone();

@@ -865,6 +865,20 @@ fn notify_timeout_bounds_a_server_that_accepts_and_never_answers() {
         .run()
         .code(124)
         .one_line_error()
-        .stderr_has("the one in flight may or may not have been committed");
+        .stderr_has("still connecting: nothing was sent");
+    // Waiting on standard input is said as such, and lines sent before are counted exactly.
+    let server = Server::start();
+    server
+        .shell(r#"exec "$PGNOTIFY" "$@" notify -t 1s c - < <(exec sleep 30 2>/dev/null)"#)
+        .run()
+        .code(124)
+        .stderr_has("still reading the payload from standard input: nothing was sent");
+    server
+        .shell(
+            r#"exec "$PGNOTIFY" "$@" notify -t 1s --lines c < <(printf 'a\nb\n'; exec sleep 30 2>/dev/null)"#,
+        )
+        .run()
+        .code(124)
+        .stderr_has("the first 2 lines were sent and committed; nothing after them was");
     let _ = keep;
 }
