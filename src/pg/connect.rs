@@ -54,11 +54,12 @@ pub(crate) fn connect(settings: &ConnSettings) -> Result<Connection> {
 
 /// Connects to the first target that accepts; the error names every target that failed.
 pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<C>> {
-    // A password typed earlier in this run comes first: reconnects never ask again.
-    let mut password = match typed_password() {
+    // A password typed earlier in this run comes first: reconnects never ask again. One typed
+    // for -W is for every host (as psql's); one typed when a server asked is for that server.
+    let given = match typed_password(None) {
         Some(typed) => Some(typed),
         None if settings.prompt == PasswordPrompt::Always => {
-            Some(prompt_password(settings.user())?)
+            Some(prompt_password(settings.user(), None)?)
         }
         None => settings
             .get("password")
@@ -69,9 +70,11 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
     let mut rejected = true;
     for target in settings.targets() {
         let mut tried_prompt = false;
+        let mut typed = typed_password(Some(target));
         loop {
-            let pw = password
+            let pw = typed
                 .clone()
+                .or_else(|| given.clone())
                 .or_else(|| passfile_password(settings, target).map(Zeroizing::new));
             match open(settings, target, pw.as_ref().map(|p| p.as_str())) {
                 Ok(client) => {
@@ -89,7 +92,7 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
                 Err(Failure::Pg(e))
                     if wants_password(&e) && pw.is_none() && may_prompt(settings, tried_prompt) =>
                 {
-                    password = Some(prompt_password(settings.user())?);
+                    typed = Some(prompt_password(settings.user(), Some(target))?);
                     tried_prompt = true;
                 }
                 Err(e) => {
@@ -361,30 +364,40 @@ fn terminal_available() -> bool {
         .is_ok()
 }
 
-/// The password typed at the prompt, kept for the life of the process so that a reconnect
+/// Passwords typed at the prompt, kept for the life of the process so that a reconnect
 /// does not ask again (libpq's `PQreset` reuses the one given at start): only in memory,
 /// never written anywhere, zeroed when it is dropped ([`forget_password`], at exit).
-static TYPED: Mutex<Option<Zeroizing<String>>> = Mutex::new(None);
+/// Each is for one server (the one that asked), or for every one (`-W`, the `None` key): a
+/// password typed for one server is never sent to another.
+static TYPED: Mutex<Vec<(Option<String>, Zeroizing<String>)>> = Mutex::new(Vec::new());
 
-fn typed_password() -> Option<Zeroizing<String>> {
-    TYPED.lock().unwrap_or_else(PoisonError::into_inner).clone()
+/// The password typed for `target` (`None`: the one typed for every server).
+fn typed_password(target: Option<&Target>) -> Option<Zeroizing<String>> {
+    let key = target.map(Target::describe);
+    TYPED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, pw)| pw.clone())
 }
 
 /// `-W`: asks now, before anything else runs (before `notify --timeout` starts its clock).
 pub(crate) fn ask_password_first(settings: &ConnSettings) -> Result<()> {
-    if settings.prompt == PasswordPrompt::Always && typed_password().is_none() {
-        prompt_password(settings.user())?;
+    if settings.prompt == PasswordPrompt::Always && typed_password(None).is_none() {
+        prompt_password(settings.user(), None)?;
     }
     Ok(())
 }
 
-/// Zeroes and drops the typed password (the end of the run).
+/// Zeroes and drops the typed passwords (the end of the run).
 pub(crate) fn forget_password() {
-    TYPED.lock().unwrap_or_else(PoisonError::into_inner).take();
+    TYPED.lock().unwrap_or_else(PoisonError::into_inner).clear();
 }
 
-/// Asks on the terminal, without echo, as psql does, and keeps the answer for reconnects.
-fn prompt_password(user: &str) -> Result<Zeroizing<String>> {
+/// Asks on the terminal, without echo, as psql does, and keeps the answer for reconnects to
+/// `target` (`None`: every server).
+fn prompt_password(user: &str, target: Option<&Target>) -> Result<Zeroizing<String>> {
     let typed = rpassword::prompt_password(format!("Password for user {user}: "))
         .map(Zeroizing::new)
         .map_err(|e| {
@@ -392,7 +405,10 @@ fn prompt_password(user: &str) -> Result<Zeroizing<String>> {
                 "could not read a password from the terminal: {e}"
             )))
         })?;
-    *TYPED.lock().unwrap_or_else(PoisonError::into_inner) = Some(typed.clone());
+    let key = target.map(Target::describe);
+    let mut all = TYPED.lock().unwrap_or_else(PoisonError::into_inner);
+    all.retain(|(k, _)| *k != key);
+    all.push((key, typed.clone()));
     Ok(typed)
 }
 

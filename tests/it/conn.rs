@@ -526,3 +526,44 @@ sys.stdout.write(child.before.decode())
         assert!(text.contains("after the reconnect"), "{}", out.report());
     }
 }
+
+#[test]
+fn a_password_typed_for_one_host_is_never_sent_to_another() {
+    // host=A,B: A asks and gets a typo at the prompt; B has its own password-file entry, and
+    // must get that, not what was typed for A.
+    let a = password_server();
+    let b = password_server();
+    let passfile = a.home.path().join("pgpass");
+    std::fs::write(
+        &passfile,
+        format!("127.0.0.1:{}:*:alice:s3cr:et\n", b.cluster.port()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &passfile,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let script = r#"
+import pexpect, sys
+child = pexpect.spawn(sys.argv[1], sys.argv[3:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PGPASSFILE": sys.argv[2]}, timeout=20)
+child.expect("Password for user alice: ")
+child.sendline("typo-for-a")
+child.expect(pexpect.EOF)
+child.close()
+print("exit", child.exitstatus)
+sys.stdout.write(child.before.decode())
+"#;
+    let conninfo = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=alice dbname=postgres",
+        a.cluster.port(),
+        b.cluster.port()
+    );
+    let out = a
+        .python(script)
+        .arg(env!("CARGO_BIN_EXE_pgnotify"))
+        .arg(&passfile)
+        .args(["-d", &conninfo, "notify", "probe", "x"])
+        .run();
+    assert!(out.stdout.starts_with("exit 0"), "{}", out.report());
+}
