@@ -7,7 +7,7 @@ use std::borrow::Cow;
 /// break a line-per-event format nor drive the terminal (a payload or channel name is
 /// anyone's text: any role that can connect can send one).
 pub(crate) fn escape_controls(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(hidden) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -19,11 +19,25 @@ pub(crate) fn escape_controls(s: &str) -> Cow<'_, str> {
             c if c.is_control() && (c as u32) < 0x100 => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+/// A character that acts on the terminal instead of showing: a control character, or one of
+/// Unicode's invisible format characters that reorder or hide text (the bidirectional
+/// overrides and isolates, zero-width ones, the byte-order mark).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 /// "Connection refused (os error 111)" -> "Connection refused".
@@ -37,6 +51,15 @@ pub(crate) fn strip_os_error(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn characters_that_reorder_or_hide_text_are_shown() {
+        assert_eq!(
+            escape_controls("a\u{202e}b\u{200b}c"),
+            "a\\u{202e}b\\u{200b}c"
+        );
+        assert_eq!(escape_controls("plain é"), "plain é");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

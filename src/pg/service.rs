@@ -4,6 +4,7 @@
 //! `key=value` lines, `#` comments; the user's file (`PGSERVICEFILE` or `~/.pg_service.conf`)
 //! is searched first, then `pg_service.conf` in `PGSYSCONFDIR`.
 
+use crate::exit::UsageError;
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::Path;
@@ -49,24 +50,21 @@ fn section(text: &str, name: &str, file: &Path) -> Result<Option<Vec<(String, St
         if !in_section {
             continue;
         }
+        // A malformed service file is a usage error (status 2), as the same text given with
+        // -d would be; a service that is not defined at all is a connection failure (3).
+        let at = || format!("service file \"{}\", line {}", file.display(), index + 1);
         let Some((key, value)) = line.split_once('=') else {
-            bail!(
-                "syntax error in service file \"{}\", line {}",
-                file.display(),
-                index + 1
-            );
+            return Err(UsageError(format!("syntax error in {}", at())).into());
         };
         let key = key.trim();
         if key == "service" {
-            bail!(
-                "nested service specifications not supported in service file \"{}\", line {}",
-                file.display(),
-                index + 1
-            );
+            return Err(UsageError(format!(
+                "nested service specifications not supported in {}",
+                at()
+            ))
+            .into());
         }
-        super::conninfo::check_key(key).with_context(|| {
-            format!("in service file \"{}\", line {}", file.display(), index + 1)
-        })?;
+        super::conninfo::check_key(key).map_err(|e| UsageError(format!("in {}: {e:#}", at())))?;
         if let Some(pairs) = found.as_mut() {
             pairs.push((key.to_owned(), value.trim().to_owned()));
         }

@@ -14,7 +14,7 @@
 
 use super::FINISH_WAIT;
 use super::backlog::{Backlog, Chunked, Deliver};
-use super::socket::{hung_up, keepalive, line_start, write_from};
+use super::socket::{host_port, hung_up, keepalive, line_start, write_from};
 use crate::backoff::backoff;
 use crate::deadline;
 use crate::exit::UsageError;
@@ -40,10 +40,7 @@ pub(crate) struct Peer {
 impl Peer {
     /// Starts the thread that connects to `address` (HOST:PORT) and writes to it.
     pub(crate) fn connect(address: &str, encoder: Encoder) -> Result<Chunked<Peer>> {
-        if address
-            .rsplit_once(':')
-            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-        {
+        if !host_port(address) {
             return Err(UsageError(format!("--connect needs HOST:PORT, not \"{address}\"")).into());
         }
         let backlog = Backlog::new(

@@ -6,7 +6,7 @@
 
 use super::FINISH_WAIT;
 use super::backlog::{Backlog, Chunked, Deliver, Popped};
-use super::socket::{hung_up, keepalive};
+use super::socket::{host_port, hung_up, keepalive};
 use crate::deadline;
 use crate::exit::UsageError;
 use crate::format::Encoder;
@@ -66,10 +66,9 @@ fn listen_address(spec: &str) -> Result<SocketAddr> {
             "--serve needs PORT or ADDRESS:PORT, not \"{spec}\""
         ))
     };
-    let Some((host, port)) = spec.rsplit_once(':') else {
-        return Err(malformed().into());
-    };
-    if host.is_empty() || port.parse::<u16>().is_err() {
+    // Port 0 is allowed here: it asks for a free one.
+    let zero_port = spec.strip_suffix(":0").map(|h| format!("{h}:1"));
+    if !host_port(zero_port.as_deref().unwrap_or(spec)) {
         return Err(malformed().into());
     }
     match spec.to_socket_addrs() {

@@ -51,6 +51,26 @@ pub(super) fn write_from(
     Ok(())
 }
 
+/// Whether `spec` is `HOST:PORT` on its face: a host that is an IPv6 literal in brackets, or
+/// another non-empty name or address, and a port from 1 to 65535. Nothing is looked up.
+pub(super) fn host_port(spec: &str) -> bool {
+    let Some((host, port)) = spec.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && !host.contains(['[', ']', ':'])
+                && !host.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+    };
+    port_ok && host_ok
+}
+
 /// Where the line containing `offset` starts: a cut line is sent again whole.
 pub(super) fn line_start(chunk: &[u8], offset: usize) -> usize {
     chunk[..offset]
@@ -62,6 +82,18 @@ pub(super) fn line_start(chunk: &[u8], offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_port_is_checked_on_its_face() {
+        for good in ["db:5000", "127.0.0.1:1", "[::1]:8080", "a.example:65535"] {
+            assert!(host_port(good), "{good}");
+        }
+        for bad in [
+            ":5000", "db", "db:0", "db:70000", "[::1:80", "[::1]", "::1:80", "a b:1",
+        ] {
+            assert!(!host_port(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn a_cut_line_restarts_at_its_beginning() {

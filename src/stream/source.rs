@@ -430,15 +430,21 @@ impl Outage {
 /// For channel names with capitals: psql's unquoted `NOTIFY Orders` goes to `orders`, so its
 /// events never arrive here; said where pgnotify says what it listens on.
 fn case_hint(channels: &[String]) -> String {
-    let mixed: Vec<&String> = channels
-        .iter()
-        .filter(|c| c.to_lowercase() != **c)
-        .collect();
-    let Some(first) = mixed.first() else {
+    // PostgreSQL folds unquoted names in ASCII only (`Ärger` stays `Ärger`), and only a name
+    // that can be written unquoted at all is worth the hint.
+    let foldable = |c: &str| {
+        c.chars()
+            .next()
+            .is_some_and(|f| f.is_alphabetic() || f == '_')
+            && c.chars()
+                .all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '$')
+            && c.to_ascii_lowercase() != c
+    };
+    let Some(first) = channels.iter().find(|c| foldable(c)) else {
         return String::new();
     };
     let shown = escape_controls(first);
-    let lower = escape_controls(&first.to_lowercase()).into_owned();
+    let lower = escape_controls(&first.to_ascii_lowercase()).into_owned();
     format!(
         "; names are exact: psql's unquoted NOTIFY {shown} goes to \"{lower}\", not here \
          (quote it: NOTIFY {})",

@@ -113,6 +113,10 @@ fn usage_mistakes_exit_2_everywhere() {
         &["pipe", "c", "--connect", "127.0.0.1"],
         &["pipe", "c", "--serve", "70000"],
         &["pipe", "c", "--serve", "127.0.0.1:99999"],
+        &["pipe", "c", "--serve", "[::1"],
+        &["pipe", "c", "--connect", ":18083"],
+        &["pipe", "c", "--connect", "[::1:18083"],
+        &["pipe", "c", "--connect", "127.0.0.1:0"],
         &["-d", "hots=x", "notify", "c", "x"],
         &["-d", "port=abc", "notify", "c", "x"],
         &["-d", "postgresql://u@h:port/db", "notify", "c", "x"],
@@ -122,6 +126,16 @@ fn usage_mistakes_exit_2_everywhere() {
     ] {
         server.pgnotify().args(args).run().code(2).one_line_error();
     }
+    // A service file's bad key is as malformed as the same key given with -d.
+    let services = server.home.path().join("services.conf");
+    std::fs::write(&services, "[svc]\nhots=x\n").unwrap();
+    server
+        .pgnotify()
+        .args(["-d", "service=svc", "notify", "c", "x"])
+        .env("PGSERVICEFILE", &services)
+        .run()
+        .code(2)
+        .one_line_error();
     // Not malformed: a name that does not resolve to a table is a runtime error.
     server
         .pgnotify()
