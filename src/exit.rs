@@ -56,57 +56,46 @@ impl Exit {
     }
 }
 
-/// A failure to connect, or the loss of an established connection (status 3).
-///
-/// The message is complete on its own: it names the host and port and the cause.
-#[derive(Debug)]
-pub(crate) struct ConnectionError(pub(crate) String);
+/// Declares an error that is its message: status comes from its type (see [`for_error`]).
+macro_rules! message_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub(crate) struct $name(pub(crate) String);
 
-impl fmt::Display for ConnectionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
 }
 
-impl std::error::Error for ConnectionError {}
+message_error!(
+    /// A failure to connect, or the loss of an established connection (status 3).
+    ///
+    /// The message is complete on its own: it names the host and port and the cause.
+    ConnectionError
+);
 
-/// A connection the server refused for a reason retrying cannot fix (a wrong password, a
-/// missing database or role, `pg_hba.conf`): status 3, like [`ConnectionError`], but `--wait`
-/// and the reconnect loop give up at once instead of retrying.
-#[derive(Debug)]
-pub(crate) struct Rejected(pub(crate) String);
+message_error!(
+    /// A connection the server refused for a reason retrying cannot fix (a wrong password, a
+    /// missing database or role, `pg_hba.conf`): status 3, like [`ConnectionError`], but
+    /// `--wait` and the reconnect loop give up at once instead of retrying.
+    Rejected
+);
 
-impl fmt::Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+message_error!(
+    /// A `--timeout` that ran out (status 124); the message says what was done by then.
+    TimedOut
+);
 
-impl std::error::Error for Rejected {}
-
-/// A `--timeout` that ran out (status 124); the message says what was done by then.
-#[derive(Debug)]
-pub(crate) struct TimedOut(pub(crate) String);
-
-impl fmt::Display for TimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TimedOut {}
-
-/// A bad argument found after parsing (status 2), for checks clap cannot do alone.
-#[derive(Debug)]
-pub(crate) struct UsageError(pub(crate) String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+message_error!(
+    /// A bad argument found after parsing (status 2), for checks clap cannot do alone.
+    UsageError
+);
 
 /// A failed write to standard output. A broken pipe (the reader went away: `| head -1`) ends
 /// the run quietly with status 0; any other failure is an I/O error (status 1). A broken pipe

@@ -95,10 +95,7 @@ impl Progress {
 /// runs: the run must not end with the terminal's echo off.
 fn send_within(settings: NotifySettings, conn: &ConnSettings, timeout: Duration) -> Result<Exit> {
     pg::ask_password_first(conn)?;
-    let secs = timeout.as_nanos().div_ceil(1_000_000_000).max(1);
-    let conn = conn
-        .with_default("connect_timeout", &secs.to_string())
-        .without_prompt();
+    let conn = conn.bounded_by(timeout).without_prompt();
     let progress = Arc::new(Progress::default());
     let lines = matches!(settings.input, Input::Lines { .. });
     let (tx, rx) = mpsc::channel();

@@ -22,6 +22,7 @@ use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// When to ask for a password on the terminal (psql's `-w` / `-W`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -190,6 +191,14 @@ impl ConnSettings {
     /// The database to connect to.
     pub(crate) fn dbname(&self) -> &str {
         self.get("dbname").unwrap_or_default()
+    }
+
+    /// A copy whose connecting cannot outlast `timeout` (`--timeout`), unless
+    /// `connect_timeout` is set already: whole seconds, rounded up, so that a timeout under a
+    /// second never becomes 0 ("no limit").
+    pub(crate) fn bounded_by(&self, timeout: Duration) -> ConnSettings {
+        let secs = timeout.as_nanos().div_ceil(1_000_000_000).max(1);
+        self.with_default("connect_timeout", &secs.to_string())
     }
 
     /// A copy that never asks for a password (as with `-w`).

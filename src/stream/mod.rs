@@ -73,11 +73,7 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
     let until = settings.until;
     let counter = forward::Counter::new(until);
     let conn = match until.timeout {
-        // Whole seconds, rounded up: a timeout under a second must not become 0 ("no limit").
-        Some(t) => {
-            let secs = t.as_nanos().div_ceil(1_000_000_000).max(1);
-            conn.with_default("connect_timeout", &secs.to_string())
-        }
+        Some(t) => conn.bounded_by(t),
         None => conn.clone(),
     };
     let queue = Queue::new(QUEUE_BYTES, settings.overflow);
