@@ -149,20 +149,12 @@ fn usage_mistakes_exit_2_everywhere() {
 fn the_readme_install_steps_give_a_man_page_and_completion() {
     // The README's install steps, verbatim, into a fresh HOME; `cargo install` is stood in for
     // by the binary this test run built (it installs the same file to the same place).
-    let readme = include_str!("../../README.md");
-    let marker =
-        "<!-- tested verbatim: cli::the_readme_install_steps_give_a_man_page_and_completion -->";
-    let block = readme.split(marker).nth(1).unwrap();
-    let block = block
-        .split("```sh\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
+    let block = crate::support::readme_example(
+        "cli::the_readme_install_steps_give_a_man_page_and_completion",
+    );
     let steps: Vec<&str> = block
         .lines()
-        .filter(|l| !l.starts_with("cargo install"))
+        .filter(|l| !l.is_empty() && !l.starts_with("cargo install"))
         .collect();
     assert_eq!(steps.len(), 4, "{block}");
     let home = tempfile::tempdir().unwrap();

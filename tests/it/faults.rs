@@ -228,8 +228,13 @@ fn queue_usage(server: &Server) -> f64 {
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A memory figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -498,9 +503,16 @@ fn flooded_with_overflow_exit(server: &Server) -> crate::support::Running {
 
 /// Peak resident memory of a process (VmHWM), in KiB.
 fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    status_kib(pid, "VmHWM:")
+}
+
+/// Waits until pgnotify has read everything the server held for it.
+fn wait_backlog_read(server: &Server) {
+    let sent = Instant::now();
+    while queue_usage(server) > 0.0 {
+        assert!(sent.elapsed() < 3 * PATIENCE, "the backlog was not read");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `count` notifications of 7 kB in one transaction, on channel `bigs`, numbered from 1.
@@ -528,15 +540,10 @@ fn memory_stays_bounded_through_a_large_backlog_with_a_fast_heartbeat() {
     // 560 MB: before the listening connection was driven by pgnotify itself, the first
     // heartbeat behind it held all of it (VmHWM 566 MB).
     send_a_backlog(&server, 80_000);
-    let sent = Instant::now();
-    while queue_usage(&server) > 0.0 {
-        assert!(sent.elapsed() < 3 * PATIENCE, "the backlog was not read");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_backlog_read(&server);
     // Three more heartbeats with the reader still stalled.
     std::thread::sleep(Duration::from_secs(3));
     let peak = peak_kib(pipe.child.id());
-    eprintln!("VmHWM {peak} KiB");
     assert!(
         peak < 20 * 1024,
         "pgnotify peaked at {peak} KiB through a 560 MB backlog{}",
@@ -585,7 +592,6 @@ fn a_blocked_source_behind_a_large_backlog_keeps_memory_and_connection() {
         "the backlog should wait on the server"
     );
     let peak = peak_kib(pipe.child.id());
-    eprintln!("VmHWM {peak} KiB");
     assert!(
         peak < 20 * 1024,
         "pgnotify peaked at {peak} KiB with a 140 MB backlog waiting{}",
@@ -616,15 +622,10 @@ fn memory_stays_bounded_with_exec_jobs_that_never_finish() {
         .spawn();
     pipe.wait_ready();
     send_a_backlog(&server, 20_000);
-    let sent = Instant::now();
-    while queue_usage(&server) > 0.0 {
-        assert!(sent.elapsed() < 3 * PATIENCE, "the backlog was not read");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_backlog_read(&server);
     pipe.wait_stderr("dropping notifications");
     std::thread::sleep(Duration::from_secs(2));
     let peak = peak_kib(pipe.child.id());
-    eprintln!("VmHWM {peak} KiB");
     assert!(
         peak < 20 * 1024,
         "pgnotify peaked at {peak} KiB with its commands stalled{}",

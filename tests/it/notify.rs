@@ -88,34 +88,12 @@ fn readme_shell(server: &Server, script: &str) -> crate::support::Cmd {
     cmd
 }
 
-/// The shell code of the README's code block that follows `<!-- tested verbatim: NAME -->`.
-fn readme_example(name: &str) -> String {
-    let readme = include_str!("../../README.md");
-    let marker = format!("<!-- tested verbatim: {name} -->");
-    let after = readme
-        .split(&marker)
-        .nth(1)
-        .expect("the README names this test");
-    let block = after
-        .split("```sh")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
-    block
-        .lines()
-        .map(str::trim_start)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn the_readme_shell_loop_keeps_its_input() {
     // `notify` without PAYLOAD inside `while read` must not swallow the loop's input.
     let server = Server::start();
     let mut listener = listen(&server, "handled");
-    let script = readme_example("notify::the_readme_shell_loop_keeps_its_input");
+    let script = crate::support::readme_example("notify::the_readme_shell_loop_keeps_its_input");
     assert!(script.contains("while read"), "{script}");
     let out = readme_shell(&server, &script).run();
     assert_eq!(
@@ -411,7 +389,7 @@ fn the_readme_cron_line_runs_and_never_hangs() {
     // The crontab line, verbatim, without its five schedule fields.
     let server = Server::start();
     let mut listener = listen(&server, "nightly");
-    let block = readme_example("notify::the_readme_cron_line_runs_and_never_hangs");
+    let block = crate::support::readme_example("notify::the_readme_cron_line_runs_and_never_hangs");
     let line = block
         .lines()
         .find(|l| !l.starts_with('#') && !l.trim().is_empty())

@@ -789,3 +789,25 @@ pub fn ss(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The shell code of the README's code block that follows `<!-- tested verbatim: NAME -->`.
+pub fn readme_example(name: &str) -> String {
+    let readme = include_str!("../../../README.md");
+    let marker = format!("<!-- tested verbatim: {name} -->");
+    let after = readme
+        .split(&marker)
+        .nth(1)
+        .expect("the README names this test");
+    let block = after
+        .split("```sh")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    block
+        .lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
