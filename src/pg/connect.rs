@@ -4,14 +4,15 @@
 //! [`Listener`](super::Listener): both are opened the same way ([`Open`]).
 
 use super::settings::DEFAULT_SOCKET_DIR;
+use super::tls::{self, SslMode, Tls};
 use super::{ConnSettings, PasswordPrompt, Target, describe_pg_error, pgpass};
 use crate::exit::{ConnectionError, Rejected};
 use crate::keepalive;
 use crate::msg;
 use anyhow::Result;
-use postgres::config::{ChannelBinding, SslMode, TargetSessionAttrs};
+use postgres::config::{ChannelBinding, TargetSessionAttrs};
 use postgres::error::DbError;
-use postgres::{Client, NoTls};
+use postgres::{Client, SimpleQueryMessage};
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -26,16 +27,108 @@ pub(crate) struct Connection<C = Client> {
 
 /// A kind of connection [`connect_as`] opens.
 pub(crate) trait Open: Sized + Send + 'static {
+    /// Whether this connection is for LISTEN: then a hot standby, where LISTEN cannot run,
+    /// is passed over like a server that does not match `target_session_attrs`.
+    const LISTENS: bool;
+
     /// Opens one; the outer error says the client could not even be set up.
-    fn open(config: tokio_postgres::Config) -> Result<Result<Self, postgres::Error>, String>;
+    fn open(config: tokio_postgres::Config, tls: Tls)
+    -> Result<Result<Self, postgres::Error>, String>;
+
+    /// What the session is, for `target_session_attrs`.
+    fn session(&mut self) -> Result<Session, String>;
+}
+
+/// What `target_session_attrs` asks of a session.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Session {
+    /// The server is a hot standby (in recovery).
+    pub(crate) hot_standby: bool,
+    /// The session is read-only by default (`default_transaction_read_only`, or a standby).
+    pub(crate) read_only: bool,
+}
+
+/// The query that tells a [`Session`] on a server that does not report it at start-up
+/// (before PostgreSQL 14): two booleans, `t` or `f`.
+pub(super) const SESSION_QUERY: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     pg_catalog.current_setting('transaction_read_only')::pg_catalog.bool";
+
+/// Reads [`SESSION_QUERY`]'s answer.
+pub(super) fn session_of(answer: &[SimpleQueryMessage]) -> Session {
+    let row = answer.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    });
+    let on = |i: usize| row.and_then(|r| r.get(i)) == Some("t");
+    Session {
+        hot_standby: on(0),
+        read_only: on(0) || on(1),
+    }
 }
 
 impl Open for Client {
-    fn open(config: tokio_postgres::Config) -> Result<Result<Client, postgres::Error>, String> {
+    const LISTENS: bool = false;
+
+    fn open(
+        config: tokio_postgres::Config,
+        tls: Tls,
+    ) -> Result<Result<Client, postgres::Error>, String> {
         let mut config = postgres::Config::from(config);
         config.notice_callback(|notice| warn_notice(&notice));
-        Ok(config.connect(NoTls))
+        Ok(config.connect(tls))
     }
+
+    fn session(&mut self) -> Result<Session, String> {
+        self.simple_query(SESSION_QUERY)
+            .map(|answer| session_of(&answer))
+            .map_err(|e| describe_pg_error(&e))
+    }
+}
+
+/// libpq's `target_session_attrs`: what a session must be to be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    Any,
+    ReadWrite,
+    ReadOnly,
+    Primary,
+    Standby,
+}
+
+/// The passes over the host list: `prefer-standby` looks for a standby first, then takes any.
+fn passes(settings: &ConnSettings) -> Vec<Wanted> {
+    match settings.get("target_session_attrs") {
+        Some("read-write") => vec![Wanted::ReadWrite],
+        Some("read-only") => vec![Wanted::ReadOnly],
+        Some("primary") => vec![Wanted::Primary],
+        Some("standby") => vec![Wanted::Standby],
+        Some("prefer-standby") => vec![Wanted::Standby, Wanted::Any],
+        _ => vec![Wanted::Any],
+    }
+}
+
+/// Why a session is passed over (libpq's words), or `None` when it is kept.
+fn mismatch(wanted: Wanted, session: Session, listens: bool) -> Option<String> {
+    if listens && session.hot_standby && wanted != Wanted::Standby {
+        return Some(
+            "server is in hot standby mode, where LISTEN cannot run; connect to the primary \
+             (with a list of hosts, target_session_attrs=primary chooses it)"
+                .into(),
+        );
+    }
+    let why = match wanted {
+        Wanted::Any => return None,
+        Wanted::ReadWrite if session.read_only => "session is read-only",
+        Wanted::ReadOnly if !session.read_only => "session is not read-only",
+        Wanted::Primary if session.hot_standby => "server is in hot standby mode",
+        Wanted::Standby if !session.hot_standby => "server is not in hot standby mode",
+        Wanted::Standby if listens => {
+            "server is in hot standby mode, where LISTEN cannot run; \
+             target_session_attrs=standby cannot be used to listen"
+        }
+        _ => return None,
+    };
+    Some(why.into())
 }
 
 /// A server's notice (a WARNING, say) on stderr.
@@ -52,7 +145,8 @@ pub(crate) fn connect(settings: &ConnSettings) -> Result<Connection> {
     connect_as(settings)
 }
 
-/// Connects to the first target that accepts; the error names every target that failed.
+/// Connects to the first target that accepts and matches `target_session_attrs`; the error
+/// names every target that failed.
 pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<C>> {
     // A password typed earlier in this run comes first: reconnects never ask again. One typed
     // for -W is for every host (as psql's); one typed when a server asked is for that server.
@@ -68,41 +162,46 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
     let mut failures = Vec::new();
     // Whether every target refused for a reason that retrying cannot fix.
     let mut rejected = true;
-    for target in settings.targets() {
-        let mut tried_prompt = false;
-        let mut typed = typed_password(Some(target));
-        loop {
-            let pw = typed
-                .clone()
-                .or_else(|| given.clone())
-                .or_else(|| passfile_password(settings, target).map(Zeroizing::new));
-            match open(settings, target, pw.as_ref().map(|p| p.as_str())) {
-                Ok(client) => {
-                    msg::info(&format!(
-                        "connected to {} as user \"{}\", database \"{}\"",
-                        target.describe(),
-                        settings.user(),
-                        settings.dbname()
-                    ));
-                    return Ok(Connection {
-                        client,
-                        target: target.clone(),
-                    });
-                }
-                Err(Failure::Pg(e))
-                    if wants_password(&e) && pw.is_none() && may_prompt(settings, tried_prompt) =>
-                {
-                    typed = Some(prompt_password(settings.user(), Some(target))?);
-                    tried_prompt = true;
-                }
-                Err(e) => {
-                    rejected &= is_permanent(&e);
-                    failures.push(format!(
-                        "connection to {} failed: {}",
-                        target.describe(),
-                        describe_failure(&e, settings.prompt)
-                    ));
-                    break;
+    for wanted in passes(settings) {
+        for target in settings.targets() {
+            let mut tried_prompt = false;
+            let mut typed = typed_password(Some(target));
+            loop {
+                let pw = typed
+                    .clone()
+                    .or_else(|| given.clone())
+                    .or_else(|| passfile_password(settings, target).map(Zeroizing::new));
+                match open(settings, target, pw.as_ref().map(|p| p.as_str()), wanted) {
+                    Ok((client, tls)) => {
+                        let tls = tls.map(|t| format!(", {t}")).unwrap_or_default();
+                        msg::info(&format!(
+                            "connected to {} as user \"{}\", database \"{}\"{tls}",
+                            target.describe(),
+                            settings.user(),
+                            settings.dbname()
+                        ));
+                        return Ok(Connection {
+                            client,
+                            target: target.clone(),
+                        });
+                    }
+                    Err(e)
+                        if e.wants_password()
+                            && pw.is_none()
+                            && may_prompt(settings, tried_prompt) =>
+                    {
+                        typed = Some(prompt_password(settings.user(), Some(target))?);
+                        tried_prompt = true;
+                    }
+                    Err(e) => {
+                        rejected &= is_permanent(&e);
+                        failures.push(format!(
+                            "connection to {} failed: {}",
+                            target.describe(),
+                            describe_failure(&e, settings.prompt)
+                        ));
+                        break;
+                    }
                 }
             }
         }
@@ -122,17 +221,22 @@ const PERMANENT: [&str; 3] = ["28P01", "3D000", "42501"];
 
 /// 28000 is permanent only for these: PostgreSQL also reports an LDAP, RADIUS, PAM or ident
 /// server that did not answer as 28000, and that passes.
-const PERMANENT_28000: [&str; 3] = [
+const PERMANENT_28000: [&str; 5] = [
     "no pg_hba.conf entry",
+    "pg_hba.conf rejects connection",
     "does not exist",
     "is not permitted to log in",
+    "requires a valid client certificate",
 ];
 
 /// Whether a failed attempt can never succeed as it is: a permanent SQLSTATE, or a server
 /// that wants a password pgnotify does not have and may not ask for.
 fn is_permanent(failure: &Failure) -> bool {
-    let Failure::Pg(e) = failure else {
-        return false;
+    let e = match failure {
+        Failure::Pg(e) => e,
+        Failure::Config(_) | Failure::Untrusted(_) => return true,
+        Failure::Twice(first, then, _) => return is_permanent(first) && is_permanent(then),
+        Failure::TimedOut(_) | Failure::Setup(_) | Failure::Mismatch(_) => return false,
     };
     if wants_password(e) {
         return true;
@@ -146,16 +250,61 @@ fn is_permanent(failure: &Failure) -> bool {
     }
 }
 
+/// One server, with libpq's `sslmode`: `allow` tries without TLS first and with it when the
+/// server refuses; `prefer` the other way round, when TLS failed or the server refused over
+/// it. A unix socket never uses TLS. Returns the connection and psql's description of its TLS.
 fn open<C: Open>(
     settings: &ConnSettings,
     target: &Target,
     password: Option<&str>,
-) -> Result<C, Failure> {
+    wanted: Wanted,
+) -> Result<(C, Option<String>), Failure> {
+    let try_mode = |mode| attempt::<C>(settings, target, password, wanted, mode);
+    let mode = match target.is_socket() {
+        true => SslMode::Disable,
+        false => settings.tls.mode,
+    };
+    match mode {
+        SslMode::Allow => match try_mode(SslMode::Disable) {
+            Err((first, _)) if first.refused_by_server() => try_mode(SslMode::Require)
+                .map_err(|(then, _)| Failure::Twice(first.into(), then.into(), "with SSL")),
+            other => other.map_err(|(e, _)| e),
+        },
+        SslMode::Prefer => match try_mode(SslMode::Prefer) {
+            Err((first, true)) => {
+                try_mode(SslMode::Disable).map_err(|(then, _)| {
+                    Failure::Twice(first.into(), then.into(), "without SSL")
+                })
+            }
+            other => other.map_err(|(e, _)| e),
+        },
+        mode => try_mode(mode).map_err(|(e, _)| e),
+    }
+}
+
+/// One connection attempt in `mode`. The error says whether libpq's `prefer` would retry
+/// without TLS: the handshake failed, or the server refused over TLS.
+fn attempt<C: Open>(
+    settings: &ConnSettings,
+    target: &Target,
+    password: Option<&str>,
+    wanted: Wanted,
+    mode: SslMode,
+) -> Result<(C, Option<String>), (Failure, bool)> {
+    let tls = match mode {
+        SslMode::Disable => tls::plain(),
+        mode => tls::connector(&settings.tls, mode, settings.get("sslpassword")),
+    }
+    .map_err(|why| (Failure::Config(why), false))?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.user(settings.user())
         .dbname(settings.dbname())
         .port(target.port)
-        .ssl_mode(SslMode::Disable)
+        .ssl_mode(match mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Allow | SslMode::Prefer => postgres::config::SslMode::Prefer,
+            _ => postgres::config::SslMode::Require,
+        })
         .keepalives(settings.get("keepalives") != Some("0"))
         .keepalives_idle(seconds(settings.get("keepalives_idle")).unwrap_or(keepalive::IDLE))
         .keepalives_interval(
@@ -205,21 +354,48 @@ fn open<C: Open>(
         Some("require") => ChannelBinding::Require,
         _ => ChannelBinding::Prefer,
     });
-    cfg.target_session_attrs(match settings.get("target_session_attrs") {
-        Some("read-write") => TargetSessionAttrs::ReadWrite,
-        Some("read-only") => TargetSessionAttrs::ReadOnly,
-        _ => TargetSessionAttrs::Any,
-    });
-    match timeout {
-        Some(timeout) => connect_within(cfg, timeout, &target.describe()),
-        None => open_contained(cfg),
+    if settings.tls.direct && mode != SslMode::Disable {
+        cfg.ssl_negotiation(postgres::config::SslNegotiation::Direct);
     }
+    // Checked here, after connecting (`check_session`), for every value libpq knows.
+    cfg.target_session_attrs(TargetSessionAttrs::Any);
+    let outcome = std::sync::Arc::clone(&tls.outcome);
+    let run = move || check_session(open_contained::<C>(cfg, tls), wanted);
+    let result = match timeout {
+        Some(timeout) => connect_within(run, timeout, &target.describe()),
+        None => run(),
+    };
+    let outcome = outcome.lock().unwrap_or_else(PoisonError::into_inner);
+    match result {
+        Ok(client) => Ok((client, outcome.established.clone())),
+        Err(Failure::Pg(_)) if outcome.refused.is_some() => Err((
+            Failure::Untrusted(outcome.refused.clone().unwrap_or_default()),
+            true,
+        )),
+        Err(e) => {
+            let handshake_failed = outcome.used && outcome.established.is_none();
+            let refused_over_tls = outcome.established.is_some() && e.refused_by_server();
+            Err((e, handshake_failed || refused_over_tls))
+        }
+    }
+}
+
+/// Keeps a session that matches `target_session_attrs` (and, to listen, is no standby).
+fn check_session<C: Open>(opened: Result<C, Failure>, wanted: Wanted) -> Result<C, Failure> {
+    let mut client = opened?;
+    if wanted != Wanted::Any || C::LISTENS {
+        let session = client.session().map_err(Failure::Setup)?;
+        if let Some(why) = mismatch(wanted, session, C::LISTENS) {
+            return Err(Failure::Mismatch(why));
+        }
+    }
+    Ok(client)
 }
 
 /// `postgres::Config::connect` unwraps the creation of its runtime, so running out of file
 /// descriptors panics inside the crate; that becomes an ordinary connection failure here.
-fn open_contained<C: Open>(cfg: tokio_postgres::Config) -> Result<C, Failure> {
-    match crate::panic::contain(|| C::open(cfg)) {
+fn open_contained<C: Open>(cfg: tokio_postgres::Config, tls: Tls) -> Result<C, Failure> {
+    match crate::panic::contain(|| C::open(cfg, tls)) {
         Ok(Ok(result)) => result.map_err(Failure::Pg),
         Ok(Err(why)) | Err(why) => Err(Failure::Setup(why)),
     }
@@ -231,6 +407,31 @@ enum Failure {
     TimedOut(Duration),
     /// The client could not even be set up (e.g. no file descriptors left).
     Setup(String),
+    /// The TLS settings cannot be used: a root certificate file missing, a key others may read.
+    Config(String),
+    /// The server's certificate was refused (why, in words).
+    Untrusted(String),
+    /// The session does not match `target_session_attrs`, or is a standby and cannot LISTEN.
+    Mismatch(String),
+    /// `prefer` or `allow` tried twice: the first failure, the second, and how it was retried.
+    Twice(Box<Failure>, Box<Failure>, &'static str),
+}
+
+impl Failure {
+    /// The server answered with an error during start-up (libpq's cue to retry for `allow`
+    /// and `prefer`).
+    fn refused_by_server(&self) -> bool {
+        matches!(self, Failure::Pg(e) if e.as_db_error().is_some())
+    }
+
+    /// The server asked for a password that this attempt did not have.
+    fn wants_password(&self) -> bool {
+        match self {
+            Failure::Pg(e) => wants_password(e),
+            Failure::Twice(_, then, _) => then.wants_password(),
+            _ => false,
+        }
+    }
 }
 
 /// libpq's `connect_timeout` bounds the whole start-up, but the `postgres` crate's only bounds
@@ -243,7 +444,7 @@ enum Failure {
 /// reconnects) a server that never answers holds one thread and one socket, however many
 /// attempts are made.
 fn connect_within<C: Open>(
-    cfg: tokio_postgres::Config,
+    run: impl FnOnce() -> Result<C, Failure> + Send + 'static,
     timeout: Duration,
     server: &str,
 ) -> Result<C, Failure> {
@@ -258,7 +459,7 @@ fn connect_within<C: Open>(
     let spawned = std::thread::Builder::new()
         .name("connect".into())
         .spawn(move || {
-            let _ = tx.send(open_contained::<C>(cfg));
+            let _ = tx.send(run());
         });
     let Ok(thread) = spawned else {
         return Err(Failure::TimedOut(Duration::ZERO));
@@ -344,6 +545,12 @@ fn describe_failure(failure: &Failure, prompt: PasswordPrompt) -> String {
             format!("timeout expired after {} s (connect_timeout)", t.as_secs())
         }
         Failure::Setup(why) => format!("could not set up a client: {why}"),
+        Failure::Config(why) | Failure::Untrusted(why) | Failure::Mismatch(why) => why.clone(),
+        Failure::Twice(first, then, how) => format!(
+            "{}; retried {how}: {}",
+            describe_failure(first, prompt),
+            describe_failure(then, prompt)
+        ),
     }
 }
 
@@ -422,6 +629,29 @@ fn describe_connect_error(e: &postgres::Error, prompt: PasswordPrompt) -> String
             "the server asked for a password and none was given \
              (set PGPASSWORD, use a password file, {ask})"
         );
+    }
+    if let Some(db) = e.as_db_error()
+        && db.message().contains("requires a valid client certificate")
+    {
+        return format!(
+            "{} (give one with sslcert and sslkey, or as ~/.postgresql/postgresql.crt and \
+             postgresql.key)",
+            describe_pg_error(e)
+        );
+    }
+    let cause = std::error::Error::source(e).map(|c| c.to_string());
+    if cause.as_deref() == Some("server does not support TLS") {
+        return "server does not support SSL, but SSL was required".into();
+    }
+    if let Some(reason) = tls::tls_reason(e) {
+        let refused = reason.contains("alert")
+            && ["certificate", "unknown ca"]
+                .iter()
+                .any(|w| reason.contains(w));
+        return match refused {
+            true => format!("the server refused the client certificate (SSL error: {reason})"),
+            false => format!("SSL error: {reason}"),
+        };
     }
     describe_pg_error(e)
 }

@@ -12,18 +12,16 @@
 //! every synchronous client: it is driven only from the thread that calls `read`, and is never
 //! shared.
 
-use super::connect::{Open, warn_notice};
+use super::connect::{Open, SESSION_QUERY, Session, session_of, warn_notice};
 use super::describe_pg_error;
+use super::tls::{Tls, TlsStream};
 use postgres::types::Type;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{
-    AsyncMessage, Client, Config, NoTls, Notification, SimpleQueryMessage, Socket,
-};
+use tokio_postgres::{AsyncMessage, Client, Config, Notification, SimpleQueryMessage, Socket};
 
 /// The most notifications one read returns.
 const MAX_BATCH: usize = 1024;
@@ -38,7 +36,7 @@ type InFlight = Pin<Box<dyn Future<Output = Answer> + Send>>;
 /// A connection that is read only when asked to.
 pub(crate) struct Listener {
     client: Arc<Client>,
-    connection: tokio_postgres::Connection<Socket, NoTlsStream>,
+    connection: tokio_postgres::Connection<Socket, TlsStream>,
     query: Option<InFlight>,
     /// Why the connection ended, once it has.
     ended: Option<String>,
@@ -59,13 +57,15 @@ pub(crate) struct Read {
 }
 
 impl Open for Listener {
-    fn open(config: Config) -> Result<Result<Listener, postgres::Error>, String> {
+    const LISTENS: bool = true;
+
+    fn open(config: Config, tls: Tls) -> Result<Result<Listener, postgres::Error>, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| crate::sanitize::strip_os_error(&e.to_string()))?;
         Ok(runtime
-            .block_on(config.connect(NoTls))
+            .block_on(config.connect(tls))
             .map(|(client, connection)| Listener {
                 client: Arc::new(client),
                 connection,
@@ -73,6 +73,32 @@ impl Open for Listener {
                 ended: None,
                 runtime,
             }))
+    }
+
+    /// From what the server reported at start-up (PostgreSQL 14 and later), else by asking.
+    fn session(&mut self) -> Result<Session, String> {
+        let on = |name: &str| self.connection.parameter(name).map(|v| v == "on");
+        if let (Some(hot_standby), Some(read_only)) =
+            (on("in_hot_standby"), on("default_transaction_read_only"))
+        {
+            return Ok(Session {
+                hot_standby,
+                read_only: read_only || hot_standby,
+            });
+        }
+        self.send_simple(SESSION_QUERY.to_owned());
+        for _ in 0..30 {
+            let read = self.read(Duration::from_secs(1));
+            if let Some(answer) = read.answer {
+                return answer
+                    .map(|a| session_of(&a))
+                    .map_err(|e| describe_pg_error(&e));
+            }
+            if let Some(why) = read.ended {
+                return Err(why);
+            }
+        }
+        Err("the server did not say whether it is a standby within 30 s".into())
     }
 }
 

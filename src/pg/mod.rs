@@ -17,6 +17,7 @@ mod listener;
 mod pgpass;
 mod service;
 mod settings;
+mod tls;
 
 pub(crate) use connect::{
     Connection, ask_password_first, connect, connect_as, connect_timeout_of, forget_password,

@@ -15,6 +15,7 @@
 //! Owns: resolving. Does not own: connecting (`connect`), the syntax of connection strings
 //! (`conninfo`), the password and service files (`pgpass`, `service`).
 
+use super::tls::{Invalid, TlsSettings};
 use super::{conninfo, service};
 use crate::exit::{ConnectionError, UsageError};
 use crate::msg;
@@ -119,6 +120,17 @@ const ENV_VARS: &[(&str, &str)] = &[
     ("application_name", "PGAPPNAME"),
     ("sslmode", "PGSSLMODE"),
     ("sslrootcert", "PGSSLROOTCERT"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("sslcrl", "PGSSLCRL"),
+    ("sslcrldir", "PGSSLCRLDIR"),
+    ("sslsni", "PGSSLSNI"),
+    ("sslcertmode", "PGSSLCERTMODE"),
+    ("sslnegotiation", "PGSSLNEGOTIATION"),
+    ("ssl_min_protocol_version", "PGSSLMINPROTOCOLVERSION"),
+    ("ssl_max_protocol_version", "PGSSLMAXPROTOCOLVERSION"),
+    ("channel_binding", "PGCHANNELBINDING"),
+    ("require_auth", "PGREQUIREAUTH"),
     ("connect_timeout", "PGCONNECT_TIMEOUT"),
     ("client_encoding", "PGCLIENTENCODING"),
     ("target_session_attrs", "PGTARGETSESSIONATTRS"),
@@ -170,6 +182,7 @@ pub(crate) struct ConnSettings {
     targets: Vec<Target>,
     pub(super) prompt: PasswordPrompt,
     pub(super) passfile: Option<PathBuf>,
+    pub(super) tls: TlsSettings,
 }
 
 impl ConnSettings {
@@ -272,6 +285,10 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
     }
     apply_defaults(&mut params, env)?;
     check_supported(&mut params).map_err(malformed)?;
+    let tls = TlsSettings::from_params(&params, env.home.as_deref()).map_err(|e| match e {
+        Invalid::Malformed(why) => UsageError(why).into(),
+        Invalid::Unsupported(why) => unsupported(why),
+    })?;
     let targets = targets(&params).map_err(malformed)?;
     let passfile = params
         .get("passfile")
@@ -282,6 +299,7 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         targets,
         prompt: opts.prompt,
         passfile,
+        tls,
     })
 }
 
@@ -367,15 +385,12 @@ fn check_supported(params: &mut BTreeMap<String, String>) -> Result<()> {
             "requirepeer is not supported by pgnotify; connect without it".into(),
         ));
     }
-    match params.get("sslmode").map(String::as_str) {
-        None | Some("disable" | "allow" | "prefer") => {}
-        Some(mode @ ("require" | "verify-ca" | "verify-full")) => {
-            return Err(unsupported(format!(
-                "sslmode={mode} needs TLS, which this version of pgnotify does not support yet; \
-                 use sslmode=disable or prefer (no encryption)"
-            )));
-        }
-        Some(other) => bail!("invalid sslmode value: \"{other}\""),
+    if params.contains_key("require_auth") {
+        return Err(unsupported(
+            "require_auth is not supported by pgnotify: the postgres crate does not say which \
+             method a server asks for; connect without it"
+                .into(),
+        ));
     }
     if let Some(enc) = params.get("client_encoding")
         && !["utf8", "utf-8", "auto"].contains(&enc.to_ascii_lowercase().as_str())
@@ -386,10 +401,10 @@ fn check_supported(params: &mut BTreeMap<String, String>) -> Result<()> {
         params.remove("client_encoding");
     }
     match params.get("target_session_attrs").map(String::as_str) {
-        None | Some("any" | "read-write" | "read-only") => Ok(()),
-        Some(other @ ("primary" | "standby" | "prefer-standby")) => Err(unsupported(format!(
-            "target_session_attrs={other} is not supported by pgnotify; use any, read-write or read-only"
-        ))),
+        None
+        | Some("any" | "read-write" | "read-only" | "primary" | "standby" | "prefer-standby") => {
+            Ok(())
+        }
         Some(other) => bail!("invalid target_session_attrs value: \"{other}\""),
     }
 }

@@ -287,15 +287,18 @@ fn connection_failures_exit_3_naming_the_server() {
     out.code(3)
         .one_line_error()
         .stderr_has("server on socket \"/nonexistent/.s.PGSQL.5432\"");
-    let out = probe(
-        server
-            .pgnotify()
-            .args(["-d", "sslmode=require dbname=postgres"]),
-    )
+    // TCP to a server without TLS: libpq's words.
+    let out = probe(server.bare().args([
+        "-d",
+        &format!(
+            "host=127.0.0.1 port={} user=postgres sslmode=require",
+            server.cluster.port()
+        ),
+    ]))
     .run();
     out.code(3)
         .one_line_error()
-        .stderr_has("sslmode=require needs TLS");
+        .stderr_has("server does not support SSL, but SSL was required");
     // Malformed on its face: a usage error, before connecting.
     let out = probe(server.pgnotify().args(["-d", "postgres://x/y?bogus=1"])).run();
     out.code(2)

@@ -545,7 +545,7 @@ fn memory_stays_bounded_through_a_large_backlog_with_a_fast_heartbeat() {
     std::thread::sleep(Duration::from_secs(3));
     let peak = peak_kib(pipe.child.id());
     assert!(
-        peak < 20 * 1024,
+        peak < 22 * 1024,
         "pgnotify peaked at {peak} KiB through a 560 MB backlog{}",
         pipe.report()
     );
@@ -593,7 +593,7 @@ fn a_blocked_source_behind_a_large_backlog_keeps_memory_and_connection() {
     );
     let peak = peak_kib(pipe.child.id());
     assert!(
-        peak < 20 * 1024,
+        peak < 22 * 1024,
         "pgnotify peaked at {peak} KiB with a 140 MB backlog waiting{}",
         pipe.report()
     );
@@ -607,7 +607,8 @@ fn a_blocked_source_behind_a_large_backlog_keeps_memory_and_connection() {
         "a live connection was taken for dead{}",
         pipe.report()
     );
-    assert!(peak_kib(pipe.child.id()) < 20 * 1024);
+    let peak = peak_kib(pipe.child.id());
+    assert!(peak < 22 * 1024, "pgnotify peaked at {peak} KiB draining the backlog");
 }
 
 #[test]
@@ -627,7 +628,7 @@ fn memory_stays_bounded_with_exec_jobs_that_never_finish() {
     std::thread::sleep(Duration::from_secs(2));
     let peak = peak_kib(pipe.child.id());
     assert!(
-        peak < 20 * 1024,
+        peak < 22 * 1024,
         "pgnotify peaked at {peak} KiB with its commands stalled{}",
         pipe.report()
     );

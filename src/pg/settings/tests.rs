@@ -164,7 +164,7 @@ fn malformed_settings_are_usage_errors_and_unsupported_ones_connection_errors() 
     let usage = |e: &anyhow::Error| e.is::<UsageError>();
     let connection = |e: &anyhow::Error| e.is::<ConnectionError>();
     type Kind = fn(&anyhow::Error) -> bool;
-    let cases: [(ConnOptions, Env, &str, Kind); 5] = [
+    let cases: [(ConnOptions, Env, &str, Kind); 7] = [
         (
             opts(None, None, Some("abc"), None),
             env(&[]),
@@ -184,15 +184,27 @@ fn malformed_settings_are_usage_errors_and_unsupported_ones_connection_errors() 
             usage,
         ),
         (
-            opts(Some("sslmode=require"), None, None, None),
+            opts(Some("sslmode=verify"), None, None, None),
             env(&[]),
-            "sslmode=require",
+            "invalid sslmode value: \"verify\"",
+            usage,
+        ),
+        (
+            opts(None, None, None, None),
+            env(&[("PGSSLROOTCERT", "system"), ("PGSSLMODE", "require")]),
+            "weak sslmode \"require\" may not be used with sslrootcert=system",
+            usage,
+        ),
+        (
+            opts(Some("sslcertmode=require"), None, None, None),
+            env(&[]),
+            "sslcertmode=require is not supported",
             connection,
         ),
         (
             opts(None, None, None, None),
-            env(&[("PGSSLMODE", "verify-full")]),
-            "verify-full",
+            env(&[("PGREQUIREAUTH", "scram-sha-256")]),
+            "require_auth is not supported",
             connection,
         ),
     ];

@@ -47,12 +47,23 @@ def read_message(conn):
     return tag, read_exact(conn, length - 4)
 
 
+SSL_REQUEST = 80877103
+
+
 def startup(conn):
     (length,) = struct.unpack("!i", read_exact(conn, 4))
-    read_exact(conn, length - 4)
+    body = read_exact(conn, length - 4)
+    if length == 8 and struct.unpack("!i", body)[0] == SSL_REQUEST:
+        # No TLS here: the client goes on in plain text (sslmode=prefer, the default).
+        conn.sendall(b"N")
+        (length,) = struct.unpack("!i", read_exact(conn, 4))
+        read_exact(conn, length - 4)
     conn.sendall(
         message(b"R", struct.pack("!i", 0))
         + message(b"S", cstr("server_version") + cstr("15.0"))
+        # As PostgreSQL 14 and later report them: a primary, read-write by default.
+        + message(b"S", cstr("in_hot_standby") + cstr("off"))
+        + message(b"S", cstr("default_transaction_read_only") + cstr("off"))
         + message(b"S", cstr("client_encoding") + cstr("UTF8"))
         + message(b"K", struct.pack("!ii", 4242, 1))
         + ready()
