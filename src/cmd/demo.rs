@@ -60,9 +60,12 @@ const TLS_HOST: &str = "localhost";
 /// How many events the writes make: one per row changed.
 const WRITE_EVENTS: usize = 4;
 
-/// Events the demo waits on: its listener's stderr lines, and signals.
+/// Events the demo waits on: its listener's stderr lines, their end, and signals.
 enum DemoEvent {
     ListenerSaid(String),
+    /// The stderr of the listener with this process id has ended: it has exited, after
+    /// every line it said.
+    ListenerDone(u32),
     Stop(i32),
 }
 
@@ -215,6 +218,15 @@ fn start_receiver(
                     return Ok(Ok(child));
                 }
             }
+            DemoEvent::ListenerDone(id) if id == child.id() => {
+                let status = child.wait()?;
+                bail!(
+                    "`pgnotify {}` exited with {status} before listening",
+                    args[0]
+                );
+            }
+            // An earlier listener's: it has been waited for.
+            DemoEvent::ListenerDone(_) => {}
             DemoEvent::Stop(signal) => return stop(&mut child, signal).map(Err),
         }
     }
@@ -232,6 +244,7 @@ fn wait_listener(listener: &mut Child, rx: &Receiver<DemoEvent>) -> Result<Exit>
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(DemoEvent::ListenerSaid(line)) => show_line(&line),
+            Ok(DemoEvent::ListenerDone(_)) => {}
             Ok(DemoEvent::Stop(signal)) => return stop(listener, signal),
             Err(_) if Instant::now() > deadline => bail!("the listener did not finish in time"),
             Err(_) => {}
@@ -323,6 +336,7 @@ fn listener_stdout(keep: bool) -> Result<Stdio> {
 }
 
 fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
+    let id = child.id();
     if let Some(stderr) = child.stderr.take() {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -330,6 +344,7 @@ fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
                     return;
                 }
             }
+            let _ = tx.send(DemoEvent::ListenerDone(id));
         });
     }
 }
