@@ -109,7 +109,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__demo)
-            opts="-d -h -p -U -w -W -q -v -? --keep --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --keep --tls --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -145,6 +145,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l color -d 'Whe
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l keep -d 'Leave the server running and print its connection settings as shell `export` lines on stdout (the demo\'s own output then goes to stderr)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l tls -d 'Serve TLS too, with a certificate from a certificate authority made for the demo, and connect to it over TCP as `localhost` with sslmode=verify-full. With --keep, the settings printed do the same: PGHOST=localhost, PGSSLMODE=verify-full and PGSSLROOTCERT (the CA\'s certificate, in the server\'s directory)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s W -l password -d 'Prompt for a password (without echo) before connecting'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s q -l quiet -d 'Print only errors on stderr, no warnings'

@@ -464,7 +464,8 @@ pub(crate) struct PipeArgs {
 const DEMO_EXAMPLES: &str = "\
 Examples:
   pgnotify demo                        watch listen receive what notify sends, then clean up
-  eval \"$(pgnotify demo --keep)\"       keep the server and point PG* variables at it";
+  eval \"$(pgnotify demo --keep)\"       keep the server and point PG* variables at it
+  eval \"$(pgnotify demo --keep --tls)\" ... over TLS, the server's certificate verified";
 
 /// Run pgnotify against a private throwaway PostgreSQL, then remove it.
 ///
@@ -482,6 +483,13 @@ pub(crate) struct DemoArgs {
     /// stdout (the demo's own output then goes to stderr).
     #[arg(long)]
     pub(crate) keep: bool,
+
+    /// Serve TLS too, with a certificate from a certificate authority made for the demo, and
+    /// connect to it over TCP as `localhost` with sslmode=verify-full. With --keep, the
+    /// settings printed do the same: PGHOST=localhost, PGSSLMODE=verify-full and PGSSLROOTCERT
+    /// (the CA's certificate, in the server's directory).
+    #[arg(long)]
+    pub(crate) tls: bool,
 }
 
 /// Reads `500ms`, `10s`, `5m`, `1h`, `1h 30m`; zero and negative durations are refused.

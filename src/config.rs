@@ -206,6 +206,8 @@ pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
 pub(crate) struct DemoSettings {
     /// Leave the server running and print its settings as `export` lines on stdout.
     pub(crate) keep: bool,
+    /// Serve TLS, and connect with sslmode=verify-full.
+    pub(crate) tls: bool,
     /// A pause before the notifications are sent (a test hook, `PGNOTIFY_DEMO_PAUSE`).
     pub(crate) pause: Option<Duration>,
 }
@@ -218,6 +220,7 @@ pub(crate) fn demo(args: &DemoArgs) -> DemoSettings {
         .and_then(|p| crate::cli::parse_duration(&p).ok());
     DemoSettings {
         keep: args.keep,
+        tls: args.tls,
         pause,
     }
 }

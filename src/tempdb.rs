@@ -11,6 +11,13 @@
 //! does not reach it), reading a pipe whose other end only this process holds. When this
 //! process ends in any way, or drops the `Cluster`, the pipe closes and the guardian stops the
 //! server (`pg_ctl -m immediate`) and removes the directory.
+//!
+//! With `Options::tls` the server also speaks TLS, with a certificate from a certificate
+//! authority of its own (`tls`), and `Cluster::start_standby` makes a streaming replica of a
+//! running server, for failover tests.
+
+mod standby;
+pub mod tls;
 
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -31,9 +38,21 @@ rm -rf "$3""#;
 pub struct Options {
     /// Extra `postgresql.conf` lines.
     pub conf: Vec<String>,
-    /// `pg_hba.conf` lines placed before the default `trust` lines.
+    /// `pg_hba.conf` lines placed before the default `trust` lines (for every user, database
+    /// and replication, locally and on loopback), so the first match wins over them: e.g.
+    /// `hostssl all all 127.0.0.1/32 scram-sha-256` and `hostnossl all all 127.0.0.1/32
+    /// reject`. Give a role a password with [`Cluster::psql`].
     pub hba: Vec<String>,
+    /// Serve TLS too (`ssl = on`): a CA and a server certificate for `localhost` and
+    /// `127.0.0.1` in `ROOT/tls/`, the CA also trusted for client certificates. See
+    /// [`Cluster::ca`].
+    pub tls: bool,
 }
+
+/// The name of the CA's files in `ROOT/tls/`: `ca.crt`, `ca.key`.
+const CA_NAME: &str = "ca";
+/// The name of the server certificate's files in `ROOT/tls/`: `server.crt`, `server.key`.
+const SERVER_CERT: &str = "server";
 
 /// A running throwaway server. Dropping it stops the server and removes its directory.
 pub struct Cluster {
@@ -42,6 +61,8 @@ pub struct Cluster {
     port: u16,
     owner: Option<nix::unistd::User>,
     guardian: Option<Child>,
+    /// The certificate authority, when the server serves TLS.
+    ca: Option<tls::CertAuthority>,
 }
 
 /// The name of the superuser `initdb` creates.
@@ -50,26 +71,92 @@ pub const SUPERUSER: &str = "postgres";
 impl Cluster {
     /// Creates, configures and starts a new server.
     pub fn start(options: &Options) -> Result<Cluster> {
-        let bin = find_bin_dir()?;
-        let owner = server_owner()?;
+        let mut cluster = Cluster::prepare(find_bin_dir()?, server_owner()?)?;
+        cluster.init(options)?;
+        if options.tls {
+            let ca = tls::CertAuthority::new(&cluster.tls_path(), CA_NAME)?;
+            ca.issue_server(
+                &cluster.tls_path(),
+                SERVER_CERT,
+                &["localhost", "127.0.0.1"],
+            )?;
+            cluster.ca = Some(ca);
+            cluster.serve_tls()?;
+        }
+        cluster.launch()?;
+        Ok(cluster)
+    }
+
+    /// A new root directory, owned by the server's owner, with its guardian running.
+    fn prepare(bin: PathBuf, owner: Option<nix::unistd::User>) -> Result<Cluster> {
         let root = nix::unistd::mkdtemp("/tmp/pgnotify-XXXXXX")
             .context("could not create a temporary directory in /tmp")?;
-        if let Some(user) = &owner {
-            nix::unistd::chown(&root, Some(user.uid), Some(user.gid)).with_context(|| {
-                format!("could not give {} to the postgres user", root.display())
-            })?;
-        }
         let mut cluster = Cluster {
             root,
             bin,
             port: 0,
             owner,
             guardian: None,
+            ca: None,
         };
+        cluster.give_to_owner(&cluster.root)?;
         cluster.guardian = Some(cluster.spawn_guardian()?);
-        cluster.init(options)?;
-        cluster.launch()?;
         Ok(cluster)
+    }
+
+    /// Runs SQL with psql as the superuser over the unix socket, and returns what it printed
+    /// (unaligned, tuples only, trimmed); fails with psql's error. E.g.
+    /// `CREATE ROLE alice LOGIN PASSWORD 'secret'` gives alice a SCRAM password
+    /// (`password_encryption` is `scram-sha-256` by default).
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let out = self.run_tool(
+            "psql",
+            &[
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.conninfo(),
+                "-c",
+                sql,
+            ],
+        )?;
+        if !out.status.success() {
+            bail!(
+                "psql -c {sql:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The certificate authority whose server certificate the server presents, when started
+    /// with `Options::tls`: its [`cert_path`](tls::CertAuthority::cert_path) is the
+    /// `sslrootcert` that verifies the server, and it issues client certificates the server
+    /// accepts (and certificates for other tests).
+    pub fn ca(&self) -> Option<&tls::CertAuthority> {
+        self.ca.as_ref()
+    }
+
+    /// `ROOT/tls/`, holding `ca.crt`, `ca.key`, `server.crt`, `server.key`, when started with
+    /// `Options::tls`.
+    pub fn tls_dir(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(|_| self.tls_path())
+    }
+
+    /// A libpq connection string for the superuser over TCP to `localhost`, verifying the
+    /// server's certificate (`sslmode=verify-full`), when started with `Options::tls`.
+    pub fn tls_conninfo(&self) -> Option<String> {
+        let ca = self.ca.as_ref()?;
+        Some(format!(
+            "host=localhost port={} user={SUPERUSER} dbname=postgres sslmode=verify-full \
+             sslrootcert={}",
+            self.port,
+            ca.cert_path().display()
+        ))
     }
 
     /// The directory holding the data directory, the socket and the logs.
@@ -161,6 +248,39 @@ impl Cluster {
         )
     }
 
+    fn tls_path(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// Points the server at the files in `ROOT/tls/`, and gives them to the server's owner:
+    /// the server reads its key only when the key is its own, and the guardian, removing the
+    /// directory, must be able to empty `tls/`.
+    fn serve_tls(&self) -> Result<()> {
+        let dir = self.tls_path();
+        let file = |name: &str| dir.join(name).display().to_string();
+        self.give_to_owner(&dir)?;
+        self.give_to_owner(&dir.join(format!("{SERVER_CERT}.key")))?;
+        append(
+            &self.data_dir().join("postgresql.conf"),
+            &[
+                "ssl = on".to_owned(),
+                format!("ssl_cert_file = '{}'", file(&format!("{SERVER_CERT}.crt"))),
+                format!("ssl_key_file = '{}'", file(&format!("{SERVER_CERT}.key"))),
+                format!("ssl_ca_file = '{}'", file(&format!("{CA_NAME}.crt"))),
+            ],
+        )
+    }
+
+    /// Gives a file or directory to the server's owner (when running as root).
+    fn give_to_owner(&self, path: &Path) -> Result<()> {
+        if let Some(user) = &self.owner {
+            nix::unistd::chown(path, Some(user.uid), Some(user.gid)).with_context(|| {
+                format!("could not give {} to the postgres user", path.display())
+            })?;
+        }
+        Ok(())
+    }
+
     fn command(&self, tool: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(tool));
         cmd.current_dir(&self.root).process_group(0);
@@ -231,6 +351,8 @@ impl Cluster {
                 "local all all trust",
                 "host all all 127.0.0.1/32 trust",
                 "host all all ::1/128 trust",
+                "local replication all trust",
+                "host replication all 127.0.0.1/32 trust",
             ]
             .map(String::from),
         );

@@ -5,6 +5,10 @@
 //! The demo runs this very binary as child processes, with the command lines it prints, so what
 //! a newcomer sees is what they would type. The children also get bounds the newcomer needs
 //! not type: `--timeout`, `--max-downtime`, and `-v` for their readiness lines.
+//!
+//! With `--tls` the server serves TLS with a certificate from a CA of its own, and every
+//! client the demo shows (pgnotify, psql) connects over TCP to `localhost` with libpq's
+//! `sslmode=verify-full` and the CA as `sslrootcert`, as the `--keep` settings then say too.
 
 use crate::config::DemoSettings;
 use crate::exit::{Exit, StdoutError};
@@ -50,12 +54,18 @@ const WRITES: &[&str] = &[
 /// How long the demo's listener and pipe outlive their server: when the demo is killed, its
 /// guardian removes the server, and the orphaned children must not retry for long.
 const ORPHAN_DOWNTIME: &str = "5s";
+/// The host name clients use over TLS: the name in the server's certificate, which
+/// verify-full checks.
+const TLS_HOST: &str = "localhost";
 /// How many events the writes make: one per row changed.
 const WRITE_EVENTS: usize = 4;
 
-/// Events the demo waits on: its listener's stderr lines, and signals.
+/// Events the demo waits on: its listener's stderr lines, their end, and signals.
 enum DemoEvent {
     ListenerSaid(String),
+    /// The stderr of the listener with this process id has ended: it has exited, after
+    /// every line it said.
+    ListenerDone(u32),
     Stop(i32),
 }
 
@@ -64,13 +74,22 @@ pub(crate) fn run(settings: DemoSettings) -> Result<Exit> {
     let signals = tx.clone();
     signals::deliver_to(move |signal| signals.send(DemoEvent::Stop(signal)).is_ok());
     say("starting a throwaway PostgreSQL server...");
-    let cluster = Cluster::start(&tempdb::Options::default())?;
+    let cluster = Cluster::start(&tempdb::Options {
+        tls: settings.tls,
+        ..Default::default()
+    })?;
     say(&format!(
         "the server runs in {} (socket there, TCP 127.0.0.1:{}), as user \"{}\"",
         cluster.root().display(),
         cluster.port(),
         tempdb::SUPERUSER
     ));
+    if let Some(ca) = cluster.ca() {
+        say(&format!(
+            "it serves TLS; clients connect to localhost and verify its certificate against {}",
+            ca.cert_path().display()
+        ));
+    }
     let outcome = show(&cluster, &settings, tx, &rx);
     match (settings.keep, outcome) {
         (true, Ok(Exit::Success)) => print_settings(cluster),
@@ -199,6 +218,15 @@ fn start_receiver(
                     return Ok(Ok(child));
                 }
             }
+            DemoEvent::ListenerDone(id) if id == child.id() => {
+                let status = child.wait()?;
+                bail!(
+                    "`pgnotify {}` exited with {status} before listening",
+                    args[0]
+                );
+            }
+            // An earlier listener's: it has been waited for.
+            DemoEvent::ListenerDone(_) => {}
             DemoEvent::Stop(signal) => return stop(&mut child, signal).map(Err),
         }
     }
@@ -216,6 +244,7 @@ fn wait_listener(listener: &mut Child, rx: &Receiver<DemoEvent>) -> Result<Exit>
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(DemoEvent::ListenerSaid(line)) => show_line(&line),
+            Ok(DemoEvent::ListenerDone(_)) => {}
             Ok(DemoEvent::Stop(signal)) => return stop(listener, signal),
             Err(_) if Instant::now() > deadline => bail!("the listener did not finish in time"),
             Err(_) => {}
@@ -237,21 +266,27 @@ fn stop(listener: &mut Child, signal: i32) -> Result<Exit> {
     Ok(Exit::for_signal(signal))
 }
 
-/// This binary, with the connection options of the throwaway server.
+/// This binary, with the connection options of the throwaway server: its socket, or over
+/// TLS `localhost` verified in full, given as libpq's variables (pgnotify has no flags for them).
 fn pgnotify(cluster: &Cluster) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "pgnotify".into());
     let mut cmd = Command::new(exe);
-    tempdb::without_pg_env(&mut cmd)
-        .arg("-h")
-        .arg(cluster.socket_dir())
-        .args([
-            "-p",
-            &cluster.port().to_string(),
-            "-U",
-            tempdb::SUPERUSER,
-            "-d",
-            "postgres",
-        ]);
+    tempdb::without_pg_env(&mut cmd);
+    match cluster.ca() {
+        Some(ca) => cmd
+            .args(["-h", TLS_HOST])
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", ca.cert_path()),
+        None => cmd.arg("-h").arg(cluster.socket_dir()),
+    }
+    .args([
+        "-p",
+        &cluster.port().to_string(),
+        "-U",
+        tempdb::SUPERUSER,
+        "-d",
+        "postgres",
+    ]);
     cmd
 }
 
@@ -280,7 +315,7 @@ fn notify_with_psql(cluster: &Cluster, psql: &std::path::Path) -> Result<()> {
         .arg("-X")
         .arg("-q")
         .arg("-d")
-        .arg(cluster.conninfo())
+        .arg(cluster.tls_conninfo().unwrap_or_else(|| cluster.conninfo()))
         .args(["-c", "NOTIFY demo, 'psql works too'"])
         .stdin(Stdio::null())
         .status()
@@ -301,6 +336,7 @@ fn listener_stdout(keep: bool) -> Result<Stdio> {
 }
 
 fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
+    let id = child.id();
     if let Some(stderr) = child.stderr.take() {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -308,6 +344,7 @@ fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
                     return;
                 }
             }
+            let _ = tx.send(DemoEvent::ListenerDone(id));
         });
     }
 }
@@ -315,11 +352,20 @@ fn forward_lines(child: &mut Child, tx: mpsc::Sender<DemoEvent>) {
 /// Prints the settings of the server it keeps. Only once they are written is the server kept:
 /// when stdout's reader has gone, nobody could find it, so it is removed as without `--keep`.
 fn print_settings(cluster: Cluster) -> Result<Exit> {
+    let (host, tls) = match cluster.ca() {
+        Some(ca) => (
+            TLS_HOST.to_owned(),
+            format!(
+                " PGSSLMODE='verify-full' PGSSLROOTCERT='{}'",
+                ca.cert_path().display()
+            ),
+        ),
+        None => (cluster.socket_dir().display().to_string(), String::new()),
+    };
     let text = format!(
-        "export PGHOST='{}' PGPORT='{}' PGUSER='{}' PGDATABASE='postgres'\n\
+        "export PGHOST='{host}' PGPORT='{}' PGUSER='{}' PGDATABASE='postgres'{tls}\n\
          # then try: pgnotify listen jobs   and, in another shell: pgnotify notify jobs hello\n\
          # stop and remove the server: {}\n",
-        cluster.socket_dir().display(),
         cluster.port(),
         tempdb::SUPERUSER,
         cluster.stop_command()

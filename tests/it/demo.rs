@@ -160,6 +160,58 @@ fn demo_keep_leaves_a_usable_server() {
 }
 
 #[test]
+fn demo_keep_tls_prints_settings_that_verify_the_server_in_full() {
+    let out = Cmd::new().args(["demo", "--keep", "--tls"]).run();
+    out.success();
+    let exports = out.stdout.lines().next().unwrap();
+    let settings = exported(exports);
+    assert_eq!(settings["PGHOST"], "localhost", "{}", out.report());
+    assert_eq!(settings["PGSSLMODE"], "verify-full", "{}", out.report());
+    let dir = announced_dir(&out.stderr);
+    assert_eq!(
+        PathBuf::from(&settings["PGSSLROOTCERT"]),
+        dir.join("tls/ca.crt"),
+        "{}",
+        out.report()
+    );
+    let stop = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# stop and remove the server: "))
+        .unwrap()
+        .to_owned();
+    // psql, libpq itself, with nothing but the printed settings: over TLS, verified in full.
+    let psql = pgnotify::tempdb::find_bin_dir().unwrap().join("psql");
+    let answered = Cmd::shell(&format!(
+        "{exports}; \"$1\" -X -Atc 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'"
+    ))
+    .arg(&psql)
+    .run();
+    let stopped = Cmd::shell(&stop).run();
+    answered.success();
+    assert_eq!(answered.stdout.trim(), "t", "{}", answered.report());
+    assert!(
+        stopped.status.success(),
+        "the printed stop command failed: {stop}{}",
+        stopped.report()
+    );
+    assert!(!dir.exists());
+}
+
+/// The variables of one `export A='x' B='y'` line.
+fn exported(line: &str) -> std::collections::HashMap<String, String> {
+    let rest = line
+        .strip_prefix("export ")
+        .unwrap_or_else(|| panic!("{line}"));
+    rest.split(' ')
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+            (key.to_owned(), value.trim_matches('\'').to_owned())
+        })
+        .collect()
+}
+
+#[test]
 fn demo_without_server_binaries_names_the_package() {
     let empty = tempfile::tempdir().unwrap();
     let out = Cmd::new()

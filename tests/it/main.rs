@@ -10,6 +10,7 @@ mod conn;
 mod demo;
 mod exec;
 mod faults;
+mod harness;
 mod layout;
 mod listen;
 mod notify;

@@ -38,6 +38,48 @@ impl Server {
         Server { cluster, home }
     }
 
+    /// A server that also serves TLS (`Options::tls`), with its own CA (`cluster.ca()`).
+    pub fn start_tls() -> Server {
+        Server::start_with(&tempdb::Options {
+            tls: true,
+            ..Default::default()
+        })
+    }
+
+    /// A streaming standby of this server, accepting read-only connections, with a home of
+    /// its own; it serves TLS when this server does.
+    pub fn standby(&self) -> Server {
+        let cluster = self.cluster.start_standby().unwrap_or_else(|e| {
+            panic!(
+                "could not start a standby: {e:#}\n{}",
+                self.cluster.log_tail(20)
+            )
+        });
+        let home = tempfile::Builder::new()
+            .prefix("pgnotify-home-")
+            .tempdir()
+            .expect("temp home");
+        Server { cluster, home }
+    }
+
+    /// Runs SQL with psql as the superuser over the socket; panics with psql's error.
+    pub fn psql(&self, sql: &str) -> String {
+        self.cluster
+            .psql(sql)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.cluster.log_tail(20)))
+    }
+
+    /// `psql -X -At -d CONNINFO -c SQL`, with nothing of this process's environment but PATH
+    /// and HOME (this server's): for checking what a client sees, TLS settings included.
+    pub fn psql_as_client(&self, conninfo: &str, sql: &str) -> Outcome {
+        let psql = self.cluster.bin_dir().join("psql");
+        let mut cmd = Cmd::running(Program::Other(psql));
+        cmd.env("HOME", self.home.path());
+        cmd.log = Some(self.cluster.log_path());
+        cmd.args(["-X", "-At", "-d", conninfo, "-c", sql]);
+        cmd.run()
+    }
+
     /// A superuser client for setting up and sending notifications.
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.cluster.conninfo(), postgres::NoTls).unwrap_or_else(|e| {
@@ -155,6 +197,8 @@ enum Program {
     Shell(String),
     /// `python3 -c SCRIPT ARGS...`: the arguments are `sys.argv[1:]`.
     Python(String),
+    /// Another program, e.g. psql.
+    Other(PathBuf),
 }
 
 /// A command line for the real binary, or a script around it (`Cmd::shell`, `Cmd::python`).
@@ -253,6 +297,7 @@ impl Cmd {
                 cmd.arg("-c").arg(script);
                 cmd
             }
+            Program::Other(path) => Command::new(path),
         };
         cmd.env_clear().envs(&self.env).args(&self.args);
         cmd
@@ -264,6 +309,7 @@ impl Cmd {
             Program::Pgnotify => "pgnotify".to_owned(),
             Program::Shell(script) => format!("bash -c {script:?} bash"),
             Program::Python(script) => format!("python3 -c {script:?}"),
+            Program::Other(path) => path.display().to_string(),
         };
         format!("{program} {}", argv.join(" "))
     }
