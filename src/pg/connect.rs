@@ -32,8 +32,10 @@ pub(crate) trait Open: Sized + Send + 'static {
     const LISTENS: bool;
 
     /// Opens one; the outer error says the client could not even be set up.
-    fn open(config: tokio_postgres::Config, tls: Tls)
-    -> Result<Result<Self, postgres::Error>, String>;
+    fn open(
+        config: tokio_postgres::Config,
+        tls: Tls,
+    ) -> Result<Result<Self, postgres::Error>, String>;
 
     /// What the session is, for `target_session_attrs`.
     fn session(&mut self) -> Result<Session, String>;
@@ -271,11 +273,8 @@ fn open<C: Open>(
             other => other.map_err(|(e, _)| e),
         },
         SslMode::Prefer => match try_mode(SslMode::Prefer) {
-            Err((first, true)) => {
-                try_mode(SslMode::Disable).map_err(|(then, _)| {
-                    Failure::Twice(first.into(), then.into(), "without SSL")
-                })
-            }
+            Err((first, true)) => try_mode(SslMode::Disable)
+                .map_err(|(then, _)| Failure::Twice(first.into(), then.into(), "without SSL")),
             other => other.map_err(|(e, _)| e),
         },
         mode => try_mode(mode).map_err(|(e, _)| e),

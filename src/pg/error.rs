@@ -13,6 +13,20 @@ pub(crate) fn describe_pg_error(e: &postgres::Error) -> String {
         if let Some(hint) = db.hint() {
             text.push_str(&format!("; hint: {hint}"));
         }
+        // 25006 read_only_sql_transaction: say what kind of server this is, and the fix.
+        if db.code().code() == "25006" {
+            text.push_str(match db.message().contains("during recovery") {
+                true => {
+                    "; the server is a hot standby, which is read-only: connect to the primary \
+                     (with a list of hosts, target_session_attrs=primary chooses it)"
+                }
+                false => {
+                    "; the session is read-only (default_transaction_read_only): connect to a \
+                     writable server (with a list of hosts, target_session_attrs=read-write \
+                     chooses one)"
+                }
+            });
+        }
         return text;
     }
     let mut text = e.to_string();

@@ -118,7 +118,12 @@ impl TlsSettings {
         params: &BTreeMap<String, String>,
         home: Option<&Path>,
     ) -> Result<TlsSettings, Invalid> {
-        let get = |key: &str| params.get(key).map(String::as_str).filter(|v| !v.is_empty());
+        let get = |key: &str| {
+            params
+                .get(key)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+        };
         let in_home = |file: &str| home.map(|h| h.join(".postgresql").join(file));
         let roots = match get("sslrootcert") {
             Some("system") => Roots::System,
@@ -126,9 +131,8 @@ impl TlsSettings {
             None => Roots::File(in_home("root.crt")),
         };
         let mode = match get("sslmode") {
-            Some(value) => SslMode::parse(value).ok_or_else(|| {
-                Invalid::Malformed(format!("invalid sslmode value: \"{value}\""))
-            })?,
+            Some(value) => SslMode::parse(value)
+                .ok_or_else(|| Invalid::Malformed(format!("invalid sslmode value: \"{value}\"")))?,
             // requiressl=1, the old spelling of sslmode=require.
             None if get("requiressl") == Some("1") => SslMode::Require,
             None if matches!(roots, Roots::System) => SslMode::VerifyFull,
@@ -187,7 +191,9 @@ impl TlsSettings {
         if let (Some(min), Some(max)) = (min, max)
             && rank(min) > rank(max)
         {
-            return Err(Invalid::Malformed("invalid SSL protocol version range".into()));
+            return Err(Invalid::Malformed(
+                "invalid SSL protocol version range".into(),
+            ));
         }
         Ok(TlsSettings {
             mode,
@@ -266,10 +272,12 @@ pub(crate) fn connector(
     let mut ctx = SslContextBuilder::new(SslMethod::tls_client())
         .map_err(stack("could not create an SSL context".into()))?;
     ctx.set_options(SslOptions::NO_COMPRESSION | SslOptions::NO_TICKET);
-    ctx.set_min_proto_version(settings.min)
-        .map_err(stack("could not set the minimum SSL protocol version".into()))?;
-    ctx.set_max_proto_version(settings.max)
-        .map_err(stack("could not set the maximum SSL protocol version".into()))?;
+    ctx.set_min_proto_version(settings.min).map_err(stack(
+        "could not set the minimum SSL protocol version".into(),
+    ))?;
+    ctx.set_max_proto_version(settings.max).map_err(stack(
+        "could not set the maximum SSL protocol version".into(),
+    ))?;
     // As libpq 17 does: servers that take direct TLS require the "postgresql" ALPN protocol.
     ctx.set_alpn_protos(b"\x0apostgresql")
         .map_err(stack("could not set the ALPN protocol".into()))?;
@@ -297,12 +305,16 @@ pub(crate) fn connector(
         Roots::System => {
             ctx.set_default_verify_paths()
                 .map_err(stack("could not load the system root certificates".into()))?;
-            (true, "the system's root certificates (sslrootcert=system)".to_owned())
+            (
+                true,
+                "the system's root certificates (sslrootcert=system)".to_owned(),
+            )
         }
         Roots::File(Some(file)) if file.exists() => {
             let shown = quote_value(&file.display().to_string());
-            ctx.set_ca_file(file)
-                .map_err(stack(format!("could not read root certificate file {shown}")))?;
+            ctx.set_ca_file(file).map_err(stack(format!(
+                "could not read root certificate file {shown}"
+            )))?;
             (true, format!("root certificate file {shown}"))
         }
         Roots::File(Some(file)) if mode >= SslMode::VerifyCa => {
@@ -314,10 +326,12 @@ pub(crate) fn connector(
             ));
         }
         Roots::File(None) if mode >= SslMode::VerifyCa => {
-            return Err("could not get home directory to locate root certificate file; \
+            return Err(
+                "could not get home directory to locate root certificate file; \
                         either provide the file or change sslmode to disable server \
                         certificate verification"
-                .into());
+                    .into(),
+            );
         }
         Roots::File(_) => (false, String::new()),
     };
@@ -382,7 +396,9 @@ fn load_key(ctx: &mut SslContextBuilder, key: &Path, password: Option<&str>) -> 
     let meta = match std::fs::metadata(key) {
         Ok(meta) => meta,
         Err(e) if is_absent(&e) => {
-            return Err(format!("certificate present, but not private key file {shown}"));
+            return Err(format!(
+                "certificate present, but not private key file {shown}"
+            ));
         }
         Err(e) => {
             return Err(format!(
@@ -424,10 +440,7 @@ fn load_key(ctx: &mut SslContextBuilder, key: &Path, password: Option<&str>) -> 
             "could not load private key file {shown}: it is encrypted and no sslpassword \
              was given"
         ),
-        _ => format!(
-            "could not load private key file {shown}: {}",
-            reasons(&e)
-        ),
+        _ => format!("could not load private key file {shown}: {}", reasons(&e)),
     })?;
     ctx.set_private_key(&pkey)
         .map_err(|e| format!("could not load private key file {shown}: {}", reasons(&e)))?;
@@ -547,9 +560,12 @@ fn refusal(ctx: &X509StoreContextRef, host: &str, roots: &str) -> String {
             quote_value(host)
         );
     }
+    // Named by the server's own certificate, whichever link of its chain failed.
     let subject = ctx
-        .current_cert()
-        .and_then(|c| common_name(c))
+        .chain()
+        .and_then(|chain| chain.get(0))
+        .or(ctx.current_cert())
+        .and_then(common_name)
         .map(|cn| format!(" for {}", quote_value(&cn)))
         .unwrap_or_default();
     format!(
@@ -605,7 +621,9 @@ impl TlsConnect<Socket> for Handshake {
     fn connect(self, stream: Socket) -> Self::Future {
         lock(&self.outcome).used = true;
         Box::pin(async move {
-            let ssl = self.ssl.ok_or("TLS was not configured for this connection")?;
+            let ssl = self
+                .ssl
+                .ok_or("TLS was not configured for this connection")?;
             // Buffered: a TLS record is read in one system call, not a header and a body.
             let mut stream = SslStream::new(ssl, BufReader::with_capacity(16 << 10, stream))?;
             Pin::new(&mut stream).connect().await?;
@@ -674,10 +692,10 @@ impl tokio_postgres::tls::TlsStream for TlsStream {
 pub(crate) fn tls_reason(e: &(dyn Error + 'static)) -> Option<String> {
     let mut source = Some(e);
     while let Some(cause) = source {
-        if let Some(ssl) = cause.downcast_ref::<openssl::ssl::Error>() {
-            if let Some(stack) = ssl.ssl_error() {
-                return Some(reasons(stack));
-            }
+        if let Some(ssl) = cause.downcast_ref::<openssl::ssl::Error>()
+            && let Some(stack) = ssl.ssl_error()
+        {
+            return Some(reasons(stack));
         }
         if let Some(stack) = cause.downcast_ref::<ErrorStack>() {
             return Some(reasons(stack));
@@ -729,17 +747,28 @@ mod tests {
             Some(SslMode::VerifyFull)
         );
         let s = settings(&[]).ok().expect("defaults");
-        assert!(matches!(s.roots, Roots::File(Some(ref f)) if f == Path::new("/home/u/.postgresql/root.crt")));
-        assert_eq!(s.key.as_deref(), Some(Path::new("/home/u/.postgresql/postgresql.key")));
+        assert!(
+            matches!(s.roots, Roots::File(Some(ref f)) if f == Path::new("/home/u/.postgresql/root.crt"))
+        );
+        assert_eq!(
+            s.key.as_deref(),
+            Some(Path::new("/home/u/.postgresql/postgresql.key"))
+        );
     }
 
     #[test]
     fn weak_combinations_are_refused_with_libpq_words() {
         assert_eq!(
-            message(settings(&[("sslrootcert", "system"), ("sslmode", "require")])),
+            message(settings(&[
+                ("sslrootcert", "system"),
+                ("sslmode", "require")
+            ])),
             "weak sslmode \"require\" may not be used with sslrootcert=system (use \"verify-full\")"
         );
-        assert!(message(settings(&[("sslnegotiation", "direct")])).starts_with("weak sslmode \"prefer\""));
+        assert!(
+            message(settings(&[("sslnegotiation", "direct")]))
+                .starts_with("weak sslmode \"prefer\"")
+        );
         assert_eq!(
             message(settings(&[("sslmode", "verify")])),
             "invalid sslmode value: \"verify\""
@@ -753,4 +782,3 @@ mod tests {
         );
     }
 }
-

@@ -608,7 +608,10 @@ fn a_blocked_source_behind_a_large_backlog_keeps_memory_and_connection() {
         pipe.report()
     );
     let peak = peak_kib(pipe.child.id());
-    assert!(peak < 22 * 1024, "pgnotify peaked at {peak} KiB draining the backlog");
+    assert!(
+        peak < 22 * 1024,
+        "pgnotify peaked at {peak} KiB draining the backlog"
+    );
 }
 
 #[test]

@@ -16,4 +16,5 @@ mod listen;
 mod notify;
 mod support;
 mod tcp;
+mod tls;
 mod watch;
