@@ -9,6 +9,7 @@ mod cli;
 mod conn;
 mod demo;
 mod exec;
+mod failover;
 mod faults;
 mod harness;
 mod layout;
