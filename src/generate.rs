@@ -221,12 +221,25 @@ fn environment(roff: &mut Roff) {
             "Seconds to wait for a connection (0: no limit).",
         ),
         (
-            "PGSSLMODE, PGSSLROOTCERT",
-            "TLS settings (this version supports only disable, allow and prefer).",
+            "PGSSLMODE",
+            "disable, allow, prefer (default), require, verify-ca or verify-full, as in libpq; a unix socket never uses TLS.",
         ),
         (
-            "PGOPTIONS, PGTARGETSESSIONATTRS",
-            "Server options and target_session_attrs.",
+            "PGSSLROOTCERT, PGSSLCRL, PGSSLCRLDIR",
+            "Trusted roots (default ~/.postgresql/root.crt; system for the system's store, which implies verify-full) and revocation lists (default ~/.postgresql/root.crl).",
+        ),
+        (
+            "PGSSLCERT, PGSSLKEY",
+            "Client certificate and key (default ~/.postgresql/postgresql.crt and .key); a key others may read is refused.",
+        ),
+        (
+            "PGSSLSNI, PGSSLCERTMODE, PGSSLNEGOTIATION, PGSSLMINPROTOCOLVERSION, PGSSLMAXPROTOCOLVERSION, PGCHANNELBINDING",
+            "The other TLS settings, with libpq's meanings.",
+        ),
+        ("PGOPTIONS", "Server options."),
+        (
+            "PGTARGETSESSIONATTRS",
+            "any, read-write, read-only, primary, standby or prefer-standby: which server of a host list to keep; listen and pipe also pass over hot standbys, and follow a failover.",
         ),
         (
             "NO_COLOR",

@@ -1,6 +1,6 @@
 //! Everything that speaks PostgreSQL or follows libpq's conventions: connection settings with
 //! libpq's sources and precedence, connecting, identifier rules and quoting, and telling a
-//! server error to a person. TLS lands here.
+//! server error to a person; TLS with libpq's meanings (`tls`).
 //!
 //! The `postgres` crate reads no PG* variables, no password file and no service file
 //! (rust-postgres#654, #729), so this wing does what libpq does (libpq's "Connection Strings",

@@ -137,6 +137,27 @@ fn every_sslmode_succeeds_or_fails_as_psql_does_against_a_tls_only_server() {
         .run()
         .success()
         .stderr_has("SSL connection");
+    // sslrootcert=system: the system's store (libpq 16's meaning; psql 15 here reads it as a
+    // file name, so pgnotify alone). It implies verify-full; SSL_CERT_FILE points OpenSSL's
+    // default store at the test CA, and without it the test CA is not trusted.
+    let system = format!("{base} sslrootcert=system");
+    pgnotify(&server, &system)
+        .code(3)
+        .one_line_error()
+        .stderr_has("not trusted")
+        .stderr_has("the system's root certificates");
+    server
+        .bare()
+        .env("PGPASSWORD", PASSWORD)
+        .env("SSL_CERT_FILE", &ca)
+        .args(["-v", "-d", &system, "notify", "probe", "x"])
+        .run()
+        .success()
+        .stderr_has("SSL connection");
+    pgnotify(&server, &format!("{system} sslmode=require"))
+        .code(2)
+        .one_line_error()
+        .stderr_has("weak sslmode \"require\" may not be used with sslrootcert=system");
     // A unix socket never uses TLS, whatever sslmode says (as in libpq).
     server
         .pgnotify()
