@@ -238,7 +238,9 @@ fn is_permanent(failure: &Failure) -> bool {
         Failure::Pg(e) => e,
         Failure::Config(_) | Failure::Untrusted(_) => return true,
         Failure::Twice(first, then, _) => return is_permanent(first) && is_permanent(then),
-        Failure::TimedOut(_) | Failure::Setup(_) | Failure::Mismatch(_) => return false,
+        Failure::TimedOut(_) | Failure::Setup(_) | Failure::Mismatch(_) | Failure::Closed(_) => {
+            return false;
+        }
     };
     if wants_password(e) {
         return true;
@@ -282,7 +284,7 @@ fn open<C: Open>(
 }
 
 /// One connection attempt in `mode`. The error says whether libpq's `prefer` would retry
-/// without TLS: the handshake failed, or the server refused over TLS.
+/// without TLS: TLS could not be set up, the handshake failed, or the server refused over TLS.
 fn attempt<C: Open>(
     settings: &ConnSettings,
     target: &Target,
@@ -294,7 +296,9 @@ fn attempt<C: Open>(
         SslMode::Disable => tls::plain(),
         mode => tls::connector(&settings.tls, mode, settings.get("sslpassword")),
     }
-    .map_err(|why| (Failure::Config(why), false))?;
+    // libpq sets TLS up once the server agrees to it, and `prefer` retries in plain text
+    // when that fails (a key others may read, say): the flag says so here too.
+    .map_err(|why| (Failure::Config(why), true))?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.user(settings.user())
         .dbname(settings.dbname())
@@ -371,6 +375,28 @@ fn attempt<C: Open>(
             Failure::Untrusted(outcome.refused.clone().unwrap_or_default()),
             true,
         )),
+        // TLS 1.3 ends the client's handshake before the server has checked its certificate:
+        // a refusal then comes as an alert, or only as a reset that swallowed the alert.
+        Err(Failure::Pg(e))
+            if outcome.used
+                && e.as_db_error().is_none()
+                && tls::tls_reason(&e).is_none()
+                && let Some(cert) = &outcome.client_cert =>
+        {
+            let when = match outcome.established {
+                Some(_) => "right after",
+                None => "during",
+            };
+            Err((
+                Failure::Closed(format!(
+                    "{} {when} the TLS handshake: the server may have refused the client \
+                     certificate \"{}\"",
+                    describe_pg_error(&e),
+                    cert.display()
+                )),
+                outcome.established.is_none(),
+            ))
+        }
         Err(e) => {
             let handshake_failed = outcome.used && outcome.established.is_none();
             let refused_over_tls = outcome.established.is_some() && e.refused_by_server();
@@ -412,6 +438,8 @@ enum Failure {
     Untrusted(String),
     /// The session does not match `target_session_attrs`, or is a standby and cannot LISTEN.
     Mismatch(String),
+    /// The server closed the connection after the TLS handshake (why, in words).
+    Closed(String),
     /// `prefer` or `allow` tried twice: the first failure, the second, and how it was retried.
     Twice(Box<Failure>, Box<Failure>, &'static str),
 }
@@ -544,7 +572,10 @@ fn describe_failure(failure: &Failure, prompt: PasswordPrompt) -> String {
             format!("timeout expired after {} s (connect_timeout)", t.as_secs())
         }
         Failure::Setup(why) => format!("could not set up a client: {why}"),
-        Failure::Config(why) | Failure::Untrusted(why) | Failure::Mismatch(why) => why.clone(),
+        Failure::Config(why)
+        | Failure::Untrusted(why)
+        | Failure::Mismatch(why)
+        | Failure::Closed(why) => why.clone(),
         Failure::Twice(first, then, how) => format!(
             "{}; retried {how}: {}",
             describe_failure(first, prompt),

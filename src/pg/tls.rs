@@ -246,6 +246,8 @@ pub(crate) struct Outcome {
     pub(crate) refused: Option<String>,
     /// psql's "SSL connection (...)" description, once a handshake succeeded.
     pub(crate) established: Option<String>,
+    /// The client certificate offered, if one was (its file).
+    pub(crate) client_cert: Option<PathBuf>,
 }
 
 /// The TLS side of one connection attempt: what `tokio-postgres` calls to start TLS.
@@ -369,6 +371,7 @@ pub(crate) fn connector(
     if have_cert && let Some(key) = &settings.key {
         load_key(&mut ctx, key, password)?;
     }
+    let client_cert = settings.cert.clone().filter(|_| have_cert);
     let verify = match mode {
         SslMode::VerifyFull => Verify::Full,
         SslMode::VerifyCa => Verify::Chain,
@@ -380,7 +383,10 @@ pub(crate) fn connector(
         verify,
         sni: settings.sni,
         roots,
-        outcome: Arc::default(),
+        outcome: Arc::new(Mutex::new(Outcome {
+            client_cert,
+            ..Outcome::default()
+        })),
     })
 }
 
