@@ -295,10 +295,7 @@ fn attempt<C: Open>(
     let tls = match mode {
         SslMode::Disable => tls::plain(),
         mode => tls::connector(&settings.tls, mode, settings.get("sslpassword")),
-    }
-    // libpq sets TLS up once the server agrees to it, and `prefer` retries in plain text
-    // when that fails (a key others may read, say): the flag says so here too.
-    .map_err(|why| (Failure::Config(why), true))?;
+    };
     let mut cfg = tokio_postgres::Config::new();
     cfg.user(settings.user())
         .dbname(settings.dbname())
@@ -371,6 +368,14 @@ fn attempt<C: Open>(
     let outcome = outcome.lock().unwrap_or_else(PoisonError::into_inner);
     match result {
         Ok(client) => Ok((client, outcome.established.clone())),
+        // libpq's connect_timeout is one deadline for the server, not one for each try.
+        Err(e @ Failure::TimedOut(_)) => Err((e, false)),
+        // As in libpq, TLS is set up once the server agrees to it, and `prefer` retries in
+        // plain text when that fails (a key others may read, say).
+        Err(Failure::Pg(_)) if outcome.setup.is_some() => Err((
+            Failure::Config(outcome.setup.clone().unwrap_or_default()),
+            true,
+        )),
         Err(Failure::Pg(_)) if outcome.refused.is_some() => Err((
             Failure::Untrusted(outcome.refused.clone().unwrap_or_default()),
             true,
@@ -381,18 +386,23 @@ fn attempt<C: Open>(
             if outcome.used
                 && e.as_db_error().is_none()
                 && tls::tls_reason(&e).is_none()
-                && let Some(cert) = &outcome.client_cert =>
+                && (outcome.established.is_none() || outcome.client_cert.is_some()) =>
         {
             let when = match outcome.established {
                 Some(_) => "right after",
                 None => "during",
             };
+            let cert = match &outcome.client_cert {
+                Some(cert) => format!(
+                    ": the server may have refused the client certificate \"{}\"",
+                    cert.display()
+                ),
+                None => String::new(),
+            };
             Err((
                 Failure::Closed(format!(
-                    "{} {when} the TLS handshake: the server may have refused the client \
-                     certificate \"{}\"",
-                    describe_pg_error(&e),
-                    cert.display()
+                    "{} {when} the TLS handshake{cert}",
+                    describe_pg_error(&e)
                 )),
                 outcome.established.is_none(),
             ))

@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio_openssl::SslStream;
 use tokio_postgres::Socket;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
+use zeroize::Zeroizing;
 
 /// libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,7 +95,7 @@ pub(crate) struct TlsSettings {
     roots: Roots,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
-    crl: Option<PathBuf>,
+    crl: Option<Crl>,
     crldir: Option<PathBuf>,
     send_cert: bool,
     sni: bool,
@@ -205,8 +206,8 @@ impl TlsSettings {
                 .map(PathBuf::from)
                 .or_else(|| in_home("postgresql.key")),
             crl: get("sslcrl")
-                .map(PathBuf::from)
-                .or_else(|| in_home("root.crl")),
+                .map(|f| Crl::Given(PathBuf::from(f)))
+                .or_else(|| in_home("root.crl").map(Crl::Default)),
             crldir: get("sslcrldir").map(PathBuf::from),
             send_cert,
             sni: get("sslsni") != Some("0"),
@@ -224,6 +225,15 @@ fn rank(version: SslVersion) -> u8 {
         SslVersion::TLS1_2 => 3,
         _ => 4,
     }
+}
+
+/// Where a revocation list is looked for.
+#[derive(Clone, Debug)]
+enum Crl {
+    /// `sslcrl`: it must be there.
+    Given(PathBuf),
+    /// `~/.postgresql/root.crl`: used when it is there.
+    Default(PathBuf),
 }
 
 /// How much of the server's certificate is checked.
@@ -248,28 +258,60 @@ pub(crate) struct Outcome {
     pub(crate) established: Option<String>,
     /// The client certificate offered, if one was (its file).
     pub(crate) client_cert: Option<PathBuf>,
+    /// Why TLS could not be set up once the server agreed to it (a key others may read...).
+    pub(crate) setup: Option<String>,
 }
 
 /// The TLS side of one connection attempt: what `tokio-postgres` calls to start TLS.
 pub(crate) struct Tls {
     /// `None` for a connection that never uses TLS: OpenSSL is then never even initialised
     /// (that alone would add 5 MB to the resident size).
-    context: Option<SslContext>,
-    verify: Verify,
-    sni: bool,
-    /// Where the roots came from, for messages.
-    roots: String,
+    plan: Option<Arc<Plan>>,
     pub(crate) outcome: Arc<Mutex<Outcome>>,
 }
 
-/// Builds the TLS context for an attempt in `mode` (the effective one: `allow` retries with
-/// `require`). Errors are one line, libpq's where libpq has one: a missing root certificate
-/// file, a private key readable by others, a key that does not decrypt.
-pub(crate) fn connector(
-    settings: &TlsSettings,
+/// What TLS is set up from, once the server agrees to it: as in libpq, the files are read
+/// only then, so a server that declines TLS never sees a TLS file's trouble, and `prefer`
+/// takes such trouble as a failed TLS attempt.
+struct Plan {
+    settings: TlsSettings,
     mode: SslMode,
-    password: Option<&str>,
-) -> Result<Tls, String> {
+    password: Option<Zeroizing<String>>,
+}
+
+/// A context built for one attempt, and how it checks the server.
+struct Built {
+    context: SslContext,
+    verify: Verify,
+    /// Where the roots came from, for messages.
+    roots: String,
+    client_cert: Option<PathBuf>,
+}
+
+/// The TLS side of an attempt in `mode` (the effective one: `allow` retries with `require`).
+pub(crate) fn connector(settings: &TlsSettings, mode: SslMode, password: Option<&str>) -> Tls {
+    Tls {
+        plan: Some(Arc::new(Plan {
+            settings: settings.clone(),
+            mode,
+            password: password.map(|p| Zeroizing::new(p.to_owned())),
+        })),
+        outcome: Arc::default(),
+    }
+}
+
+/// The TLS side of an attempt that never uses TLS (`sslmode=disable`, a unix socket).
+pub(crate) fn plain() -> Tls {
+    Tls {
+        plan: None,
+        outcome: Arc::default(),
+    }
+}
+
+/// Builds the TLS context for an attempt. Errors are one line, libpq's where libpq has one:
+/// a missing root certificate file, a private key readable by others, a key that does not
+/// decrypt.
+fn build(settings: &TlsSettings, mode: SslMode, password: Option<&str>) -> Result<Built, String> {
     let stack = |what: String| move |e: ErrorStack| format!("{what}: {}", reasons(&e));
     let mut ctx = SslContextBuilder::new(SslMethod::tls_client())
         .map_err(stack("could not create an SSL context".into()))?;
@@ -342,10 +384,26 @@ pub(crate) fn connector(
         }
         Roots::File(_) => (false, String::new()),
     };
+    // Revocation lists, as libpq reads them: `sslcrl`, else ~/.postgresql/root.crl when no
+    // `sslcrldir` is given, loaded when the file exists; `sslcrldir` always, so that a
+    // directory that is not there fails closed (no list for the chain: not trusted). Unlike
+    // libpq, a list that exists but cannot be read is an error, never ignored, and so is an
+    // `sslcrl` named that does not exist.
     if have_roots {
-        let crl = settings.crl.as_deref().filter(|f| f.exists());
-        let crldir = settings.crldir.as_deref().filter(|d| d.is_dir());
-        if crl.is_some() || crldir.is_some() {
+        let crl = match (&settings.crl, &settings.crldir) {
+            (Some(Crl::Given(file)), _) => {
+                if !file.exists() {
+                    return Err(format!(
+                        "SSL CRL file {} does not exist",
+                        quote_value(&file.display().to_string())
+                    ));
+                }
+                Some(file.as_path())
+            }
+            (Some(Crl::Default(file)), None) => Some(file.as_path()).filter(|f| f.exists()),
+            _ => None,
+        };
+        if crl.is_some() || settings.crldir.is_some() {
             let store = ctx.cert_store_mut();
             if let Some(crl) = crl {
                 let shown = quote_value(&crl.display().to_string());
@@ -355,13 +413,13 @@ pub(crate) fn connector(
                     .and_then(|lookup| lookup.load_crl_file(path, SslFiletype::PEM))
                     .map_err(stack(format!("could not read SSL CRL file {shown}")))?;
             }
-            if let Some(dir) = crldir {
+            if let Some(dir) = &settings.crldir {
                 let shown = quote_value(&dir.display().to_string());
                 let path = utf8(dir)?;
                 store
                     .add_lookup(X509Lookup::hash_dir())
                     .and_then(|lookup| lookup.add_dir(path, SslFiletype::PEM))
-                    .map_err(stack(format!("could not read SSL CRL directory {shown}")))?;
+                    .map_err(stack(format!("could not use SSL CRL directory {shown}")))?;
             }
             store
                 .set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
@@ -378,26 +436,11 @@ pub(crate) fn connector(
         _ if have_roots => Verify::Chain,
         _ => Verify::Nothing,
     };
-    Ok(Tls {
-        context: Some(ctx.build()),
+    Ok(Built {
+        context: ctx.build(),
         verify,
-        sni: settings.sni,
         roots,
-        outcome: Arc::new(Mutex::new(Outcome {
-            client_cert,
-            ..Outcome::default()
-        })),
-    })
-}
-
-/// The TLS side of an attempt that never uses TLS (`sslmode=disable`, a unix socket).
-pub(crate) fn plain() -> Result<Tls, String> {
-    Ok(Tls {
-        context: None,
-        verify: Verify::Nothing,
-        sni: false,
-        roots: String::new(),
-        outcome: Arc::default(),
+        client_cert,
     })
 }
 
@@ -507,48 +550,103 @@ impl MakeTlsConnect<Socket> for Tls {
     type Error = ErrorStack;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<Handshake, ErrorStack> {
-        let Some(context) = &self.context else {
-            return Ok(Handshake {
-                ssl: None,
-                outcome: Arc::clone(&self.outcome),
-            });
-        };
-        let mut ssl = Ssl::new(context)?;
-        let ip = domain.parse::<IpAddr>().ok();
-        // SNI names a host, never an address (RFC 6066), as libpq does.
-        if self.sni && ip.is_none() && !domain.is_empty() {
-            ssl.set_hostname(domain)?;
-        }
-        if self.verify == Verify::Full {
-            let param = ssl.param_mut();
-            param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-            match ip {
-                Some(ip) => param.set_ip(ip)?,
-                None => param.set_host(domain)?,
-            }
-        }
-        match self.verify {
-            Verify::Nothing => ssl.set_verify(SslVerifyMode::NONE),
-            Verify::Chain | Verify::Full => {
-                let outcome = Arc::clone(&self.outcome);
-                let host = domain.to_owned();
-                let roots = self.roots.clone();
-                ssl.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
-                    if !ok {
-                        let mut outcome = lock(&outcome);
-                        if outcome.refused.is_none() {
-                            outcome.refused = Some(refusal(ctx, &host, &roots));
-                        }
-                    }
-                    ok
-                });
-            }
-        }
         Ok(Handshake {
-            ssl: Some(ssl),
+            plan: self.plan.clone(),
+            domain: domain.to_owned(),
             outcome: Arc::clone(&self.outcome),
         })
     }
+}
+
+/// A connection's TLS session, configured for `domain` (the host name, or an address).
+fn configure(
+    built: &Built,
+    sni: bool,
+    domain: &str,
+    outcome: &Arc<Mutex<Outcome>>,
+) -> Result<Ssl, ErrorStack> {
+    let mut ssl = Ssl::new(&built.context)?;
+    let ip = domain.parse::<IpAddr>().ok();
+    // SNI names a host, never an address (RFC 6066), as libpq does.
+    if sni && ip.is_none() && !domain.is_empty() {
+        ssl.set_hostname(domain)?;
+    }
+    if built.verify == Verify::Full && ip.is_none() {
+        let param = ssl.param_mut();
+        param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
+        param.set_host(domain)?;
+    }
+    if built.verify == Verify::Nothing {
+        ssl.set_verify(SslVerifyMode::NONE);
+        return Ok(ssl);
+    }
+    // An address is checked here, as libpq checks it: against the certificate's IP
+    // addresses, or its common name when it has none (OpenSSL's own check never reads the CN).
+    let address = ip.filter(|_| built.verify == Verify::Full);
+    let outcome = Arc::clone(outcome);
+    let host = domain.to_owned();
+    let roots = built.roots.clone();
+    ssl.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+        let refused = match (ok, address, ctx.error_depth()) {
+            (false, _, _) => Some(refusal(ctx, &host, &roots)),
+            (true, Some(ip), 0) => ctx
+                .current_cert()
+                .filter(|cert| !address_matches(cert, ip, &host))
+                .map(|cert| mismatch(cert, &host)),
+            _ => None,
+        };
+        let Some(why) = refused else {
+            return true;
+        };
+        let mut outcome = lock(&outcome);
+        if outcome.refused.is_none() {
+            outcome.refused = Some(why);
+        }
+        false
+    });
+    Ok(ssl)
+}
+
+/// libpq's check of an address: one of the certificate's IP addresses, or, when it has none,
+/// its common name written as the host is.
+fn address_matches(cert: &X509Ref, ip: IpAddr, host: &str) -> bool {
+    let addresses: Vec<IpAddr> = cert
+        .subject_alt_names()
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|san| san_address(san.ipaddress()?))
+                .collect()
+        })
+        .unwrap_or_default();
+    match addresses.is_empty() {
+        false => addresses.contains(&ip),
+        true => common_name(cert).is_some_and(|cn| cn.eq_ignore_ascii_case(host)),
+    }
+}
+
+fn san_address(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// psql's message for a certificate that is not for `host`, naming the names it is for.
+fn mismatch(cert: &X509Ref, host: &str) -> String {
+    let names = cert_names(cert);
+    let names = match names.is_empty() {
+        true => "(no names)".to_owned(),
+        false => names
+            .iter()
+            .map(|n| quote_value(n))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!(
+        "server certificate for {names} does not match host name {}",
+        quote_value(host)
+    )
 }
 
 /// Why a certificate was refused, in psql's words, naming what psql would name.
@@ -556,20 +654,10 @@ fn refusal(ctx: &X509StoreContextRef, host: &str, roots: &str) -> String {
     const HOSTNAME_MISMATCH: i32 = 62;
     const IP_ADDRESS_MISMATCH: i32 = 64;
     let error = ctx.error();
-    if matches!(error.as_raw(), HOSTNAME_MISMATCH | IP_ADDRESS_MISMATCH) {
-        let names = ctx.current_cert().map(cert_names).unwrap_or_default();
-        let names = match names.is_empty() {
-            true => "(no names)".to_owned(),
-            false => names
-                .iter()
-                .map(|n| quote_value(n))
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        return format!(
-            "server certificate for {names} does not match host name {}",
-            quote_value(host)
-        );
+    if matches!(error.as_raw(), HOSTNAME_MISMATCH | IP_ADDRESS_MISMATCH)
+        && let Some(cert) = ctx.current_cert()
+    {
+        return mismatch(cert, host);
     }
     // Named by the server's own certificate, whichever link of its chain failed.
     let subject = ctx
@@ -592,13 +680,8 @@ fn cert_names(cert: &X509Ref) -> Vec<String> {
         for san in sans.iter() {
             if let Some(dns) = san.dnsname() {
                 names.push(dns.to_owned());
-            } else if let Some(ip) = san.ipaddress() {
-                let ip = match ip.len() {
-                    4 => <[u8; 4]>::try_from(ip).ok().map(IpAddr::from),
-                    16 => <[u8; 16]>::try_from(ip).ok().map(IpAddr::from),
-                    _ => None,
-                };
-                names.extend(ip.map(|ip| ip.to_string()));
+            } else if let Some(ip) = san.ipaddress().and_then(san_address) {
+                names.push(ip.to_string());
             }
         }
     }
@@ -620,7 +703,8 @@ fn lock(outcome: &Mutex<Outcome>) -> std::sync::MutexGuard<'_, Outcome> {
 /// One handshake, begun once the server agreed to TLS.
 pub(crate) struct Handshake {
     /// `None`: this attempt was never to use TLS (`tokio-postgres` does not start it then).
-    ssl: Option<Ssl>,
+    plan: Option<Arc<Plan>>,
+    domain: String,
     outcome: Arc<Mutex<Outcome>>,
 }
 
@@ -632,9 +716,17 @@ impl TlsConnect<Socket> for Handshake {
     fn connect(self, stream: Socket) -> Self::Future {
         lock(&self.outcome).used = true;
         Box::pin(async move {
-            let ssl = self
-                .ssl
+            let plan = self
+                .plan
                 .ok_or("TLS was not configured for this connection")?;
+            let password = plan.password.as_ref().map(|p| p.as_str());
+            let built = build(&plan.settings, plan.mode, password).inspect_err(|why| {
+                lock(&self.outcome).setup = Some(why.clone());
+            })?;
+            lock(&self.outcome)
+                .client_cert
+                .clone_from(&built.client_cert);
+            let ssl = configure(&built, plan.settings.sni, &self.domain, &self.outcome)?;
             // Buffered: a TLS record is read in one system call, not a header and a body.
             let mut stream = SslStream::new(ssl, BufReader::with_capacity(16 << 10, stream))?;
             Pin::new(&mut stream).connect().await?;

@@ -18,4 +18,5 @@ mod notify;
 mod support;
 mod tcp;
 mod tls;
+mod tls_edges;
 mod watch;

@@ -720,6 +720,11 @@ impl Running {
         }
     }
 
+    /// The child's process id (for /proc checks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
             .expect("kill");
