@@ -233,20 +233,10 @@ fn passwords_from_environment_and_password_file() {
 #[test]
 fn password_prompt_on_a_terminal() {
     let server = password_server();
-    let script = r#"
-import pexpect, sys
-child = pexpect.spawn(sys.argv[1], sys.argv[2:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=20)
-child.expect("Password for user alice: ")
-child.sendline("s3cr:et")
-child.expect(pexpect.EOF)
-child.close()
-print("exit", child.exitstatus)
-sys.stdout.write(child.before.decode())
-"#;
     let port = server.cluster.port().to_string();
     for extra in [&[][..], &["-W"][..]] {
         let out = server
-            .python(script)
+            .typing_password("alice", "s3cr:et")
             .arg(env!("CARGO_BIN_EXE_pgnotify"))
             .args([
                 "-h",

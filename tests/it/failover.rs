@@ -1,7 +1,7 @@
 //! Host lists with `target_session_attrs`, a streaming standby, and a promotion: the
 //! listener follows the new primary without being restarted, and reports the gap.
 
-use crate::support::{Outcome, Server};
+use crate::support::{Outcome, Running, Server};
 use pgnotify::tempdb;
 use std::time::Duration;
 
@@ -33,21 +33,28 @@ fn connected_to(server: &Server) -> String {
     )
 }
 
+/// `pgnotify -v -d CONNINFO pipe jobs ARGS...`, once it listens on `on`.
+fn pipe_on(on: &Server, conninfo: &str, args: &[&str]) -> Running {
+    let mut pipe = on
+        .bare()
+        .args(["-v", "-d", conninfo, "pipe", "jobs"])
+        .args(args)
+        .spawn();
+    pipe.wait_ready();
+    assert!(
+        pipe.stderr().contains(&connected_to(on)),
+        "{}",
+        pipe.report()
+    );
+    pipe
+}
+
 #[test]
 fn a_pipe_with_two_hosts_and_target_session_attrs_primary_follows_a_promotion() {
     let primary = Server::start();
     let standby = primary.standby();
     let conninfo = hosts(&[&primary, &standby], "primary");
-    let mut pipe = primary
-        .bare()
-        .args(["-v", "-d", &conninfo, "pipe", "jobs", "--heartbeat", "1s"])
-        .spawn();
-    pipe.wait_ready();
-    assert!(
-        pipe.stderr().contains(&connected_to(&primary)),
-        "{}",
-        pipe.report()
-    );
+    let mut pipe = pipe_on(&primary, &conninfo, &["--heartbeat", "1s"]);
     primary.notify("jobs", "before");
     assert_eq!(pipe.read_record().payload, "before");
     primary.pg_ctl(&["stop", "-m", "fast"]);
@@ -81,22 +88,7 @@ fn a_listener_passes_over_a_hot_standby_and_a_command_on_one_says_what_to_do() {
     let standby = primary.standby();
     // Standby first, the default target_session_attrs=any: LISTEN cannot run there, so the
     // listener takes the next host.
-    let mut pipe = primary
-        .bare()
-        .args([
-            "-v",
-            "-d",
-            &hosts(&[&standby, &primary], "any"),
-            "pipe",
-            "jobs",
-        ])
-        .spawn();
-    pipe.wait_ready();
-    assert!(
-        pipe.stderr().contains(&connected_to(&primary)),
-        "{}",
-        pipe.report()
-    );
+    let mut pipe = pipe_on(&primary, &hosts(&[&standby, &primary], "any"), &[]);
     primary.notify("jobs", "on the primary");
     assert_eq!(pipe.read_record().payload, "on the primary");
     // The standby alone: one line, status 3, the cause and the fix.

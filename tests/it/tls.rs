@@ -2,7 +2,10 @@
 //! every case runs pgnotify and psql with the same settings, and they must agree.
 
 use crate::support::{Outcome, Server};
-use pgnotify::tempdb::{self, tls::CertAuthority};
+use pgnotify::tempdb::{
+    self,
+    tls::{CertAuthority, Issued},
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +13,7 @@ pub(super) const PASSWORD: &str = "s3cret";
 
 /// A server that takes TCP connections only over TLS, with SCRAM passwords (`extra` hba lines
 /// first, e.g. a `clientcert=verify-full` variant).
-fn tls_only(first: &[&str]) -> Server {
+pub(super) fn tls_only(first: &[&str]) -> Server {
     let mut hba: Vec<String> = first.iter().map(|l| l.to_string()).collect();
     hba.push("hostssl all all 127.0.0.1/32 scram-sha-256".into());
     hba.push("hostnossl all all 127.0.0.1/32 reject".into());
@@ -100,6 +103,16 @@ fn agree(server: &Server, conninfo: &str) -> Outcome {
         ours.stderr_has("SSL connection (protocol: TLSv1.");
     }
     ours
+}
+
+/// A client certificate for `postgres` from the server's own CA, written in `dir`.
+pub(super) fn client_cert(server: &Server, dir: &Path) -> Issued {
+    server
+        .cluster
+        .ca()
+        .expect("a TLS server")
+        .issue_client(dir, "client", "postgres")
+        .unwrap()
 }
 
 fn write_private(path: &Path, text: &[u8]) {
@@ -226,32 +239,26 @@ fn an_untrusted_certificate_and_a_host_name_mismatch_are_told_as_psql_tells_them
         ),
     )
     .success();
-    // A revocation list that revokes the server's certificate.
+    // A revocation list that revokes the server's certificate, then one that revokes none.
     let crl = elsewhere.path().join("root.crl");
     let authority = server.cluster.ca().unwrap();
     let server_cert = server.cluster.tls_dir().unwrap().join("server.crt");
-    authority.write_crl(&[&server_cert], &crl).unwrap();
-    agree(
-        &server,
-        &format!(
-            "{} sslmode=verify-full sslrootcert={} sslcrl={}",
-            tcp(&server),
-            ca(&server).display(),
-            crl.display()
-        ),
-    )
-    .stderr_has("certificate revoked");
-    authority.write_crl(&[], &crl).unwrap();
-    agree(
-        &server,
-        &format!(
-            "{} sslmode=verify-full sslrootcert={} sslcrl={}",
-            tcp(&server),
-            ca(&server).display(),
-            crl.display()
-        ),
-    )
-    .success();
+    for revoked in [&[server_cert.as_path()][..], &[]] {
+        authority.write_crl(revoked, &crl).unwrap();
+        let out = agree(
+            &server,
+            &format!(
+                "{} sslmode=verify-full sslrootcert={} sslcrl={}",
+                tcp(&server),
+                ca(&server).display(),
+                crl.display()
+            ),
+        );
+        match revoked.is_empty() {
+            true => drop(out.success()),
+            false => drop(out.stderr_has("certificate revoked")),
+        }
+    }
 }
 
 #[test]
@@ -264,12 +271,7 @@ fn client_certificates_are_sent_checked_and_refused_as_libpq_does() {
         ca(&server).display()
     );
     agree(&server, &verify).stderr_has("requires a valid client certificate");
-    let mine = server
-        .cluster
-        .ca()
-        .unwrap()
-        .issue_client(dir.path(), "client", "postgres")
-        .unwrap();
+    let mine = client_cert(&server, dir.path());
     let with_cert = format!(
         "{verify} sslcert={} sslkey={}",
         mine.cert.display(),
@@ -359,20 +361,9 @@ fn passwords_over_tls_come_from_pgpass_and_the_prompt_and_bind_the_channel() {
         .stderr_has("SSL connection");
     std::fs::remove_file(&pgpass).unwrap();
     // The prompt, at a terminal: asked when the server wants one, or first with -W.
-    let script = r#"
-import pexpect, sys
-child = pexpect.spawn(sys.argv[1], sys.argv[2:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=20)
-child.expect("Password for user postgres: ")
-child.sendline("PASSWORD")
-child.expect(pexpect.EOF)
-child.close()
-print("exit", child.exitstatus)
-sys.stdout.write(child.before.decode())
-"#
-    .replace("PASSWORD", PASSWORD);
     for extra in [&[][..], &["-W"][..]] {
         let out = server
-            .python(&script)
+            .typing_password("postgres", PASSWORD)
             .arg(env!("CARGO_BIN_EXE_pgnotify"))
             .args(["-v", "-d", &verify])
             .args(extra)

@@ -2,7 +2,7 @@
 //! with the same settings, psql being the oracle. The first five were defects the review
 //! found (the comment says what libpq does); the rest are attacks that found nothing, kept.
 
-use super::tls::{PASSWORD, ca, compare as agree, pgnotify, psql, tcp};
+use super::tls::{ca, client_cert, compare as agree, pgnotify, psql, tcp, tls_only};
 use crate::support::Server;
 use pgnotify::tempdb::{self, tls::CertAuthority};
 use std::io::{BufRead, BufReader};
@@ -176,12 +176,7 @@ impl Drop for FakeServer {
 fn prefer_falls_back_to_plain_when_a_tls_file_cannot_be_used() {
     let server = server_with(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let mine = server
-        .cluster
-        .ca()
-        .unwrap()
-        .issue_client(dir.path(), "client", "postgres")
-        .unwrap();
+    let mine = client_cert(&server, dir.path());
     let open_key = dir.path().join("open.key");
     write_mode(&open_key, &std::fs::read(&mine.key).unwrap(), 0o644);
     let garbage = dir.path().join("garbage.pem");
@@ -477,13 +472,10 @@ fn verify_full_names_wildcards_case_and_trailing_dots_as_libpq() {
 /// line trusts: the TLS attempt is refused by the server, and prefer retries plain.
 #[test]
 fn prefer_retries_plain_when_the_server_refuses_over_tls() {
-    let server = server_with(&[
+    let server = tls_only(&[
         "hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-full",
-        "hostssl all all ::1/128 scram-sha-256 clientcert=verify-full",
         "hostnossl all all 127.0.0.1/32 trust",
-        "hostnossl all all ::1/128 trust",
     ]);
-    server.psql(&format!("ALTER ROLE postgres PASSWORD '{PASSWORD}'"));
     agree(&server, &format!("{} sslmode=prefer", tcp(&server))).success();
     // allow: plain first, accepted.
     agree(&server, &format!("{} sslmode=allow", tcp(&server))).success();
@@ -496,13 +488,7 @@ fn prefer_retries_plain_when_the_server_refuses_over_tls() {
 /// both is reported for both.
 #[test]
 fn allow_and_prefer_report_both_attempts() {
-    let server = server_with(&[
-        "hostssl all all 127.0.0.1/32 scram-sha-256",
-        "hostssl all all ::1/128 scram-sha-256",
-        "hostnossl all all 127.0.0.1/32 reject",
-        "hostnossl all all ::1/128 reject",
-    ]);
-    server.psql(&format!("ALTER ROLE postgres PASSWORD '{PASSWORD}'"));
+    let server = tls_only(&[]);
     agree(&server, &format!("{} sslmode=allow", tcp(&server)))
         .success()
         .stderr_has("SSL connection");

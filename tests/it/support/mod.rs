@@ -122,6 +122,22 @@ impl Server {
         cmd
     }
 
+    /// A real terminal (`pexpect`) running the program in `sys.argv[1:]`, that types
+    /// `password` at the prompt for `user`'s, then prints `exit STATUS` and what was shown.
+    pub fn typing_password(&self, user: &str, password: &str) -> Cmd {
+        let script = r#"
+import pexpect, sys
+child = pexpect.spawn(sys.argv[1], sys.argv[2:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=20)
+child.expect("Password for user USER: ")
+child.sendline("PASSWORD")
+child.expect(pexpect.EOF)
+child.close()
+print("exit", child.exitstatus)
+sys.stdout.write(child.before.decode())
+"#;
+        self.python(&script.replace("USER", user).replace("PASSWORD", password))
+    }
+
     /// `python3 -c SCRIPT`, the arguments as `sys.argv[1:]`, the binary as `$PGNOTIFY`.
     pub fn python(&self, script: &str) -> Cmd {
         let mut cmd = Cmd::python(script);
