@@ -95,7 +95,7 @@ impl Progress {
 /// runs: the run must not end with the terminal's echo off.
 fn send_within(settings: NotifySettings, conn: &ConnSettings, timeout: Duration) -> Result<Exit> {
     pg::ask_password_first(conn)?;
-    let conn = conn.bounded_by(timeout).without_prompt();
+    let conn = conn.attempts_within(timeout).without_prompt();
     let progress = Arc::new(Progress::default());
     let lines = matches!(settings.input, Input::Lines { .. });
     let (tx, rx) = mpsc::channel();

@@ -127,6 +127,7 @@ fn install(
     }
     run_script(client, &sql).map_err(|e| {
         change_error(
+            client,
             e,
             &format!("could not install the trigger on {}", table.display()),
             table,
@@ -161,6 +162,7 @@ fn drop(client: &mut postgres::Client, table: &Table, print_sql: bool) -> Result
     }
     run_script(client, &sql).map_err(|e| {
         change_error(
+            client,
             e,
             &format!("could not remove the trigger from {}", table.display()),
             table,
@@ -275,8 +277,18 @@ fn print(sql: &str) -> Result<Exit> {
 }
 
 /// The server's message, with a hint for the errors users meet: missing privileges, a busy
-/// table.
-fn change_error(e: postgres::Error, what: &str, table: &Table) -> anyhow::Error {
+/// table, a read-only server (asked whether it is a standby: the message does not say).
+fn change_error(
+    client: &mut postgres::Client,
+    e: postgres::Error,
+    what: &str,
+    table: &Table,
+) -> anyhow::Error {
+    if e.code().map(|c| c.code()) == Some("25006")
+        && let Ok(row) = client.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+    {
+        return anyhow!("{what}: {}", pg::describe_on(&e, row.get(0)));
+    }
     let hint = match e.code().map(|c| c.code()) {
         Some("42501") => format!(
             "; installing needs the TRIGGER privilege on {} and CREATE on schema {} (the \

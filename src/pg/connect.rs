@@ -164,8 +164,16 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
     let mut failures = Vec::new();
     // Whether every target refused for a reason that retrying cannot fix.
     let mut rejected = true;
-    for wanted in passes(settings) {
+    'passes: for wanted in passes(settings) {
         for target in settings.targets() {
+            if settings.deadline.is_some_and(|d| Instant::now() >= d) {
+                rejected = false;
+                failures.push(format!(
+                    "connection to {} failed: timeout expired (--timeout)",
+                    target.describe()
+                ));
+                break 'passes;
+            }
             let mut tried_prompt = false;
             let mut typed = typed_password(Some(target));
             loop {
@@ -238,7 +246,7 @@ fn is_permanent(failure: &Failure) -> bool {
         Failure::Pg(e) => e,
         Failure::Config(_) | Failure::Untrusted(_) => return true,
         Failure::Twice(first, then, _) => return is_permanent(first) && is_permanent(then),
-        Failure::TimedOut(_) | Failure::Setup(_) | Failure::Mismatch(_) | Failure::Closed(_) => {
+        Failure::TimedOut(..) | Failure::Setup(_) | Failure::Mismatch(_) | Failure::Closed(_) => {
             return false;
         }
     };
@@ -333,8 +341,16 @@ fn attempt<C: Open>(
     if let Some(options) = settings.get("options") {
         cfg.options(options);
     }
-    let timeout = connect_timeout(settings.get("connect_timeout"));
-    if let Some(timeout) = timeout {
+    // connect_timeout, or what is left of --timeout when that is sooner.
+    let left = settings
+        .deadline
+        .map(|d| (d.saturating_duration_since(Instant::now()), "--timeout"));
+    let timeout = match (connect_timeout(settings.get("connect_timeout")), left) {
+        (Some(c), Some(left)) if left.0 < c => Some(left),
+        (Some(c), _) => Some((c, "connect_timeout")),
+        (None, left) => left,
+    };
+    if let Some((timeout, _)) = timeout {
         cfg.connect_timeout(timeout);
     }
     match settings
@@ -362,14 +378,14 @@ fn attempt<C: Open>(
     let outcome = std::sync::Arc::clone(&tls.outcome);
     let run = move || check_session(open_contained::<C>(cfg, tls), wanted);
     let result = match timeout {
-        Some(timeout) => connect_within(run, timeout, &target.describe()),
+        Some((timeout, by)) => connect_within(run, timeout, by, &target.describe()),
         None => run(),
     };
     let outcome = outcome.lock().unwrap_or_else(PoisonError::into_inner);
     match result {
         Ok(client) => Ok((client, outcome.established.clone())),
         // libpq's connect_timeout is one deadline for the server, not one for each try.
-        Err(e @ Failure::TimedOut(_)) => Err((e, false)),
+        Err(e @ Failure::TimedOut(..)) => Err((e, false)),
         // As in libpq, TLS is set up once the server agrees to it, and `prefer` retries in
         // plain text when that fails (a key others may read, say).
         Err(Failure::Pg(_)) if outcome.setup.is_some() => Err((
@@ -419,7 +435,11 @@ fn attempt<C: Open>(
 fn check_session<C: Open>(opened: Result<C, Failure>, wanted: Wanted) -> Result<C, Failure> {
     let mut client = opened?;
     if wanted != Wanted::Any || C::LISTENS {
-        let session = client.session().map_err(Failure::Setup)?;
+        let session = client.session().map_err(|why| {
+            Failure::Mismatch(format!(
+                "could not tell whether the server is a standby: {why}"
+            ))
+        })?;
         if let Some(why) = mismatch(wanted, session, C::LISTENS) {
             return Err(Failure::Mismatch(why));
         }
@@ -439,7 +459,8 @@ fn open_contained<C: Open>(cfg: tokio_postgres::Config, tls: Tls) -> Result<C, F
 /// Why opening a connection failed.
 enum Failure {
     Pg(postgres::Error),
-    TimedOut(Duration),
+    /// Not done in time: how long it had, and which setting said so.
+    TimedOut(Duration, &'static str),
     /// The client could not even be set up (e.g. no file descriptors left).
     Setup(String),
     /// The TLS settings cannot be used: a root certificate file missing, a key others may read.
@@ -483,6 +504,7 @@ impl Failure {
 fn connect_within<C: Open>(
     run: impl FnOnce() -> Result<C, Failure> + Send + 'static,
     timeout: Duration,
+    by: &'static str,
     server: &str,
 ) -> Result<C, Failure> {
     let deadline = Instant::now() + timeout;
@@ -490,7 +512,7 @@ fn connect_within<C: Open>(
         && !ends_by(&pending, deadline)
     {
         abandon(server, pending);
-        return Err(Failure::TimedOut(timeout));
+        return Err(Failure::TimedOut(timeout, by));
     }
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
@@ -499,13 +521,13 @@ fn connect_within<C: Open>(
             let _ = tx.send(run());
         });
     let Ok(thread) = spawned else {
-        return Err(Failure::TimedOut(Duration::ZERO));
+        return Err(Failure::TimedOut(Duration::ZERO, by));
     };
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         Ok(result) => result,
         Err(_) => {
             abandon(server, thread);
-            Err(Failure::TimedOut(timeout))
+            Err(Failure::TimedOut(timeout, by))
         }
     }
 }
@@ -578,9 +600,8 @@ fn passfile_password(settings: &ConnSettings, target: &Target) -> Option<String>
 fn describe_failure(failure: &Failure, prompt: PasswordPrompt) -> String {
     match failure {
         Failure::Pg(e) => describe_connect_error(e, prompt),
-        Failure::TimedOut(t) => {
-            format!("timeout expired after {} s (connect_timeout)", t.as_secs())
-        }
+        Failure::TimedOut(_, "--timeout") => "timeout expired (--timeout)".to_owned(),
+        Failure::TimedOut(t, by) => format!("timeout expired after {} s ({by})", t.as_secs()),
         Failure::Setup(why) => format!("could not set up a client: {why}"),
         Failure::Config(why)
         | Failure::Untrusted(why)

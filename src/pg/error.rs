@@ -5,6 +5,17 @@ use crate::sanitize::strip_os_error;
 /// One line for a `postgres` error: the server's message with its SQLSTATE, detail and hint,
 /// or the I/O cause. Never includes a password: the crate's errors do not carry one.
 pub(crate) fn describe_pg_error(e: &postgres::Error) -> String {
+    describe(e, None)
+}
+
+/// [`describe_pg_error`] for a server known to be a hot standby or not (asked after it
+/// refused a write, 25006): a standby refuses DDL as "in a read-only transaction", the words
+/// of a session with `default_transaction_read_only` too.
+pub(crate) fn describe_on(e: &postgres::Error, hot_standby: bool) -> String {
+    describe(e, Some(hot_standby))
+}
+
+fn describe(e: &postgres::Error, hot_standby: Option<bool>) -> String {
     if let Some(db) = e.as_db_error() {
         let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
         if let Some(detail) = db.detail() {
@@ -15,15 +26,21 @@ pub(crate) fn describe_pg_error(e: &postgres::Error) -> String {
         }
         // 25006 read_only_sql_transaction: say what kind of server this is, and the fix.
         if db.code().code() == "25006" {
-            text.push_str(match db.message().contains("during recovery") {
-                true => {
+            let standby = hot_standby.or(db.message().contains("during recovery").then_some(true));
+            text.push_str(match standby {
+                Some(true) => {
                     "; the server is a hot standby, which is read-only: connect to the primary \
                      (with a list of hosts, target_session_attrs=primary chooses it)"
                 }
-                false => {
+                Some(false) => {
                     "; the session is read-only (default_transaction_read_only): connect to a \
                      writable server (with a list of hosts, target_session_attrs=read-write \
                      chooses one)"
+                }
+                None => {
+                    "; the session is read-only (a hot standby, or default_transaction_read_only): \
+                     connect to a writable primary (with a list of hosts, \
+                     target_session_attrs=read-write chooses one)"
                 }
             });
         }

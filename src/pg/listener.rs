@@ -87,8 +87,9 @@ impl Open for Listener {
             });
         }
         self.send_simple(SESSION_QUERY.to_owned());
-        for _ in 0..30 {
-            let read = self.read(Duration::from_secs(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let read = self.read(left);
             if let Some(answer) = read.answer {
                 return answer
                     .map(|a| session_of(&a))

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// When to ask for a password on the terminal (psql's `-w` / `-W`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -183,6 +183,8 @@ pub(crate) struct ConnSettings {
     pub(super) prompt: PasswordPrompt,
     pub(super) passfile: Option<PathBuf>,
     pub(super) tls: TlsSettings,
+    /// When connecting must have ended, whatever the host list (`--timeout`).
+    pub(super) deadline: Option<Instant>,
 }
 
 impl ConnSettings {
@@ -206,12 +208,50 @@ impl ConnSettings {
         self.get("dbname").unwrap_or_default()
     }
 
-    /// A copy whose connecting cannot outlast `timeout` (`--timeout`), unless
-    /// `connect_timeout` is set already: whole seconds, rounded up, so that a timeout under a
-    /// second never becomes 0 ("no limit").
-    pub(crate) fn bounded_by(&self, timeout: Duration) -> ConnSettings {
+    /// A copy whose every connection attempt ends within `timeout`, unless `connect_timeout`
+    /// is set already: whole seconds, rounded up, so that a timeout under a second never
+    /// becomes 0 ("no limit"). For `notify --timeout`, whose own clock ends the run: its
+    /// attempts must only not outlive it.
+    pub(crate) fn attempts_within(&self, timeout: Duration) -> ConnSettings {
         let secs = timeout.as_nanos().div_ceil(1_000_000_000).max(1);
         self.with_default("connect_timeout", &secs.to_string())
+    }
+
+    /// A copy whose connecting cannot outlast `timeout` (`--timeout`) from now, however many
+    /// hosts it tries: each attempt gets what is left, or `connect_timeout` when that is
+    /// shorter.
+    pub(crate) fn bounded_by(&self, timeout: Duration) -> ConnSettings {
+        let mut settings = self.clone();
+        settings.deadline = crate::deadline::after(timeout);
+        settings
+    }
+
+    /// When connecting must have ended (`--timeout`), if ever.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// A copy without the deadline of [`bounded_by`](Self::bounded_by) (a listener's
+    /// reconnects, which outlive `--timeout`).
+    pub(crate) fn without_deadline(&self) -> ConnSettings {
+        let mut settings = self.clone();
+        settings.deadline = None;
+        settings
+    }
+
+    /// A copy for the servers of the list from `target` on (`target` first).
+    pub(crate) fn starting_at(&self, target: &Target) -> ConnSettings {
+        let mut settings = self.clone();
+        let at = self.targets.iter().position(|t| t == target).unwrap_or(0);
+        settings.targets = self.targets[at..].to_vec();
+        settings
+    }
+
+    /// A copy for one server of the list, and no other.
+    pub(crate) fn only(&self, target: &Target) -> ConnSettings {
+        let mut settings = self.clone();
+        settings.targets = vec![target.clone()];
+        settings
     }
 
     /// A copy that never asks for a password (as with `-w`).
@@ -300,6 +340,7 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         prompt: opts.prompt,
         passfile,
         tls,
+        deadline: None,
     })
 }
 

@@ -10,14 +10,16 @@
 //! cannot make the receiver read, and forward, rows of any other table it may read, and cannot
 //! make it scan a table by columns without an index.
 
+use super::source::ListeningOn;
 use crate::msg;
 use crate::notification::Notification;
-use crate::pg::{self, ConnSettings, describe_pg_error, quote_ident};
+use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use crate::watch::{self, display_name};
 use postgres::{Client, Statement};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 /// How long a "this table is not watched on that channel" answer is trusted.
@@ -38,6 +40,11 @@ enum Entry {
 
 pub(super) struct Fetcher {
     settings: ConnSettings,
+    /// Where the source listens: rows are read on that server, not on another of the list
+    /// (a standby the listener passed over would answer from behind the primary).
+    listening_on: ListeningOn,
+    /// The server `client` is connected to.
+    connected_to: Option<Target>,
     client: Option<Client>,
     next_connect: Instant,
     tables: HashMap<(String, String, String), Entry>,
@@ -53,9 +60,11 @@ struct Wanted {
 }
 
 impl Fetcher {
-    pub(super) fn new(settings: &ConnSettings) -> Fetcher {
+    pub(super) fn new(settings: &ConnSettings, listening_on: ListeningOn) -> Fetcher {
         Fetcher {
             settings: settings.clone(),
+            listening_on,
+            connected_to: None,
             client: None,
             next_connect: Instant::now(),
             tables: HashMap::new(),
@@ -85,6 +94,15 @@ impl Fetcher {
     /// problem to report.
     fn read(&mut self, channel: &str, wanted: Wanted) -> Result<Option<Value>, String> {
         let name = display_name(&wanted.schema, &wanted.table);
+        let listening_on = self
+            .listening_on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if listening_on.is_some() && listening_on != self.connected_to {
+            self.client = None;
+            self.next_connect = Instant::now();
+        }
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
             self.tables.clear();
@@ -92,9 +110,14 @@ impl Fetcher {
                 return Ok(None);
             }
             self.next_connect = Instant::now() + RECONNECT;
-            let mut client = pg::connect(&self.settings)
-                .map_err(|e| format!("--fetch could not connect: {e:#}"))?
-                .client;
+            let settings = match &listening_on {
+                Some(target) => self.settings.only(target),
+                None => self.settings.clone(),
+            };
+            let connection =
+                pg::connect(&settings).map_err(|e| format!("--fetch could not connect: {e:#}"))?;
+            self.connected_to = Some(connection.target);
+            let mut client = connection.client;
             client
                 .batch_execute("SET statement_timeout = '10s'")
                 .map_err(|e| format!("--fetch: {}", describe_pg_error(&e)))?;

@@ -23,7 +23,7 @@ pub(crate) use forward::Until;
 pub(crate) use queue::Overflow;
 pub(crate) use source::SourceSettings;
 
-use crate::exit::Exit;
+use crate::exit::{Exit, UsageError};
 use crate::format::Encoder;
 use crate::pg::{self, ConnSettings};
 use crate::signals;
@@ -69,6 +69,14 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
     for channel in &settings.source.channels {
         pg::check_channel(channel)?;
     }
+    if conn.get("target_session_attrs") == Some("standby") {
+        return Err(UsageError(
+            "target_session_attrs=standby cannot be used to listen: a standby cannot run \
+             LISTEN; use primary (or leave it out)"
+                .into(),
+        )
+        .into());
+    }
     // --timeout counts from the start: connecting must not outlast it.
     let until = settings.until;
     let counter = forward::Counter::new(until);
@@ -78,13 +86,21 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
     };
     let queue = Queue::new(QUEUE_BYTES, settings.overflow);
     let mut out = open_sink(&settings.destination, settings.encoder, &queue)?;
-    source::start(&conn, settings.source, Arc::clone(&queue))?;
+    let listening_on = source::ListeningOn::default();
+    source::start(
+        &conn,
+        settings.source,
+        Arc::clone(&queue),
+        Arc::clone(&listening_on),
+    )?;
     let signals = Arc::clone(&queue);
     signals::deliver_to(move |signal| {
         signals.push(Event::Signal(signal));
         true
     });
-    let mut fetcher = settings.fetch.then(|| Fetcher::new(&conn));
+    let mut fetcher = settings
+        .fetch
+        .then(|| Fetcher::new(&conn.without_deadline(), listening_on));
     let outcome = forward::run(&queue, out.as_mut(), counter, fetcher.as_mut());
     // Also after a failure: TCP backlogs get their chance, --exec children are reaped.
     let finished = out.finish();

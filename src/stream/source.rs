@@ -19,13 +19,13 @@ use crate::deadline;
 use crate::exit::{ConnectionError, Rejected};
 use crate::msg;
 use crate::notification::{Gap, GapKind, Notification};
-use crate::pg::{self, ConnSettings, Listener, describe_pg_error, quote_ident};
+use crate::pg::{self, ConnSettings, Listener, Target, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use anyhow::{Context, Result, anyhow};
 use postgres::SimpleQueryMessage;
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long LISTEN may take to be answered when `connect_timeout` sets no bound.
@@ -56,13 +56,18 @@ pub(crate) struct SourceSettings {
 /// Without `--wait`, returns once every LISTEN has committed: a notification committed after
 /// this returns is received (`LISTEN` takes effect when its transaction commits; a
 /// notification committed before that is not delivered).
+/// The server the source listens on now (`--fetch` reads rows there, and nowhere else).
+pub(crate) type ListeningOn = Arc<Mutex<Option<Target>>>;
+
 pub(crate) fn start(
     conn: &ConnSettings,
     settings: SourceSettings,
     queue: Arc<Queue>,
+    listening_on: ListeningOn,
 ) -> Result<()> {
     let source = Source {
         conn: conn.clone(),
+        listening_on,
         heartbeat_channel: format!("pgnotify.heartbeat.{}", std::process::id()),
         settings,
         queue,
@@ -81,6 +86,7 @@ pub(crate) fn start(
 
 struct Source {
     conn: ConnSettings,
+    listening_on: ListeningOn,
     settings: SourceSettings,
     heartbeat_channel: String,
     queue: Arc<Queue>,
@@ -112,8 +118,10 @@ struct Outage {
 
 impl Source {
     fn run(self, first: Option<Session>) {
+        // Reconnects outlive --timeout: once a notification came, listen keeps running.
         let reconnect_conn = self
             .conn
+            .without_deadline()
             .with_default("connect_timeout", &RECONNECT_TIMEOUT_SECS.to_string());
         let mut session = first;
         let mut outage = session.is_none().then(|| {
@@ -201,17 +209,22 @@ impl Source {
             return false;
         }
         let attempt = down.attempts + 1;
+        // --wait before the first connection connects; afterwards, it reconnects.
+        let (verb, noun) = match reported {
+            true => ("reconnect", "reconnection"),
+            false => ("connect", "connection"),
+        };
         if down.attempts == 0 {
-            msg::warn(&format!("could not reconnect yet: {error:#}; retrying"));
+            msg::warn(&format!("could not {verb} yet: {error:#}; retrying"));
             down.said = Instant::now();
         } else if down.said.elapsed() >= STILL_TRYING_EVERY {
             msg::warn(&format!(
-                "still trying to reconnect (attempt {attempt}, down {:.0} s): {error:#}",
+                "still trying to {verb} (attempt {attempt}, down {:.0} s): {error:#}",
                 elapsed.as_secs_f64()
             ));
             down.said = Instant::now();
         } else {
-            msg::info(&format!("reconnection attempt {attempt} failed: {error:#}"));
+            msg::info(&format!("{noun} attempt {attempt} failed: {error:#}"));
         }
         let mut pause = backoff(down.attempts);
         if down.last_attempt < ANSWERED_AT_ONCE {
@@ -243,11 +256,54 @@ impl Source {
     /// Connects and LISTENs on every channel (and the heartbeat's), in one round trip. Returns
     /// once LISTEN has committed: when its answer comes, or a notification before it (the
     /// server sends none inside a transaction); the answer is then still in flight.
+    ///
+    /// A server where LISTEN fails or never answers is passed over like one that refused: the
+    /// next server of the list is tried, so that one hung host cannot hold the others back.
     fn open(&self, conn: &ConnSettings) -> Result<Session> {
+        let mut rest = conn.clone();
+        let mut failures: Vec<String> = Vec::new();
+        loop {
+            let connection = match pg::connect_as::<Listener>(&rest) {
+                Ok(connection) => connection,
+                Err(e) if failures.is_empty() => return Err(e),
+                Err(e) => {
+                    failures.push(format!("{e:#}"));
+                    return Err(ConnectionError(failures.join("; ")).into());
+                }
+            };
+            let target = connection.target.clone();
+            match self.listen_on(conn, connection) {
+                Ok(session) => {
+                    *self
+                        .listening_on
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(target);
+                    return Ok(session);
+                }
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+            let next = rest
+                .targets()
+                .iter()
+                .position(|t| *t == target)
+                .map(|i| i + 1);
+            match next.and_then(|i| rest.targets().get(i)).cloned() {
+                Some(next) => rest = rest.starting_at(&next),
+                None => return Err(ConnectionError(failures.join("; ")).into()),
+            }
+        }
+    }
+
+    /// LISTENs on a new connection: see [`Source::open`].
+    fn listen_on(
+        &self,
+        conn: &ConnSettings,
+        connection: pg::Connection<Listener>,
+    ) -> Result<Session> {
         let pg::Connection {
             client: mut listener,
             target,
-        } = pg::connect_as::<Listener>(conn)?;
+        } = connection;
         let mut sql: String = self
             .channels()
             .map(|c| format!("LISTEN {};", quote_ident(c)))
@@ -258,10 +314,11 @@ impl Source {
             ConnectionError(format!("could not listen on {}: {why}", target.describe()))
         };
         // A server that accepted the connection and then hangs must not hold the start
-        // forever: connect_timeout, or 30 s, for LISTEN's answer.
+        // forever: connect_timeout, or 30 s, for LISTEN's answer, and never past --timeout.
         let deadline = pg::connect_timeout_of(conn)
             .or(Some(LISTEN_TIMEOUT))
-            .and_then(deadline::after);
+            .and_then(deadline::after)
+            .min(conn.deadline().or(Some(Instant::now() + LISTEN_TIMEOUT)));
         loop {
             let wait = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())
@@ -275,9 +332,10 @@ impl Source {
                 return Err(failed(why).into());
             } else if early.is_empty() {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(
-                        failed("no answer in time (connect_timeout, else 30 s)".into()).into(),
-                    );
+                    return Err(failed(
+                        "no answer in time (connect_timeout, else 30 s; --timeout)".into(),
+                    )
+                    .into());
                 }
                 continue;
             }

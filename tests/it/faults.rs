@@ -111,7 +111,7 @@ fn a_server_down_at_start_fails_fast_unless_wait() {
         .pgnotify()
         .args(["-v", "pipe", "w", "--wait"])
         .spawn();
-    pipe.wait_stderr("could not reconnect yet");
+    pipe.wait_stderr("could not connect yet");
     server.pg_ctl(&["start"]);
     pipe.wait_ready();
     server.notify("w", "finally");

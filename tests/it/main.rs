@@ -10,6 +10,7 @@ mod conn;
 mod demo;
 mod exec;
 mod failover;
+mod failover_edges;
 mod faults;
 mod harness;
 mod layout;

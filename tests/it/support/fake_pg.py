@@ -10,6 +10,16 @@
 #   error-with-note    answers LISTEN properly; answers the next query (the heartbeat) with a
 #                      notification, then an error, then ReadyForQuery.
 #   hang-on-query      completes the start-up, then answers nothing: a hung backend.
+#   old-standby        a server before PostgreSQL 14 (no in_hot_standby, no
+#                      default_transaction_read_only at start-up) that is a hot standby:
+#                      pg_is_in_recovery() and transaction_read_only say so, LISTEN fails
+#                      with 25006 as a real standby's does.
+#   old-primary        the same, a primary: the session query says f, LISTEN is answered.
+#   old-hang-session   a server before 14 that completes the start-up and then never
+#                      answers the session query (nor anything else).
+#   old-session-error  a server before 14 that answers the session query with an error.
+# In the old-* modes, a query naming inet_server_port is answered with the fake's own port,
+# so that psql can say which server it chose.
 import socket
 import struct
 import sys
@@ -50,7 +60,40 @@ def read_message(conn):
 SSL_REQUEST = 80877103
 
 
-def startup(conn):
+PORT = 0
+
+
+def rows(values):
+    # One row of text columns, as a simple query answers it.
+    out = message(b"T", struct.pack("!h", len(values)) + b"".join(
+        cstr("c%d" % i) + struct.pack("!ihihih", 0, 0, 25, -1, -1, 0) for i in range(len(values))))
+    body = struct.pack("!h", len(values))
+    for v in values:
+        body += struct.pack("!i", len(v)) + v.encode()
+    out += message(b"D", body)
+    return out + message(b"C", cstr("SELECT 1")) + ready()
+
+
+def error_reply(code, text):
+    return message(b"E", b"SERROR\0C" + code.encode() + b"\0M" + text.encode() + b"\0\0") + ready()
+
+
+def old_answer(mode, sql):
+    standby = mode == "old-standby"
+    if "inet_server_port" in sql:
+        return rows([str(PORT)])
+    if "pg_is_in_recovery" in sql and "transaction_read_only" in sql:
+        return rows(["t", "t"] if standby else ["f", "f"])
+    if "pg_is_in_recovery" in sql:
+        return rows(["t" if standby else "f"])
+    if "transaction_read_only" in sql:
+        return rows(["on" if standby else "off"])
+    if standby and "LISTEN" in sql.upper():
+        return error_reply("25006", "cannot execute LISTEN during recovery")
+    return listen_answer(sql)
+
+
+def startup(conn, mode=""):
     (length,) = struct.unpack("!i", read_exact(conn, 4))
     body = read_exact(conn, length - 4)
     if length == 8 and struct.unpack("!i", body)[0] == SSL_REQUEST:
@@ -58,12 +101,15 @@ def startup(conn):
         conn.sendall(b"N")
         (length,) = struct.unpack("!i", read_exact(conn, 4))
         read_exact(conn, length - 4)
+    old = mode.startswith("old-")
+    params = message(b"S", cstr("server_version") + cstr("13.0" if old else "15.0"))
+    if not old:
+        # As PostgreSQL 14 and later report them: a primary, read-write by default.
+        params += message(b"S", cstr("in_hot_standby") + cstr("off"))
+        params += message(b"S", cstr("default_transaction_read_only") + cstr("off"))
     conn.sendall(
         message(b"R", struct.pack("!i", 0))
-        + message(b"S", cstr("server_version") + cstr("15.0"))
-        # As PostgreSQL 14 and later report them: a primary, read-write by default.
-        + message(b"S", cstr("in_hot_standby") + cstr("off"))
-        + message(b"S", cstr("default_transaction_read_only") + cstr("off"))
+        + params
         + message(b"S", cstr("client_encoding") + cstr("UTF8"))
         + message(b"K", struct.pack("!ii", 4242, 1))
         + ready()
@@ -83,12 +129,22 @@ def listen_answer(sql):
 
 
 def serve(conn, mode):
-    startup(conn)
+    startup(conn, mode)
     while True:
         tag, body = read_message(conn)
         if tag == b"X":
             return
-        if mode == "hang-on-query":
+        if mode in ("old-standby", "old-primary") and tag == b"Q":
+            conn.sendall(old_answer(mode, body.rstrip(b"\0").decode()))
+            continue
+        if mode == "old-session-error" and tag == b"Q":
+            sql = body.rstrip(b"\0").decode()
+            if "pg_is_in_recovery" in sql:
+                conn.sendall(error_reply("42883", "function pg_catalog.pg_is_in_recovery() does not exist"))
+            else:
+                conn.sendall(listen_answer(sql))
+            continue
+        if mode in ("hang-on-query", "old-hang-session"):
             while conn.recv(4096):
                 pass
             return
@@ -110,6 +166,8 @@ def main():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
+    global PORT
+    PORT = server.getsockname()[1]
     print(server.getsockname()[1], flush=True)
     while True:
         conn, _ = server.accept()
