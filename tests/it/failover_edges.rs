@@ -2,7 +2,7 @@
 //! with psql (libpq 15) as the oracle where it has one: the defects it found, fixed, and the
 //! behaviour that held up under attack.
 
-use crate::support::{Cmd, Line, PATIENCE, Running, Server};
+use crate::support::{Cmd, FakeServer, Line, PATIENCE, Running, Server};
 use std::collections::HashSet;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
@@ -86,38 +86,6 @@ fn psql_choice(via: &Server, conninfo: &str) -> Option<u16> {
     match out.status.success() {
         true => out.stdout.trim().parse().ok(),
         false => None,
-    }
-}
-
-/// A fake server (`support/fake_pg.py MODE`), killed on drop, and its port.
-struct FakeServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl FakeServer {
-    fn start(mode: &str) -> FakeServer {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/fake_pg.py");
-        let mut child = std::process::Command::new("python3")
-            .args([script, mode])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut port = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut port)
-            .unwrap();
-        FakeServer {
-            child,
-            port: port.trim().parse().expect("the fake's port"),
-        }
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,7 +1,7 @@
 //! `pipe` (and the source `listen` shares) under real faults: killed backends, server restarts,
 //! a server down at start, a hung backend, and a reader that stalls during a flood.
 
-use crate::support::{Line, PATIENCE, Server};
+use crate::support::{FakeServer, Line, PATIENCE, Server};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
@@ -657,55 +657,23 @@ fn a_reader_that_leaves_while_the_pipe_is_full_ends_the_run_quietly() {
     assert!(!run.stderr().contains("error"), "{}", run.stderr());
 }
 
-/// A fake server (`support/fake_pg.py MODE`), killed on drop, and its port.
-struct FakeServer {
-    child: std::process::Child,
-    port: String,
-}
-
-impl FakeServer {
-    fn start(mode: &str) -> FakeServer {
-        use std::io::BufRead;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/fake_pg.py");
-        let mut child = std::process::Command::new("python3")
-            .args([script, mode])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3");
-        let mut port = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut port)
-            .unwrap();
-        FakeServer {
-            child,
-            port: port.trim().to_owned(),
-        }
-    }
-
-    fn pipe(&self, extra: &[&str]) -> crate::support::Running {
-        crate::support::Cmd::new()
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port,
-                "-U",
-                "u",
-                "-d",
-                "d",
-                "-v",
-            ])
-            .args(["pipe", "fk", "--heartbeat", "1s"])
-            .args(extra)
-            .spawn()
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `pgnotify -v pipe fk --heartbeat 1s EXTRA...` against a fake server.
+fn fake_pipe(fake: &FakeServer, extra: &[&str]) -> crate::support::Running {
+    crate::support::Cmd::new()
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &fake.port.to_string(),
+            "-U",
+            "u",
+            "-d",
+            "d",
+            "-v",
+        ])
+        .args(["pipe", "fk", "--heartbeat", "1s"])
+        .args(extra)
+        .spawn()
 }
 
 #[test]
@@ -714,7 +682,7 @@ fn a_backend_that_hangs_before_answering_listen_is_replaced() {
     // answer gets the heartbeat's deadline, the session is replaced, and the thread never
     // spins meanwhile.
     let fake = FakeServer::start("hang-after-early");
-    let mut pipe = fake.pipe(&[]);
+    let mut pipe = fake_pipe(&fake, &[]);
     assert_eq!(pipe.read_record().payload, "early");
     let line = pipe.wait_stderr("reconnecting");
     assert!(line.contains("no answer to LISTEN within 5 s"), "{line}");
@@ -725,7 +693,7 @@ fn notifications_that_come_with_a_failed_heartbeat_are_delivered() {
     // The heartbeat's answer is an error, and a notification arrived just before it: the
     // notification is written, then the session is replaced.
     let fake = FakeServer::start("error-with-note");
-    let mut pipe = fake.pipe(&[]);
+    let mut pipe = fake_pipe(&fake, &[]);
     pipe.wait_ready();
     assert_eq!(pipe.read_record().payload, "must-not-be-lost");
     pipe.wait_stderr("the heartbeat failed");
@@ -856,7 +824,16 @@ fn notify_timeout_bounds_a_server_that_accepts_and_never_answers() {
     // Connected, then the backend hangs: the notification may or may not have committed.
     let fake = FakeServer::start("hang-on-query");
     crate::support::Cmd::new()
-        .args(["-h", "127.0.0.1", "-p", &fake.port, "-U", "u", "-d", "d"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &fake.port.to_string(),
+            "-U",
+            "u",
+            "-d",
+            "d",
+        ])
         .args(["notify", "-t", "500ms", "c", "x"])
         .run()
         .code(124)
@@ -864,7 +841,16 @@ fn notify_timeout_bounds_a_server_that_accepts_and_never_answers() {
         .stderr_has("timed out after 500 ms (--timeout)")
         .stderr_has("may or may not have been committed");
     crate::support::Cmd::new()
-        .args(["-h", "127.0.0.1", "-p", &fake.port, "-U", "u", "-d", "d"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &fake.port.to_string(),
+            "-U",
+            "u",
+            "-d",
+            "d",
+        ])
         .args(["notify", "-t", "500ms", "--lines", "c"])
         .stdin("a\nb\n")
         .run()

@@ -3,12 +3,11 @@
 //! found (the comment says what libpq does); the rest are attacks that found nothing, kept.
 
 use super::tls::{ca, client_cert, compare as agree, pgnotify, psql, tcp, tls_only};
-use crate::support::Server;
+use crate::support::{FakeServer, Server};
 use pgnotify::tempdb::{self, tls::CertAuthority};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A TLS server that takes TCP connections with and without TLS (the default trust lines),
@@ -113,55 +112,6 @@ fn shared_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
-}
-
-/// A TCP server on 127.0.0.1 that answers an SSLRequest with 'S' and then: "hang" (never
-/// speaks TLS), "close" (closes at once). Killed on drop.
-struct FakeServer {
-    child: Child,
-    port: u16,
-}
-
-impl FakeServer {
-    fn start(mode: &str) -> FakeServer {
-        let script = r#"
-import socket, sys, threading
-mode = sys.argv[1]
-s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1000)
-print(s.getsockname()[1], flush=True)
-keep = []
-def serve(c):
-    try:
-        c.recv(8); c.sendall(b"S")
-        if mode == "close":
-            c.close(); return
-        while c.recv(4096): pass
-    except Exception: pass
-while True:
-    c, _ = s.accept(); keep.append(c)
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-        let mut child = Command::new("python3")
-            .args(["-c", script, mode])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        FakeServer {
-            child,
-            port: line.trim().parse().unwrap(),
-        }
-    }
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -307,7 +257,7 @@ fn sslcrldir_that_is_not_a_directory_fails_closed_as_in_libpq() {
 /// again: 2 x connect_timeout (and 2 x per host with a host list).
 #[test]
 fn connect_timeout_bounds_a_prefer_attempt_as_in_libpq() {
-    let fake = FakeServer::start("hang");
+    let fake = FakeServer::start("tls-hang");
     let server = Server::start();
     let conninfo = format!(
         "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=2",
@@ -544,8 +494,8 @@ fn passwords_and_sslpasswords_are_never_shown() {
 #[test]
 fn broken_tls_servers_fail_in_one_line_and_notify_timeout_is_124() {
     let server = Server::start();
-    let close = FakeServer::start("close");
-    let hang = FakeServer::start("hang");
+    let close = FakeServer::start("tls-close");
+    let hang = FakeServer::start("tls-hang");
     for mode in ["prefer", "require"] {
         let out = server
             .bare()
@@ -627,7 +577,7 @@ fn a_tls_listener_reconnects_over_tls_after_a_restart() {
 #[test]
 fn retrying_a_failing_tls_server_keeps_threads_and_fds_flat() {
     let server = Server::start();
-    let close = FakeServer::start("close");
+    let close = FakeServer::start("tls-close");
     let mut listen = server
         .bare()
         .args([

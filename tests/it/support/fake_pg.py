@@ -10,6 +10,12 @@
 #   error-with-note    answers LISTEN properly; answers the next query (the heartbeat) with a
 #                      notification, then an error, then ReadyForQuery.
 #   hang-on-query      completes the start-up, then answers nothing: a hung backend.
+#   tls-hang           answers an SSLRequest with 'S', then never speaks TLS.
+#   tls-close          answers an SSLRequest with 'S', then closes the connection.
+#   old-standby, old-primary, old-hang-session, old-session-error
+#                      a server before PostgreSQL 14 (no in_hot_standby reported): a standby,
+#                      a primary, one that never answers the session query, one whose
+#                      pg_is_in_recovery() fails.
 #   old-standby        a server before PostgreSQL 14 (no in_hot_standby, no
 #                      default_transaction_read_only at start-up) that is a hot standby:
 #                      pg_is_in_recovery() and transaction_read_only say so, LISTEN fails
@@ -129,6 +135,13 @@ def listen_answer(sql):
 
 
 def serve(conn, mode):
+    if mode.startswith("tls-"):
+        read_exact(conn, 8)
+        conn.sendall(b"S")
+        if mode == "tls-hang":
+            while conn.recv(4096):
+                pass
+        return
     startup(conn, mode)
     while True:
         tag, body = read_message(conn)

@@ -205,6 +205,38 @@ sys.stdout.write(child.before.decode())
     }
 }
 
+/// A fake server (`support/fake_pg.py MODE`, see its modes), killed on drop, and its port.
+pub struct FakeServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl FakeServer {
+    pub fn start(mode: &str) -> FakeServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/fake_pg.py");
+        let mut child = Command::new("python3")
+            .args([script, mode])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut port = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut port)
+            .expect("the fake's port");
+        FakeServer {
+            child,
+            port: port.trim().parse().expect("the fake's port"),
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What a `Cmd` runs.
 enum Program {
     /// The real binary.
