@@ -165,7 +165,9 @@ fn send(settings: NotifySettings, conn: &ConnSettings, progress: &Progress) -> R
         }
     };
     progress.set(Phase::Connecting);
-    let pg::Connection { mut client, target } = pg::connect(conn)?;
+    let pg::Connection {
+        mut client, target, ..
+    } = pg::connect(conn)?;
     if !progress.begin_send() {
         return Ok(Exit::Timeout);
     }
@@ -296,7 +298,9 @@ fn send_lines(
     let mut sent: u64 = 0;
     let mut payloads = lines.next_batch().map_err(|e| unsent(e, sent))?;
     progress.set(Phase::Connecting);
-    let pg::Connection { mut client, target } = pg::connect(conn)?;
+    let pg::Connection {
+        mut client, target, ..
+    } = pg::connect(conn)?;
     let statement = client
         .prepare_typed(NOTIFY_MANY, &[Type::TEXT, Type::TEXT_ARRAY])
         .map_err(|e| send_error("could not prepare the notifications", &e, &target))?;

@@ -23,6 +23,8 @@ use zeroize::Zeroizing;
 pub(crate) struct Connection<C = Client> {
     pub(crate) client: C,
     pub(crate) target: Target,
+    /// Where `target` is in the settings' list (a host may be listed twice).
+    pub(crate) index: usize,
 }
 
 /// A kind of connection [`connect_as`] opens.
@@ -165,7 +167,7 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
     // Whether every target refused for a reason that retrying cannot fix.
     let mut rejected = true;
     'passes: for wanted in passes(settings) {
-        for target in settings.targets() {
+        for (index, target) in settings.targets().iter().enumerate() {
             if settings.deadline.is_some_and(|d| Instant::now() >= d) {
                 rejected = false;
                 failures.push(format!(
@@ -193,6 +195,7 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
                         return Ok(Connection {
                             client,
                             target: target.clone(),
+                            index,
                         });
                     }
                     Err(e)

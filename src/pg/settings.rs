@@ -239,12 +239,12 @@ impl ConnSettings {
         settings
     }
 
-    /// A copy for the servers of the list from `target` on (`target` first).
-    pub(crate) fn starting_at(&self, target: &Target) -> ConnSettings {
+    /// A copy for the servers of the list after the first `n`, if any are left.
+    pub(crate) fn after(&self, n: usize) -> Option<ConnSettings> {
+        let rest = self.targets.get(n..).filter(|rest| !rest.is_empty())?;
         let mut settings = self.clone();
-        let at = self.targets.iter().position(|t| t == target).unwrap_or(0);
-        settings.targets = self.targets[at..].to_vec();
-        settings
+        settings.targets = rest.to_vec();
+        Some(settings)
     }
 
     /// A copy for one server of the list, and no other.

@@ -607,21 +607,25 @@ fn configure(
     Ok(ssl)
 }
 
-/// libpq's check of an address: one of the certificate's IP addresses, or, when it has none,
-/// its common name written as the host is.
+/// libpq's check of an address: one of the certificate's IP addresses, or a DNS name written
+/// as the host is, or, when it has no IP address, its common name written so.
 fn address_matches(cert: &X509Ref, ip: IpAddr, host: &str) -> bool {
-    let addresses: Vec<IpAddr> = cert
-        .subject_alt_names()
-        .map(|sans| {
-            sans.iter()
-                .filter_map(|san| san_address(san.ipaddress()?))
-                .collect()
-        })
-        .unwrap_or_default();
-    match addresses.is_empty() {
-        false => addresses.contains(&ip),
-        true => common_name(cert).is_some_and(|cn| cn.eq_ignore_ascii_case(host)),
+    let sans = cert.subject_alt_names();
+    let mut has_address = false;
+    for san in sans.iter().flat_map(|sans| sans.iter()) {
+        if let Some(address) = san.ipaddress().and_then(san_address) {
+            has_address = true;
+            if address == ip {
+                return true;
+            }
+        } else if san
+            .dnsname()
+            .is_some_and(|dns| dns.eq_ignore_ascii_case(host))
+        {
+            return true;
+        }
     }
+    !has_address && common_name(cert).is_some_and(|cn| cn.eq_ignore_ascii_case(host))
 }
 
 fn san_address(bytes: &[u8]) -> Option<IpAddr> {

@@ -77,6 +77,8 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
         )
         .into());
     }
+    // -W asks first, as psql does and notify --timeout does: typing is not connecting.
+    pg::ask_password_first(conn)?;
     // --timeout counts from the start: connecting must not outlast it.
     let until = settings.until;
     let counter = forward::Counter::new(until);

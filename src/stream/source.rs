@@ -271,7 +271,7 @@ impl Source {
                     return Err(ConnectionError(failures.join("; ")).into());
                 }
             };
-            let target = connection.target.clone();
+            let (target, index) = (connection.target.clone(), connection.index);
             match self.listen_on(conn, connection) {
                 Ok(session) => {
                     *self
@@ -282,13 +282,9 @@ impl Source {
                 }
                 Err(e) => failures.push(format!("{e:#}")),
             }
-            let next = rest
-                .targets()
-                .iter()
-                .position(|t| *t == target)
-                .map(|i| i + 1);
-            match next.and_then(|i| rest.targets().get(i)).cloned() {
-                Some(next) => rest = rest.starting_at(&next),
+            // By position, not by name: a host may be listed twice.
+            match rest.after(index + 1) {
+                Some(next) => rest = next,
                 None => return Err(ConnectionError(failures.join("; ")).into()),
             }
         }
@@ -303,6 +299,7 @@ impl Source {
         let pg::Connection {
             client: mut listener,
             target,
+            ..
         } = connection;
         let mut sql: String = self
             .channels()
@@ -317,8 +314,11 @@ impl Source {
         // forever: connect_timeout, or 30 s, for LISTEN's answer, and never past --timeout.
         let deadline = pg::connect_timeout_of(conn)
             .or(Some(LISTEN_TIMEOUT))
-            .and_then(deadline::after)
-            .min(conn.deadline().or(Some(Instant::now() + LISTEN_TIMEOUT)));
+            .and_then(deadline::after);
+        let deadline = match conn.deadline() {
+            Some(run) => deadline.map(|d| d.min(run)),
+            None => deadline,
+        };
         loop {
             let wait = deadline.map_or(Duration::from_secs(3600), |d| {
                 d.saturating_duration_since(Instant::now())

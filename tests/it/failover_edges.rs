@@ -100,7 +100,7 @@ fn fake_conninfo(ports: &[u16], attrs: &str, extra: &str) -> String {
 
 /// Waits until `running` has written a stderr line with `needle`, polling what it collected
 /// (unlike `wait_stderr`, lines already consumed count too).
-fn wait_stderr_has(running: &Running, needle: &str, within: Duration) {
+pub(super) fn wait_stderr_has(running: &Running, needle: &str, within: Duration) {
     let start = Instant::now();
     while !running.stderr().contains(needle) {
         assert!(

@@ -20,7 +20,7 @@ fn server_with(hba: &[&str]) -> Server {
     })
 }
 
-fn write_mode(path: &Path, text: &[u8], mode: u32) {
+pub(super) fn write_mode(path: &Path, text: &[u8], mode: u32) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -28,7 +28,13 @@ fn write_mode(path: &Path, text: &[u8], mode: u32) {
 /// Issues a server certificate with the openssl CLI from the server's own CA: `cn` as the
 /// subject's common name, `san` (e.g. "DNS:*.example.com", or "" for none) as the
 /// subjectAltName. Returns (cert, key), the key owned by the server's owner.
-fn issue(server: &Server, dir: &Path, name: &str, cn: &str, san: &str) -> (PathBuf, PathBuf) {
+pub(super) fn issue(
+    server: &Server,
+    dir: &Path,
+    name: &str,
+    cn: &str,
+    san: &str,
+) -> (PathBuf, PathBuf) {
     let tls = server.cluster.tls_dir().unwrap();
     let (key, csr, crt, ext) = (
         dir.join(format!("{name}.key")),
@@ -94,7 +100,7 @@ fn issue(server: &Server, dir: &Path, name: &str, cn: &str, san: &str) -> (PathB
 }
 
 /// Makes the server present this certificate from now on.
-fn present(server: &Server, (crt, key): &(PathBuf, PathBuf)) {
+pub(super) fn present(server: &Server, (crt, key): &(PathBuf, PathBuf)) {
     server.psql(&format!(
         "ALTER SYSTEM SET ssl_cert_file = '{}'",
         crt.display()
@@ -108,7 +114,7 @@ fn present(server: &Server, (crt, key): &(PathBuf, PathBuf)) {
 }
 
 /// A directory the server's owner can read (the test's temporary directories are 0700).
-fn shared_dir() -> tempfile::TempDir {
+pub(super) fn shared_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
