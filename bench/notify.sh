@@ -36,12 +36,7 @@ t1=$(now)
 echo "  psql, \\copy + one pg_notify SELECT           $(rate "$lines" $((t1 - t0)))  (one transaction: folds duplicates)"
 
 runs=50
-echo "start-up: mean of $runs runs, from exec to exit, of a client that connects, LISTENs and leaves"
-t0=$(now)
-for _ in $(seq $runs); do "$pgnotify" listen ready --timeout 1ms >/dev/null || true; done
-t1=$(now)
-awk -v ns=$((t1 - t0)) -v n=$runs 'BEGIN { printf "  pgnotify listen --timeout 1ms   %.1f ms (includes the 1 ms timeout)\n", ns / n / 1e6 }'
-t0=$(now)
-for _ in $(seq $runs); do "$psql" -XAtqc 'LISTEN ready' >/dev/null; done
-t1=$(now)
-awk -v ns=$((t1 - t0)) -v n=$runs 'BEGIN { printf "  psql -c LISTEN                  %.1f ms\n", ns / n / 1e6 }'
+echo "start-up: median of $runs runs, from exec to the line that says LISTEN was answered"
+median() { sort -n | awk '{ t[NR] = $1 } END { printf "%.1f ms", t[int((NR + 1) / 2)] / 1e6 }'; }
+echo "  pgnotify -v listen              $(time_to_line $runs 'listening on' stderr "$pgnotify" -v listen ready | median)"
+echo "  psql -c LISTEN                  $(time_to_line $runs LISTEN stdout "$psql" -X -c 'LISTEN ready' | median)"

@@ -14,6 +14,29 @@ stop=$(printf '%s\n' "$settings" | sed -n 's/^# stop and remove the server: //p'
 psql=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1)
 psql=${psql:-psql}
 now() { date +%s%N; }
+# time_to_line RUNS MARKER STREAM COMMAND...: RUNS timed runs after 3 untimed ones, each from
+# exec to the first line on STREAM (stdout or stderr) that holds MARKER, one duration (ns) a
+# line on stdout; the command is then stopped (SIGTERM) and reaped, untimed. The way to time
+# "ready" for `pgnotify -v listen` (its "listening on ...") and psql's LISTEN alike.
+time_to_line() {
+  python3 -c '
+import subprocess, sys, time
+runs, marker, stream, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+pipe, null = subprocess.PIPE, subprocess.DEVNULL
+for i in range(runs + 3):
+    t0 = time.perf_counter_ns()
+    p = subprocess.Popen(cmd, stdin=null, stdout=pipe if stream == "stdout" else null,
+                         stderr=pipe if stream == "stderr" else null, text=True)
+    out = p.stdout if stream == "stdout" else p.stderr
+    line = next((l for l in out if marker in l), None)
+    t1 = time.perf_counter_ns()
+    if line is None:
+        sys.exit("%s ended without %r (status %s)" % (cmd[0], marker, p.wait()))
+    p.terminate(); p.wait()
+    if i >= 3:
+        print(t1 - t0)
+' "$@"
+}
 listener=""
 cleanup() {
   [ -n "$listener" ] && kill "$listener" 2>/dev/null || true

@@ -3,10 +3,10 @@
 # both TLS and plain TCP on 127.0.0.1, with scram-sha-256 password authentication on both
 # (hostssl and hostnossl lines; the unix socket stays trust and is used only to set up and to
 # commit the bursts). In the same run:
-#  1. start-up: exec to exit of a client that connects, LISTENs and leaves: `pgnotify listen
-#     --timeout 1ms` (it connects and has LISTEN answered before the timeout is looked at; it
-#     then exits 124) next to `psql -c 'LISTEN ch'`; over TLS (verify-full, localhost) and
-#     over plain TCP (sslmode=disable, 127.0.0.1). hyperfine when installed, else a loop.
+#  1. start-up: from exec to the line that says LISTEN was answered, `pgnotify -v listen ch`
+#     ("listening on" on stderr) next to `psql -c 'LISTEN ch'` ("LISTEN" on stdout), each
+#     timed by the same small Python harness; over TLS (verify-full, localhost) and over plain
+#     TCP (sslmode=disable, 127.0.0.1).
 #  2. drain: bench/pipe.sh's technique. `pgnotify pipe | wc -l` listens, is frozen (SIGSTOP)
 #     while a burst commits in one transaction, then let go; the drain alone is timed. TLS and
 #     plain alternate, RUNS times each after an untimed round; the median and the ratio
@@ -56,7 +56,7 @@ echo "  (plain TCP stays allowed, as hostnossl, so that it can be measured; the 
 
 # Each way in is what it claims: pgnotify -v says how it connected, psql asks the server.
 for mode in tls plain; do
-  said=$(with $mode "$pgnotify" -v listen ch --timeout 1ms 2>&1 || true)
+  said=$(with $mode "$pgnotify" -v listen ch --timeout 500ms 2>&1 || true)
   grep -q 'listening on' <<<"$said" || { echo "pgnotify over $mode did not listen: $said" >&2; exit 1; }
   connected=$(grep -o 'connected to .*' <<<"$said")
   asked=$(with $mode "$psql" -XAtq -c "SELECT concat_ws(' ', 'ssl=' || ssl, version, cipher) FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
@@ -76,46 +76,23 @@ stats() {
     printf "    %-36s %8.2f ms %8.2f ms\n", name, m / 1e6, p / 1e6
     print m > keep }'
 }
-# startup MODE TOOL COMMAND...: STARTUPS timed runs after 3 untimed ones, into $work/MODE.TOOL.
+# startup MODE TOOL MARKER STREAM COMMAND...: time_to_line (bench/server.sh) in MODE, into
+# $work/MODE.TOOL.
 startup() {
-  local mode=$1 tool=$2 times=$work/$1.$2; shift 2
-  # Every run must end as the checked one did: 124 for pgnotify (its --timeout), 0 for psql.
-  local expect=0; [ "$tool" = pgnotify ] && expect=124
-  : > "$times"
-  if [ -n "$hyperfine" ]; then
-    # -i: pgnotify ends with 124; the exit codes are checked below.
-    with $mode hyperfine -N -i --warmup 3 --runs "$startups" --output=null \
-      --export-json "$work/h.json" "$(printf '%q ' "$@")" >/dev/null 2>&1
-    python3 -c 'import json, sys
-r = json.load(open(sys.argv[1]))["results"][0]
-bad = [c for c in r["exit_codes"] if c != int(sys.argv[2])]
-if bad: sys.exit("%d runs of %s ended otherwise: %s" % (len(bad), r["command"], sorted(set(bad))))
-for t in r["times"]: print(round(t * 1e9))' \
-      "$work/h.json" "$expect" > "$times"
-  else
-    for _ in 1 2 3; do with $mode "$@" >/dev/null 2>&1 || true; done
-    local t0 t1 rc
-    for _ in $(seq "$startups"); do
-      t0=$(now); rc=0
-      with $mode "$@" >/dev/null 2>&1 || rc=$?
-      t1=$(now)
-      [ $rc = "$expect" ] || { echo "a run of $* ended with $rc" >&2; exit 1; }
-      echo $((t1 - t0)) >> "$times"
-    done
-  fi
+  local mode=$1 tool=$2; shift 2
+  with $mode time_to_line "$startups" "$@" > "$work/$mode.$tool"
 }
 
-hyperfine=$(command -v hyperfine || true)
-echo "1. start-up to LISTEN answered, exec to exit, $startups runs each ($([ -n "$hyperfine" ] && echo "hyperfine -N" || echo "a date +%s%N loop"), after 3 warm-up runs)"
+echo "1. start-up to LISTEN answered, from exec to the line that says so, $startups runs each (after 3 warm-up runs)"
 printf '    %-36s %11s %11s\n' "" median p90
 for mode in tls plain; do
   case $mode in
     tls) echo "  TLS, sslmode=verify-full, host=localhost (TCP)" ;;
     plain) echo "  plain TCP, sslmode=disable, host=127.0.0.1" ;;
   esac
-  startup $mode pgnotify "$pgnotify" listen ch --timeout 1ms
-  stats "pgnotify listen ch --timeout 1ms" "$work/$mode.pgnotify"
-  startup $mode psql "$psql" -XAtq -c 'LISTEN ch'
+  startup $mode pgnotify 'listening on' stderr "$pgnotify" -v listen ch
+  stats "pgnotify -v listen ch" "$work/$mode.pgnotify"
+  startup $mode psql LISTEN stdout "$psql" -X -c 'LISTEN ch'
   stats "psql -X -c 'LISTEN ch'" "$work/$mode.psql"
 done
 ratio() { awk -v a="$(cat "$1")" -v b="$(cat "$2")" 'BEGIN { printf "%.2f", a / b }'; }
