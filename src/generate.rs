@@ -209,7 +209,7 @@ fn environment(roff: &mut Roff) {
         ),
         (
             "PGPASSFILE",
-            "Password file (default ~/.pgpass; ignored unless mode 0600 or stricter).",
+            "Password file (default ~/.pgpass; ignored when group or others may read it).",
         ),
         (
             "PGSERVICE, PGSERVICEFILE, PGSYSCONFDIR",

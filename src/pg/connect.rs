@@ -159,8 +159,10 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
         None if settings.prompt == PasswordPrompt::Always => {
             Some(prompt_password(settings.user(), None)?)
         }
+        // An empty password is none, as in libpq: the password file and the prompt still apply.
         None => settings
             .get("password")
+            .filter(|p| !p.is_empty())
             .map(|p| Zeroizing::new(p.to_owned())),
     };
     let mut failures = Vec::new();
@@ -687,6 +689,10 @@ fn describe_connect_error(e: &postgres::Error, prompt: PasswordPrompt) -> String
     if wants_password(e) {
         let ask = match prompt {
             PasswordPrompt::Never => "or leave out -w to be asked",
+            PasswordPrompt::Unattended => {
+                "or -W to type it first: pgnotify does not ask while it runs unattended, on a \
+                 reconnect, for --fetch or under notify --timeout"
+            }
             _ => "or run it at a terminal to be asked",
         };
         return format!(

@@ -35,6 +35,9 @@ pub(crate) enum PasswordPrompt {
     Never,
     /// `-W`: ask before connecting.
     Always,
+    /// Never ask, because nobody is waiting at the prompt: a listener's reconnects and its
+    /// `--fetch` connection, `notify --timeout`.
+    Unattended,
 }
 
 /// The connection options given on the command line.
@@ -254,10 +257,11 @@ impl ConnSettings {
         settings
     }
 
-    /// A copy that never asks for a password (as with `-w`).
+    /// A copy that never asks for a password, for a connection nobody waits at a terminal
+    /// for (passwords typed earlier are still used, and `-W`'s).
     pub(crate) fn without_prompt(&self) -> ConnSettings {
         let mut settings = self.clone();
-        settings.prompt = PasswordPrompt::Never;
+        settings.prompt = PasswordPrompt::Unattended;
         settings
     }
 

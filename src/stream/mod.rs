@@ -102,7 +102,7 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
     });
     let mut fetcher = settings
         .fetch
-        .then(|| Fetcher::new(&conn.without_deadline(), listening_on));
+        .then(|| Fetcher::new(&conn.without_deadline().without_prompt(), listening_on));
     let outcome = forward::run(&queue, out.as_mut(), counter, fetcher.as_mut());
     // Also after a failure: TCP backlogs get their chance, --exec children are reaped.
     let finished = out.finish();

@@ -123,6 +123,10 @@ impl Source {
             .conn
             .without_deadline()
             .with_default("connect_timeout", &RECONNECT_TIMEOUT_SECS.to_string());
+        // Once it has run, a listener never stops at a prompt: nobody may be there to answer
+        // it (another host of the list, a server that newly wants a password). Before that
+        // (--wait at a terminal), asking is what starting it asked for.
+        let unattended = reconnect_conn.without_prompt();
         let mut session = first;
         let mut outage = session.is_none().then(|| {
             Outage::new(
@@ -134,7 +138,14 @@ impl Source {
         loop {
             let current = match session.take() {
                 Some(current) => current,
-                None => match self.timed_open(&reconnect_conn, outage.as_mut()) {
+                None => match self.timed_open(
+                    if reported {
+                        &unattended
+                    } else {
+                        &reconnect_conn
+                    },
+                    outage.as_mut(),
+                ) {
                     Ok(current) => {
                         if let Some(outage) = outage.take()
                             && reported

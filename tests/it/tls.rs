@@ -115,7 +115,7 @@ pub(super) fn client_cert(server: &Server, dir: &Path) -> Issued {
         .unwrap()
 }
 
-fn write_private(path: &Path, text: &[u8]) {
+pub(super) fn write_private(path: &Path, text: &[u8]) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
