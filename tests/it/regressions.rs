@@ -74,20 +74,8 @@ fn a_duplicated_host_that_hangs_on_listen_does_not_loop_forever() {
             .bare()
             .args(["-v", "-d", &list, "listen", "x"])
             .spawn();
-        let started = Instant::now();
-        let mut ended = false;
-        while started.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = listen.child.try_wait() {
-                ended = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let ended = listen.ends_within(Duration::from_secs(15));
         let attempts = listen.stderr().matches("connected to server").count();
-        if !ended {
-            listen.signal(nix::sys::signal::Signal::SIGKILL);
-            let _ = listen.wait();
-        }
         assert!(
             ended,
             "{list}: still running after 15 s, {attempts} LISTEN attempts on the same host{}",
@@ -114,19 +102,7 @@ fn a_duplicated_hung_host_does_not_defeat_max_downtime() {
             "x",
         ])
         .spawn();
-    let started = Instant::now();
-    let mut ended = false;
-    while started.elapsed() < Duration::from_secs(15) {
-        if let Ok(Some(_)) = listen.child.try_wait() {
-            ended = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if !ended {
-        listen.signal(nix::sys::signal::Signal::SIGKILL);
-        let _ = listen.wait();
-    }
+    let ended = listen.ends_within(Duration::from_secs(15));
     assert!(
         ended,
         "--max-downtime 3s: still running after 15 s{}",
@@ -227,24 +203,13 @@ fn listen_timeout_does_not_count_the_time_spent_typing_a_password() {
         ..Default::default()
     });
     server.psql("SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD 'pw'");
-    let script = r#"
-import pexpect, sys, time
-child = pexpect.spawn(sys.argv[1], sys.argv[2:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=20)
-child.expect("Password for user postgres: ")
-time.sleep(4)
-child.sendline("pw")
-child.expect(pexpect.EOF)
-child.close()
-print("exit", child.exitstatus)
-sys.stdout.write(child.before.decode())
-"#;
     let port = server.cluster.port().to_string();
     for cmd in [
         &["notify", "--timeout", "3s", "x", "y"][..],
         &["listen", "--timeout", "3s", "x"][..],
     ] {
         let out = server
-            .python(script)
+            .typing_password_after(Duration::from_secs(4), "postgres", "pw")
             .arg(env!("CARGO_BIN_EXE_pgnotify"))
             .args([
                 "-W",

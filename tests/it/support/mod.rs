@@ -125,17 +125,27 @@ impl Server {
     /// A real terminal (`pexpect`) running the program in `sys.argv[1:]`, that types
     /// `password` at the prompt for `user`'s, then prints `exit STATUS` and what was shown.
     pub fn typing_password(&self, user: &str, password: &str) -> Cmd {
+        self.typing_password_after(Duration::ZERO, user, password)
+    }
+
+    /// [`typing_password`](Self::typing_password), typing only `delay` after the prompt.
+    pub fn typing_password_after(&self, delay: Duration, user: &str, password: &str) -> Cmd {
         let script = r#"
-import pexpect, sys
+import pexpect, sys, time
 child = pexpect.spawn(sys.argv[1], sys.argv[2:], env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, timeout=20)
 child.expect("Password for user USER: ")
+time.sleep(DELAY)
 child.sendline("PASSWORD")
 child.expect(pexpect.EOF)
 child.close()
 print("exit", child.exitstatus)
 sys.stdout.write(child.before.decode())
 "#;
-        self.python(&script.replace("USER", user).replace("PASSWORD", password))
+        let script = script
+            .replace("USER", user)
+            .replace("PASSWORD", password)
+            .replace("DELAY", &delay.as_secs_f64().to_string());
+        self.python(&script)
     }
 
     /// `python3 -c SCRIPT`, the arguments as `sys.argv[1:]`, the binary as `$PGNOTIFY`.
@@ -781,6 +791,20 @@ impl Running {
     /// Asserts it is still running after `wait`: for a test whose point is that something
     /// (a timeout, a deadline) does not end the run. Waits on the child, so an early exit fails
     /// at once, with the report.
+    /// Whether it ends within `wait`; when it does not, it is killed.
+    pub fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.wait();
+        false
+    }
+
     pub fn assert_running_for(&mut self, wait: Duration, why: &str) {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
