@@ -1,22 +1,10 @@
 //! Host lists with `target_session_attrs`, a streaming standby, and a promotion: the
 //! listener follows the new primary without being restarted, and reports the gap.
 
+use super::failover_edges::{connected_to, hosts};
 use crate::support::{Outcome, Running, Server};
 use pgnotify::tempdb;
 use std::time::Duration;
-
-/// `host=127.0.0.1,... port=A,B,...` for these servers, in this order.
-fn hosts(servers: &[&Server], attrs: &str) -> String {
-    let ports: Vec<String> = servers
-        .iter()
-        .map(|s| s.cluster.port().to_string())
-        .collect();
-    let hosts = vec!["127.0.0.1"; servers.len()].join(",");
-    format!(
-        "host={hosts} port={} user=postgres dbname=postgres target_session_attrs={attrs}",
-        ports.join(",")
-    )
-}
 
 /// `pgnotify -v -d CONNINFO notify probe x`.
 fn notify(via: &Server, conninfo: &str) -> Outcome {
@@ -25,12 +13,13 @@ fn notify(via: &Server, conninfo: &str) -> Outcome {
         .run()
 }
 
-/// The `-v` line that names the server connected to.
-fn connected_to(server: &Server) -> String {
-    format!(
-        "connected to server at \"127.0.0.1\", port {} as user",
-        server.cluster.port()
-    )
+/// Asserts that `pipe` says it connected to `server`.
+pub(super) fn assert_on(pipe: &Running, server: &Server) {
+    assert!(
+        pipe.stderr().contains(&connected_to(server)),
+        "{}",
+        pipe.report()
+    );
 }
 
 /// `pgnotify -v -d CONNINFO pipe jobs ARGS...`, once it listens on `on`.
@@ -41,11 +30,7 @@ fn pipe_on(on: &Server, conninfo: &str, args: &[&str]) -> Running {
         .args(args)
         .spawn();
     pipe.wait_ready();
-    assert!(
-        pipe.stderr().contains(&connected_to(on)),
-        "{}",
-        pipe.report()
-    );
+    assert_on(&pipe, on);
     pipe
 }
 
@@ -72,11 +57,7 @@ fn a_pipe_with_two_hosts_and_target_session_attrs_primary_follows_a_promotion() 
         "the stream is whole again{}",
         pipe.report()
     );
-    assert!(
-        pipe.stderr().contains(&connected_to(&standby)),
-        "{}",
-        pipe.report()
-    );
+    assert_on(&pipe, &standby);
     // LISTEN is back on the promoted server before the gap record is written.
     standby.notify("jobs", "after");
     assert_eq!(pipe.read_record().payload, "after");

@@ -352,10 +352,7 @@ fn prefer_listener_reconnects_in_plain_when_the_key_turns_unusable() {
     );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     server.pg_ctl(&["restart", "-m", "fast"]);
-    let (_, gap) = pipe.read_until_gap();
-    assert!(gap.until.is_some(), "{}", pipe.report());
-    server.notify("jobs", "after");
-    assert_eq!(pipe.read_record().payload, "after");
+    pipe.resumes_after_gap(&server, "jobs", "after");
 }
 
 /// 2. CRLs: a default ~/.postgresql/root.crl that is garbage is ignored when sslcrldir is
@@ -500,10 +497,7 @@ fn reconnects_after_the_first_notification_outlive_the_timeout() {
         assert_eq!(pipe.read_record().payload, "first");
         std::thread::sleep(Duration::from_millis(2500));
         server.pg_ctl(&["restart", "-m", "fast"]);
-        let (_, gap) = pipe.read_until_gap();
-        assert!(gap.until.is_some(), "{}", pipe.report());
-        server.notify("jobs", "second");
-        assert_eq!(pipe.read_record().payload, "second");
+        pipe.resumes_after_gap(&server, "jobs", "second");
         pipe.signal(nix::sys::signal::Signal::SIGTERM);
         pipe.wait();
     }

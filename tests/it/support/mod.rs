@@ -783,6 +783,19 @@ impl Running {
         self.child.id()
     }
 
+    /// Reads to the next gap record and asserts that the stream is whole again (`until` set),
+    /// then that `payload`, sent on `channel` through `via` after it, arrives.
+    pub fn resumes_after_gap(&mut self, via: &Server, channel: &str, payload: &str) {
+        let (_, gap) = self.read_until_gap();
+        assert!(
+            gap.until.is_some(),
+            "the stream is whole again{}",
+            self.report()
+        );
+        via.notify(channel, payload);
+        assert_eq!(self.read_record().payload, payload, "{}", self.report());
+    }
+
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
             .expect("kill");
