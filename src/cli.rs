@@ -218,7 +218,9 @@ pub(crate) struct WaitArgs {
     pub(crate) count: Option<u64>,
 
     /// Exit with status 124 if the --count notifications (without --count: a first
-    /// notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h.
+    /// notification) have not arrived within DURATION, e.g. 500ms, 10s, 5m, 1h. It counts
+    /// from the start, connecting included: without --wait, expiring before LISTEN is
+    /// answered is status 3.
     #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) timeout: Option<Duration>,
 }
