@@ -220,12 +220,12 @@ fn an_untrusted_certificate_and_a_host_name_mismatch_are_told_as_psql_tells_them
         .stderr_has("wrong.crt");
     // The address is right, the name is not one the certificate has: verify-full names both.
     let named = format!(
-        "host=db.example hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres \
+        "host=db.pgnotify.localhost hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres \
          sslrootcert={}",
         ca(&server).display()
     );
     agree(&server, &format!("{named} sslmode=verify-full")).stderr_has(
-        "server certificate for \"localhost\", \"127.0.0.1\" does not match host name \"db.example\"",
+        "server certificate for \"localhost\", \"127.0.0.1\" does not match host name \"db.pgnotify.localhost\"",
     );
     // verify-ca checks the chain only.
     agree(&server, &format!("{named} sslmode=verify-ca")).success();

@@ -26,7 +26,7 @@ pub(super) fn write_mode(path: &Path, text: &[u8], mode: u32) {
 }
 
 /// Issues a server certificate with the openssl CLI from the server's own CA: `cn` as the
-/// subject's common name, `san` (e.g. "DNS:*.example.com", or "" for none) as the
+/// subject's common name, `san` (e.g. "DNS:*.pgnotify.localhost", or "" for none) as the
 /// subjectAltName. Returns (cert, key), the key owned by the server's owner.
 pub(super) fn issue(
     server: &Server,
@@ -322,7 +322,7 @@ fn verify_full_reads_an_ip_address_in_the_common_name_as_libpq_does() {
         server.cluster.port(),
         ca(&server).display()
     );
-    for (name, san) in [("cn-only", ""), ("cn-and-dns", "DNS:db.example.com")] {
+    for (name, san) in [("cn-only", ""), ("cn-and-dns", "DNS:db.pgnotify.localhost")] {
         present(&server, &issue(&server, dir.path(), name, "127.0.0.1", san));
         let out = agree(&server, &conninfo);
         assert!(out.status.success(), "{name}{}", out.report());
@@ -380,14 +380,20 @@ fn verify_full_names_wildcards_case_and_trailing_dots_as_libpq() {
     };
     present(
         &server,
-        &issue(&server, dir.path(), "wild", "wild", "DNS:*.example.com"),
+        &issue(
+            &server,
+            dir.path(),
+            "wild",
+            "wild",
+            "DNS:*.pgnotify.localhost",
+        ),
     );
     for (host, ok) in [
-        ("db.example.com", true),
-        ("DB.Example.COM", true),
-        ("a.b.example.com", false),
-        ("example.com", false),
-        ("db.example.com.", false),
+        ("db.pgnotify.localhost", true),
+        ("DB.Pgnotify.LOCALHOST", true),
+        ("a.b.pgnotify.localhost", false),
+        ("pgnotify.localhost", false),
+        ("db.pgnotify.localhost.", false),
     ] {
         let out = agree(&server, &named(host));
         assert_eq!(out.status.success(), ok, "{host}{}", out.report());
@@ -416,11 +422,11 @@ fn verify_full_names_wildcards_case_and_trailing_dots_as_libpq() {
             dir.path(),
             "dns",
             "localhost",
-            "DNS:db.example.com",
+            "DNS:db.pgnotify.localhost",
         ),
     );
     agree(&server, &named("localhost")).stderr_has(
-        "server certificate for \"db.example.com\" does not match host name \"localhost\"",
+        "server certificate for \"db.pgnotify.localhost\" does not match host name \"localhost\"",
     );
 }
 
