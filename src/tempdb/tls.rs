@@ -7,7 +7,7 @@
 //! a client key others can read). Handing the server's key to the server's owner is
 //! `tempdb`'s business.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -47,8 +47,8 @@ pub struct Issued {
 
 /// What a leaf certificate is for.
 enum Leaf<'a> {
-    /// A server: these names, IP addresses among them, as subjectAltName.
-    Server(&'a [&'a str]),
+    /// A server: these subjectAltName entries, each `DNS:name` or `IP:address`.
+    Server(&'a [String]),
     /// A client: this common name (the PostgreSQL user, for `cert` authentication).
     Client,
 }
@@ -112,7 +112,29 @@ impl CertAuthority {
     /// a DNS name otherwise. Writes `dir/name.crt` and `dir/name.key`.
     pub fn issue_server(&self, dir: &Path, name: &str, sans: &[&str]) -> Result<Issued> {
         let cn = sans.first().copied().unwrap_or("localhost");
-        self.issue(dir, name, cn, Leaf::Server(sans))
+        let typed: Vec<String> = sans
+            .iter()
+            .map(|san| match san.parse::<std::net::IpAddr>() {
+                Ok(_) => format!("IP:{san}"),
+                Err(_) => format!("DNS:{san}"),
+            })
+            .collect();
+        self.issue(dir, name, cn, Leaf::Server(&typed))
+    }
+
+    /// Issues a server certificate with common name `cn` and exactly these subjectAltName
+    /// entries, each written `DNS:name` or `IP:address` (none: a certificate named by its CN
+    /// alone), for tests of how a client matches names. Writes `dir/name.crt` and
+    /// `dir/name.key`.
+    pub fn issue_server_named(
+        &self,
+        dir: &Path,
+        name: &str,
+        cn: &str,
+        sans: &[&str],
+    ) -> Result<Issued> {
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        self.issue(dir, name, cn, Leaf::Server(&sans))
     }
 
     /// Issues a client certificate with common name `cn` (the PostgreSQL user it logs in as
@@ -173,9 +195,10 @@ impl CertAuthority {
                 builder.append_extension(usage.server_auth().build()?)?;
                 let mut names = SubjectAlternativeName::new();
                 for san in sans {
-                    match san.parse::<std::net::IpAddr>() {
-                        Ok(_) => names.ip(san),
-                        Err(_) => names.dns(san),
+                    match san.split_once(':') {
+                        Some(("IP", address)) => names.ip(address),
+                        Some(("DNS", dns)) => names.dns(dns),
+                        _ => bail!("a subjectAltName is DNS:name or IP:address, not {san:?}"),
                     };
                 }
                 if !sans.is_empty() {

@@ -7,7 +7,6 @@ use crate::support::{FakeServer, Server};
 use pgnotify::tempdb::{self, tls::CertAuthority};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A TLS server that takes TCP connections with and without TLS (the default trust lines),
@@ -25,8 +24,8 @@ pub(super) fn write_mode(path: &Path, text: &[u8], mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Issues a server certificate with the openssl CLI from the server's own CA: `cn` as the
-/// subject's common name, `san` (e.g. "DNS:*.pgnotify.localhost", or "" for none) as the
+/// Issues a server certificate from the server's own CA: `cn` as the subject's common name,
+/// `san` (e.g. "DNS:*.pgnotify.localhost,IP:127.0.0.1", or "" for none) as the
 /// subjectAltName. Returns (cert, key), the key owned by the server's owner.
 pub(super) fn issue(
     server: &Server,
@@ -35,68 +34,20 @@ pub(super) fn issue(
     cn: &str,
     san: &str,
 ) -> (PathBuf, PathBuf) {
-    let tls = server.cluster.tls_dir().unwrap();
-    let (key, csr, crt, ext) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.csr")),
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.ext")),
-    );
-    let mut extensions = "extendedKeyUsage=serverAuth\n".to_owned();
-    if !san.is_empty() {
-        extensions.push_str(&format!("subjectAltName={san}\n"));
-    }
-    std::fs::write(&ext, extensions).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-        "-subj",
-        &format!("/CN={cn}"),
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        csr.to_str().unwrap(),
-        "-CA",
-        tls.join("ca.crt").to_str().unwrap(),
-        "-CAkey",
-        tls.join("ca.key").to_str().unwrap(),
-        "-CAcreateserial",
-        "-CAserial",
-        dir.join("ca.srl").to_str().unwrap(),
-        "-days",
-        "10",
-        "-extfile",
-        ext.to_str().unwrap(),
-        "-out",
-        crt.to_str().unwrap(),
-    ]);
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sans: Vec<&str> = san.split(',').filter(|s| !s.is_empty()).collect();
+    let issued = server
+        .cluster
+        .ca()
+        .expect("a TLS server")
+        .issue_server_named(dir, name, cn, &sans)
+        .unwrap();
     if nix::unistd::geteuid().is_root()
         && let Ok(Some(pg)) = nix::unistd::User::from_name("postgres")
     {
         nix::unistd::chown(dir, Some(pg.uid), Some(pg.gid)).unwrap();
-        nix::unistd::chown(&key, Some(pg.uid), Some(pg.gid)).unwrap();
+        nix::unistd::chown(&issued.key, Some(pg.uid), Some(pg.gid)).unwrap();
     }
-    (crt, key)
+    (issued.cert, issued.key)
 }
 
 /// Makes the server present this certificate from now on.
