@@ -94,12 +94,15 @@ impl Fetcher {
     /// problem to report.
     fn read(&mut self, channel: &str, wanted: Wanted) -> Result<Option<Value>, String> {
         let name = display_name(&wanted.schema, &wanted.table);
-        let listening_on = self
-            .listening_on
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if listening_on.is_some() && listening_on != self.connected_to {
+        // Compared in place: this runs for every event, a clone only when connecting.
+        let moved = {
+            let on = self
+                .listening_on
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            on.is_some() && *on != self.connected_to
+        };
+        if moved {
             self.client = None;
             self.next_connect = Instant::now();
         }
@@ -110,6 +113,11 @@ impl Fetcher {
                 return Ok(None);
             }
             self.next_connect = Instant::now() + RECONNECT;
+            let listening_on = self
+                .listening_on
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             let settings = match &listening_on {
                 Some(target) => self.settings.only(target),
                 None => self.settings.clone(),
