@@ -257,7 +257,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__listen)
-            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-i -x -j -c -t -d -h -p -U -w -W -q -v -? --interactive --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -62,6 +62,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s U -l userna
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s i -l interactive -d 'An interactive console on a terminal: events above a prompt, commands typed live. History is kept in $XDG_DATA_HOME/pgnotify/history (~/.local/share/pgnotify/history)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l json -d 'Write NDJSON, the same as --format json'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l data -d 'With --json: add "data", the payload parsed as JSON, when it is JSON'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l fetch -d 'For `watch-table` events that carry a key but no row: read the row as it is now, with your own privileges, and add it as "new" under "data" (null when the row is gone since). Only tables watched on the event\'s channel are read'

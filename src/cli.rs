@@ -106,7 +106,8 @@ Examples:
   pgnotify listen Orders 'order events'       channels are case-exact; quote spaces
   pgnotify listen jobs --count 1 --timeout 30s && echo 'a job arrived'
   pgnotify listen jobs --json | jq .payload    NDJSON, one object per line
-  pgnotify listen jobs --exec 'handle-job' --jobs 4   a command per notification";
+  pgnotify listen jobs --exec 'handle-job' --jobs 4   a command per notification
+  pgnotify listen -i orders                   a console: events above a prompt; type help";
 
 /// Print notifications as they arrive.
 ///
@@ -121,16 +122,26 @@ Examples:
 /// A lost connection is re-established; with --json the stream then gets a gap record (a line
 /// without "payload"), and stderr always says so. See `pipe --help`.
 ///
+/// With -i, an interactive console: events appear live above a prompt where `listen`,
+/// `unlisten`, `notify`, `channels`, `format`, `filter`, `clear`, `help` and `quit` are typed
+/// (and `LISTEN x;`, `NOTIFY x, 'p';` as SQL), with history and Tab completion. More than 40
+/// events a second are summarised ("… 9,950 more on jobs"); type `help` there for the rest.
+///
 /// Exit status: 0 after --count notifications or when the reader of stdout goes away, 124 when
 /// --timeout elapses first, 3 when the first connection fails (without --wait) or the server
 /// stays away longer than --max-downtime, 130/143 on SIGINT/SIGTERM (after writing everything
-/// already received).
+/// already received). The console exits 0 on quit, Ctrl-D or a second Ctrl-C on an empty line.
 #[derive(Debug, Args)]
 #[command(after_help = LISTEN_EXAMPLES)]
 pub(crate) struct ListenArgs {
     /// Channels to listen on, exactly as written (case, spaces and quotes kept).
-    #[arg(required = true, value_name = "CHANNEL")]
+    #[arg(required_unless_present = "interactive", value_name = "CHANNEL")]
     pub(crate) channels: Vec<String>,
+
+    /// An interactive console on a terminal: events above a prompt, commands typed live.
+    /// History is kept in $XDG_DATA_HOME/pgnotify/history (~/.local/share/pgnotify/history).
+    #[arg(short = 'i', long, conflicts_with_all = ["exec", "count", "timeout"])]
+    pub(crate) interactive: bool,
 
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum, value_name = "FORMAT")]

@@ -11,6 +11,7 @@ use crate::pg::{ConnOptions, PasswordPrompt};
 use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until};
 use crate::watch::Op;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The connection options as `pg::resolve` takes them.
@@ -62,9 +63,24 @@ fn op(arg: OpArg) -> Op {
     }
 }
 
-/// Everything `listen` needs besides the connection.
-pub(crate) struct ListenSettings {
-    pub(crate) stream: StreamSettings,
+/// Everything `listen` needs besides the connection: a stream, or the console (`-i`).
+pub(crate) enum ListenSettings {
+    Stream(StreamSettings),
+    Console(ConsoleSettings),
+}
+
+/// Everything `listen -i` needs besides the connection.
+pub(crate) struct ConsoleSettings {
+    pub(crate) source: SourceSettings,
+    pub(crate) overflow: Overflow,
+    pub(crate) fetch: bool,
+    /// How events are shown at first (the `format` command changes it).
+    pub(crate) encoder: Encoder,
+    /// Colour for the console's own lines too.
+    pub(crate) color: bool,
+    /// The history file: `$XDG_DATA_HOME/pgnotify/history`, else under `~/.local/share`;
+    /// none without either.
+    pub(crate) history: Option<PathBuf>,
 }
 
 /// Everything `pipe` needs besides the connection.
@@ -75,6 +91,7 @@ pub(crate) struct PipeSettings {
 fn source(channels: &[String], args: &SourceArgs) -> SourceSettings {
     SourceSettings {
         channels: channels.to_vec(),
+        greet: true,
         wait: args.wait,
         max_downtime: args.max_downtime,
         heartbeat: args.heartbeat.0,
@@ -97,6 +114,23 @@ fn exec_or_stdout(args: &ExecArgs, source: &SourceArgs) -> Destination {
         },
         None => Destination::Stdout,
     }
+}
+
+/// The console's history file, by the XDG base directory rules: a relative
+/// `XDG_DATA_HOME` is ignored.
+fn history_file(
+    xdg_data_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let data = xdg_data_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            home.map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".local/share"))
+        })?;
+    Some(data.join("pgnotify").join("history"))
 }
 
 /// `pipe`: always NDJSON.
@@ -144,20 +178,46 @@ pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
             ),
         escape: stdout_is_terminal,
     };
-    ListenSettings {
-        stream: StreamSettings {
-            source: source(&args.channels, &args.source),
-            until: until(&args.wait),
-            encoder: Encoder::new(
-                format,
-                style,
-                json_options(args.data || args.fetch, &args.source),
-            ),
+    if args.interactive {
+        let json = json_options(args.data || args.fetch, &args.source);
+        // Any format may be switched to text there: colour follows the rules alone.
+        let color = use_color(
+            color(color_arg),
+            stdout_is_terminal,
+            no_color.as_deref(),
+            term.as_deref(),
+        );
+        return ListenSettings::Console(ConsoleSettings {
+            source: SourceSettings {
+                greet: false,
+                ..source(&args.channels, &args.source)
+            },
             overflow: overflow(args.source.on_overflow),
             fetch: args.fetch,
-            destination: exec_or_stdout(&args.exec, &args.source),
-        },
+            encoder: Encoder::new(
+                format,
+                Style {
+                    color,
+                    escape: true,
+                },
+                json,
+            ),
+            color,
+            history: history_file(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")),
+        });
     }
+    ListenSettings::Stream(StreamSettings {
+        source: source(&args.channels, &args.source),
+        until: until(&args.wait),
+        encoder: Encoder::new(
+            format,
+            style,
+            json_options(args.data || args.fetch, &args.source),
+        ),
+        overflow: overflow(args.source.on_overflow),
+        fetch: args.fetch,
+        destination: exec_or_stdout(&args.exec, &args.source),
+    })
 }
 
 /// Where `notify` takes its payloads from.

@@ -29,7 +29,7 @@
 //!
 //! **Leaves**, used by any wing: `notification` (the vocabulary: `Notification`, `Gap`),
 //! `exit` (statuses and the error path), `msg` (stderr messages), `signals`, `sanitize`,
-//! `backoff`, `deadline`, `keepalive`, `panic`; `tempdb` starts throwaway servers for `demo`
+//! `backoff`, `deadline`, `keepalive`, `panic`, `terminal` (the console's saved settings); `tempdb` starts throwaway servers for `demo`
 //! and the tests.
 
 mod app;
@@ -51,6 +51,7 @@ mod signals;
 mod sink;
 mod stream;
 pub mod tempdb;
+mod terminal;
 mod watch;
 
 pub use app::run;

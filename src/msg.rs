@@ -4,9 +4,34 @@
 //! every module from threading it through (ripgrep does the same for its messages).
 
 use std::io::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
+
+type Route = Box<dyn Fn(&str) + Send>;
+
+/// Where messages go instead of stderr while the console owns the terminal.
+static ROUTE: Mutex<Option<Route>> = Mutex::new(None);
+
+/// From now on messages are handed to `route` (the console prints them above its prompt);
+/// `None` sends them to stderr again.
+pub(crate) fn route_to(route: Option<Route>) {
+    if let Ok(mut current) = ROUTE.lock() {
+        *current = route;
+    }
+}
+
+/// Writes one message line: to the console while it runs, else to stderr.
+fn say(line: &str) {
+    if let Ok(route) = ROUTE.lock()
+        && let Some(route) = route.as_ref()
+    {
+        route(line);
+        return;
+    }
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 /// How much goes to stderr besides errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,21 +61,21 @@ fn level() -> u8 {
 /// A warning: shown unless `-q`.
 pub(crate) fn warn(text: &str) {
     if level() >= Level::Normal as u8 {
-        let _ = writeln!(std::io::stderr(), "pgnotify: warning: {text}");
+        say(&format!("pgnotify: warning: {text}"));
     }
 }
 
 /// A detail of what pgnotify is doing: shown with `-v`.
 pub(crate) fn info(text: &str) {
     if level() >= Level::Verbose as u8 {
-        let _ = writeln!(std::io::stderr(), "pgnotify: {text}");
+        say(&format!("pgnotify: {text}"));
     }
 }
 
 /// A short report of what was done (`watch-table`): shown unless `-q`.
 pub(crate) fn note(text: &str) {
     if level() >= Level::Normal as u8 {
-        let _ = writeln!(std::io::stderr(), "pgnotify: {text}");
+        say(&format!("pgnotify: {text}"));
     }
 }
 

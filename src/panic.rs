@@ -37,6 +37,7 @@ pub fn install_hook() {
         if CONTAINED.with(|c| c.get()) {
             return;
         }
+        crate::terminal::restore();
         let _ = writeln!(
             std::io::stderr(),
             "pgnotify: internal error: {info} (please report this)"

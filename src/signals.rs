@@ -29,6 +29,7 @@ pub(crate) fn install() -> std::io::Result<()> {
                         .ok()
                         .is_some_and(|sink| sink.as_ref().is_some_and(|deliver| deliver(signal)));
                 if !taken {
+                    crate::terminal::restore();
                     std::process::exit(128 + signal);
                 }
                 delivered = true;

@@ -1,5 +1,7 @@
-//! `listen`: print notifications as they arrive (the stream, in the chosen format).
+//! `listen`: print notifications as they arrive (the stream, in the chosen format), or, with
+//! `-i`, the interactive console (`console`).
 
+use super::console;
 use crate::config::ListenSettings;
 use crate::exit::Exit;
 use crate::pg::ConnSettings;
@@ -7,5 +9,8 @@ use crate::stream;
 use anyhow::Result;
 
 pub(crate) fn run(settings: ListenSettings, conn: &ConnSettings) -> Result<Exit> {
-    stream::run(conn, settings.stream)
+    match settings {
+        ListenSettings::Stream(settings) => stream::run(conn, settings),
+        ListenSettings::Console(settings) => console::run(settings, conn),
+    }
 }

@@ -69,6 +69,16 @@ impl Encoder {
         }
     }
 
+    /// The same presentation in another format (the console's `format` command).
+    pub(crate) fn reformat(&self, format: Format) -> Encoder {
+        Encoder::new(format, self.style, self.json)
+    }
+
+    /// The format it writes.
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
     /// Whether gap records are written (NDJSON without `--no-gap-records`).
     pub(crate) fn gap_records(&self) -> bool {
         self.format == Format::Json && self.json.gap_records

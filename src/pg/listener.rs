@@ -40,8 +40,21 @@ pub(crate) struct Listener {
     query: Option<InFlight>,
     /// Why the connection ended, once it has.
     ended: Option<String>,
+    /// Ends a [`Listener::read`] early (another thread has a query for this connection).
+    wake: Wake,
     // Dropped last: the connection's socket is registered with it.
     runtime: tokio::runtime::Runtime,
+}
+
+/// Wakes a [`Listener::read`] from another thread: the read returns at once (with what has
+/// arrived, possibly nothing). A wake while no read is waiting ends the next read.
+#[derive(Clone, Default)]
+pub(crate) struct Wake(Arc<tokio::sync::Notify>);
+
+impl Wake {
+    pub(crate) fn wake(&self) {
+        self.0.notify_one();
+    }
 }
 
 /// What one [`Listener::read`] brought.
@@ -71,6 +84,7 @@ impl Open for Listener {
                 connection,
                 query: None,
                 ended: None,
+                wake: Wake::default(),
                 runtime,
             }))
     }
@@ -124,13 +138,19 @@ impl Listener {
         }));
     }
 
+    /// What wakes this connection's reads.
+    pub(crate) fn waker(&self) -> Wake {
+        self.wake.clone()
+    }
+
     /// Whether a query is in flight.
     pub(crate) fn busy(&self) -> bool {
         self.query.is_some()
     }
 
     /// Waits up to `wait` for something to arrive, then returns what the socket already holds,
-    /// up to one batch. Returns early with whatever came: notifications, the answer, the end.
+    /// up to one batch. Returns early with whatever came: notifications, the answer, the end,
+    /// or when woken ([`Wake`]).
     pub(crate) fn read(&mut self, wait: Duration) -> Read {
         let mut read = Read::default();
         if let Some(why) = &self.ended {
@@ -142,11 +162,13 @@ impl Listener {
             query,
             ended,
             runtime,
+            wake,
             ..
         } = self;
         let mut bytes = 0;
         runtime.block_on(async {
             let mut sleep = pin!(tokio::time::sleep(wait));
+            let mut woken = pin!(wake.0.notified());
             std::future::poll_fn(|cx| {
                 loop {
                     match connection.poll_message(cx) {
@@ -178,7 +200,8 @@ impl Listener {
                 }
                 let arrived =
                     !read.notifications.is_empty() || read.answer.is_some() || read.ended.is_some();
-                match arrived || sleep.as_mut().poll(cx).is_ready() {
+                let woken = woken.as_mut().poll(cx).is_ready();
+                match arrived || woken || sleep.as_mut().poll(cx).is_ready() {
                     true => Poll::Ready(()),
                     false => Poll::Pending,
                 }

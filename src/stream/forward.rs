@@ -58,6 +58,10 @@ pub(super) fn run(
                     return Ok(Exit::for_signal(signal));
                 }
                 Event::OutputClosed => return Ok(Exit::Success),
+                Event::Quit => {
+                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
+                    return Ok(Exit::Success);
+                }
                 Event::Fatal(error) => {
                     drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
                     return Err(error);

@@ -62,6 +62,11 @@ impl Heartbeat {
         }
     }
 
+    /// Whether nothing is awaited: no beat (or other query) is in flight or coming back.
+    pub(super) fn idle(&self) -> bool {
+        self.awaiting.is_none()
+    }
+
     /// Moves the schedule and the pending deadline later by `by`.
     pub(super) fn postpone(&mut self, by: Duration) {
         if by < Duration::from_millis(100) {

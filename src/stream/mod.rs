@@ -12,6 +12,7 @@
 //! Owns: LISTEN, reading, liveness, reconnects, the bounded queue and its overflow policy,
 //! stopping (count, timeout, signal, reader gone). Does not own: encodings or destinations.
 
+mod control;
 mod fetch;
 mod forward;
 mod heartbeat;
@@ -19,6 +20,7 @@ mod queue;
 mod source;
 mod stdout_watch;
 
+pub(crate) use control::{Ask, Control, names_of};
 pub(crate) use forward::Until;
 pub(crate) use queue::Overflow;
 pub(crate) use source::SourceSettings;
@@ -66,7 +68,47 @@ pub(crate) struct StreamSettings {
 
 /// Runs `listen` or `pipe` to its end.
 pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit> {
-    for channel in &settings.source.channels {
+    let destination = settings.destination;
+    let encoder = settings.encoder;
+    let started = start(
+        conn,
+        settings.source,
+        settings.until,
+        settings.overflow,
+        |queue| open_sink(&destination, encoder, queue),
+    )?;
+    started.run(settings.fetch)
+}
+
+/// The console's stream: its sink prints above the prompt, and the console changes the
+/// source through [`Started::control`]. It has no `--count` or `--timeout`.
+pub(crate) fn start_console(
+    conn: &ConnSettings,
+    source: SourceSettings,
+    overflow: Overflow,
+    out: Box<dyn Sink>,
+) -> Result<Started> {
+    start(conn, source, Until::default(), overflow, |_| Ok(out))
+}
+
+/// A stream that listens (or, with `--wait`, tries to), whose loop has not begun.
+pub(crate) struct Started {
+    conn: ConnSettings,
+    queue: Arc<Queue>,
+    out: Box<dyn Sink>,
+    control: Arc<Control>,
+    listening_on: source::ListeningOn,
+    counter: forward::Counter,
+}
+
+fn start(
+    conn: &ConnSettings,
+    source: SourceSettings,
+    until: Until,
+    overflow: Overflow,
+    out: impl FnOnce(&Arc<Queue>) -> Result<Box<dyn Sink>>,
+) -> Result<Started> {
+    for channel in &source.channels {
         pg::check_channel(channel)?;
     }
     if conn.get("target_session_attrs") == Some("standby") {
@@ -80,33 +122,60 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
     // -W asks first, as psql does and notify --timeout does: typing is not connecting.
     pg::ask_password_first(conn)?;
     // --timeout counts from the start: connecting must not outlast it.
-    let until = settings.until;
     let counter = forward::Counter::new(until);
     let conn = match until.timeout {
         Some(t) => conn.bounded_by(t),
         None => conn.clone(),
     };
-    let queue = Queue::new(QUEUE_BYTES, settings.overflow);
-    let mut out = open_sink(&settings.destination, settings.encoder, &queue)?;
+    let queue = Queue::new(QUEUE_BYTES, overflow);
+    let out = out(&queue)?;
     let listening_on = source::ListeningOn::default();
+    let control = Control::new(source.channels.clone(), Arc::clone(&queue));
     source::start(
         &conn,
-        settings.source,
+        source,
         Arc::clone(&queue),
         Arc::clone(&listening_on),
+        Arc::clone(&control),
     )?;
     let signals = Arc::clone(&queue);
     signals::deliver_to(move |signal| {
         signals.push(Event::Signal(signal));
         true
     });
-    let mut fetcher = settings
-        .fetch
-        .then(|| Fetcher::new(&conn.without_deadline().without_prompt(), listening_on));
-    let outcome = forward::run(&queue, out.as_mut(), counter, fetcher.as_mut());
-    // Also after a failure: TCP backlogs get their chance, --exec children are reaped.
-    let finished = out.finish();
-    outcome.and_then(|exit| finished.map(|()| exit))
+    Ok(Started {
+        conn,
+        queue,
+        out,
+        control,
+        listening_on,
+        counter,
+    })
+}
+
+impl Started {
+    /// What changes the running stream: its channels, notifications on its connection, quit.
+    pub(crate) fn control(&self) -> Arc<Control> {
+        Arc::clone(&self.control)
+    }
+
+    /// Runs the loop to the end of the run.
+    pub(crate) fn run(self, fetch: bool) -> Result<Exit> {
+        let Started {
+            conn,
+            queue,
+            mut out,
+            listening_on,
+            counter,
+            ..
+        } = self;
+        let mut fetcher =
+            fetch.then(|| Fetcher::new(&conn.without_deadline().without_prompt(), listening_on));
+        let outcome = forward::run(&queue, out.as_mut(), counter, fetcher.as_mut());
+        // Also after a failure: TCP backlogs get their chance, --exec children are reaped.
+        let finished = out.finish();
+        outcome.and_then(|exit| finished.map(|()| exit))
+    }
 }
 
 fn open_sink(

@@ -32,6 +32,8 @@ pub(super) enum Event {
     Signal(i32),
     /// The reader of stdout went away (`| head -1`): exit 0.
     OutputClosed,
+    /// The console's `quit`: write what was received, then exit 0.
+    Quit,
 }
 
 /// What the source does when the queue stays full (`--on-overflow`).

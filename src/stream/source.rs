@@ -12,6 +12,7 @@
 //! - The heartbeat (`heartbeat`) notices a hung backend, a black-holed network or a connection
 //!   that no longer delivers notifications within `--heartbeat` + 5 s; the session is replaced.
 
+use super::control::Control;
 use super::heartbeat::Heartbeat;
 use super::queue::{Event, Queue};
 use crate::backoff::backoff;
@@ -41,8 +42,11 @@ const RECONNECT_TIMEOUT_SECS: u64 = 10;
 /// How the source behaves.
 #[derive(Clone, Debug)]
 pub(crate) struct SourceSettings {
-    /// The channels, exactly as given.
+    /// The channels, exactly as given (the console changes them as it runs: [`Control`]).
     pub(crate) channels: Vec<String>,
+    /// Say on a terminal's stderr when listening begins (not under the console, which says
+    /// it itself).
+    pub(crate) greet: bool,
     /// Retry the first connection too, instead of failing at once (`--wait`).
     pub(crate) wait: bool,
     /// Give up (status 3) after being disconnected this long (`--max-downtime`).
@@ -64,10 +68,12 @@ pub(crate) fn start(
     settings: SourceSettings,
     queue: Arc<Queue>,
     listening_on: ListeningOn,
+    control: Arc<Control>,
 ) -> Result<()> {
     let source = Source {
         conn: conn.clone(),
         listening_on,
+        control,
         heartbeat_channel: format!("pgnotify.heartbeat.{}", std::process::id()),
         settings,
         queue,
@@ -87,6 +93,8 @@ pub(crate) fn start(
 struct Source {
     conn: ConnSettings,
     listening_on: ListeningOn,
+    /// The channels, and what the console asks of the connection.
+    control: Arc<Control>,
     settings: SourceSettings,
     heartbeat_channel: String,
     queue: Arc<Queue>,
@@ -102,6 +110,8 @@ struct Session {
     listening_since: jiff::Timestamp,
     /// Notifications that arrived with LISTEN's answer still to come (they prove it committed).
     early: Vec<Notification>,
+    /// The channels LISTENed on at the start (for the message once LISTEN is answered).
+    channels: Vec<String>,
 }
 
 /// When and why the stream stopped being complete.
@@ -165,6 +175,7 @@ impl Source {
                 },
             };
             let (reason, evidence) = self.read(current);
+            self.control.disconnected();
             msg::warn(&format!("{reason}; reconnecting"));
             outage = Some(Outage::new(reason, evidence));
         }
@@ -312,8 +323,10 @@ impl Source {
             target,
             ..
         } = connection;
-        let mut sql: String = self
-            .channels()
+        let channels = self.control.snapshot();
+        let mut sql: String = channels
+            .iter()
+            .chain(self.heartbeat())
             .map(|c| format!("LISTEN {};", quote_ident(c)))
             .collect();
         sql.push_str("SELECT pg_catalog.pg_backend_pid()");
@@ -338,7 +351,7 @@ impl Source {
             let early: Vec<Notification> = read.notifications.iter().map(received).collect();
             if let Some(answer) = read.answer {
                 let messages = answer.map_err(|e| failed(describe_pg_error(&e)))?;
-                self.say_listening(&messages);
+                self.say_listening(&channels, &messages);
             } else if let Some(why) = read.ended {
                 return Err(failed(why).into());
             } else if early.is_empty() {
@@ -350,50 +363,54 @@ impl Source {
                 }
                 continue;
             }
+            self.control
+                .connected(listener.waker(), target.describe(), &channels);
             return Ok(Session {
                 listener,
                 server: target.describe(),
                 listening_since: jiff::Timestamp::now(),
                 early,
+                channels,
             });
         }
     }
 
     /// Says on stderr what LISTEN's answer tells: the channels and the server process.
-    fn say_listening(&self, messages: &[SimpleQueryMessage]) {
+    fn say_listening(&self, channels: &[String], messages: &[SimpleQueryMessage]) {
         let pid = messages.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => row.get(0)?.parse::<i32>().ok(),
             _ => None,
         });
-        let names: Vec<String> = self
-            .settings
-            .channels
+        let names: Vec<String> = channels
             .iter()
             .map(|c| escape_controls(&quote_ident(c)).into_owned())
             .collect();
+        let names = match names.is_empty() {
+            true => "no channel yet".to_owned(),
+            false => names.join(", "),
+        };
         msg::info(&format!(
-            "listening on {} (server process {}){}",
-            names.join(", "),
+            "listening on {names} (server process {}){}",
             pid.unwrap_or_default(),
-            case_hint(&self.settings.channels)
+            case_hint(channels)
         ));
         // A person at a terminal sees that it works before any event comes, once, as psql
         // prints LISTEN.
-        if !msg::verbose()
+        if self.settings.greet
+            && !msg::verbose()
             && std::io::stderr().is_terminal()
             && !self.greeted.swap(true, Ordering::Relaxed)
         {
             msg::note(&format!(
-                "listening on {} (Ctrl-C to stop){}",
-                names.join(", "),
-                case_hint(&self.settings.channels)
+                "listening on {names} (Ctrl-C to stop){}",
+                case_hint(channels)
             ));
         }
     }
 
-    fn channels(&self) -> impl Iterator<Item = &String> {
-        let heartbeat = self.settings.heartbeat.map(|_| &self.heartbeat_channel);
-        self.settings.channels.iter().chain(heartbeat)
+    /// The heartbeat's own channel, when it beats.
+    fn heartbeat(&self) -> Option<&String> {
+        self.settings.heartbeat.map(|_| &self.heartbeat_channel)
     }
 
     /// Reads until the connection is lost, and says why and since when the stream may be
@@ -420,6 +437,8 @@ impl Source {
         }
         let mut batch = std::mem::take(&mut session.early);
         let mut failure = None;
+        // A request of the console's is in flight: the next answer is its.
+        let mut asked = false;
         loop {
             // What arrived is delivered before any failure is acted on: nothing received is
             // lost, whatever came with it.
@@ -442,17 +461,33 @@ impl Source {
             if let Err(why) = beat.check(&mut session.listener, &self.heartbeat_channel) {
                 return lost(why, evidence);
             }
+            // The console's requests take turns with the heartbeat's on the one connection.
+            if !asked
+                && !listen_answer_due
+                && beat.idle()
+                && !session.listener.busy()
+                && self.control.send_next(&mut session.listener)
+            {
+                asked = true;
+                beat.await_answer("a request of the console's", jiff::Timestamp::now());
+            }
             let read = session.listener.read(beat.wait());
             batch = read.notifications.iter().map(received).collect();
             if let Some(answer) = read.answer {
                 if std::mem::take(&mut listen_answer_due) {
                     match answer {
                         Ok(messages) => {
-                            self.say_listening(&messages);
+                            self.say_listening(&session.channels, &messages);
                             let _ = beat.answered(Ok(Vec::new()));
                         }
                         Err(e) => failure = Some(describe_pg_error(&e)),
                     }
+                } else if std::mem::take(&mut asked) {
+                    // Like the heartbeat's, its answer comes after everything sent before.
+                    if let Ok(Some(since)) = beat.answered(Ok(Vec::new())) {
+                        evidence = evidence.max(since);
+                    }
+                    self.control.answered(answer);
                 } else {
                     match beat.answered(answer) {
                         Ok(Some(asked)) => evidence = evidence.max(asked),

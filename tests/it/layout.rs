@@ -20,8 +20,11 @@ const WINGS: &[(&str, &[&str])] = &[
         &["cli", "stream", "format", "pg", "watch", "LEAVES"],
     ),
     ("generate", &["cli", "LEAVES"]),
-    // One module per command.
-    ("cmd", &["config", "stream", "watch", "pg", "LEAVES"]),
+    // One module per command; the console (`listen -i`) is a sink of its own.
+    (
+        "cmd",
+        &["config", "stream", "watch", "format", "sink", "pg", "LEAVES"],
+    ),
     // The listen/pipe engine.
     ("stream", &["pg", "watch", "format", "sink", "LEAVES"]),
     // watch-table's model, SQL and catalog queries.
@@ -45,6 +48,7 @@ const LEAVES: &[&str] = &[
     "sanitize",
     "signals",
     "tempdb",
+    "terminal",
 ];
 
 /// Modules that may use clap: the edge.

@@ -1,0 +1,328 @@
+//! `listen -i`: the interactive console. Events print live above a prompt, and what is typed
+//! there changes the stream as it runs: `listen`, `unlisten` and `notify` go to the listening
+//! connection itself (`stream::Control`), `format` and `filter` change what is shown.
+//!
+//! Threads: main runs the stream's loop, whose sink is the [`Screen`]; the `console` thread
+//! runs the line editor; the screen's printer thread prints above the prompt. The terminal's
+//! settings are saved first and put back however the run ends (`terminal`).
+
+mod command;
+mod editor;
+mod screen;
+
+use crate::config::ConsoleSettings;
+use crate::exit::{Exit, UsageError};
+use crate::format::Format;
+use crate::msg;
+use crate::pg::{self, ConnSettings};
+use crate::stream::{self, Ask, Control, names_of};
+use crate::terminal;
+use anyhow::{Context, Result};
+use command::{Command, Filter};
+use rustyline::ExternalPrinter;
+use rustyline::error::ReadlineError;
+use screen::Screen;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const PROMPT: &str = "pgnotify> ";
+
+const HELP: &str = "\
+Commands (names are exact; a name with spaces in double quotes):
+  listen CHANNEL...         listen on more channels
+  unlisten CHANNEL... | *   stop listening on some, or all
+  notify CHANNEL [PAYLOAD]  send a notification: the rest of the line, or one quoted
+                            string: 'it''s' (SQL's quotes) or \"say \\\"hi\\\"\" (backslashes)
+  channels                  the channels, and how many events each brought
+  format text|json|psql|raw how events are shown
+  filter TEXT | off         show only events whose payload contains TEXT
+  clear                     clear the screen
+  help, quit (or \\q, Ctrl-D, Ctrl-C twice on an empty line)
+SQL ending with ; works too, with SQL's rules (unquoted names fold to lower case):
+  LISTEN x;  UNLISTEN *;  NOTIFY x, 'payload';  SELECT pg_notify('x', 'payload');
+More than 40 events a second are summarised: \"… 9,950 more on jobs, the last: …\".";
+
+pub(crate) fn run(settings: ConsoleSettings, conn: &ConnSettings) -> Result<Exit> {
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return Err(UsageError(
+            "listen -i is an interactive console: its standard input and output must be a \
+             terminal (for scripts: listen --format raw, or --json)"
+                .into(),
+        )
+        .into());
+    }
+    for channel in &settings.source.channels {
+        pg::check_channel(channel)?;
+    }
+    let screen = Screen::new(settings.encoder, settings.color);
+    terminal::save();
+    // Connecting comes first, in cooked mode: -W asks there, and a refusal is status 3
+    // before the console takes the terminal.
+    let started = stream::start_console(
+        conn,
+        settings.source,
+        settings.overflow,
+        Box::new(screen.clone()),
+    )?;
+    let control = started.control();
+    let history = settings.history;
+    let (mut editor, ctrl_c_on_empty) =
+        editor::new(history.as_deref(), Arc::clone(&control), screen.clone())
+            .context("could not start the line editor")?;
+    let mut printer = editor
+        .create_external_printer()
+        .context("could not start the console's printer")?;
+    screen
+        .start_printer(Box::new(move |block| {
+            printer.print(block).map_err(|e| e.to_string())
+        }))
+        .context("could not start the console's printer")?;
+    let said = screen.clone();
+    msg::route_to(Some(Box::new(move |line| said.say(line))));
+    screen.say(&banner(&control));
+    let quitting = Arc::new(AtomicBool::new(false));
+    let console = Console {
+        control,
+        screen: screen.clone(),
+        history,
+        ctrl_c_on_empty,
+        quitting: Arc::clone(&quitting),
+    };
+    let typing = std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || console.run(editor))
+        .context("could not start the console")?;
+    let result = started.run(settings.fetch);
+    msg::route_to(None);
+    screen.close();
+    if quitting.load(Ordering::Acquire) {
+        // The editor has left raw mode itself.
+        let _ = typing.join();
+        terminal::forget();
+    } else {
+        // A signal, or the server gone for good, while the editor may be in raw mode.
+        terminal::restore();
+    }
+    result
+}
+
+/// Leaving on a key, not a line: the shell's prompt starts on a line of its own.
+fn end_line() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+fn banner(control: &Control) -> String {
+    let channels = control.channels();
+    let on = match channels.is_empty() {
+        true => "no channel yet (listen CHANNEL)".to_owned(),
+        false => names_of(&channels),
+    };
+    let server = control
+        .server()
+        .map(|s| format!(" on the {s}"))
+        .unwrap_or_default();
+    format!("listening on {on}{server}. Type help for commands; Ctrl-D quits.")
+}
+
+struct Console {
+    control: Arc<Control>,
+    screen: Screen,
+    history: Option<PathBuf>,
+    ctrl_c_on_empty: Arc<AtomicBool>,
+    quitting: Arc<AtomicBool>,
+}
+
+impl Console {
+    fn run(self, mut editor: editor::LineEditor) {
+        // A Ctrl-C on an empty line arms the next one.
+        let mut armed = false;
+        loop {
+            match editor.readline(PROMPT) {
+                Ok(line) => {
+                    armed = false;
+                    if !line.trim().is_empty() {
+                        editor::remember(&mut editor, self.history.as_ref(), &line);
+                    }
+                    if !self.line(&line, &mut editor) {
+                        break;
+                    }
+                }
+                Err(ReadlineError::Interrupted) => {
+                    if !self.ctrl_c_on_empty.swap(false, Ordering::Relaxed) {
+                        armed = false;
+                    } else if armed {
+                        end_line();
+                        break;
+                    } else {
+                        armed = true;
+                        self.screen
+                            .say(&self.screen.dim("(Ctrl-C again, Ctrl-D or quit to leave)"));
+                    }
+                }
+                Err(ReadlineError::Eof) => {
+                    end_line();
+                    break;
+                }
+                Err(e) => {
+                    self.screen
+                        .say(&format!("pgnotify: error: the terminal: {e}"));
+                    break;
+                }
+            }
+        }
+        self.quitting.store(true, Ordering::Release);
+        self.control.quit();
+    }
+
+    /// Carries out one line; false to quit.
+    fn line(&self, line: &str, editor: &mut editor::LineEditor) -> bool {
+        let parsed = match command::parse(line) {
+            Ok(parsed) => parsed,
+            Err(why) => {
+                self.screen.say(&format!("error: {why}"));
+                return true;
+            }
+        };
+        if let Some(hint) = parsed.hint {
+            self.screen.say(&self.screen.dim(&format!("note: {hint}")));
+        }
+        for command in parsed.commands {
+            match command {
+                Command::Quit => return false,
+                Command::Clear => {
+                    let _ = editor.clear_screen();
+                }
+                command => self.command(command),
+            }
+        }
+        true
+    }
+
+    fn command(&self, command: Command) {
+        let reply = match command {
+            Command::Listen(names) => self.ask_channels(Ask::Listen(names)),
+            Command::Unlisten(names) => self.ask_channels(Ask::Unlisten(names)),
+            Command::UnlistenAll => self.control.ask(Ask::UnlistenAll),
+            Command::Notify { channel, payload } => pg::check_channel(&channel)
+                .and_then(|()| pg::check_payload(&payload))
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|()| self.control.ask(Ask::Notify { channel, payload })),
+            Command::Channels => Ok(self.channels()),
+            Command::Format(None) => Ok(format!(
+                "format: {} (one of: {})",
+                format_name(self.screen.format()),
+                editor::FORMATS.join(", ")
+            )),
+            Command::Format(Some(name)) => match format_named(&name) {
+                Some(format) => {
+                    self.screen.set_format(format);
+                    Ok(format!("format: {name}"))
+                }
+                None => Err(format!(
+                    "unknown format \"{name}\" (one of: {})",
+                    editor::FORMATS.join(", ")
+                )),
+            },
+            Command::Filter(Filter::Show) => Ok(match self.screen.filter() {
+                (Some(text), hidden) => format!(
+                    "filter: payloads containing \"{}\" ({hidden} hidden so far)",
+                    crate::sanitize::escape_controls(&text)
+                ),
+                (None, _) => "filter: off".to_owned(),
+            }),
+            Command::Filter(Filter::Off) => {
+                self.screen.set_filter(None);
+                Ok("filter: off".into())
+            }
+            Command::Filter(Filter::Contains(text)) => {
+                let shown = crate::sanitize::escape_controls(&text).into_owned();
+                self.screen.set_filter(Some(text));
+                Ok(format!("filter: only payloads containing \"{shown}\""))
+            }
+            Command::Help => Ok(HELP.to_owned()),
+            Command::Quit | Command::Clear => Ok(String::new()),
+        };
+        match reply {
+            Ok(text) => self.screen.say(&self.screen.dim(&text)),
+            Err(why) => self.screen.say(&format!("error: {why}")),
+        }
+    }
+
+    fn ask_channels(&self, ask: Ask) -> Result<String, String> {
+        let (Ask::Listen(names) | Ask::Unlisten(names)) = &ask else {
+            return self.control.ask(ask);
+        };
+        for name in names {
+            pg::check_channel(name).map_err(|e| format!("{e:#}"))?;
+        }
+        self.control.ask(ask)
+    }
+
+    /// The channels listened on, with the events each brought, and channels that brought
+    /// events but are no longer listened on.
+    fn channels(&self) -> String {
+        let listened = self.control.channels();
+        let counts = self.screen.counts();
+        let count = |c: &str| {
+            counts
+                .iter()
+                .find(|(name, _)| name == c)
+                .map_or(0, |(_, n)| *n)
+        };
+        let mut lines = vec![match listened.is_empty() {
+            true => "not listening on any channel".to_owned(),
+            false => "listening on:".to_owned(),
+        }];
+        for c in &listened {
+            lines.push(format!(
+                "  {:<30} {}",
+                names_of(std::slice::from_ref(c)),
+                events(count(c))
+            ));
+        }
+        let former: Vec<&(String, u64)> = counts
+            .iter()
+            .filter(|(c, _)| !listened.contains(c) && !c.starts_with("pgnotify.heartbeat."))
+            .collect();
+        if !former.is_empty() {
+            lines.push("no longer listening on:".to_owned());
+            for (c, n) in former {
+                lines.push(format!(
+                    "  {:<30} {}",
+                    names_of(std::slice::from_ref(c)),
+                    events(*n)
+                ));
+            }
+        }
+        lines.join("\n")
+    }
+}
+
+fn events(n: u64) -> String {
+    match n {
+        1 => "1 event".to_owned(),
+        n => format!("{n} events"),
+    }
+}
+
+fn format_named(name: &str) -> Option<Format> {
+    match name {
+        "text" => Some(Format::Text),
+        "json" => Some(Format::Json),
+        "psql" => Some(Format::Psql),
+        _ => None,
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Text => "text",
+        Format::Json => "json",
+        Format::Psql => "psql",
+    }
+}

@@ -1,0 +1,353 @@
+//! Changing a running stream from outside: the console's `listen`, `unlisten` and `notify`,
+//! carried out by the source on its listening connection, and the set of channels that every
+//! reconnect LISTENs on again.
+//!
+//! The source owns the connection; this is its mailbox. A request is put in flight only when
+//! the connection has no other query in flight (the heartbeat's, LISTEN's at start), and its
+//! answer comes back through the same reads as the notifications, so a request never makes
+//! the source read faster than the queue takes. While the source is not connected, a change
+//! to the set is made at once and takes effect when it reconnects; a notification cannot be
+//! sent and says so.
+
+use super::queue::{Event, Queue};
+use crate::pg::{self, Answer, Wake, describe_pg_error, quote_ident};
+use crate::sanitize::escape_controls;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::Duration;
+
+/// What a request asks of the listening connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ask {
+    /// LISTEN on these channels too.
+    Listen(Vec<String>),
+    /// UNLISTEN these channels.
+    Unlisten(Vec<String>),
+    /// UNLISTEN every channel of the set (the heartbeat's stays).
+    UnlistenAll,
+    /// `pg_notify(channel, payload)`, both bind parameters.
+    Notify { channel: String, payload: String },
+}
+
+/// What the person is told: done, or why not.
+pub(crate) type Reply = Result<String, String>;
+
+/// How long [`Control::ask`] waits for the source: past the heartbeat's 5 s deadline, after
+/// which a connection that does not answer is replaced and the request is answered anyway.
+const ASK_PATIENCE: Duration = Duration::from_secs(30);
+
+struct Request {
+    ask: Ask,
+    /// `None` for the source's own requests (catching up with changes made while connecting).
+    reply: Option<mpsc::Sender<Reply>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The channels to listen on, in the order they were added.
+    channels: Vec<String>,
+    /// The connection's waker while the source is connected and listening.
+    connected: Option<Wake>,
+    /// The server it listens on, as the source describes it.
+    server: Option<String>,
+    requests: VecDeque<Request>,
+    in_flight: Option<Request>,
+}
+
+/// The mailbox between the console (or any other controller) and the source.
+pub(crate) struct Control {
+    state: Mutex<State>,
+    /// Whether `requests` may hold something: spares the source a lock per read.
+    pending: AtomicBool,
+    queue: Arc<Queue>,
+}
+
+impl Control {
+    pub(super) fn new(channels: Vec<String>, queue: Arc<Queue>) -> Arc<Control> {
+        let mut unique: Vec<String> = Vec::new();
+        for c in channels {
+            if !unique.contains(&c) {
+                unique.push(c);
+            }
+        }
+        Arc::new(Control {
+            state: Mutex::new(State {
+                channels: unique,
+                ..State::default()
+            }),
+            pending: AtomicBool::new(false),
+            queue,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The channels listened on (or to be, once connected), in the order they were added.
+    pub(crate) fn channels(&self) -> Vec<String> {
+        self.state().channels.clone()
+    }
+
+    /// The server listened on now; `None` while connecting or reconnecting.
+    pub(crate) fn server(&self) -> Option<String> {
+        let state = self.state();
+        state.connected.as_ref().and(state.server.clone())
+    }
+
+    /// Ends the run as if its work were done (the console's `quit`): what is queued is written
+    /// first.
+    pub(crate) fn quit(&self) {
+        self.queue.push(Event::Quit);
+    }
+
+    /// Carries `ask` out on the listening connection and says how it went. While the source is
+    /// not connected, a change of channels is made to the set at once (the reconnect LISTENs
+    /// on it) and a notification is refused.
+    pub(crate) fn ask(&self, ask: Ask) -> Reply {
+        let receiver = {
+            let mut state = self.state();
+            if let Some(reply) = nothing_to_do(&state.channels, &ask) {
+                return reply;
+            }
+            if state.connected.is_none() {
+                return offline(&mut state.channels, &ask, "not connected (reconnecting)");
+            }
+            let (sender, receiver) = mpsc::channel();
+            state.requests.push_back(Request {
+                ask,
+                reply: Some(sender),
+            });
+            self.pending.store(true, Ordering::Release);
+            if let Some(wake) = &state.connected {
+                wake.wake();
+            }
+            receiver
+        };
+        match receiver.recv_timeout(ASK_PATIENCE) {
+            Ok(reply) => reply,
+            Err(_) => Err(format!(
+                "no answer from the server within {} s; it may still be carried out",
+                ASK_PATIENCE.as_secs()
+            )),
+        }
+    }
+
+    /// The source: the channels to LISTEN on for a new session.
+    pub(super) fn snapshot(&self) -> Vec<String> {
+        self.channels()
+    }
+
+    /// The source: a session listens on `listened` (the snapshot it LISTENed on) at `server`.
+    /// Changes made to the set meanwhile are queued as the source's own requests, first.
+    pub(super) fn connected(&self, wake: Wake, server: String, listened: &[String]) {
+        let mut state = self.state();
+        let missing: Vec<String> = state
+            .channels
+            .iter()
+            .filter(|c| !listened.contains(c))
+            .cloned()
+            .collect();
+        let extra: Vec<String> = listened
+            .iter()
+            .filter(|c| !state.channels.contains(c))
+            .cloned()
+            .collect();
+        for ask in [Ask::Unlisten(extra), Ask::Listen(missing)] {
+            if matches!(&ask, Ask::Listen(c) | Ask::Unlisten(c) if !c.is_empty()) {
+                state.requests.push_front(Request { ask, reply: None });
+                self.pending.store(true, Ordering::Release);
+            }
+        }
+        state.connected = Some(wake);
+        state.server = Some(server);
+    }
+
+    /// The source: the session is lost. What was asked and not answered is settled as if
+    /// asked while disconnected: the set changes, a notification's fate is unknown.
+    pub(super) fn disconnected(&self) {
+        let mut state = self.state();
+        state.connected = None;
+        let in_flight = state.in_flight.take();
+        let waiting: Vec<Request> = in_flight
+            .into_iter()
+            .chain(std::mem::take(&mut state.requests))
+            .collect();
+        self.pending.store(false, Ordering::Release);
+        for request in waiting {
+            let reply = match &request.ask {
+                Ask::Notify { .. } => Err("the connection was lost before the server confirmed \
+                                           the notification: it may not have been sent"
+                    .to_owned()),
+                ask => offline(&mut state.channels, ask, "the connection was lost"),
+            };
+            if let Some(sender) = request.reply {
+                let _ = sender.send(reply);
+            }
+        }
+    }
+
+    /// The source, with no query in flight: puts the next request in flight on `listener`.
+    /// Returns whether it did.
+    pub(super) fn send_next(&self, listener: &mut pg::Listener) -> bool {
+        if !self.pending.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut state = self.state();
+        let Some(request) = state.requests.pop_front() else {
+            self.pending.store(false, Ordering::Release);
+            return false;
+        };
+        let sql = |verb: &str, channels: &[String]| -> String {
+            channels
+                .iter()
+                .map(|c| format!("{verb} {};", quote_ident(c)))
+                .collect()
+        };
+        match &request.ask {
+            Ask::Listen(channels) => listener.send_simple(sql("LISTEN", channels)),
+            Ask::Unlisten(channels) => listener.send_simple(sql("UNLISTEN", channels)),
+            Ask::UnlistenAll => {
+                let all = state.channels.clone();
+                listener.send_simple(sql("UNLISTEN", &all));
+            }
+            Ask::Notify { channel, payload } => {
+                listener.send_notify(channel.clone(), payload.clone());
+            }
+        }
+        state.in_flight = Some(request);
+        if state.requests.is_empty() {
+            self.pending.store(false, Ordering::Release);
+        }
+        true
+    }
+
+    /// The source: the answer to the request in flight.
+    pub(super) fn answered(&self, answer: Answer) {
+        let mut state = self.state();
+        let Some(request) = state.in_flight.take() else {
+            return;
+        };
+        let reply = match answer {
+            Err(e) => Err(describe_pg_error(&e)),
+            Ok(_) => Ok(apply(&mut state.channels, &request.ask)),
+        };
+        if let Some(sender) = request.reply {
+            let _ = sender.send(reply);
+        }
+    }
+}
+
+/// Asks that need no round trip: unlistening channels not listened on.
+fn nothing_to_do(channels: &[String], ask: &Ask) -> Option<Reply> {
+    match ask {
+        Ask::UnlistenAll if channels.is_empty() => Some(Ok("not listening on any channel".into())),
+        Ask::Unlisten(names) if names.iter().all(|n| !channels.contains(n)) => {
+            Some(Err(format!("not listening on {}", names_of(names))))
+        }
+        Ask::Listen(names) | Ask::Unlisten(names) if names.is_empty() => {
+            Some(Err("no channel given".into()))
+        }
+        _ => None,
+    }
+}
+
+/// Changes the set as `ask` says, and says what it did.
+fn apply(channels: &mut Vec<String>, ask: &Ask) -> String {
+    match ask {
+        Ask::Listen(names) => {
+            for n in names {
+                if !channels.contains(n) {
+                    channels.push(n.clone());
+                }
+            }
+            format!("listening on {}", names_of(names))
+        }
+        Ask::Unlisten(names) => {
+            channels.retain(|c| !names.contains(c));
+            format!("stopped listening on {}", names_of(names))
+        }
+        Ask::UnlistenAll => {
+            let all = std::mem::take(channels);
+            format!("stopped listening on {}", names_of(&all))
+        }
+        Ask::Notify { channel, .. } => {
+            format!("sent to {}", names_of(std::slice::from_ref(channel)))
+        }
+    }
+}
+
+/// A change of channels made to the set alone, while no session listens.
+fn offline(channels: &mut Vec<String>, ask: &Ask, why: &str) -> Reply {
+    match ask {
+        Ask::Notify { .. } => Err(format!("{why}: nothing was sent")),
+        ask => {
+            let done = apply(channels, ask);
+            Ok(format!("{why}: {done} once reconnected"))
+        }
+    }
+}
+
+/// Channel names as the person reads them: quoted as SQL identifiers, controls escaped.
+pub(crate) fn names_of(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| escape_controls(&quote_ident(n)).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control(channels: &[&str]) -> Arc<Control> {
+        let queue = Queue::new(1 << 20, super::super::Overflow::Drop);
+        Control::new(channels.iter().map(|c| c.to_string()).collect(), queue)
+    }
+
+    #[test]
+    fn offline_changes_go_to_the_set_and_notify_is_refused() {
+        let c = control(&["a", "a", "b"]);
+        assert_eq!(c.channels(), ["a", "b"]);
+        let reply = c.ask(Ask::Listen(vec!["C".into()])).unwrap();
+        assert!(
+            reply.contains("listening on \"C\" once reconnected"),
+            "{reply}"
+        );
+        assert_eq!(c.channels(), ["a", "b", "C"]);
+        c.ask(Ask::Unlisten(vec!["a".into()])).unwrap();
+        assert_eq!(c.channels(), ["b", "C"]);
+        let refused = c.ask(Ask::Notify {
+            channel: "b".into(),
+            payload: "x".into(),
+        });
+        assert!(refused.unwrap_err().contains("nothing was sent"));
+        assert!(c.ask(Ask::Unlisten(vec!["zz".into()])).is_err());
+        c.ask(Ask::UnlistenAll).unwrap();
+        assert!(c.channels().is_empty());
+        assert_eq!(
+            c.ask(Ask::UnlistenAll),
+            Ok("not listening on any channel".into())
+        );
+    }
+
+    #[test]
+    fn changes_made_while_connecting_are_caught_up_first() {
+        let c = control(&["a", "b"]);
+        let listened = c.snapshot();
+        c.ask(Ask::Listen(vec!["new".into()])).unwrap();
+        c.ask(Ask::Unlisten(vec!["a".into()])).unwrap();
+        c.connected(Wake::default(), "server".into(), &listened);
+        let state = c.state();
+        let asks: Vec<&Ask> = state.requests.iter().map(|r| &r.ask).collect();
+        assert_eq!(
+            asks,
+            [
+                &Ask::Listen(vec!["new".into()]),
+                &Ask::Unlisten(vec!["a".into()])
+            ]
+        );
+    }
+}
