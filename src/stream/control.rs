@@ -303,7 +303,7 @@ mod tests {
     use super::*;
 
     fn control(channels: &[&str]) -> Arc<Control> {
-        let queue = Queue::new(1 << 20, super::super::Overflow::Drop);
+        let queue = Queue::new(1 << 20, crate::stream::Overflow::Drop);
         Control::new(channels.iter().map(|c| c.to_string()).collect(), queue)
     }
 
