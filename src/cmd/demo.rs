@@ -96,6 +96,12 @@ pub(crate) fn run(settings: DemoSettings) -> Result<Exit> {
         (_, outcome) => {
             drop(cluster);
             say("stopped the server and removed its directory");
+            if matches!(outcome, Ok(Exit::Success)) {
+                say(
+                    "next, the console on a server that stays: eval \"$(pgnotify demo --keep)\" \
+                     then pgnotify listen -i jobs",
+                );
+            }
             outcome
         }
     }
@@ -364,7 +370,8 @@ fn print_settings(cluster: Cluster) -> Result<Exit> {
     };
     let text = format!(
         "export PGHOST='{host}' PGPORT='{}' PGUSER='{}' PGDATABASE='postgres'{tls}\n\
-         # then try: pgnotify listen jobs   and, in another shell: pgnotify notify jobs hello\n\
+         # then try the console: pgnotify listen -i jobs   and type: notify jobs hello (help lists the rest)\n\
+         # or, in two shells: pgnotify listen jobs   and: pgnotify notify jobs hello\n\
          # stop and remove the server: {}\n",
         cluster.port(),
         tempdb::SUPERUSER,

@@ -334,6 +334,37 @@ mod tests {
     }
 
     #[test]
+    fn a_loss_settles_what_was_asked_and_not_answered() {
+        let c = control(&["a"]);
+        c.connected(Wake::default(), "server".into(), &["a".to_owned()]);
+        let asking = Arc::clone(&c);
+        let listen = std::thread::spawn(move || asking.ask(Ask::Listen(vec!["b".into()])));
+        let asking = Arc::clone(&c);
+        let notify = std::thread::spawn(move || {
+            asking.ask(Ask::Notify {
+                channel: "a".into(),
+                payload: "p".into(),
+            })
+        });
+        while c.state().requests.len() < 2 {
+            std::thread::yield_now();
+        }
+        assert_eq!(c.server(), Some("server".into()));
+        c.disconnected();
+        assert_eq!(c.server(), None);
+        let listened = listen.join().unwrap().unwrap();
+        assert!(listened.contains("once reconnected"), "{listened}");
+        assert!(
+            notify
+                .join()
+                .unwrap()
+                .unwrap_err()
+                .contains("may not have been sent")
+        );
+        assert_eq!(c.channels(), ["a", "b"]);
+    }
+
+    #[test]
     fn changes_made_while_connecting_are_caught_up_first() {
         let c = control(&["a", "b"]);
         let listened = c.snapshot();

@@ -23,7 +23,9 @@ const WINGS: &[(&str, &[&str])] = &[
     // One module per command; the console (`listen -i`) is a sink of its own.
     (
         "cmd",
-        &["config", "stream", "watch", "format", "sink", "pg", "LEAVES"],
+        &[
+            "config", "stream", "watch", "format", "sink", "pg", "LEAVES",
+        ],
     ),
     // The listen/pipe engine.
     ("stream", &["pg", "watch", "format", "sink", "LEAVES"]),

@@ -15,6 +15,7 @@ use crate::exit::{Exit, UsageError};
 use crate::format::Format;
 use crate::msg;
 use crate::pg::{self, ConnSettings};
+use crate::sanitize::escape_controls;
 use crate::stream::{self, Ask, Control, names_of};
 use crate::terminal;
 use anyhow::{Context, Result};
@@ -80,7 +81,7 @@ pub(crate) fn run(settings: ConsoleSettings, conn: &ConnSettings) -> Result<Exit
         }))
         .context("could not start the console's printer")?;
     let said = screen.clone();
-    msg::route_to(Some(Box::new(move |line| said.say(line))));
+    msg::route_to(Some(Box::new(move |line| said.message(line))));
     screen.say(&banner(&control));
     let quitting = Arc::new(AtomicBool::new(false));
     let console = Console {
@@ -122,11 +123,14 @@ fn banner(control: &Control) -> String {
         true => "no channel yet (listen CHANNEL)".to_owned(),
         false => names_of(&channels),
     };
-    let server = control
-        .server()
-        .map(|s| format!(" on the {s}"))
-        .unwrap_or_default();
-    format!("listening on {on}{server}. Type help for commands; Ctrl-D quits.")
+    match control.server() {
+        Some(server) => {
+            format!("listening on {on} on the {server}. Type help for commands; Ctrl-D quits.")
+        }
+        None => {
+            format!("connecting (--wait), to listen on {on}. Type help for commands; Ctrl-D quits.")
+        }
+    }
 }
 
 struct Console {
@@ -184,7 +188,8 @@ impl Console {
         let parsed = match command::parse(line) {
             Ok(parsed) => parsed,
             Err(why) => {
-                self.screen.say(&format!("error: {why}"));
+                self.screen
+                    .say(&format!("error: {}", escape_controls(&why)));
                 return true;
             }
         };
@@ -231,7 +236,7 @@ impl Console {
             Command::Filter(Filter::Show) => Ok(match self.screen.filter() {
                 (Some(text), hidden) => format!(
                     "filter: payloads containing \"{}\" ({hidden} hidden so far)",
-                    crate::sanitize::escape_controls(&text)
+                    escape_controls(&text)
                 ),
                 (None, _) => "filter: off".to_owned(),
             }),
@@ -240,7 +245,7 @@ impl Console {
                 Ok("filter: off".into())
             }
             Command::Filter(Filter::Contains(text)) => {
-                let shown = crate::sanitize::escape_controls(&text).into_owned();
+                let shown = escape_controls(&text).into_owned();
                 self.screen.set_filter(Some(text));
                 Ok(format!("filter: only payloads containing \"{shown}\""))
             }
@@ -249,7 +254,9 @@ impl Console {
         };
         match reply {
             Ok(text) => self.screen.say(&self.screen.dim(&text)),
-            Err(why) => self.screen.say(&format!("error: {why}")),
+            Err(why) => self
+                .screen
+                .say(&format!("error: {}", escape_controls(&why))),
         }
     }
 

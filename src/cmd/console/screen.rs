@@ -27,6 +27,11 @@ pub(super) const WINDOW: Duration = Duration::from_secs(1);
 const FINISH_WAIT: Duration = Duration::from_secs(2);
 /// The most characters of a payload quoted in a summary line.
 const SUMMARY_PAYLOAD: usize = 60;
+/// The most channels a window's summary names, one line each; the others share a line.
+const SUMMARY_CHANNELS: usize = 8;
+/// The most text that waits for a terminal that does not take it (Ctrl-S, a stalled ssh):
+/// past it, events are counted as in a burst.
+const PENDING_MAX: usize = 256 << 10;
 
 /// Writes a block of text above the prompt (the editor's external printer).
 pub(super) type Print = Box<dyn FnMut(String) -> Result<(), String> + Send>;
@@ -44,7 +49,8 @@ struct Shared {
 
 /// What a summary says of one channel.
 struct Skipped {
-    channel: String,
+    /// The order channels were first skipped in.
+    order: usize,
     count: u64,
     last: String,
 }
@@ -61,7 +67,7 @@ struct State {
     pending: String,
     /// When the current window began, and how many events it has shown.
     window: Option<(Instant, usize)>,
-    skipped: Vec<Skipped>,
+    skipped: HashMap<String, Skipped>,
     /// The printer is writing a block.
     printing: bool,
     /// The run is over: the printer prints what is left and stops.
@@ -83,7 +89,7 @@ impl Screen {
                     filtered: 0,
                     pending: String::new(),
                     window: None,
-                    skipped: Vec::new(),
+                    skipped: HashMap::new(),
                     printing: false,
                     closed: false,
                     printer: false,
@@ -166,6 +172,15 @@ impl Screen {
         self.shared.changed.notify_all();
     }
 
+    /// A message of pgnotify's (`msg`): warnings in yellow when colour is on.
+    pub(super) fn message(&self, line: &str) {
+        let warning = line.starts_with("pgnotify: warning:") && self.state().color;
+        match warning {
+            true => self.say(&line.yellow().to_string()),
+            false => self.say(line),
+        }
+    }
+
     /// A line of the console's own, dimmed when colour is on.
     pub(super) fn dim(&self, text: &str) -> String {
         match self.state().color {
@@ -227,7 +242,15 @@ impl Screen {
 /// Adds the summary of the window that ended to the pending text, and starts a new one.
 fn summarise(state: &mut State) {
     state.window = None;
-    for skipped in std::mem::take(&mut state.skipped) {
+    let mut skipped: Vec<(String, Skipped)> = state.skipped.drain().collect();
+    // The busiest channels by name, the rest together.
+    skipped.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.1.order.cmp(&b.1.order)));
+    let rest: Vec<(String, Skipped)> = match skipped.len() > SUMMARY_CHANNELS {
+        true => skipped.split_off(SUMMARY_CHANNELS - 1),
+        false => Vec::new(),
+    };
+    let mut lines: Vec<String> = Vec::new();
+    for (channel, skipped) in skipped {
         let mut last: String = escape_controls(&skipped.last).into_owned();
         if last.chars().count() > SUMMARY_PAYLOAD {
             last = last.chars().take(SUMMARY_PAYLOAD).collect::<String>() + "…";
@@ -235,8 +258,19 @@ fn summarise(state: &mut State) {
         let line = format!(
             "… {} more on {}, the last: {last}",
             thousands(skipped.count),
-            escape_controls(&skipped.channel)
+            escape_controls(&channel)
         );
+        lines.push(line);
+    }
+    if !rest.is_empty() {
+        let count: u64 = rest.iter().map(|(_, s)| s.count).sum();
+        lines.push(format!(
+            "… {} more on {} other channels",
+            thousands(count),
+            thousands(rest.len() as u64)
+        ));
+    }
+    for line in lines {
         let line = match state.color {
             true => line.dim().to_string(),
             false => line,
@@ -277,23 +311,29 @@ impl Sink for Screen {
         }
         let now = Instant::now();
         let (_, shown) = state.window.get_or_insert((now, 0));
-        if *shown < BUDGET {
+        if *shown < BUDGET && state.pending.len() < PENDING_MAX {
             *shown += 1;
             let mut line = Vec::new();
             state.encoder.write(&mut line, n)?;
             state.pending.push_str(&String::from_utf8_lossy(&line));
             return Ok(());
         }
-        match state.skipped.iter_mut().find(|s| s.channel == n.channel) {
+        let order = state.skipped.len();
+        match state.skipped.get_mut(&n.channel) {
             Some(skipped) => {
                 skipped.count += 1;
                 skipped.last.clone_from(&n.payload);
             }
-            None => state.skipped.push(Skipped {
-                channel: n.channel.clone(),
-                count: 1,
-                last: n.payload.clone(),
-            }),
+            None => {
+                state.skipped.insert(
+                    n.channel.clone(),
+                    Skipped {
+                        order,
+                        count: 1,
+                        last: n.payload.clone(),
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -382,6 +422,31 @@ mod tests {
         );
         assert_eq!(state.counts["jobs"], 10_000);
         state.pending.clear();
+    }
+
+    #[test]
+    fn a_burst_on_many_channels_is_summarised_in_a_few_lines() {
+        let encoder = Encoder::new(Format::Json, Style::default(), JsonOptions::default());
+        let mut screen = Screen::new(encoder, false);
+        for i in 0..BUDGET {
+            screen.write(&event("first", &i.to_string())).unwrap();
+        }
+        for i in 0..20_000 {
+            screen
+                .write(&event(&format!("c{}", i % 5_000), "p"))
+                .unwrap();
+        }
+        screen.write(&event("c7", "last")).unwrap();
+        let mut state = screen.state();
+        state.pending.clear();
+        summarise(&mut state);
+        let lines: Vec<&str> = state.pending.lines().collect();
+        assert_eq!(lines.len(), SUMMARY_CHANNELS, "{lines:?}");
+        assert_eq!(lines[0], "… 5 more on c7, the last: last");
+        assert_eq!(
+            lines[SUMMARY_CHANNELS - 1],
+            "… 19,972 more on 4,993 other channels"
+        );
     }
 
     #[test]
