@@ -28,7 +28,7 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -s d -l dbname -d 'Datab
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_needs_command" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
@@ -59,7 +59,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s d -l dbname
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l json -d 'Write NDJSON, the same as --format json'
@@ -78,7 +78,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s d -l dbname
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s l -l lines -d 'Send one notification per line of standard input'
@@ -97,7 +97,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s d -l d
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l rows -d 'Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE). Every role that can connect can read them'
@@ -125,7 +125,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s d -l dbname -
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l data -d 'Add "data": the payload parsed as JSON, when it is JSON'
@@ -141,7 +141,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s d -l dbname -
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l keep -d 'Leave the server running and print its connection settings as shell `export` lines on stdout (the demo\'s own output then goes to stderr)'

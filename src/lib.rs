@@ -53,7 +53,7 @@ mod stream;
 pub mod tempdb;
 mod watch;
 
-pub use app::run;
+pub use app::{parse, run};
 pub use cli::Cli;
 pub use exit::Exit;
 pub use panic::install_hook as install_panic_hook;
