@@ -7,6 +7,8 @@
 //! hands [`ColorEnv`] in).
 
 mod json;
+mod paint;
+mod payload;
 mod psql;
 mod text;
 
