@@ -45,7 +45,8 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgn
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l format -d 'Output format [default: text on a terminal, json otherwise]' -r -f -a "text\t'One line per notification: local time, channel, sender PID, payload'
 json\t'NDJSON: {"channel","payload","pid","received_at"} per line'
-psql\t'psql\'s sentences: Asynchronous notification "ch" with payload "p" received from server process with PID n'"
+psql\t'psql\'s sentences: Asynchronous notification "ch" with payload "p" received from server process with PID n'
+raw\t'The payload alone, one line each, as sent but for line breaks (written \\n, \\r), for shell loops that read lines'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s x -l exec -d 'Run COMMAND (through /bin/sh -c) for each notification instead of printing it: the payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID. For a gap it runs with PGNOTIFY_GAP set and the gap record on stdin. A failing command is reported on stderr; the run goes on' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s j -l jobs -d 'With --exec: run up to N commands at once (1: one after the other, in order)' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s c -l count -d 'Exit with status 0 after N notifications' -r

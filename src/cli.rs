@@ -44,7 +44,7 @@ pub struct Cli {
     ///
     /// With auto: no colour when NO_COLOR is set and not empty; colour when CLICOLOR_FORCE is
     /// set, not empty and not 0, even into a pipe; no colour when TERM is dumb; else colour on
-    /// a terminal only. The flag wins over the environment. NDJSON never has
+    /// a terminal only. The flag wins over the environment. NDJSON and --format raw never have
     /// colour.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
     pub(crate) color: ColorArg,
@@ -273,6 +273,9 @@ pub(crate) enum FormatArg {
     /// psql's sentences: Asynchronous notification "ch" with payload "p" received from server
     /// process with PID n.
     Psql,
+    /// The payload alone, one line each, as sent but for line breaks (written \n, \r), for
+    /// shell loops that read lines.
+    Raw,
 }
 
 /// The `--color` value on a raw command line, the last one before `--` (auto when there is

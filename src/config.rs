@@ -144,6 +144,7 @@ pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
         (true, _) | (false, Some(FormatArg::Json)) => Format::Json,
         (false, Some(FormatArg::Text)) => Format::Text,
         (false, Some(FormatArg::Psql)) => Format::Psql,
+        (false, Some(FormatArg::Raw)) => Format::Raw,
         (false, None) if stdout_is_terminal => Format::Text,
         (false, None) => Format::Json,
     };

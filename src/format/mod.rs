@@ -1,5 +1,5 @@
 //! Encoders: how a notification or a gap becomes a line of text, one module per format (text,
-//! NDJSON, psql's sentences), behind one [`Encoder`].
+//! NDJSON, psql's sentences, the bare payload), behind one [`Encoder`].
 //!
 //! Owns: the formats, colour (the rule of when, in [`use_color`], and the palette), and
 //! control-character escaping in the human formats. Does not own: where lines go (`sink`),
@@ -10,6 +10,7 @@ mod json;
 mod paint;
 mod payload;
 mod psql;
+mod raw;
 mod text;
 
 pub(crate) use json::write_gap as write_gap_record;
@@ -26,6 +27,8 @@ pub(crate) enum Format {
     Json,
     /// psql's sentences, word for word.
     Psql,
+    /// The payload alone, one line each, for `while read` loops.
+    Raw,
 }
 
 /// Presentation choices that depend on where the output goes.
@@ -33,7 +36,8 @@ pub(crate) enum Format {
 pub(crate) struct Style {
     /// Colour escapes in text output.
     pub(crate) color: bool,
-    /// Escape control characters in names and payloads (text and psql formats on a terminal).
+    /// Escape control characters in names and payloads (psql and raw formats on a terminal;
+    /// text always escapes them).
     pub(crate) escape: bool,
 }
 
@@ -70,6 +74,7 @@ impl Encoder {
             Format::Text => self.text.write(out, n, self.style),
             Format::Json => json::write(out, n, self.json.data),
             Format::Psql => psql::write(out, n, self.style),
+            Format::Raw => raw::write(out, n, self.style),
         }
     }
 
