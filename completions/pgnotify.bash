@@ -264,7 +264,7 @@ _pgnotify() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "text json psql" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "text json psql raw" -- "${cur}"))
                     return 0
                     ;;
                 --exec)

@@ -28,7 +28,7 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -s d -l dbname -d 'Datab
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_needs_command" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
@@ -45,7 +45,8 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgn
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l format -d 'Output format [default: text on a terminal, json otherwise]' -r -f -a "text\t'One line per notification: local time, channel, sender PID, payload'
 json\t'NDJSON: {"channel","payload","pid","received_at"} per line'
-psql\t'psql\'s sentences: Asynchronous notification "ch" with payload "p" received from server process with PID n'"
+psql\t'psql\'s sentences: Asynchronous notification "ch" with payload "p" received from server process with PID n'
+raw\t'The payload alone, one line each, as sent but for line breaks (written \\n, \\r), for shell loops that read lines'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s x -l exec -d 'Run COMMAND (through /bin/sh -c) for each notification instead of printing it: the payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID. For a gap it runs with PGNOTIFY_GAP set and the gap record on stdin. A failing command is reported on stderr; the run goes on' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s j -l jobs -d 'With --exec: run up to N commands at once (1: one after the other, in order)' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s c -l count -d 'Exit with status 0 after N notifications' -r
@@ -59,7 +60,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s d -l dbname
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s i -l interactive -d 'An interactive console on a terminal: events above a prompt, commands typed live. History is kept in $XDG_DATA_HOME/pgnotify/history (~/.local/share/pgnotify/history)'
@@ -79,7 +80,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s d -l dbname
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s l -l lines -d 'Send one notification per line of standard input'
@@ -98,7 +99,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s d -l d
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l rows -d 'Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE). Every role that can connect can read them'
@@ -126,7 +127,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s d -l dbname -
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l data -d 'Add "data": the payload parsed as JSON, when it is JSON'
@@ -142,7 +143,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s d -l dbname -
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s p -l port -d 'Server port [default: 5432]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l color -d 'When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never' -r -f -a "auto\t'Colour when writing to a terminal and NO_COLOR is not set'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l keep -d 'Leave the server running and print its connection settings as shell `export` lines on stdout (the demo\'s own output then goes to stderr)'

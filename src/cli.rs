@@ -40,7 +40,12 @@ pub struct Cli {
     #[command(flatten)]
     pub(crate) conn: ConnArgs,
 
-    /// When to colour the output: auto (a terminal, unless NO_COLOR is set), always, never.
+    /// When to colour the text output and this help: auto, always, never.
+    ///
+    /// With auto: no colour when NO_COLOR is set and not empty; colour when CLICOLOR_FORCE is
+    /// set, not empty and not 0, even into a pipe; no colour when TERM is dumb; else colour on
+    /// a terminal only. The flag wins over the environment. NDJSON and --format raw never have
+    /// colour.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
     pub(crate) color: ColorArg,
 
@@ -239,7 +244,7 @@ pub(crate) struct WaitArgs {
 /// The `--color` setting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ColorArg {
-    /// Colour when writing to a terminal and NO_COLOR is not set.
+    /// Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow.
     #[default]
     Auto,
     /// Always colour text output.
@@ -279,6 +284,29 @@ pub(crate) enum FormatArg {
     /// psql's sentences: Asynchronous notification "ch" with payload "p" received from server
     /// process with PID n.
     Psql,
+    /// The payload alone, one line each, as sent but for line breaks (written \n, \r), for
+    /// shell loops that read lines.
+    Raw,
+}
+
+/// The `--color` value on a raw command line, the last one before `--` (auto when there is
+/// none, or it is not a value): help and usage errors are printed before the command line is
+/// parsed, and must follow it too.
+pub(crate) fn color_in_argv(args: &[std::ffi::OsString]) -> ColorArg {
+    let mut found = ColorArg::Auto;
+    let mut args = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(arg) = args.next() {
+        let value = match arg {
+            Some("--") => break,
+            Some("--color") => args.next().flatten(),
+            Some(arg) => arg.strip_prefix("--color="),
+            None => None,
+        };
+        if let Some(value) = value {
+            found = ColorArg::from_str(value, false).unwrap_or(ColorArg::Auto);
+        }
+    }
+    found
 }
 
 const NOTIFY_EXAMPLES: &str = "\
@@ -544,6 +572,37 @@ mod tests {
     #[test]
     fn the_clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_color_flag_is_found_before_parsing() {
+        let argv = |args: &[&str]| -> Vec<std::ffi::OsString> {
+            std::iter::once("pgnotify")
+                .chain(args.iter().copied())
+                .map(Into::into)
+                .collect()
+        };
+        assert_eq!(color_in_argv(&argv(&["--help"])), ColorArg::Auto);
+        assert_eq!(
+            color_in_argv(&argv(&["--color", "never", "--help"])),
+            ColorArg::Never
+        );
+        assert_eq!(
+            color_in_argv(&argv(&["listen", "--help", "--color=always"])),
+            ColorArg::Always
+        );
+        assert_eq!(
+            color_in_argv(&argv(&["--color=never", "--color", "always"])),
+            ColorArg::Always,
+            "the last one wins, as clap has it"
+        );
+        assert_eq!(color_in_argv(&argv(&["--color", "bogus"])), ColorArg::Auto);
+        assert_eq!(color_in_argv(&argv(&["--color"])), ColorArg::Auto);
+        assert_eq!(
+            color_in_argv(&argv(&["notify", "c", "--", "--color=never"])),
+            ColorArg::Auto,
+            "after --, it is a payload"
+        );
     }
 
     #[test]

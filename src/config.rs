@@ -6,7 +6,7 @@ use crate::cli::{
     ColorArg, ConnArgs, DemoArgs, ExecArgs, FormatArg, ListenArgs, NotifyArgs, OpArg, OverflowArg,
     PipeArgs, SourceArgs, WaitArgs, WatchTableArgs,
 };
-use crate::format::{ColorChoice, Encoder, Format, JsonOptions, Style, use_color};
+use crate::format::{ColorChoice, ColorEnv, Encoder, Format, JsonOptions, Style, use_color};
 use crate::pg::{ConnOptions, PasswordPrompt};
 use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until};
 use crate::watch::Op;
@@ -52,6 +52,21 @@ fn color(arg: ColorArg) -> ColorChoice {
         ColorArg::Always => ColorChoice::Always,
         ColorArg::Never => ColorChoice::Never,
     }
+}
+
+/// `NO_COLOR`, `CLICOLOR_FORCE` and `TERM`, the variables behind `--color auto`.
+fn color_env() -> ColorEnv {
+    let var = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    ColorEnv {
+        no_color: var("NO_COLOR"),
+        clicolor_force: var("CLICOLOR_FORCE"),
+        term: var("TERM"),
+    }
+}
+
+/// Whether a stream gets colour, by `--color` and the environment (`format::use_color`).
+pub(crate) fn colored(arg: ColorArg, is_terminal: bool) -> bool {
+    use_color(color(arg), is_terminal, &color_env())
 }
 
 fn op(arg: OpArg) -> Op {
@@ -163,19 +178,12 @@ pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
         (true, _) | (false, Some(FormatArg::Json)) => Format::Json,
         (false, Some(FormatArg::Text)) => Format::Text,
         (false, Some(FormatArg::Psql)) => Format::Psql,
+        (false, Some(FormatArg::Raw)) => Format::Raw,
         (false, None) if stdout_is_terminal => Format::Text,
         (false, None) => Format::Json,
     };
-    let no_color = std::env::var("NO_COLOR").ok();
-    let term = std::env::var("TERM").ok();
     let style = Style {
-        color: format == Format::Text
-            && use_color(
-                color(color_arg),
-                stdout_is_terminal,
-                no_color.as_deref(),
-                term.as_deref(),
-            ),
+        color: format == Format::Text && colored(color_arg, stdout_is_terminal),
         escape: stdout_is_terminal,
     };
     if args.interactive {

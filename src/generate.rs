@@ -246,6 +246,11 @@ fn environment(roff: &mut Roff) {
             "When set and not empty, no colour (unless --color always).",
         ),
         (
+            "CLICOLOR_FORCE",
+            "When set, not empty and not 0 (and NO_COLOR is not), colour even when not writing to a terminal (unless --color never).",
+        ),
+        ("TERM", "dumb: no colour (unless --color always)."),
+        (
             "PGNOTIFY_PG_BINDIR",
             "For demo: the directory holding initdb and pg_ctl.",
         ),

@@ -18,7 +18,7 @@
 //!
 //! **`sink`**: destinations — stdout, `--exec`, a TCP peer (`--connect`), TCP clients
 //! (`--serve`) — each network destination on a bounded backlog of its own. **`format`**:
-//! encoders — text, NDJSON, psql's sentences. Neither sees PostgreSQL or the engine.
+//! encoders — text, NDJSON, psql's sentences, the bare payload. Neither sees PostgreSQL or the engine.
 //!
 //! **`watch`**: `watch-table`'s model, the trigger's SQL, and the catalog lookups that
 //! `watch-table` and `--fetch` share.
@@ -54,7 +54,7 @@ pub mod tempdb;
 mod terminal;
 mod watch;
 
-pub use app::run;
+pub use app::{parse, run};
 pub use cli::Cli;
 pub use exit::Exit;
 pub use panic::install_hook as install_panic_hook;

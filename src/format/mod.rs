@@ -1,11 +1,16 @@
 //! Encoders: how a notification or a gap becomes a line of text, one module per format (text,
-//! NDJSON, psql's sentences), behind one [`Encoder`].
+//! NDJSON, psql's sentences, the bare payload), behind one [`Encoder`].
 //!
-//! Owns: the formats, colour, control-character escaping in the human formats. Does not own:
-//! where lines go (`sink`) or where notifications come from (`stream`).
+//! Owns: the formats, colour (the rule of when, in [`use_color`], and the palette), and
+//! control-character escaping in the human formats. Does not own: where lines go (`sink`),
+//! where notifications come from (`stream`), or reading the environment (`config` does, and
+//! hands [`ColorEnv`] in).
 
 mod json;
+mod paint;
+mod payload;
 mod psql;
+mod raw;
 mod text;
 
 pub(crate) use json::write_gap as write_gap_record;
@@ -22,6 +27,8 @@ pub(crate) enum Format {
     Json,
     /// psql's sentences, word for word.
     Psql,
+    /// The payload alone, one line each, for `while read` loops.
+    Raw,
 }
 
 /// Presentation choices that depend on where the output goes.
@@ -29,7 +36,8 @@ pub(crate) enum Format {
 pub(crate) struct Style {
     /// Colour escapes in text output.
     pub(crate) color: bool,
-    /// Escape control characters in names and payloads (text and psql formats on a terminal).
+    /// Escape control characters in names and payloads (psql and raw formats on a terminal;
+    /// text always escapes them).
     pub(crate) escape: bool,
 }
 
@@ -66,6 +74,7 @@ impl Encoder {
             Format::Text => self.text.write(out, n, self.style),
             Format::Json => json::write(out, n, self.json.data),
             Format::Psql => psql::write(out, n, self.style),
+            Format::Raw => raw::write(out, n, self.style),
         }
     }
 
@@ -93,20 +102,36 @@ impl Encoder {
     }
 }
 
-/// Whether to colour a stream: `--color always` forces it; `auto` needs a terminal, `NO_COLOR`
-/// unset or empty, and `TERM` other than `dumb` (no-color.org).
-pub(crate) fn use_color(
-    choice: ColorChoice,
-    is_terminal: bool,
-    no_color: Option<&str>,
-    term: Option<&str>,
-) -> bool {
+/// The environment variables that decide colour under `--color auto`, as read by `config`
+/// (each `None` when unset).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ColorEnv {
+    /// `NO_COLOR`: set and not empty turns colour off (no-color.org).
+    pub(crate) no_color: Option<String>,
+    /// `CLICOLOR_FORCE`: set, not empty and not `0` turns colour on, terminal or not
+    /// (bixense.com/clicolors).
+    pub(crate) clicolor_force: Option<String>,
+    /// `TERM`: `dumb` turns colour off.
+    pub(crate) term: Option<String>,
+}
+
+/// Whether to colour a stream. The flag wins over the environment: `always` and `never` are
+/// what they say. Under `auto`, in this order: `NO_COLOR` set and not empty: no colour;
+/// `CLICOLOR_FORCE` set, not empty and not `0`: colour, even into a pipe; `TERM=dumb`: no
+/// colour; else colour exactly when the stream is a terminal.
+pub(crate) fn use_color(choice: ColorChoice, is_terminal: bool, env: &ColorEnv) -> bool {
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            is_terminal && no_color.is_none_or(str::is_empty) && term != Some("dumb")
+        ColorChoice::Auto if set(&env.no_color) => false,
+        ColorChoice::Auto
+            if set(&env.clicolor_force) && env.clicolor_force.as_deref() != Some("0") =>
+        {
+            true
         }
+        ColorChoice::Auto if env.term.as_deref() == Some("dumb") => false,
+        ColorChoice::Auto => is_terminal,
     }
 }
 
@@ -126,15 +151,72 @@ pub(crate) enum ColorChoice {
 mod tests {
     use super::*;
 
+    fn env(no_color: Option<&str>, clicolor_force: Option<&str>, term: Option<&str>) -> ColorEnv {
+        ColorEnv {
+            no_color: no_color.map(str::to_owned),
+            clicolor_force: clicolor_force.map(str::to_owned),
+            term: term.map(str::to_owned),
+        }
+    }
+
     #[test]
-    fn color_rules() {
-        use ColorChoice::*;
-        assert!(use_color(Auto, true, None, Some("xterm")));
-        assert!(use_color(Auto, true, Some(""), None));
-        assert!(!use_color(Auto, true, Some("1"), None));
-        assert!(!use_color(Auto, true, None, Some("dumb")));
-        assert!(!use_color(Auto, false, None, None));
-        assert!(use_color(Always, false, Some("1"), None));
-        assert!(!use_color(Never, true, None, None));
+    fn auto_colours_a_terminal_only() {
+        use ColorChoice::Auto;
+        assert!(use_color(Auto, true, &env(None, None, Some("xterm"))));
+        assert!(use_color(Auto, true, &env(None, None, None)), "TERM unset");
+        assert!(!use_color(Auto, false, &env(None, None, Some("xterm"))));
+        assert!(!use_color(Auto, false, &ColorEnv::default()));
+    }
+
+    #[test]
+    fn no_color_set_and_not_empty_turns_colour_off() {
+        use ColorChoice::Auto;
+        assert!(!use_color(Auto, true, &env(Some("1"), None, None)));
+        assert!(
+            !use_color(Auto, true, &env(Some("0"), None, None)),
+            "any value"
+        );
+        assert!(
+            use_color(Auto, true, &env(Some(""), None, None)),
+            "empty is unset"
+        );
+        // NO_COLOR comes first: it beats CLICOLOR_FORCE.
+        assert!(!use_color(Auto, true, &env(Some("1"), Some("1"), None)));
+        assert!(!use_color(Auto, false, &env(Some("1"), Some("1"), None)));
+    }
+
+    #[test]
+    fn clicolor_force_colours_a_pipe_too() {
+        use ColorChoice::Auto;
+        assert!(use_color(Auto, false, &env(None, Some("1"), None)));
+        assert!(use_color(Auto, false, &env(Some(""), Some("yes"), None)));
+        assert!(!use_color(Auto, false, &env(None, Some("0"), None)));
+        assert!(!use_color(Auto, false, &env(None, Some(""), None)));
+        // It comes before TERM=dumb.
+        assert!(use_color(Auto, false, &env(None, Some("1"), Some("dumb"))));
+        // "0" and "" do not force, and do not forbid either.
+        assert!(use_color(Auto, true, &env(None, Some("0"), None)));
+    }
+
+    #[test]
+    fn a_dumb_terminal_gets_no_colour() {
+        use ColorChoice::Auto;
+        assert!(!use_color(Auto, true, &env(None, None, Some("dumb"))));
+        assert!(use_color(Auto, true, &env(None, None, Some("dumb-ish"))));
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_environment() {
+        use ColorChoice::{Always, Never};
+        for e in [
+            env(None, None, None),
+            env(Some("1"), None, Some("dumb")),
+            env(None, Some("1"), None),
+        ] {
+            for terminal in [true, false] {
+                assert!(use_color(Always, terminal, &e), "{e:?}");
+                assert!(!use_color(Never, terminal, &e), "{e:?}");
+            }
+        }
     }
 }

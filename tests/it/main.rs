@@ -16,6 +16,7 @@ mod harness;
 mod layout;
 mod listen;
 mod notify;
+mod output;
 mod passwords;
 mod regressions;
 mod support;
