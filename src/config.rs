@@ -189,12 +189,7 @@ pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
     if args.interactive {
         let json = json_options(args.data || args.fetch, &args.source);
         // Any format may be switched to text there: colour follows the rules alone.
-        let color = use_color(
-            color(color_arg),
-            stdout_is_terminal,
-            no_color.as_deref(),
-            term.as_deref(),
-        );
+        let color = colored(color_arg, stdout_is_terminal);
         return ListenSettings::Console(ConsoleSettings {
             source: SourceSettings {
                 greet: false,

@@ -322,6 +322,7 @@ fn format_named(name: &str) -> Option<Format> {
         "text" => Some(Format::Text),
         "json" => Some(Format::Json),
         "psql" => Some(Format::Psql),
+        "raw" => Some(Format::Raw),
         _ => None,
     }
 }
@@ -331,5 +332,6 @@ fn format_name(format: Format) -> &'static str {
         Format::Text => "text",
         Format::Json => "json",
         Format::Psql => "psql",
+        Format::Raw => "raw",
     }
 }
