@@ -213,6 +213,10 @@ fn history_keeps_what_scrolled_off_the_screen() {
         .collect();
     let expected: Vec<String> = (1..=30).map(|i| format!("n{i}")).collect();
     assert_eq!(payloads, expected, "{history}");
+    // `[exit N]` scrolls off a small pane under the stty lines; it is found all the same.
+    term.keys(&["C-c"]);
+    assert_eq!(term.exit_status(), 130, "{}", term.report());
+    assert!(term.stty_is_sane(), "{}", term.report());
 }
 
 #[test]

@@ -369,15 +369,25 @@ impl Terminal {
         self.wait_for(&format!("{needle:?} on the screen"), |s| s.contains(needle))
     }
 
-    /// Waits until pgnotify has ended and the wrapper printed `[exit N]`; returns N (128+n
-    /// for a signal, as the shell reports it).
+    /// Waits until pgnotify has ended and the wrapper's `[exit N]` is shown (on the screen or
+    /// scrolled off it); returns N (128+n for a signal, as the shell reports it).
     pub fn exit_status(&self) -> i32 {
         let status = self.wait_file("exit", "pgnotify to exit");
         let status: i32 = status
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("bad exit file {status:?}"));
-        self.wait_for_text(&format!("[exit {status}]"));
+        // In the history: in a small pane the stty lines may have scrolled it off the screen.
+        let line = format!("[exit {status}]");
+        let start = Instant::now();
+        while !self.history().contains(&line) {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{line} was written but is not shown{}",
+                self.report()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         status
     }
 
