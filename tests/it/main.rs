@@ -21,6 +21,7 @@ mod passwords;
 mod regressions;
 mod support;
 mod tcp;
+mod terminal;
 mod tls;
 mod tls_edges;
 mod watch;

@@ -4,6 +4,7 @@
 //! assertion fails (argv, status, stdout, stderr, server log tail).
 
 pub mod proxy;
+pub mod terminal;
 
 use pgnotify::tempdb::{self, Cluster};
 use std::collections::HashMap;
