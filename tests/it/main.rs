@@ -7,6 +7,7 @@
 
 mod cli;
 mod conn;
+mod console;
 mod demo;
 mod exec;
 mod failover;

@@ -369,7 +369,8 @@ impl<'a> Lexer<'a> {
                     _ => Token::Str(text),
                 }));
             }
-            c if c.is_alphabetic() || c == '_' => {
+            // A number is a word too: `SELECT 1;` is then refused for what it is.
+            c if c.is_alphanumeric() || c == '_' => {
                 let end = self
                     .rest
                     .find(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '$' || ch == '.'))

@@ -72,13 +72,8 @@ pub(crate) fn run(settings: ConsoleSettings, conn: &ConnSettings) -> Result<Exit
     let (mut editor, ctrl_c_on_empty) =
         editor::new(history.as_deref(), Arc::clone(&control), screen.clone())
             .context("could not start the line editor")?;
-    let mut printer = editor
-        .create_external_printer()
-        .context("could not start the console's printer")?;
     screen
-        .start_printer(Box::new(move |block| {
-            printer.print(block).map_err(|e| e.to_string())
-        }))
+        .start_printer(printer(&mut editor))
         .context("could not start the console's printer")?;
     let said = screen.clone();
     msg::route_to(Some(Box::new(move |line| said.message(line))));
@@ -109,6 +104,22 @@ pub(crate) fn run(settings: ConsoleSettings, conn: &ConnSettings) -> Result<Exit
     result
 }
 
+/// How blocks reach the screen: above the prompt through the editor's printer; on a terminal
+/// that cannot move the cursor (`TERM=dumb`, as in Emacs's shell, where the editor reads plain
+/// lines) written as they come, which is what such a terminal shows anyway.
+fn printer(editor: &mut editor::LineEditor) -> screen::Print {
+    match editor.create_external_printer() {
+        Ok(mut printer) => Box::new(move |block| printer.print(block).map_err(|e| e.to_string())),
+        Err(_) => Box::new(|block| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(block.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| e.to_string())
+        }),
+    }
+}
+
 /// Leaving on a key, not a line: the shell's prompt starts on a line of its own.
 fn end_line() {
     use std::io::Write;
@@ -125,10 +136,10 @@ fn banner(control: &Control) -> String {
     };
     match control.server() {
         Some(server) => {
-            format!("listening on {on} on the {server}. Type help for commands; Ctrl-D quits.")
+            format!("listening on {on} on the {server}\nType help for commands; Ctrl-D quits.")
         }
         None => {
-            format!("connecting (--wait), to listen on {on}. Type help for commands; Ctrl-D quits.")
+            format!("connecting (--wait), to listen on {on}\nType help for commands; Ctrl-D quits.")
         }
     }
 }

@@ -255,7 +255,13 @@ impl Terminal {
 
     /// Types `text` as it is (`send-keys -l`): no key names, `Enter` is the five letters.
     pub fn type_text(&self, text: &str) {
-        self.tmux_ok(&["send-keys", "-t", SESSION, "-l", "--", text]);
+        // tmux takes an argument that ends with ";" for the end of a command (and drops the
+        // ";"), unless it is escaped.
+        let text = match text.strip_suffix(';') {
+            Some(rest) => format!("{rest}\\;"),
+            None => text.to_owned(),
+        };
+        self.tmux_ok(&["send-keys", "-t", SESSION, "-l", "--", &text]);
     }
 
     /// Presses keys by tmux's names: `Enter`, `C-c`, `C-d`, `Tab`, `Up`, `BSpace`, `Escape`...

@@ -1,0 +1,467 @@
+//! The console, `listen -i`, driven through a real terminal (tmux: what the screen shows, as
+//! rendered) against a real server: events while idle, every command, a half-typed line
+//! through bursts, history across runs, completion, every way out with the terminal put back,
+//! reconnects, colour.
+
+use crate::support::terminal::{Screen, Terminal};
+use crate::support::{Running, Server};
+use std::time::Duration;
+
+const PROMPT: &str = "pgnotify>";
+
+/// `listen -i ARGS` in a terminal, once its banner is on screen (the first LISTEN committed).
+fn console(server: &Server, args: &[&str], env: &[(&str, &str)]) -> Terminal {
+    let mut all = vec!["listen", "-i"];
+    all.extend_from_slice(args);
+    let term = Terminal::start(server, &all, env);
+    term.wait_for_text("Type help for commands");
+    term
+}
+
+/// Types `line` and presses Enter.
+fn enter(term: &Terminal, line: &str) {
+    term.type_text(line);
+    term.keys(&["Enter"]);
+}
+
+/// Waits until the prompt line reads `PROMPT typed`, the cursor at its end.
+fn prompt_reads(term: &Terminal, typed: &str) -> Screen {
+    let want = format!("{PROMPT} {typed}").trim_end().to_owned();
+    term.wait_for_screen(&format!("the prompt line {want:?}"), |s| {
+        s.cursor_line() == want && s.cursor_x == PROMPT.len() + 1 + typed.chars().count()
+    })
+}
+
+/// The text-format line of an event, if it is on screen.
+fn event_line<'a>(screen: &'a str, channel: &str, payload: &str) -> Option<&'a str> {
+    screen
+        .lines()
+        .find(|l| l.contains(&format!("  {channel}  pid=")) && l.ends_with(&format!("  {payload}")))
+}
+
+fn wait_event(term: &Terminal, channel: &str, payload: &str) -> String {
+    term.wait_for(&format!("the event {payload:?} on {channel:?}"), |s| {
+        event_line(s, channel, payload).is_some()
+    })
+}
+
+/// A `listen --json` elsewhere, once it listens: what really reached the server.
+fn witness(server: &Server, channel: &str, count: usize) -> Running {
+    let mut running = server
+        .pgnotify()
+        .args(["-v", "listen", channel, "--json", "--count"])
+        .arg(count.to_string())
+        .spawn();
+    running.wait_stderr("listening on");
+    running
+}
+
+#[test]
+fn events_appear_while_idle_and_a_half_typed_line_survives_a_burst() {
+    let server = Server::start();
+    let term = console(&server, &["orders"], &[]);
+    prompt_reads(&term, "");
+    server.notify("orders", "first");
+    wait_event(&term, "orders", "first");
+    // Above the prompt, which is still the last line and empty.
+    let screen = prompt_reads(&term, "");
+    assert!(
+        screen
+            .above_cursor()
+            .iter()
+            .any(|l| event_line(l, "orders", "first").is_some()),
+        "{}",
+        term.report()
+    );
+
+    let typed = "notify orders half-typed";
+    term.type_text(typed);
+    prompt_reads(&term, typed);
+    for i in 0..20 {
+        server.notify("orders", &format!("single-{i}"));
+    }
+    wait_event(&term, "orders", "single-19");
+    prompt_reads(&term, typed);
+
+    // 10,000 in one transaction while more is typed, key by key.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            server
+                .psql("SELECT count(pg_notify('orders', g::text)) FROM generate_series(1, 10000) g")
+        });
+        for c in " more".chars() {
+            term.type_text(&c.to_string());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let typed = format!("{typed} more");
+    // The window's first 40 are shown (the single ones among them), the rest summarised.
+    term.wait_for_text("more on orders, the last: 10000");
+    let screen = prompt_reads(&term, &typed);
+    // Nothing garbled: above the prompt, only whole event lines, summaries and the banner.
+    for line in screen.above_cursor() {
+        let event = line.contains("  orders  pid=");
+        let ours = line.starts_with("listening on")
+            || line.starts_with("Type help")
+            || line.starts_with("… ");
+        assert!(
+            (event || ours || line.is_empty()) && !line.contains("half-typed"),
+            "garbled line {line:?}{}",
+            term.report()
+        );
+    }
+    term.keys(&["Enter"]);
+    term.wait_for_text("sent to \"orders\"");
+    wait_event(&term, "orders", "half-typed more");
+    prompt_reads(&term, "");
+}
+
+#[test]
+fn listen_unlisten_notify_and_sql_take_effect_on_the_connection() {
+    let server = Server::start();
+    let term = console(&server, &[], &[]);
+    term.wait_for_text("listening on no channel yet");
+    enter(&term, r#"listen Orders "order events""#);
+    term.wait_for_text(r#"listening on "Orders", "order events""#);
+    server.notify("Orders", "o1");
+    server.notify("order events", "e1");
+    wait_event(&term, "Orders", "o1");
+    wait_event(&term, "order events", "e1");
+
+    // notify goes out on the console's connection, quoted as the README says.
+    let mut seen = witness(&server, "Orders", 3);
+    enter(&term, r#"notify Orders 'it''s "quoted"'"#);
+    enter(&term, r#"notify Orders "say \"hi\" \\ there""#);
+    enter(&term, r#"notify Orders {"id": 1}"#);
+    let payloads: Vec<String> = (0..3).map(|_| seen.read_record().payload).collect();
+    assert_eq!(
+        payloads,
+        [r#"it's "quoted""#, r#"say "hi" \ there"#, r#"{"id": 1}"#]
+    );
+    assert_eq!(seen.wait().code(), Some(0));
+    wait_event(&term, "Orders", r#"{"id":1}"#);
+
+    enter(&term, "unlisten Orders");
+    term.wait_for_text(r#"stopped listening on "Orders""#);
+    server.notify("Orders", "gone-1");
+    server.notify("order events", "still-1");
+    let screen = wait_event(&term, "order events", "still-1");
+    assert!(!screen.contains("gone-1"), "{}", term.report());
+
+    // psql's habits: SQL with SQL's folding, and the hint that says so.
+    enter(&term, "LISTEN Big;");
+    term.wait_for_text("note: SQL folds unquoted names: Big is the channel \"big\"");
+    term.wait_for_text(r#"listening on "big""#);
+    enter(&term, "NOTIFY big, 'sql''s; payload';");
+    wait_event(&term, "big", "sql's; payload");
+    enter(&term, "SELECT pg_notify('order events', 'via select');");
+    wait_event(&term, "order events", "via select");
+    enter(&term, "SELECT 1;");
+    term.wait_for_text("error: only LISTEN, UNLISTEN, NOTIFY and SELECT pg_notify(...) are run");
+    enter(&term, "notify x 'open");
+    term.wait_for_text("error: unterminated '...'");
+    enter(&term, &format!("listen {}", "c".repeat(64)));
+    term.wait_for_text("\" is 64 bytes long");
+
+    enter(&term, "channels");
+    let screen = term.wait_for_text("no longer listening on:");
+    let row = |name: &str| {
+        screen
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        row("\"order events\"").as_deref(),
+        Some("\"order events\" 3 events")
+    );
+    assert_eq!(row("\"big\"").as_deref(), Some("\"big\" 1 event"));
+    assert_eq!(row("\"Orders\"").as_deref(), Some("\"Orders\" 4 events"));
+
+    enter(&term, "unlisten *");
+    term.wait_for_text(r#"stopped listening on "order events", "big""#);
+    enter(&term, "channels");
+    term.wait_for_text("not listening on any channel");
+    // Really UNLISTENed on the server: nothing of these arrives.
+    enter(&term, "listen probe");
+    term.wait_for_text(r#"listening on "probe""#);
+    server.notify("big", "after-unlisten-all");
+    server.notify("probe", "probe-1");
+    let screen = wait_event(&term, "probe", "probe-1");
+    assert!(!screen.contains("after-unlisten-all"), "{}", term.report());
+}
+
+#[test]
+fn format_filter_clear_and_help_change_what_is_shown() {
+    let server = Server::start();
+    let term = console(&server, &["jobs"], &[]);
+    enter(&term, "format json");
+    term.wait_for_text("format: json");
+    server.notify("jobs", "j1");
+    term.wait_for_text(r#"{"channel":"jobs","payload":"j1","pid":"#);
+    enter(&term, "format psql");
+    server.notify("jobs", "p1");
+    term.wait_for_text(r#"Asynchronous notification "jobs" with payload "p1" received from server process with PID"#);
+    enter(&term, "format raw");
+    term.wait_for_text("format: raw");
+    server.notify("jobs", "raw payload\nsecond line");
+    term.wait_for(r"the raw line", |s| {
+        s.lines().any(|l| l == r"raw payload\nsecond line")
+    });
+    enter(&term, "format yaml");
+    term.wait_for_text("error: unknown format \"yaml\" (one of: text, json, psql, raw)");
+    enter(&term, "format text");
+
+    enter(&term, "filter keep");
+    term.wait_for_text("filter: only payloads containing \"keep\"");
+    server.notify("jobs", "drop-1");
+    server.notify("jobs", "keep-1");
+    let screen = wait_event(&term, "jobs", "keep-1");
+    assert!(!screen.contains("drop-1"), "{}", term.report());
+    enter(&term, "filter");
+    term.wait_for_text("filter: payloads containing \"keep\" (1 hidden so far)");
+    enter(&term, "filter off");
+    server.notify("jobs", "drop-2");
+    wait_event(&term, "jobs", "drop-2");
+
+    enter(&term, "help");
+    term.wait_for_text("notify CHANNEL [PAYLOAD]");
+    enter(&term, "clear");
+    term.wait_for_screen("a cleared screen", |s| {
+        s.lines.len() == 1 && s.cursor_line() == PROMPT
+    });
+    enter(&term, "bogus");
+    term.wait_for_text("error: unknown command \"bogus\"; type help");
+    enter(&term, "quit");
+    assert_eq!(term.exit_status(), 0, "{}", term.report());
+    assert!(term.stty_restored(), "{}", term.report());
+}
+
+#[test]
+fn history_is_kept_across_runs_and_tab_completes() {
+    let server = Server::start();
+    let term = console(&server, &["orders", "order events"], &[]);
+    term.type_text("lis");
+    term.keys(&["Tab"]);
+    prompt_reads(&term, "listen ");
+    term.keys(&["C-u"]);
+    term.type_text("notify orders-x");
+    term.keys(&["C-u"]);
+    term.type_text("notify ord");
+    term.keys(&["Tab", "Tab"]);
+    // Two candidates: both are listed, the common part is filled in.
+    term.wait_for_text("\"order events\"");
+    term.keys(&["C-u"]);
+    term.type_text("format j");
+    term.keys(&["Tab"]);
+    prompt_reads(&term, "format json ");
+    term.keys(&["C-u"]);
+    enter(&term, "notify orders remembered");
+    term.wait_for_text("sent to \"orders\"");
+    enter(&term, " notify orders secret");
+    term.wait_for_text("sent to \"orders\"");
+    enter(&term, "quit");
+    assert_eq!(term.exit_status(), 0, "{}", term.report());
+
+    let file = server.home.path().join(".local/share/pgnotify/history");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.contains("notify orders remembered"), "{saved}");
+    assert!(
+        !saved.contains("secret"),
+        "a line starting with a space is not kept: {saved}"
+    );
+
+    let again = console(&server, &["orders"], &[]);
+    again.keys(&["Up"]);
+    prompt_reads(&again, "quit");
+    again.keys(&["Up"]);
+    prompt_reads(&again, "notify orders remembered");
+
+    // XDG_DATA_HOME decides where it lives.
+    let data = tempfile::tempdir().unwrap();
+    let data_home = data.path().to_str().unwrap();
+    let xdg = console(&server, &["orders"], &[("XDG_DATA_HOME", data_home)]);
+    enter(&xdg, "channels");
+    xdg.wait_for_text("listening on:");
+    enter(&xdg, "quit");
+    assert_eq!(xdg.exit_status(), 0, "{}", xdg.report());
+    let saved = std::fs::read_to_string(data.path().join("pgnotify/history")).unwrap();
+    assert!(saved.contains("channels"), "{saved}");
+}
+
+#[test]
+fn ctrl_d_quit_and_a_second_ctrl_c_exit_0_and_put_the_terminal_back() {
+    let server = Server::start();
+    for (name, leave) in [
+        ("Ctrl-D", &["C-d"][..]),
+        ("quit", &["q", "u", "i", "t", "Enter"][..]),
+        ("\\q", &["\\", "q", "Enter"][..]),
+    ] {
+        let term = console(&server, &["orders"], &[]);
+        term.keys(leave);
+        assert_eq!(term.exit_status(), 0, "{name}{}", term.report());
+        assert!(term.stty_restored(), "{name}{}", term.report());
+        // The shell's prompt starts on a line of its own.
+        assert!(
+            term.screen().lines().any(|l| l.starts_with("[exit 0]")),
+            "{name}{}",
+            term.report()
+        );
+    }
+
+    let term = console(&server, &["orders"], &[]);
+    term.type_text("something typed");
+    prompt_reads(&term, "something typed");
+    term.keys(&["C-c"]);
+    // The line is cleared; the console stays.
+    prompt_reads(&term, "");
+    term.keys(&["C-c"]);
+    term.wait_for_text("(Ctrl-C again, Ctrl-D or quit to leave)");
+    assert_eq!(term.try_exit_status(), None, "{}", term.report());
+    // Still working between the two.
+    server.notify("orders", "between");
+    wait_event(&term, "orders", "between");
+    term.keys(&["C-c"]);
+    assert_eq!(term.exit_status(), 0, "{}", term.report());
+    assert!(term.stty_restored(), "{}", term.report());
+}
+
+#[test]
+fn signals_from_outside_end_it_with_128_plus_n_and_put_the_terminal_back() {
+    use nix::sys::signal::Signal;
+    let server = Server::start();
+    for (signal, status) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
+        let term = console(&server, &["orders"], &[]);
+        // In raw mode, with a line half typed and a burst being summarised.
+        term.type_text("half");
+        prompt_reads(&term, "half");
+        server.psql("SELECT count(pg_notify('orders', g::text)) FROM generate_series(1, 5000) g");
+        term.wait_for_text("more on orders");
+        term.signal(signal);
+        assert_eq!(term.exit_status(), status, "{signal}{}", term.report());
+        assert!(term.stty_restored(), "{signal}{}", term.report());
+        assert!(term.stty_is_sane(), "{signal}{}", term.report());
+    }
+}
+
+#[test]
+fn a_server_restart_shows_a_reconnect_line_and_the_console_keeps_every_channel() {
+    let server = Server::start();
+    let term = console(&server, &["orders"], &[]);
+    enter(&term, "listen added");
+    term.wait_for_text(r#"listening on "added""#);
+    server.pg_ctl(&["restart", "-m", "fast"]);
+    term.wait_for_text("-- reconnected: notifications sent between");
+    server.notify("added", "after-restart");
+    server.notify("orders", "orders-after");
+    wait_event(&term, "added", "after-restart");
+    wait_event(&term, "orders", "orders-after");
+
+    // Down for a while: the set changes at once, notify says nothing was sent.
+    server.pg_ctl(&["stop", "-m", "fast"]);
+    term.wait_for_text("lost the connection");
+    enter(&term, "listen during");
+    term.wait_for_text(r#"not connected (reconnecting): listening on "during" once reconnected"#);
+    enter(&term, "unlisten added");
+    term.wait_for_text(r#"stopped listening on "added" once reconnected"#);
+    enter(&term, "notify orders lost");
+    term.wait_for_text("error: not connected (reconnecting): nothing was sent");
+    server.pg_ctl(&["start", "-w"]);
+    term.wait_for("a second reconnect line", |s| {
+        s.matches("-- reconnected: notifications sent between")
+            .count()
+            >= 2
+            || term.history().matches("-- reconnected").count() >= 2
+    });
+    server.notify("added", "not-any-more");
+    server.notify("during", "during-1");
+    let screen = wait_event(&term, "during", "during-1");
+    assert!(!screen.contains("not-any-more"), "{}", term.report());
+    enter(&term, "notify orders typed-after");
+    wait_event(&term, "orders", "typed-after");
+    assert_eq!(term.try_exit_status(), None, "{}", term.report());
+}
+
+/// Whether the line of `payload`'s event carries colour escapes.
+fn coloured_event(term: &Terminal, payload: &str) -> bool {
+    let screen = term.wait_for(&format!("the event {payload:?}"), |s| s.contains(payload));
+    let _ = screen;
+    let escaped = term.screen_with_escapes();
+    let line = escaped
+        .lines()
+        .find(|l| l.contains(payload))
+        .unwrap_or_default()
+        .to_owned();
+    line.contains('\u{1b}')
+}
+
+#[test]
+fn colour_follows_the_rules_in_the_console_too() {
+    let server = Server::start();
+    let cases: [(&str, &[&str], &[(&str, &str)], bool); 6] = [
+        ("auto on a terminal", &[], &[], true),
+        ("NO_COLOR", &[], &[("NO_COLOR", "1")], false),
+        (
+            "NO_COLOR beats CLICOLOR_FORCE",
+            &[],
+            &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")],
+            false,
+        ),
+        ("--color never", &["--color", "never"], &[], false),
+        (
+            "--color always beats NO_COLOR",
+            &["--color", "always"],
+            &[("NO_COLOR", "1")],
+            true,
+        ),
+        ("TERM=dumb", &[], &[("TERM", "dumb")], false),
+    ];
+    for (i, (name, flags, env, coloured)) in cases.into_iter().enumerate() {
+        let mut args = flags.to_vec();
+        args.push("orders");
+        let term = console(&server, &args, env);
+        let payload = format!("colour-case-{i}");
+        server.notify("orders", &payload);
+        assert_eq!(
+            coloured_event(&term, &payload),
+            coloured,
+            "{name}{}",
+            term.report()
+        );
+        // On a terminal that cannot move the cursor, commands still work.
+        enter(&term, &format!("notify orders typed-{i}"));
+        term.wait_for_text(&format!("typed-{i}"));
+        term.wait_for_text("sent to \"orders\"");
+        enter(&term, "quit");
+        assert_eq!(term.exit_status(), 0, "{name}{}", term.report());
+    }
+}
+
+#[test]
+fn the_console_needs_a_terminal_and_refuses_what_does_not_apply() {
+    let server = Server::start();
+    server
+        .pgnotify()
+        .args(["listen", "-i", "orders"])
+        .run()
+        .code(2)
+        .one_line_error()
+        .stderr_has("standard input and output must be a terminal");
+    for conflict in [
+        &["--count", "1"][..],
+        &["--timeout", "1s"],
+        &["--exec", "true"],
+    ] {
+        server
+            .pgnotify()
+            .args(["listen", "-i", "orders"])
+            .args(conflict)
+            .run()
+            .code(2);
+    }
+    // Without -i, channels are still required.
+    server.pgnotify().args(["listen"]).run().code(2);
+}
