@@ -398,10 +398,13 @@ fn coloured_event(term: &Terminal, payload: &str) -> bool {
     line.contains('\u{1b}')
 }
 
+/// A name, flags, environment, and whether events are coloured.
+type ColourCase<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], bool);
+
 #[test]
 fn colour_follows_the_rules_in_the_console_too() {
     let server = Server::start();
-    let cases: [(&str, &[&str], &[(&str, &str)], bool); 6] = [
+    let cases: [ColourCase; 6] = [
         ("auto on a terminal", &[], &[], true),
         ("NO_COLOR", &[], &[("NO_COLOR", "1")], false),
         (
