@@ -348,6 +348,19 @@ fn signals_from_outside_end_it_with_128_plus_n_and_put_the_terminal_back() {
 }
 
 #[test]
+fn a_panic_while_the_editor_is_in_raw_mode_puts_the_terminal_back() {
+    let server = Server::start();
+    let term = console(&server, &["orders"], &[]);
+    term.type_text("half");
+    prompt_reads(&term, "half");
+    // The debug build's screen panics on this payload (a release build has no such thing).
+    server.notify("orders", "pgnotify:test:panic");
+    assert_eq!(term.exit_status(), 1, "{}", term.report());
+    assert!(term.stty_restored(), "{}", term.report());
+    term.wait_for_text("pgnotify: internal error:");
+}
+
+#[test]
 fn a_server_restart_shows_a_reconnect_line_and_the_console_keeps_every_channel() {
     let server = Server::start();
     let term = console(&server, &["orders"], &[]);

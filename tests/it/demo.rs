@@ -68,6 +68,13 @@ fn demo_round_trips_and_removes_everything() {
     assert_eq!(first["new"]["item"], "tea", "{}", out.report());
     assert!(records[8].data.as_ref().unwrap()["new"].is_null());
     assert!(out.stderr.contains("stopped watching public.orders"));
+    // It ends by pointing at the console, on a server that stays.
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("pgnotify demo --keep") && last.contains("pgnotify listen -i jobs"),
+        "{}",
+        out.report()
+    );
     assert_removed(&out);
 }
 
@@ -133,6 +140,12 @@ fn demo_keep_leaves_a_usable_server() {
     out.success();
     let exports = out.stdout.lines().next().unwrap();
     assert!(exports.starts_with("export PGHOST="), "{}", out.report());
+    assert!(
+        out.stdout
+            .contains("# then try the console: pgnotify listen -i jobs"),
+        "{}",
+        out.report()
+    );
     let stop = out
         .stdout
         .lines()

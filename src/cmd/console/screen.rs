@@ -295,6 +295,12 @@ fn thousands(n: u64) -> String {
 
 impl Sink for Screen {
     fn write(&mut self, n: &Notification) -> Result<()> {
+        // Debug builds only, for the test that the terminal is put back after a panic while
+        // the editor is in raw mode: no release build has this.
+        #[cfg(debug_assertions)]
+        if n.payload == "pgnotify:test:panic" {
+            panic!("the panic a test asked for");
+        }
         let mut state = self.state();
         let state = &mut *state;
         match state.counts.get_mut(&n.channel) {
