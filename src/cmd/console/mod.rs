@@ -324,7 +324,7 @@ impl Console {
 fn events(n: u64) -> String {
     match n {
         1 => "1 event".to_owned(),
-        n => format!("{n} events"),
+        n => format!("{} events", screen::thousands(n)),
     }
 }
 

@@ -281,7 +281,7 @@ fn summarise(state: &mut State) {
 }
 
 /// `9950` as `9,950`.
-fn thousands(n: u64) -> String {
+pub(super) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, d) in digits.chars().enumerate() {
