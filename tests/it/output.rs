@@ -6,31 +6,41 @@ use crate::support::{Outcome, Server};
 
 const ESC: char = '\u{1b}';
 
-/// Runs `python3` with pexpect: `pgnotify ARGS` on a pseudo-terminal with exactly the
-/// environment given (PATH added). With `ready`, the script prints "ready" once the terminal
-/// shows "listening on" and `act` runs then. Returns everything the terminal showed after that.
-fn on_terminal(server: &Server, env: &[(&str, &str)], args: &[&str], act: impl FnOnce()) -> String {
-    let script = r#"
+/// pexpect runs `sys.argv[2:]` on a pseudo-terminal with the environment in `sys.argv[1]`
+/// (JSON), then prints `exit N` and what the terminal showed; READY is where it may wait.
+const PTY_SCRIPT: &str = r#"
 import json, pexpect, sys
-env = json.loads(sys.argv[1])
-child = pexpect.spawn(sys.argv[2], sys.argv[3:], env=env, timeout=20)
-child.expect("listening on")
-print("ready", flush=True)
+child = pexpect.spawn(sys.argv[2], sys.argv[3:], env=json.loads(sys.argv[1]), timeout=20)
+READY
 child.expect(pexpect.EOF)
 child.close()
 print("exit", child.exitstatus)
 sys.stdout.write(child.before.decode(errors="replace"))
 "#;
+
+/// `env` and PATH, as the JSON that `PTY_SCRIPT` takes.
+fn exactly(env: &[(&str, &str)]) -> String {
     let mut vars = serde_json::Map::new();
     vars.insert("PATH".into(), "/usr/bin:/bin".into());
     for (k, v) in env {
         vars.insert((*k).into(), (*v).into());
     }
+    serde_json::Value::Object(vars).to_string()
+}
+
+/// Runs `python3` with pexpect: `pgnotify ARGS` on a pseudo-terminal with exactly the
+/// environment given (PATH added). With `ready`, the script prints "ready" once the terminal
+/// shows "listening on" and `act` runs then. Returns everything the terminal showed after that.
+fn on_terminal(server: &Server, env: &[(&str, &str)], args: &[&str], act: impl FnOnce()) -> String {
+    let script = PTY_SCRIPT.replace(
+        "READY",
+        "child.expect(\"listening on\")\nprint(\"ready\", flush=True)",
+    );
     let socket = server.cluster.socket_dir().to_string_lossy().into_owned();
     let port = server.cluster.port().to_string();
     let mut running = server
-        .python(script)
-        .arg(serde_json::Value::Object(vars).to_string())
+        .python(&script)
+        .arg(exactly(env))
         .arg(env!("CARGO_BIN_EXE_pgnotify"))
         .args([
             "-h", &socket, "-p", &port, "-U", "postgres", "-d", "postgres",
@@ -301,22 +311,9 @@ fn on_a_terminal_nothing_in_a_payload_or_channel_drives_it() {
 }
 
 fn help(server: &Server, env: &[(&str, &str)], args: &[&str]) -> String {
-    let script = r#"
-import json, pexpect, sys
-child = pexpect.spawn(sys.argv[2], sys.argv[3:], env=json.loads(sys.argv[1]), timeout=20)
-child.expect(pexpect.EOF)
-child.close()
-print("exit", child.exitstatus)
-sys.stdout.write(child.before.decode(errors="replace"))
-"#;
-    let mut vars = serde_json::Map::new();
-    vars.insert("PATH".into(), "/usr/bin:/bin".into());
-    for (k, v) in env {
-        vars.insert((*k).into(), (*v).into());
-    }
     let out = server
-        .python(script)
-        .arg(serde_json::Value::Object(vars).to_string())
+        .python(&PTY_SCRIPT.replace("READY", ""))
+        .arg(exactly(env))
         .arg(env!("CARGO_BIN_EXE_pgnotify"))
         .args(args)
         .run();
