@@ -29,7 +29,7 @@ pub(crate) fn escape_controls(s: &str) -> Cow<'_, str> {
 /// A character that acts on the terminal instead of showing: a control character, or one of
 /// Unicode's invisible format characters that reorder or hide text (the bidirectional
 /// overrides and isolates, zero-width ones, the byte-order mark).
-fn hidden(c: char) -> bool {
+pub(crate) fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

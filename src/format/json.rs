@@ -9,6 +9,7 @@
 //! `{"gap":"reconnect","reason":"...","from":"...Z","until":"...Z","down_ms":1234,"dropped":0}`.
 
 use crate::notification::{Gap, Notification};
+use crate::sanitize::hidden;
 use serde::Serialize;
 use std::fmt;
 use std::io::{self, Write};
@@ -52,7 +53,15 @@ impl Serialize for Micros {
     }
 }
 
-pub(super) fn write(out: &mut impl Write, n: &Notification, data: bool) -> io::Result<()> {
+/// Writes one record. With `escape` (a terminal), the characters that act on a terminal and
+/// that JSON allows raw in a string (DEL, C1 controls, bidirectional overrides, zero-width
+/// characters) are written as `\uXXXX` escapes: the same JSON, the same payload once parsed.
+pub(super) fn write(
+    out: &mut impl Write,
+    n: &Notification,
+    data: bool,
+    escape: bool,
+) -> io::Result<()> {
     let record = Record {
         channel: &n.channel,
         payload: &n.payload,
@@ -64,7 +73,20 @@ pub(super) fn write(out: &mut impl Write, n: &Notification, data: bool) -> io::R
             None
         },
     };
-    serde_json::to_writer(&mut *out, &record)?;
+    if !escape {
+        serde_json::to_writer(&mut *out, &record)?;
+        return out.write_all(b"\n");
+    }
+    let line = serde_json::to_string(&record)?;
+    let mut escaped = String::with_capacity(line.len());
+    for c in line.chars() {
+        match hidden(c) {
+            // Every such character is in the Basic Multilingual Plane: one \u escape each.
+            true => escaped.push_str(&format!("\\u{:04x}", c as u32)),
+            false => escaped.push(c),
+        }
+    }
+    out.write_all(escaped.as_bytes())?;
     out.write_all(b"\n")
 }
 
@@ -109,7 +131,7 @@ mod tests {
             fetched: None,
         };
         let mut out = Vec::new();
-        write(&mut out, &n, false).unwrap();
+        write(&mut out, &n, false, false).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.ends_with('\n'));
@@ -118,6 +140,25 @@ mod tests {
             "{\"channel\":\"Or\\\"ders\\n\",\"payload\":\"{\\\"id\\\":1}\\nnext\\u001b\",\
              \"pid\":4242,\"received_at\":\"2026-11-24T01:02:03.456789Z\"}\n"
         );
+    }
+
+    #[test]
+    fn on_a_terminal_what_acts_on_it_is_escaped_and_the_payload_the_same() {
+        let n = Notification {
+            channel: "c\u{202e}".into(),
+            payload: "A\u{9b}2J\u{7f}\u{200b}é".into(),
+            pid: 1,
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+            fetched: None,
+        };
+        let mut out = Vec::new();
+        write(&mut out, &n, false, true).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(!line.trim_end().chars().any(hidden), "{line:?}");
+        assert!(line.contains("A\\u009b2J\\u007f\\u200bé"), "{line}");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["payload"], n.payload);
+        assert_eq!(parsed["channel"], n.channel);
     }
 
     #[test]
@@ -130,13 +171,13 @@ mod tests {
             fetched: None,
         };
         let mut out = Vec::new();
-        write(&mut out, &n, true).unwrap();
+        write(&mut out, &n, true, false).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with(",\"data\":{\"id\":1}}\n"), "{line}");
         assert_eq!(line.matches('\n').count(), 1);
         n.payload = "not json".into();
         let mut out = Vec::new();
-        write(&mut out, &n, true).unwrap();
+        write(&mut out, &n, true, false).unwrap();
         assert!(!String::from_utf8(out).unwrap().contains("\"data\""));
     }
 

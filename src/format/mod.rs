@@ -72,7 +72,7 @@ impl Encoder {
     pub(crate) fn write(&self, out: &mut impl Write, n: &Notification) -> io::Result<()> {
         match self.format {
             Format::Text => self.text.write(out, n, self.style),
-            Format::Json => json::write(out, n, self.json.data),
+            Format::Json => json::write(out, n, self.json.data, self.style.escape),
             Format::Psql => psql::write(out, n, self.style),
             Format::Raw => raw::write(out, n, self.style),
         }
