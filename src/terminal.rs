@@ -2,8 +2,9 @@
 //! put back on every way out: the end of the run, a signal, a second signal, a panic. The
 //! editor restores them itself when it returns; these are for the exits that never reach it.
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{self, SetArg, Termios};
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 
 static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
@@ -25,13 +26,20 @@ pub(crate) fn forget() {
 }
 
 /// Puts back what [`save`] saved, turns bracketed paste off again, and ends the line the
-/// editor was on. Does nothing when nothing was saved; safe to call more than once.
+/// editor was on. Does nothing when nothing was saved; safe to call more than once, from any
+/// thread, and it never blocks: a terminal that does not read (Ctrl-S, a stalled ssh) must not
+/// hold the exit, so the escape is written only if the terminal takes it at once.
 pub(crate) fn restore() {
-    let Ok(mut saved) = SAVED.lock() else { return };
-    if let Some(settings) = saved.take() {
-        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &settings);
-        let mut out = std::io::stdout();
-        let _ = out.write_all(b"\x1b[?2004l\r\n");
-        let _ = out.flush();
+    let saved = match SAVED.lock() {
+        Ok(mut saved) => saved.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
+    };
+    let Some(settings) = saved else { return };
+    let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSANOW, &settings);
+    let stdout = std::io::stdout();
+    let mut ready = [PollFd::new(stdout.as_fd(), PollFlags::POLLOUT)];
+    if poll(&mut ready, PollTimeout::from(100u8)).is_ok_and(|n| n > 0) {
+        // Past std's lock: a thread stuck writing to this terminal may hold it.
+        let _ = nix::unistd::write(stdout.as_fd(), b"\x1b[?2004l\r\n");
     }
 }

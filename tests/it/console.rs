@@ -348,6 +348,68 @@ fn signals_from_outside_end_it_with_128_plus_n_and_put_the_terminal_back() {
 }
 
 #[test]
+fn sigterm_ends_a_console_whose_terminal_takes_nothing() {
+    let server = Server::start();
+    // A terminal whose output nobody reads: the pty's buffer fills, and every write to it
+    // blocks, the editor's and the printer's.
+    let script = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["TERM"] = "xterm"
+    os.execv(os.environ["PGNOTIFY"], [os.environ["PGNOTIFY"]] + sys.argv[1:])
+print("pid", pid, flush=True)
+_, status = os.waitpid(pid, 0)
+print("exit", os.waitstatus_to_exitcode(status), flush=True)
+"#;
+    let mut running = server
+        .python(script)
+        .args(server.connection_args())
+        .args(["listen", "-i", "stall"])
+        .spawn();
+    let pid: i32 = running
+        .read_line()
+        .strip_prefix("pid ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    server.wait_until("the console listens", || {
+        server
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgnotify' \
+                 AND state = 'idle' AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    });
+    for _ in 0..8 {
+        server.psql(
+            "SELECT count(pg_notify('stall', repeat('x', 7000) || g)) \
+             FROM generate_series(1, 1000) g",
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
+        .unwrap();
+    let kib: u64 = hwm.trim_end_matches(" kB").parse().unwrap();
+    // 8 MB of payloads sent, nothing drawn: the screen holds at most 256 KiB of text.
+    assert!(kib < 40 * 1024, "VmHWM {hwm}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let ended = running.try_read_line_within(Duration::from_secs(10));
+    assert_eq!(ended.as_deref(), Some("exit 143"), "{}", running.report());
+}
+
+#[test]
 fn a_panic_while_the_editor_is_in_raw_mode_puts_the_terminal_back() {
     let server = Server::start();
     let term = console(&server, &["orders"], &[]);

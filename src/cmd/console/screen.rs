@@ -74,6 +74,8 @@ struct State {
     closed: bool,
     /// A printer thread runs (closing waits for it).
     printer: bool,
+    /// Until when closing waits for the printer.
+    closing: Option<Instant>,
 }
 
 impl Screen {
@@ -93,6 +95,7 @@ impl Screen {
                     printing: false,
                     closed: false,
                     printer: false,
+                    closing: None,
                 }),
                 changed: Condvar::new(),
             }),
@@ -224,7 +227,11 @@ impl Screen {
         let mut state = self.state();
         state.closed = true;
         self.shared.changed.notify_all();
-        let deadline = Instant::now() + FINISH_WAIT;
+        // Once, however often it is called: a terminal that takes nothing holds the end
+        // [`FINISH_WAIT`] at most.
+        let deadline = *state
+            .closing
+            .get_or_insert_with(|| Instant::now() + FINISH_WAIT);
         while state.printer
             && (state.printing || !state.pending.is_empty() || !state.skipped.is_empty())
             && Instant::now() < deadline

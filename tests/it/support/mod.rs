@@ -157,7 +157,8 @@ sys.stdout.write(child.before.decode())
         cmd
     }
 
-    fn connection_args(&self) -> Vec<String> {
+    /// The -h, -p, -U and -d options that reach this server.
+    pub fn connection_args(&self) -> Vec<String> {
         vec![
             "-h".to_owned(),
             self.cluster.socket_dir().to_string_lossy().into_owned(),
