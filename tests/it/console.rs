@@ -373,6 +373,15 @@ print("exit", os.waitstatus_to_exitcode(status), flush=True)
         .unwrap()
         .parse()
         .unwrap();
+    // Should it hang, it must not outlive the test.
+    struct Reaper(i32);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _reaper = Reaper(pid);
     server.wait_until("the console listens", || {
         server
             .client()
