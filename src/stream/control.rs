@@ -17,6 +17,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
+/// A reply to a request, now or once the server has answered.
+pub(crate) enum Answering {
+    Now(Reply),
+    Soon(mpsc::Receiver<Reply>),
+}
+
+impl Answering {
+    /// The reply, waiting for it if need be (boundedly).
+    pub(crate) fn wait(self) -> Reply {
+        match self {
+            Answering::Now(reply) => reply,
+            Answering::Soon(receiver) => receiver.recv_timeout(ASK_PATIENCE).unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer from the server within {} s; it may still be carried out",
+                    ASK_PATIENCE.as_secs()
+                ))
+            }),
+        }
+    }
+}
+
 /// What a request asks of the listening connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ask {
@@ -51,6 +72,8 @@ struct State {
     connected: Option<Wake>,
     /// The server it listens on, as the source describes it.
     server: Option<String>,
+    /// Whether it has ever been connected (`--wait` may start without).
+    ever: bool,
     requests: VecDeque<Request>,
     in_flight: Option<Request>,
 }
@@ -102,17 +125,29 @@ impl Control {
         self.queue.push(Event::Quit);
     }
 
-    /// Carries `ask` out on the listening connection and says how it went. While the source is
-    /// not connected, a change of channels is made to the set at once (the reconnect LISTENs
-    /// on it) and a notification is refused.
+    /// Carries `ask` out on the listening connection and says how it went: [`Control::submit`],
+    /// then waiting for the answer.
+    #[cfg(test)]
     pub(crate) fn ask(&self, ask: Ask) -> Reply {
-        let receiver = {
+        self.submit(ask).wait()
+    }
+
+    /// Hands `ask` to the source, to put in flight on the listening connection; the answer
+    /// comes later. While the source is not connected, a change of channels is made to the set
+    /// at once (the reconnect LISTENs on it) and a notification is refused.
+    pub(crate) fn submit(&self, ask: Ask) -> Answering {
+        {
             let mut state = self.state();
             if let Some(reply) = nothing_to_do(&state.channels, &ask) {
-                return reply;
+                return Answering::Now(reply);
             }
             if state.connected.is_none() {
-                return offline(&mut state.channels, &ask, "not connected (reconnecting)");
+                let why = match state.ever {
+                    true => "not connected (reconnecting)",
+                    false => "not connected yet",
+                };
+                let ever = state.ever;
+                return Answering::Now(offline(&mut state.channels, &ask, why, ever));
             }
             let (sender, receiver) = mpsc::channel();
             state.requests.push_back(Request {
@@ -123,14 +158,7 @@ impl Control {
             if let Some(wake) = &state.connected {
                 wake.wake();
             }
-            receiver
-        };
-        match receiver.recv_timeout(ASK_PATIENCE) {
-            Ok(reply) => reply,
-            Err(_) => Err(format!(
-                "no answer from the server within {} s; it may still be carried out",
-                ASK_PATIENCE.as_secs()
-            )),
+            Answering::Soon(receiver)
         }
     }
 
@@ -162,6 +190,7 @@ impl Control {
         }
         state.connected = Some(wake);
         state.server = Some(server);
+        state.ever = true;
     }
 
     /// The source: the session is lost. What was asked and not answered is settled as if
@@ -180,7 +209,7 @@ impl Control {
                 Ask::Notify { .. } => Err("the connection was lost before the server confirmed \
                                            the notification: it may not have been sent"
                     .to_owned()),
-                ask => offline(&mut state.channels, ask, "the connection was lost"),
+                ask => offline(&mut state.channels, ask, "the connection was lost", true),
             };
             if let Some(sender) = request.reply {
                 let _ = sender.send(reply);
@@ -265,8 +294,17 @@ fn apply(channels: &mut Vec<String>, ask: &Ask) -> String {
             format!("listening on {}", names_of(names))
         }
         Ask::Unlisten(names) => {
+            let (gone, never): (Vec<String>, Vec<String>) =
+                names.iter().cloned().partition(|n| channels.contains(n));
             channels.retain(|c| !names.contains(c));
-            format!("stopped listening on {}", names_of(names))
+            match never.is_empty() {
+                true => format!("stopped listening on {}", names_of(&gone)),
+                false => format!(
+                    "stopped listening on {} (was not listening on {})",
+                    names_of(&gone),
+                    names_of(&never)
+                ),
+            }
         }
         Ask::UnlistenAll => {
             let all = std::mem::take(channels);
@@ -279,12 +317,16 @@ fn apply(channels: &mut Vec<String>, ask: &Ask) -> String {
 }
 
 /// A change of channels made to the set alone, while no session listens.
-fn offline(channels: &mut Vec<String>, ask: &Ask, why: &str) -> Reply {
+fn offline(channels: &mut Vec<String>, ask: &Ask, why: &str, ever: bool) -> Reply {
     match ask {
         Ask::Notify { .. } => Err(format!("{why}: nothing was sent")),
         ask => {
             let done = apply(channels, ask);
-            Ok(format!("{why}: {done} once reconnected"))
+            let when = match ever {
+                true => "once reconnected",
+                false => "once connected",
+            };
+            Ok(format!("{why}: {done} {when}"))
         }
     }
 }
@@ -313,9 +355,17 @@ mod tests {
         assert_eq!(c.channels(), ["a", "b"]);
         let reply = c.ask(Ask::Listen(vec!["C".into()])).unwrap();
         assert!(
-            reply.contains("listening on \"C\" once reconnected"),
+            reply.contains("not connected yet: listening on \"C\" once connected"),
             "{reply}"
         );
+        let partly = c.ask(Ask::Unlisten(vec!["C".into(), "zz".into()])).unwrap();
+        assert!(
+            partly.ends_with(
+                "stopped listening on \"C\" (was not listening on \"zz\") once connected"
+            ),
+            "{partly}"
+        );
+        c.ask(Ask::Listen(vec!["C".into()])).unwrap();
         assert_eq!(c.channels(), ["a", "b", "C"]);
         c.ask(Ask::Unlisten(vec!["a".into()])).unwrap();
         assert_eq!(c.channels(), ["b", "C"]);

@@ -20,7 +20,7 @@ mod queue;
 mod source;
 mod stdout_watch;
 
-pub(crate) use control::{Ask, Control, names_of};
+pub(crate) use control::{Ask, Control, Reply, names_of};
 pub(crate) use forward::Until;
 pub(crate) use queue::Overflow;
 pub(crate) use source::SourceSettings;

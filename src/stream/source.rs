@@ -396,6 +396,18 @@ impl Source {
         ));
         // A person at a terminal sees that it works before any event comes, once, as psql
         // prints LISTEN.
+        // The console says it listens in its banner; with --wait, the banner came first, so
+        // the connection arriving is a line of its own.
+        if !self.settings.greet
+            && self.settings.wait
+            && !msg::verbose()
+            && !self.greeted.swap(true, Ordering::Relaxed)
+        {
+            msg::note(&format!(
+                "connected: listening on {names} (server process {})",
+                pid.unwrap_or_default()
+            ));
+        }
         if self.settings.greet
             && !msg::verbose()
             && std::io::stderr().is_terminal()

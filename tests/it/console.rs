@@ -192,6 +192,54 @@ fn listen_unlisten_notify_and_sql_take_effect_on_the_connection() {
 }
 
 #[test]
+fn the_prompt_comes_back_at_once_while_the_server_takes_its_time() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let server = Server::start();
+    let term = console(&server, &["orders"], &[]);
+    // The console's backend stops answering (as a busy or hung server would).
+    let backend = Pid::from_raw(server.backend_pid("pgnotify"));
+    kill(backend, Signal::SIGSTOP).unwrap();
+    enter(&term, "listen zz");
+    // Typed while LISTEN waits for its answer: raw mode, the prompt's own line, unbroken.
+    term.type_text("typed while waiting");
+    let screen = prompt_reads(&term, "typed while waiting");
+    assert!(
+        !screen.text().contains("listening on \"zz\""),
+        "{}",
+        term.report()
+    );
+    kill(backend, Signal::SIGCONT).unwrap();
+    term.wait_for_text(r#"listening on "zz""#);
+    prompt_reads(&term, "typed while waiting");
+    term.keys(&["C-u"]);
+
+    // A paste of several lines is several commands.
+    term.type_text("\u{1b}[200~notify orders one\nnotify orders two\u{1b}[201~");
+    term.keys(&["Enter"]);
+    wait_event(&term, "orders", "one");
+    wait_event(&term, "orders", "two");
+    enter(&term, "unlisten zz nothere");
+    term.wait_for_text(r#"stopped listening on "zz" (was not listening on "nothere")"#);
+}
+
+#[test]
+fn with_wait_the_console_opens_first_and_says_when_the_server_comes() {
+    let server = Server::start();
+    server.pg_ctl(&["stop", "-m", "fast"]);
+    let term = Terminal::start(&server, &["listen", "-i", "--wait", "orders"], &[]);
+    term.wait_for_text("connecting (--wait), to listen on \"orders\"");
+    enter(&term, "listen later");
+    term.wait_for_text(r#"not connected yet: listening on "later" once connected"#);
+    enter(&term, "notify orders early");
+    term.wait_for_text("error: not connected yet: nothing was sent");
+    server.pg_ctl(&["start", "-w"]);
+    term.wait_for_text("pgnotify: connected: listening on \"orders\", \"later\"");
+    server.notify("later", "arrived");
+    wait_event(&term, "later", "arrived");
+}
+
+#[test]
 fn format_filter_clear_and_help_change_what_is_shown() {
     let server = Server::start();
     let term = console(&server, &["jobs"], &[]);
@@ -208,6 +256,10 @@ fn format_filter_clear_and_help_change_what_is_shown() {
     term.wait_for(r"the raw line", |s| {
         s.lines().any(|l| l == r"raw payload\nsecond line")
     });
+    // What acts on a terminal is escaped in NDJSON there too (the same JSON once parsed).
+    enter(&term, "format json");
+    server.notify("jobs", "A\u{9b}2J\u{202e}B");
+    term.wait_for_text(r#""payload":"A\u009b2J\u202eB""#);
     enter(&term, "format yaml");
     term.wait_for_text("error: unknown format \"yaml\" (one of: text, json, psql, raw)");
     enter(&term, "format text");
@@ -290,6 +342,23 @@ fn history_is_kept_across_runs_and_tab_completes() {
     assert_eq!(xdg.exit_status(), 0, "{}", xdg.report());
     let saved = std::fs::read_to_string(data.path().join("pgnotify/history")).unwrap();
     assert!(saved.contains("channels"), "{saved}");
+
+    // A history that cannot be written is said once, then the console goes on without it.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(broken.path().join("pgnotify/history")).unwrap();
+    let broken_home = broken.path().to_str().unwrap();
+    let term = console(&server, &["orders"], &[("XDG_DATA_HOME", broken_home)]);
+    for line in ["channels", "format", "notify orders after-broken"] {
+        enter(&term, line);
+    }
+    wait_event(&term, "orders", "after-broken");
+    let said = term.history();
+    assert_eq!(
+        said.matches("could not save the console's history").count(),
+        1,
+        "{}",
+        term.report()
+    );
 }
 
 #[test]

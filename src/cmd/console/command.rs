@@ -57,8 +57,9 @@ pub(super) fn parse(line: &str) -> Result<Line, String> {
     if trimmed.is_empty() {
         return Ok(Line::default());
     }
-    if trimmed.ends_with(';') {
-        return sql(trimmed);
+    let body = without_comment(trimmed);
+    if body.ends_with(';') {
+        return sql(body);
     }
     let (word, rest) = split_word(trimmed);
     let command = match word.to_ascii_lowercase().as_str() {
@@ -110,6 +111,23 @@ fn no_argument(command: Command, rest: &str) -> Result<Command, String> {
     }
 }
 
+/// The line without a trailing SQL comment (`-- ...` outside quotes), trimmed.
+fn without_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut chars = line.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '-') if chars.peek().is_some_and(|&(_, next)| next == '-') => {
+                return line[..i].trim_end();
+            }
+            _ => {}
+        }
+    }
+    line
+}
+
 /// The first word and what follows it.
 fn split_word(s: &str) -> (&str, &str) {
     match s.find(char::is_whitespace) {
@@ -142,9 +160,22 @@ fn name(s: &str) -> Result<(Option<String>, &str), String> {
         if name.is_empty() {
             return Err("a channel name cannot be empty (\"\")".into());
         }
+        if after.starts_with(|c: char| !c.is_whitespace()) {
+            return Err(format!(
+                "unexpected \"{}\" right after the quoted name \"{name}\" (a space between names)",
+                split_word(after).0
+            ));
+        }
         return Ok((Some(name), after));
     }
     let (word, after) = split_word(s);
+    // `NOTIFY x, 'p'` or `LISTEN x; -- why` without the final `;`: psql's SQL, not a name.
+    if word.ends_with([',', ';']) {
+        return Err(format!(
+            "\"{word}\" looks like SQL: end the line with ; (NOTIFY x, 'payload';), or quote \
+             the name (\"{word}\")"
+        ));
+    }
     Ok((Some(word.to_owned()), after))
 }
 
@@ -438,6 +469,14 @@ mod tests {
             Command::Unlisten(vec!["a".into(), "b".into()])
         );
         assert!(parse("listen").is_err());
+        assert!(parse("listen \"a b\"c").is_err());
+        assert!(
+            parse("NOTIFY orders, 'hello'")
+                .unwrap_err()
+                .contains("looks like SQL")
+        );
+        assert!(parse("LISTEN x; LISTEN y").is_err());
+        assert_eq!(one("listen \"a,\""), Command::Listen(vec!["a,".into()]));
         assert!(parse("listen \"open").is_err());
         assert_eq!(parse("   ").unwrap(), Line::default());
     }
@@ -483,6 +522,11 @@ mod tests {
         );
         assert_eq!(one("unlisten *;"), Command::UnlistenAll);
         assert_eq!(one("NOTIFY x;"), notify("x", ""));
+        assert_eq!(one("LISTEN x; -- why"), Command::Listen(vec!["x".into()]));
+        assert_eq!(
+            one("NOTIFY x, '--not a comment';"),
+            notify("x", "--not a comment")
+        );
         assert_eq!(one("NOTIFY x, 'it''s; here';"), notify("x", "it's; here"));
         assert_eq!(
             one("select pg_notify('My Chan', '{\"a\": 1}');"),

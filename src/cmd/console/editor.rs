@@ -79,16 +79,30 @@ fn prepare_history(path: &Path) {
         .open(path);
 }
 
-/// Adds `line` to the history, and to its file at once: a console killed later keeps it.
-pub(super) fn remember(editor: &mut LineEditor, history: Option<&PathBuf>, line: &str) {
-    if matches!(editor.add_history_entry(line), Ok(true))
-        && let Some(path) = history
+/// The history file, until saving to it fails once.
+pub(super) struct History(std::cell::RefCell<Option<PathBuf>>);
+
+impl History {
+    pub(super) fn new(path: Option<PathBuf>) -> History {
+        History(std::cell::RefCell::new(path))
+    }
+}
+
+/// Adds `line` to the history, and to its file at once: a console killed later keeps it. A
+/// file that cannot be written is said once, and then left alone.
+pub(super) fn remember(editor: &mut LineEditor, history: &History, line: &str) {
+    if !matches!(editor.add_history_entry(line), Ok(true)) {
+        return;
+    }
+    let mut file = history.0.borrow_mut();
+    if let Some(path) = file.as_ref()
         && let Err(e) = editor.append_history(path)
     {
         crate::msg::warn(&format!(
-            "could not save the console's history in {}: {e}",
+            "could not save the console's history in {}: {e}; it is kept for this run only",
             path.display()
         ));
+        *file = None;
     }
 }
 
@@ -132,7 +146,7 @@ impl Completer for Completion {
         _: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
-        let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let start = word_start(before);
         let word = &before[start..];
         let first = before.split_whitespace().next().unwrap_or("");
         let typing_first = !before[..start].chars().any(|c| !c.is_whitespace());
@@ -151,6 +165,8 @@ impl Completer for Completion {
         }
         let candidates = words
             .into_iter()
+            // A name that would act on the terminal is left out: it can still be typed.
+            .filter(|w| !w.chars().any(crate::sanitize::hidden))
             .filter(|w| w.starts_with(word) || quoted(w).starts_with(word))
             .map(|w| Pair {
                 replacement: match w.contains(char::is_whitespace) || w.contains('"') {
@@ -164,6 +180,25 @@ impl Completer for Completion {
     }
 }
 
+/// Where the word being completed begins: after the last whitespace outside double quotes,
+/// or at the quote that opens a name still being typed (`unlisten "sp a`).
+fn word_start(before: &str) -> usize {
+    let mut start = 0;
+    let mut quoted = false;
+    for (i, c) in before.char_indices() {
+        match c {
+            '"' if !quoted => {
+                quoted = true;
+                start = i;
+            }
+            '"' => quoted = false,
+            c if c.is_whitespace() && !quoted => start = i + c.len_utf8(),
+            _ => {}
+        }
+    }
+    start
+}
+
 /// A name in double quotes, `""` for a quote.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -175,3 +210,18 @@ impl Hinter for Completion {
 impl Highlighter for Completion {}
 impl Validator for Completion {}
 impl Helper for Completion {}
+
+#[cfg(test)]
+mod tests {
+    use super::word_start;
+
+    #[test]
+    fn the_word_starts_after_any_space_outside_quotes() {
+        assert_eq!(word_start("listen or"), 7);
+        assert_eq!(word_start("listen\u{a0}or"), "listen\u{a0}".len());
+        assert_eq!(word_start("listen\u{3000}"), "listen\u{3000}".len());
+        assert_eq!(word_start("unlisten \"sp a"), 9);
+        assert_eq!(word_start("unlisten \"sp a\" b"), 16);
+        assert_eq!(word_start("lis"), 0);
+    }
+}

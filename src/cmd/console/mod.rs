@@ -16,7 +16,7 @@ use crate::format::Format;
 use crate::msg;
 use crate::pg::{self, ConnSettings};
 use crate::sanitize::escape_controls;
-use crate::stream::{self, Ask, Control, names_of};
+use crate::stream::{self, Ask, Control, Reply, names_of};
 use crate::terminal;
 use anyhow::{Context, Result};
 use command::{Command, Filter};
@@ -24,9 +24,8 @@ use rustyline::ExternalPrinter;
 use rustyline::error::ReadlineError;
 use screen::Screen;
 use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 const PROMPT: &str = "pgnotify> ";
 
@@ -80,9 +79,12 @@ pub(crate) fn run(settings: ConsoleSettings, conn: &ConnSettings) -> Result<Exit
     screen.say(&banner(&control));
     let quitting = Arc::new(AtomicBool::new(false));
     let console = Console {
-        control,
-        screen: screen.clone(),
-        history,
+        view: View {
+            control,
+            screen: screen.clone(),
+        },
+        replies: start_replies(screen.clone())?,
+        history: editor::History::new(history),
         ctrl_c_on_empty,
         quitting: Arc::clone(&quitting),
     };
@@ -145,9 +147,9 @@ fn banner(control: &Control) -> String {
 }
 
 struct Console {
-    control: Arc<Control>,
-    screen: Screen,
-    history: Option<PathBuf>,
+    view: View,
+    replies: mpsc::Sender<Job>,
+    history: editor::History,
     ctrl_c_on_empty: Arc<AtomicBool>,
     quitting: Arc<AtomicBool>,
 }
@@ -160,10 +162,7 @@ impl Console {
             match editor.readline(PROMPT) {
                 Ok(line) => {
                     armed = false;
-                    if !line.trim().is_empty() {
-                        editor::remember(&mut editor, self.history.as_ref(), &line);
-                    }
-                    if !self.line(&line, &mut editor) {
+                    if !self.lines(&line, &mut editor) {
                         break;
                     }
                 }
@@ -175,8 +174,7 @@ impl Console {
                         break;
                     } else {
                         armed = true;
-                        self.screen
-                            .say(&self.screen.dim("(Ctrl-C again, Ctrl-D or quit to leave)"));
+                        self.reply(Ok("(Ctrl-C again, Ctrl-D or quit to leave)".into()));
                     }
                 }
                 Err(ReadlineError::Eof) => {
@@ -184,14 +182,29 @@ impl Console {
                     break;
                 }
                 Err(e) => {
-                    self.screen
+                    self.view
+                        .screen
                         .say(&format!("pgnotify: error: the terminal: {e}"));
                     break;
                 }
             }
         }
         self.quitting.store(true, Ordering::Release);
-        self.control.quit();
+        self.view.control.quit();
+    }
+
+    /// Carries out what was entered: a paste of several lines is several commands, each in
+    /// the history. False to quit.
+    fn lines(&self, entered: &str, editor: &mut editor::LineEditor) -> bool {
+        for line in entered.split(['\n', '\r']) {
+            if !line.trim().is_empty() {
+                editor::remember(editor, &self.history, line);
+            }
+            if !self.line(line, editor) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Carries out one line; false to quit.
@@ -199,13 +212,12 @@ impl Console {
         let parsed = match command::parse(line) {
             Ok(parsed) => parsed,
             Err(why) => {
-                self.screen
-                    .say(&format!("error: {}", escape_controls(&why)));
+                self.reply(Err(why));
                 return true;
             }
         };
         if let Some(hint) = parsed.hint {
-            self.screen.say(&self.screen.dim(&format!("note: {hint}")));
+            self.reply(Ok(format!("note: {hint}")));
         }
         for command in parsed.commands {
             match command {
@@ -219,68 +231,120 @@ impl Console {
         true
     }
 
+    /// Shows a reply after those of the commands before it.
+    fn reply(&self, reply: Reply) {
+        self.later(Box::new(move || reply));
+    }
+
+    /// Runs `job` on the replies thread, after the jobs before it, and shows what it says.
+    fn later(&self, job: Job) {
+        let _ = self.replies.send(job);
+    }
+
+    /// Carries out one command. Nothing here waits for the server: the editor is back at the
+    /// prompt at once (in raw mode, where nothing typed is echoed on top of a reply), and the
+    /// answer is shown when it comes, in the order the commands were typed.
     fn command(&self, command: Command) {
-        let reply = match command {
-            Command::Listen(names) => self.ask_channels(Ask::Listen(names)),
-            Command::Unlisten(names) => self.ask_channels(Ask::Unlisten(names)),
-            Command::UnlistenAll => self.control.ask(Ask::UnlistenAll),
-            Command::Notify { channel, payload } => pg::check_channel(&channel)
-                .and_then(|()| pg::check_payload(&payload))
-                .map_err(|e| format!("{e:#}"))
-                .and_then(|()| self.control.ask(Ask::Notify { channel, payload })),
-            Command::Channels => Ok(self.channels()),
-            Command::Format(None) => Ok(format!(
-                "format: {} (one of: {})",
-                format_name(self.screen.format()),
-                editor::FORMATS.join(", ")
-            )),
-            Command::Format(Some(name)) => match format_named(&name) {
+        let view = self.view.clone();
+        match command {
+            Command::Listen(names) => self.ask(checked(&names).map(|()| Ask::Listen(names))),
+            Command::Unlisten(names) => self.ask(checked(&names).map(|()| Ask::Unlisten(names))),
+            Command::UnlistenAll => self.ask(Ok(Ask::UnlistenAll)),
+            Command::Notify { channel, payload } => self.ask(
+                pg::check_channel(&channel)
+                    .and_then(|()| pg::check_payload(&payload))
+                    .map_err(|e| format!("{e:#}"))
+                    .map(|()| Ask::Notify { channel, payload }),
+            ),
+            Command::Channels => self.later(Box::new(move || Ok(view.channels()))),
+            Command::Format(None) => self.later(Box::new(move || {
+                Ok(format!(
+                    "format: {} (one of: {})",
+                    format_name(view.screen.format()),
+                    editor::FORMATS.join(", ")
+                ))
+            })),
+            Command::Format(Some(name)) => self.reply(match format_named(&name) {
                 Some(format) => {
-                    self.screen.set_format(format);
+                    self.view.screen.set_format(format);
                     Ok(format!("format: {name}"))
                 }
                 None => Err(format!(
                     "unknown format \"{name}\" (one of: {})",
                     editor::FORMATS.join(", ")
                 )),
-            },
-            Command::Filter(Filter::Show) => Ok(match self.screen.filter() {
-                (Some(text), hidden) => format!(
-                    "filter: payloads containing \"{}\" ({hidden} hidden so far)",
-                    escape_controls(&text)
-                ),
-                (None, _) => "filter: off".to_owned(),
             }),
+            Command::Filter(Filter::Show) => self.later(Box::new(move || {
+                Ok(match view.screen.filter() {
+                    (Some(text), hidden) => format!(
+                        "filter: payloads containing \"{}\" ({hidden} hidden so far)",
+                        escape_controls(&text)
+                    ),
+                    (None, _) => "filter: off".to_owned(),
+                })
+            })),
             Command::Filter(Filter::Off) => {
-                self.screen.set_filter(None);
-                Ok("filter: off".into())
+                self.view.screen.set_filter(None);
+                self.reply(Ok("filter: off".into()));
             }
             Command::Filter(Filter::Contains(text)) => {
                 let shown = escape_controls(&text).into_owned();
-                self.screen.set_filter(Some(text));
-                Ok(format!("filter: only payloads containing \"{shown}\""))
+                self.view.screen.set_filter(Some(text));
+                self.reply(Ok(format!("filter: only payloads containing \"{shown}\"")));
             }
-            Command::Help => Ok(HELP.to_owned()),
-            Command::Quit | Command::Clear => Ok(String::new()),
-        };
-        match reply {
-            Ok(text) => self.screen.say(&self.screen.dim(&text)),
-            Err(why) => self
-                .screen
-                .say(&format!("error: {}", escape_controls(&why))),
+            Command::Help => self.reply(Ok(HELP.to_owned())),
+            Command::Quit | Command::Clear => {}
         }
     }
 
-    fn ask_channels(&self, ask: Ask) -> Result<String, String> {
-        let (Ask::Listen(names) | Ask::Unlisten(names)) = &ask else {
-            return self.control.ask(ask);
-        };
-        for name in names {
-            pg::check_channel(name).map_err(|e| format!("{e:#}"))?;
+    /// Hands `ask` to the source now, and its answer to the replies thread.
+    fn ask(&self, ask: Result<Ask, String>) {
+        match ask {
+            Ok(ask) => {
+                let answering = self.view.control.submit(ask);
+                self.later(Box::new(move || answering.wait()));
+            }
+            Err(why) => self.reply(Err(why)),
         }
-        self.control.ask(ask)
     }
+}
 
+/// Something to show once the replies before it are shown.
+type Job = Box<dyn FnOnce() -> Reply + Send>;
+
+/// Starts the thread that shows replies in the order the commands were typed.
+fn start_replies(screen: Screen) -> Result<mpsc::Sender<Job>> {
+    let (sender, jobs) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("console-replies".into())
+        .spawn(move || {
+            for job in jobs {
+                match job() {
+                    Ok(text) => screen.say(&screen.dim(&text)),
+                    Err(why) => screen.say(&format!("error: {}", escape_controls(&why))),
+                }
+            }
+        })
+        .context("could not start the console")?;
+    Ok(sender)
+}
+
+/// Checks channel names before they are sent.
+fn checked(names: &[String]) -> Result<(), String> {
+    for name in names {
+        pg::check_channel(name).map_err(|e| format!("{e:#}"))?;
+    }
+    Ok(())
+}
+
+/// What the commands read and change: the stream's channels, the screen.
+#[derive(Clone)]
+struct View {
+    control: Arc<Control>,
+    screen: Screen,
+}
+
+impl View {
     /// The channels listened on, with the events each brought, and channels that brought
     /// events but are no longer listened on.
     fn channels(&self) -> String {
