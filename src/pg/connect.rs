@@ -529,7 +529,12 @@ fn connect_within<C: Open>(
         return Err(Failure::TimedOut(Duration::ZERO, by));
     };
     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(result) => result,
+        Ok(result) => {
+            // It has sent its result and only has to return: joined, it is gone before the
+            // next attempt starts another (else, on a busy machine, two could overlap).
+            let _ = thread.join();
+            result
+        }
         Err(_) => {
             abandon(server, thread);
             Err(Failure::TimedOut(timeout, by))
