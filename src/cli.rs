@@ -43,9 +43,9 @@ pub struct Cli {
     /// When to colour the text output and this help: auto, always, never.
     ///
     /// With auto: no colour when NO_COLOR is set and not empty; colour when CLICOLOR_FORCE is
-    /// set, not empty and not 0, even into a pipe; no colour when TERM is dumb; else colour on
-    /// a terminal only. The flag wins over the environment. NDJSON and --format raw never have
-    /// colour.
+    /// set, not empty and not 0, even into a pipe; no colour when CLICOLOR is 0 or TERM is
+    /// dumb; else colour on a terminal only. The flag wins over the environment. NDJSON,
+    /// --format psql and --format raw never have colour.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t, global = true)]
     pub(crate) color: ColorArg,
 

@@ -60,6 +60,7 @@ fn color_env() -> ColorEnv {
     ColorEnv {
         no_color: var("NO_COLOR"),
         clicolor_force: var("CLICOLOR_FORCE"),
+        clicolor: var("CLICOLOR"),
         term: var("TERM"),
     }
 }
@@ -148,11 +149,18 @@ fn history_file(
     Some(data.join("pgnotify").join("history"))
 }
 
-/// `pipe`: always NDJSON.
+/// `pipe`: always NDJSON (on a terminal, with what acts on it escaped, as `listen --json`).
 pub(crate) fn pipe(args: &PipeArgs) -> PipeSettings {
+    let to_terminal = args.connect.is_none()
+        && args.serve.is_none()
+        && args.exec.exec.is_none()
+        && std::io::stdout().is_terminal();
     let encoder = Encoder::new(
         Format::Json,
-        Style::default(),
+        Style {
+            color: false,
+            escape: to_terminal,
+        },
         json_options(args.data || args.fetch, &args.source),
     );
     PipeSettings {

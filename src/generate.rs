@@ -249,7 +249,14 @@ fn environment(roff: &mut Roff) {
             "CLICOLOR_FORCE",
             "When set, not empty and not 0 (and NO_COLOR is not), colour even when not writing to a terminal (unless --color never).",
         ),
-        ("TERM", "dumb: no colour (unless --color always)."),
+        (
+            "CLICOLOR",
+            "0: no colour (unless CLICOLOR_FORCE or --color always).",
+        ),
+        (
+            "TERM",
+            "dumb: no colour (unless CLICOLOR_FORCE or --color always).",
+        ),
         (
             "PGNOTIFY_PG_BINDIR",
             "For demo: the directory holding initdb and pg_ctl.",

@@ -27,16 +27,38 @@ pub(crate) fn escape_controls(s: &str) -> Cow<'_, str> {
 }
 
 /// A character that acts on the terminal instead of showing: a control character, or one of
-/// Unicode's invisible format characters that reorder or hide text (the bidirectional
-/// overrides and isolates, zero-width ones, the byte-order mark).
+/// the invisible characters that reorder or hide text: Unicode's format characters (general
+/// category Cf: bidirectional marks, overrides and isolates, zero-width ones, the soft
+/// hyphen, the byte-order mark, interlinear annotations, the tag characters that can carry
+/// hidden text), the line and paragraph separators, and the Hangul fillers that show nothing.
 pub(crate) fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{200b}'..='\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2060}'..='\u{2069}'
+            '\u{00ad}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061c}'
+                | '\u{06dd}'
+                | '\u{070f}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08e2}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{3164}'
                 | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
         )
 }
 
@@ -59,6 +81,22 @@ mod tests {
             "a\\u{202e}b\\u{200b}c"
         );
         assert_eq!(escape_controls("plain é"), "plain é");
+        // The rest of the format characters, the separators, the fillers, the tags.
+        for c in [
+            '\u{ad}',
+            '\u{61c}',
+            '\u{180e}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{3164}',
+            '\u{fff9}',
+            '\u{e0041}',
+        ] {
+            let shown = escape_controls(&format!("a{c}b")).into_owned();
+            assert_eq!(shown, format!("a\\u{{{:x}}}b", c as u32));
+        }
+        // Letters and marks that show are left alone.
+        assert_eq!(escape_controls("日本語 ñ ü ä"), "日本語 ñ ü ä");
     }
 
     #[test]

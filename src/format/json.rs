@@ -80,10 +80,14 @@ pub(super) fn write(
     let line = serde_json::to_string(&record)?;
     let mut escaped = String::with_capacity(line.len());
     for c in line.chars() {
-        match hidden(c) {
-            // Every such character is in the Basic Multilingual Plane: one \u escape each.
-            true => escaped.push_str(&format!("\\u{:04x}", c as u32)),
-            false => escaped.push(c),
+        if !hidden(c) {
+            escaped.push(c);
+            continue;
+        }
+        // JSON's escapes are UTF-16: a character past the Basic Multilingual Plane (a tag
+        // character) is a surrogate pair.
+        for unit in c.encode_utf16(&mut [0; 2]) {
+            escaped.push_str(&format!("\\u{unit:04x}"));
         }
     }
     out.write_all(escaped.as_bytes())?;
@@ -146,7 +150,7 @@ mod tests {
     fn on_a_terminal_what_acts_on_it_is_escaped_and_the_payload_the_same() {
         let n = Notification {
             channel: "c\u{202e}".into(),
-            payload: "A\u{9b}2J\u{7f}\u{200b}é".into(),
+            payload: "A\u{9b}2J\u{7f}\u{200b}é\u{e0041}".into(),
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
@@ -155,7 +159,10 @@ mod tests {
         write(&mut out, &n, false, true).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert!(!line.trim_end().chars().any(hidden), "{line:?}");
-        assert!(line.contains("A\\u009b2J\\u007f\\u200bé"), "{line}");
+        assert!(
+            line.contains("A\\u009b2J\\u007f\\u200bé\\udb40\\udc41"),
+            "{line}"
+        );
         let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(parsed["payload"], n.payload);
         assert_eq!(parsed["channel"], n.channel);

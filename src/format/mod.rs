@@ -111,6 +111,8 @@ pub(crate) struct ColorEnv {
     /// `CLICOLOR_FORCE`: set, not empty and not `0` turns colour on, terminal or not
     /// (bixense.com/clicolors).
     pub(crate) clicolor_force: Option<String>,
+    /// `CLICOLOR`: `0` turns colour off, unless forced (bixense.com/clicolors).
+    pub(crate) clicolor: Option<String>,
     /// `TERM`: `dumb` turns colour off.
     pub(crate) term: Option<String>,
 }
@@ -130,6 +132,7 @@ pub(crate) fn use_color(choice: ColorChoice, is_terminal: bool, env: &ColorEnv) 
         {
             true
         }
+        ColorChoice::Auto if env.clicolor.as_deref() == Some("0") => false,
         ColorChoice::Auto if env.term.as_deref() == Some("dumb") => false,
         ColorChoice::Auto => is_terminal,
     }
@@ -155,8 +158,27 @@ mod tests {
         ColorEnv {
             no_color: no_color.map(str::to_owned),
             clicolor_force: clicolor_force.map(str::to_owned),
+            clicolor: None,
             term: term.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn clicolor_0_turns_colour_off_unless_forced() {
+        use ColorChoice::{Always, Auto};
+        let zero = |force: Option<&str>| ColorEnv {
+            clicolor: Some("0".into()),
+            ..env(None, force, None)
+        };
+        assert!(!use_color(Auto, true, &zero(None)));
+        assert!(use_color(Auto, true, &zero(Some("1"))));
+        assert!(use_color(Always, true, &zero(None)));
+        let one = ColorEnv {
+            clicolor: Some("1".into()),
+            ..env(None, None, None)
+        };
+        assert!(use_color(Auto, true, &one));
+        assert!(!use_color(Auto, false, &one), "1 does not force");
     }
 
     #[test]

@@ -102,11 +102,12 @@ fn raw_payloads_feed_a_while_read_loop_one_line_each() {
         r"C:\dir\new file \t",
         "line one\nline two\r\nend",
         "{ \"id\": 1 }",
+        "\tblanks at both ends  ",
     ];
     let mut loop_ = server
         .shell(
-            r#""$PGNOTIFY" "$@" -v listen jobs --format raw --count 5 |
-               while read -r p; do printf '<%s>\n' "$p"; done"#,
+            r#""$PGNOTIFY" "$@" -v listen jobs --format raw --count 6 |
+               while IFS= read -r p; do printf '<%s>\n' "$p"; done"#,
         )
         .spawn();
     loop_.wait_ready();
@@ -120,7 +121,8 @@ fn raw_payloads_feed_a_while_read_loop_one_line_each() {
          <it's \"quoted\">\n\
          <C:\\dir\\new file \\t>\n\
          <line one\\nline two\\r\\nend>\n\
-         <{ \"id\": 1 }>\n",
+         <{ \"id\": 1 }>\n\
+         <\tblanks at both ends  >\n",
         "{}",
         loop_.report()
     );
@@ -438,4 +440,27 @@ fn a_watch_table_event_reads_as_a_sentence_on_a_terminal() {
     );
     assert!(listener.read_line().ends_with("  TRUNCATE public.orders"));
     listener.expect_exit(0);
+}
+
+#[test]
+fn ndjson_on_a_terminal_escapes_what_acts_on_it_in_pipe_and_listen() {
+    let server = Server::start();
+    let payload = "A\u{9b}2J\u{202e}B\u{7f}\u{e0041}";
+    for command in ["pipe", "listen"] {
+        let mut args = vec![command, "c", "--count", "1"];
+        if command == "listen" {
+            args.push("--json");
+        }
+        let out = on_terminal(&server, &[("TERM", "xterm")], &args, || {
+            server.notify("c", payload)
+        });
+        assert!(
+            out.contains(r#""payload":"A\u009b2J\u202eB\u007f\udb40\udc41""#),
+            "{command}: {out:?}"
+        );
+        assert!(
+            !out.contains('\u{9b}') && !out.contains('\u{202e}'),
+            "{command}: {out:?}"
+        );
+    }
 }
