@@ -557,7 +557,7 @@ type ColourCase<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], bool);
 #[test]
 fn colour_follows_the_rules_in_the_console_too() {
     let server = Server::start();
-    let cases: [ColourCase; 6] = [
+    let cases: [ColourCase; 8] = [
         ("auto on a terminal", &[], &[], true),
         ("NO_COLOR", &[], &[("NO_COLOR", "1")], false),
         (
@@ -574,6 +574,13 @@ fn colour_follows_the_rules_in_the_console_too() {
             true,
         ),
         ("TERM=dumb", &[], &[("TERM", "dumb")], false),
+        ("CLICOLOR=0", &[], &[("CLICOLOR", "0")], false),
+        (
+            "CLICOLOR_FORCE beats CLICOLOR=0",
+            &[],
+            &[("CLICOLOR", "0"), ("CLICOLOR_FORCE", "1")],
+            true,
+        ),
     ];
     for (i, (name, flags, env, coloured)) in cases.into_iter().enumerate() {
         let mut args = flags.to_vec();
