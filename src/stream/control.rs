@@ -119,10 +119,10 @@ impl Control {
         state.connected.as_ref().and(state.server.clone())
     }
 
-    /// Ends the run as if its work were done (the console's `quit`): what is queued is written
-    /// first.
+    /// Ends the run as if its work were done (the console's `quit`), ahead of what is queued:
+    /// that is still written, but without waiting for `--fetch` to read its rows.
     pub(crate) fn quit(&self) {
-        self.queue.push(Event::Quit);
+        self.queue.push_first(Event::Quit);
     }
 
     /// Carries `ask` out on the listening connection and says how it went: [`Control::submit`],

@@ -59,7 +59,9 @@ pub(super) fn run(
                 }
                 Event::OutputClosed => return Ok(Exit::Success),
                 Event::Quit => {
-                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
+                    // The person asked to leave: what is queued is shown without waiting
+                    // for --fetch to read its rows (a hung fetch must not hold the exit).
+                    drain(events.chain(queue.try_take()), out, &mut counter, None)?;
                     return Ok(Exit::Success);
                 }
                 Event::Fatal(error) => {

@@ -110,6 +110,13 @@ impl Queue {
         self.changed.notify_all();
     }
 
+    /// Adds a control event ahead of everything queued (the console's quit: what is queued
+    /// is then written without its `--fetch` rows).
+    pub(super) fn push_first(&self, event: Event) {
+        self.lock().events.push_front(event);
+        self.changed.notify_all();
+    }
+
     /// Adds notifications from the server, applying the overflow policy when the queue stays
     /// full. An error (`--on-overflow exit`) says why the run must end now: the main loop may
     /// be stuck writing to the slow output, so the caller ends the program itself.

@@ -214,6 +214,13 @@ fn the_prompt_comes_back_at_once_while_the_server_takes_its_time() {
     prompt_reads(&term, "typed while waiting");
     term.keys(&["C-u"]);
 
+    // Typed ahead, faster than the editor reads (a paste without bracketed paste, ssh):
+    // every line runs.
+    term.type_text("notify orders ahead-1\rnotify orders ahead-2\rnotify orders ahead-3\r");
+    wait_event(&term, "orders", "ahead-3");
+    wait_event(&term, "orders", "ahead-1");
+    wait_event(&term, "orders", "ahead-2");
+
     // A paste of several lines is several commands.
     term.type_text("\u{1b}[200~notify orders one\nnotify orders two\u{1b}[201~");
     term.keys(&["Enter"]);
@@ -485,6 +492,29 @@ print("exit", os.waitstatus_to_exitcode(status), flush=True)
     .unwrap();
     let ended = running.try_read_line_within(Duration::from_secs(10));
     assert_eq!(ended.as_deref(), Some("exit 143"), "{}", running.report());
+}
+
+#[test]
+fn a_run_that_ends_by_itself_shows_its_last_lines_and_puts_the_terminal_back() {
+    let server = Server::start();
+    // Several times: the last lines must win the race with the exit every time.
+    for i in 0..3 {
+        let db = format!("gone{i}");
+        server.psql(&format!("CREATE DATABASE {db}"));
+        let term = Terminal::start(&server, &["-d", &db, "listen", "-i", "orders"], &[]);
+        term.wait_for_text("Type help for commands");
+        term.type_text("half");
+        prompt_reads(&term, "half");
+        server.psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+        assert_eq!(term.exit_status(), 3, "{}", term.report());
+        let seen = term.history();
+        assert!(
+            seen.contains("-- gave up: notifications since"),
+            "run {i}{}",
+            term.report()
+        );
+        assert!(term.stty_restored(), "{}", term.report());
+    }
 }
 
 #[test]

@@ -190,6 +190,7 @@ impl Console {
             }
         }
         self.quitting.store(true, Ordering::Release);
+        self.view.screen.leaving();
         self.view.control.quit();
     }
 

@@ -76,6 +76,10 @@ struct State {
     printer: bool,
     /// Until when closing waits for the printer.
     closing: Option<Instant>,
+    /// The person is leaving (quit): the editor has stopped, its printer writes directly.
+    leaving: bool,
+    /// Write to the terminal past the editor (the last lines of a run that ends by itself).
+    direct: bool,
 }
 
 impl Screen {
@@ -96,6 +100,8 @@ impl Screen {
                     closed: false,
                     printer: false,
                     closing: None,
+                    leaving: false,
+                    direct: false,
                 }),
                 changed: Condvar::new(),
             }),
@@ -117,7 +123,12 @@ impl Screen {
             .name("console-printer".into())
             .spawn(move || {
                 while let Some(block) = screen.next_block() {
-                    let failed = print(block).is_err();
+                    // Read apart: the lock is not held while the terminal is written.
+                    let straight = screen.state().direct;
+                    let failed = match straight {
+                        false => print(block).is_err(),
+                        true => direct(&block).is_err(),
+                    };
                     let mut state = screen.state();
                     state.printing = false;
                     if failed {
@@ -173,6 +184,11 @@ impl Screen {
         state.pending.push_str(line);
         state.pending.push('\n');
         self.shared.changed.notify_all();
+    }
+
+    /// The person asked to leave: the end of the run goes through the editor as usual.
+    pub(super) fn leaving(&self) {
+        self.state().leaving = true;
     }
 
     /// A message of pgnotify's (`msg`): warnings in yellow when colour is on.
@@ -244,6 +260,15 @@ impl Screen {
                 .0;
         }
     }
+}
+
+/// Writes a block to the terminal directly, over the prompt's line.
+fn direct(block: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"\r\x1b[K")?;
+    out.write_all(block.as_bytes())?;
+    out.flush()
 }
 
 /// Adds the summary of the window that ended to the pending text, and starts a new one.
@@ -390,6 +415,15 @@ impl Sink for Screen {
     }
 
     fn finish(&mut self) -> Result<()> {
+        {
+            let mut state = self.state();
+            // The run ends while the editor may still read (a signal, the server gone for
+            // good): the editor's printer would only queue the last lines for a thread that
+            // is about to end with the process, so they are written straight to the terminal.
+            if !state.leaving {
+                state.direct = true;
+            }
+        }
         self.close();
         Ok(())
     }
