@@ -10,6 +10,7 @@
 //! sent and says so.
 
 use super::queue::{Event, Queue};
+use super::source::case_hint;
 use crate::pg::{self, Answer, Wake, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use std::collections::VecDeque;
@@ -291,7 +292,7 @@ fn apply(channels: &mut Vec<String>, ask: &Ask) -> String {
                     channels.push(n.clone());
                 }
             }
-            format!("listening on {}", names_of(names))
+            format!("listening on {}{}", names_of(names), case_hint(names))
         }
         Ask::Unlisten(names) => {
             let (gone, never): (Vec<String>, Vec<String>) =

@@ -23,7 +23,7 @@ mod stdout_watch;
 pub(crate) use control::{Ask, Control, Reply, names_of};
 pub(crate) use forward::Until;
 pub(crate) use queue::Overflow;
-pub(crate) use source::SourceSettings;
+pub(crate) use source::{SourceSettings, case_hint};
 
 use crate::exit::{Exit, UsageError};
 use crate::format::Encoder;

@@ -545,7 +545,7 @@ impl Outage {
 
 /// For channel names with capitals: psql's unquoted `NOTIFY Orders` goes to `orders`, so its
 /// events never arrive here; said where pgnotify says what it listens on.
-fn case_hint(channels: &[String]) -> String {
+pub(crate) fn case_hint(channels: &[String]) -> String {
     // PostgreSQL folds unquoted names in ASCII only (`Ärger` stays `Ärger`), and only a name
     // that can be written unquoted at all is worth the hint.
     let foldable = |c: &str| {

@@ -231,6 +231,26 @@ fn the_prompt_comes_back_at_once_while_the_server_takes_its_time() {
 }
 
 #[test]
+fn quitting_with_answers_still_to_come_says_so_and_exits_at_once() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let server = Server::start();
+    // psql's NOTIFY Orders would never reach "Orders": the console says so, as listen does.
+    let term = console(&server, &["Orders"], &[]);
+    term.wait_for_text("names are exact: psql's unquoted NOTIFY Orders goes to \"orders\"");
+    enter(&term, "listen Jobs");
+    term.wait_for_text("listening on \"Jobs\"; names are exact");
+    let backend = Pid::from_raw(server.backend_pid("pgnotify"));
+    kill(backend, Signal::SIGSTOP).unwrap();
+    enter(&term, "notify Orders maybe");
+    enter(&term, "quit");
+    let status = term.exit_status();
+    kill(backend, Signal::SIGCONT).unwrap();
+    assert_eq!(status, 0, "{}", term.report());
+    term.wait_for_text("leaving with 1 command(s) unanswered: a notify among them may or may");
+}
+
+#[test]
 fn with_wait_the_console_opens_first_and_says_when_the_server_comes() {
     let server = Server::start();
     server.pg_ctl(&["stop", "-m", "fast"]);

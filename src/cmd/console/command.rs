@@ -57,11 +57,13 @@ pub(super) fn parse(line: &str) -> Result<Line, String> {
     if trimmed.is_empty() {
         return Ok(Line::default());
     }
+    let (word, rest) = split_word(trimmed);
+    // SQL is a line of SQL's verbs ending with `;` (`filter a;` is the console's filter).
     let body = without_comment(trimmed);
-    if body.ends_with(';') {
+    let verb = word.to_ascii_lowercase();
+    if body.ends_with(';') && ["listen", "unlisten", "notify", "select"].contains(&verb.as_str()) {
         return sql(body);
     }
-    let (word, rest) = split_word(trimmed);
     let command = match word.to_ascii_lowercase().as_str() {
         "listen" => Command::Listen(names(rest)?),
         "unlisten" if rest.trim() == "*" => Command::UnlistenAll,
@@ -169,8 +171,9 @@ fn name(s: &str) -> Result<(Option<String>, &str), String> {
         return Ok((Some(name), after));
     }
     let (word, after) = split_word(s);
-    // `NOTIFY x, 'p'` or `LISTEN x; -- why` without the final `;`: psql's SQL, not a name.
-    if word.ends_with([',', ';']) {
+    // `NOTIFY x, 'p'`, `LISTEN x; -- why` or `LISTEN x -- why`: psql's SQL without its `;`,
+    // not names.
+    if word.ends_with([',', ';']) || word.starts_with("--") {
         return Err(format!(
             "\"{word}\" looks like SQL: end the line with ; (NOTIFY x, 'payload';), or quote \
              the name (\"{word}\")"
@@ -476,6 +479,17 @@ mod tests {
                 .contains("looks like SQL")
         );
         assert!(parse("LISTEN x; LISTEN y").is_err());
+        assert!(
+            parse("LISTEN x -- why")
+                .unwrap_err()
+                .contains("looks like SQL")
+        );
+        assert!(parse("unlisten a -- c").is_err());
+        assert_eq!(
+            one("filter a;"),
+            Command::Filter(Filter::Contains("a;".into()))
+        );
+        assert_eq!(one("listen \"--x\""), Command::Listen(vec!["--x".into()]));
         assert_eq!(one("listen \"a,\""), Command::Listen(vec!["a,".into()]));
         assert!(parse("listen \"open").is_err());
         assert_eq!(parse("   ").unwrap(), Line::default());

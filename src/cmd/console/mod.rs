@@ -24,8 +24,9 @@ use rustyline::ExternalPrinter;
 use rustyline::error::ReadlineError;
 use screen::Screen;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 const PROMPT: &str = "pgnotify> ";
 
@@ -83,7 +84,7 @@ pub(crate) fn run(settings: ConsoleSettings, conn: &ConnSettings) -> Result<Exit
             control,
             screen: screen.clone(),
         },
-        replies: start_replies(screen.clone())?,
+        replies: Replies::start(screen.clone())?,
         history: editor::History::new(history),
         ctrl_c_on_empty,
         quitting: Arc::clone(&quitting),
@@ -134,7 +135,7 @@ fn banner(control: &Control) -> String {
     let channels = control.channels();
     let on = match channels.is_empty() {
         true => "no channel yet (listen CHANNEL)".to_owned(),
-        false => names_of(&channels),
+        false => names_of(&channels) + &stream::case_hint(&channels),
     };
     match control.server() {
         Some(server) => {
@@ -148,7 +149,7 @@ fn banner(control: &Control) -> String {
 
 struct Console {
     view: View,
-    replies: mpsc::Sender<Job>,
+    replies: Replies,
     history: editor::History,
     ctrl_c_on_empty: Arc<AtomicBool>,
     quitting: Arc<AtomicBool>,
@@ -174,7 +175,9 @@ impl Console {
                         break;
                     } else {
                         armed = true;
-                        self.reply(Ok("(Ctrl-C again, Ctrl-D or quit to leave)".into()));
+                        // At once, not after the answers still awaited.
+                        let hint = "(Ctrl-C again, Ctrl-D or quit to leave)";
+                        self.view.screen.say(&self.view.screen.dim(hint));
                     }
                 }
                 Err(ReadlineError::Eof) => {
@@ -189,6 +192,7 @@ impl Console {
                 }
             }
         }
+        self.replies.settle(&self.view.screen);
         self.quitting.store(true, Ordering::Release);
         self.view.screen.leaving();
         self.view.control.quit();
@@ -239,7 +243,7 @@ impl Console {
 
     /// Runs `job` on the replies thread, after the jobs before it, and shows what it says.
     fn later(&self, job: Job) {
-        let _ = self.replies.send(job);
+        self.replies.send(job);
     }
 
     /// Carries out one command. Nothing here waits for the server: the editor is back at the
@@ -313,21 +317,58 @@ impl Console {
 /// Something to show once the replies before it are shown.
 type Job = Box<dyn FnOnce() -> Reply + Send>;
 
-/// Starts the thread that shows replies in the order the commands were typed.
-fn start_replies(screen: Screen) -> Result<mpsc::Sender<Job>> {
-    let (sender, jobs) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("console-replies".into())
-        .spawn(move || {
-            for job in jobs {
-                match job() {
-                    Ok(text) => screen.say(&screen.dim(&text)),
-                    Err(why) => screen.say(&format!("error: {}", escape_controls(&why))),
+/// The thread that shows replies in the order the commands were typed, and how many it has
+/// still to show.
+struct Replies {
+    jobs: mpsc::Sender<Job>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// How long quitting waits for the answers still to come.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
+impl Replies {
+    fn start(screen: Screen) -> Result<Replies> {
+        let (jobs, queued) = mpsc::channel::<Job>();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let done = Arc::clone(&waiting);
+        std::thread::Builder::new()
+            .name("console-replies".into())
+            .spawn(move || {
+                for job in queued {
+                    match job() {
+                        Ok(text) => screen.say(&screen.dim(&text)),
+                        Err(why) => screen.say(&format!("error: {}", escape_controls(&why))),
+                    }
+                    done.fetch_sub(1, Ordering::AcqRel);
                 }
-            }
-        })
-        .context("could not start the console")?;
-    Ok(sender)
+            })
+            .context("could not start the console")?;
+        Ok(Replies { jobs, waiting })
+    }
+
+    fn send(&self, job: Job) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.jobs.send(job).is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// On the way out: waits a little for the answers still to come, and says how many did
+    /// not, so that nobody takes a `notify` without an answer for one that was sent.
+    fn settle(&self, screen: &Screen) {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        while self.waiting.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match self.waiting.load(Ordering::Acquire) {
+            0 => {}
+            n => screen.say(&format!(
+                "error: leaving with {n} command(s) unanswered: a notify among them may or may \
+                 not have been sent, a listen or unlisten may or may not have been done"
+            )),
+        }
+    }
 }
 
 /// Checks channel names before they are sent.

@@ -385,7 +385,8 @@ impl Sink for Screen {
         };
         let line = match (gap.kind, gap.until) {
             (GapKind::Overflow, _) => format!(
-                "-- {} notifications were dropped: the console could not keep up",
+                "-- {} notifications were dropped: they came faster than the console (and \
+                 --fetch, if on) could take them",
                 thousands(gap.dropped)
             ),
             (_, Some(until)) => format!(
