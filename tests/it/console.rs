@@ -45,6 +45,24 @@ fn wait_event(term: &Terminal, channel: &str, payload: &str) -> String {
     })
 }
 
+/// The console's backend, stopped (SIGSTOP) until this is dropped, also when a test fails: a
+/// stopped backend would hold the server's shutdown.
+struct Paused(nix::unistd::Pid);
+
+impl Paused {
+    fn backend_of(server: &Server) -> Paused {
+        let pid = nix::unistd::Pid::from_raw(server.backend_pid("pgnotify"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
 /// A `listen --json` elsewhere, once it listens: what really reached the server.
 fn witness(server: &Server, channel: &str, count: usize) -> Running {
     let mut running = server
@@ -193,13 +211,10 @@ fn listen_unlisten_notify_and_sql_take_effect_on_the_connection() {
 
 #[test]
 fn the_prompt_comes_back_at_once_while_the_server_takes_its_time() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
     let server = Server::start();
     let term = console(&server, &["orders"], &[]);
     // The console's backend stops answering (as a busy or hung server would).
-    let backend = Pid::from_raw(server.backend_pid("pgnotify"));
-    kill(backend, Signal::SIGSTOP).unwrap();
+    let paused = Paused::backend_of(&server);
     enter(&term, "listen zz");
     // Typed while LISTEN waits for its answer: raw mode, the prompt's own line, unbroken.
     term.type_text("typed while waiting");
@@ -209,7 +224,7 @@ fn the_prompt_comes_back_at_once_while_the_server_takes_its_time() {
         "{}",
         term.report()
     );
-    kill(backend, Signal::SIGCONT).unwrap();
+    drop(paused);
     term.wait_for_text(r#"listening on "zz""#);
     prompt_reads(&term, "typed while waiting");
     term.keys(&["C-u"]);
@@ -232,20 +247,17 @@ fn the_prompt_comes_back_at_once_while_the_server_takes_its_time() {
 
 #[test]
 fn quitting_with_answers_still_to_come_says_so_and_exits_at_once() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
     let server = Server::start();
     // psql's NOTIFY Orders would never reach "Orders": the console says so, as listen does.
     let term = console(&server, &["Orders"], &[]);
     term.wait_for_text("names are exact: psql's unquoted NOTIFY Orders goes to \"orders\"");
     enter(&term, "listen Jobs");
     term.wait_for_text("listening on \"Jobs\"; names are exact");
-    let backend = Pid::from_raw(server.backend_pid("pgnotify"));
-    kill(backend, Signal::SIGSTOP).unwrap();
+    let paused = Paused::backend_of(&server);
     enter(&term, "notify Orders maybe");
     enter(&term, "quit");
     let status = term.exit_status();
-    kill(backend, Signal::SIGCONT).unwrap();
+    drop(paused);
     assert_eq!(status, 0, "{}", term.report());
     term.wait_for_text("leaving with 1 command(s) unanswered: a notify among them may or may");
 }
