@@ -261,7 +261,7 @@ impl Control {
         };
         let reply = match answer {
             Err(e) => Err(describe_pg_error(&e)),
-            Ok(_) => Ok(apply(&mut state.channels, &request.ask)),
+            Ok(_) => Ok(apply(&mut state.channels, &request.ask) + &hint(&request.ask)),
         };
         if let Some(sender) = request.reply {
             let _ = sender.send(reply);
@@ -292,7 +292,7 @@ fn apply(channels: &mut Vec<String>, ask: &Ask) -> String {
                     channels.push(n.clone());
                 }
             }
-            format!("listening on {}{}", names_of(names), case_hint(names))
+            format!("listening on {}", names_of(names))
         }
         Ask::Unlisten(names) => {
             let (gone, never): (Vec<String>, Vec<String>) =
@@ -317,6 +317,14 @@ fn apply(channels: &mut Vec<String>, ask: &Ask) -> String {
     }
 }
 
+/// For names psql would fold: the reminder that `listen` gives too.
+fn hint(ask: &Ask) -> String {
+    match ask {
+        Ask::Listen(names) => case_hint(names),
+        _ => String::new(),
+    }
+}
+
 /// A change of channels made to the set alone, while no session listens.
 fn offline(channels: &mut Vec<String>, ask: &Ask, why: &str, ever: bool) -> Reply {
     match ask {
@@ -327,7 +335,7 @@ fn offline(channels: &mut Vec<String>, ask: &Ask, why: &str, ever: bool) -> Repl
                 true => "once reconnected",
                 false => "once connected",
             };
-            Ok(format!("{why}: {done} {when}"))
+            Ok(format!("{why}: {done} {when}{}", hint(ask)))
         }
     }
 }
