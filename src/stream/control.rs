@@ -139,7 +139,16 @@ impl Control {
     pub(crate) fn submit(&self, ask: Ask) -> Answering {
         {
             let mut state = self.state();
-            if let Some(reply) = nothing_to_do(&state.channels, &ask) {
+            if let Ask::Listen(names) | Ask::Unlisten(names) = &ask
+                && names.is_empty()
+            {
+                return Answering::Now(Err("no channel given".into()));
+            }
+            // Offline, the set is all there is to change; connected, the requests before this
+            // one may still change it, so the source judges it in turn (`send_next`).
+            if state.connected.is_none()
+                && let Some(reply) = nothing_to_do(&state.channels, &ask)
+            {
                 return Answering::Now(reply);
             }
             if state.connected.is_none() {
@@ -225,32 +234,40 @@ impl Control {
             return false;
         }
         let mut state = self.state();
-        let Some(request) = state.requests.pop_front() else {
-            self.pending.store(false, Ordering::Release);
-            return false;
-        };
         let sql = |verb: &str, channels: &[String]| -> String {
             channels
                 .iter()
                 .map(|c| format!("{verb} {};", quote_ident(c)))
                 .collect()
         };
-        match &request.ask {
-            Ask::Listen(channels) => listener.send_simple(sql("LISTEN", channels)),
-            Ask::Unlisten(channels) => listener.send_simple(sql("UNLISTEN", channels)),
-            Ask::UnlistenAll => {
-                let all = state.channels.clone();
-                listener.send_simple(sql("UNLISTEN", &all));
+        // Judged against the set as the requests before left it: answered in order, so an
+        // `unlisten x` typed right after `listen x` finds x there.
+        while let Some(request) = state.requests.pop_front() {
+            if let Some(reply) = nothing_to_do(&state.channels, &request.ask) {
+                if let Some(sender) = request.reply {
+                    let _ = sender.send(reply);
+                }
+                continue;
             }
-            Ask::Notify { channel, payload } => {
-                listener.send_notify(channel.clone(), payload.clone());
+            match &request.ask {
+                Ask::Listen(channels) => listener.send_simple(sql("LISTEN", channels)),
+                Ask::Unlisten(channels) => listener.send_simple(sql("UNLISTEN", channels)),
+                Ask::UnlistenAll => {
+                    let all = state.channels.clone();
+                    listener.send_simple(sql("UNLISTEN", &all));
+                }
+                Ask::Notify { channel, payload } => {
+                    listener.send_notify(channel.clone(), payload.clone());
+                }
             }
+            state.in_flight = Some(request);
+            if state.requests.is_empty() {
+                self.pending.store(false, Ordering::Release);
+            }
+            return true;
         }
-        state.in_flight = Some(request);
-        if state.requests.is_empty() {
-            self.pending.store(false, Ordering::Release);
-        }
-        true
+        self.pending.store(false, Ordering::Release);
+        false
     }
 
     /// The source: the answer to the request in flight.

@@ -600,6 +600,88 @@ fn a_server_restart_shows_a_reconnect_line_and_the_console_keeps_every_channel()
     assert_eq!(term.try_exit_status(), None, "{}", term.report());
 }
 
+#[test]
+fn hundreds_of_commands_and_restarts_leave_threads_and_descriptors_flat() {
+    let server = Server::start();
+    let term = console(&server, &["orders"], &[]);
+    let pid = term.pid();
+    let count = |dir: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{dir}"))
+            .map(|d| d.count())
+            .unwrap()
+    };
+    // Every thread the console has is running once it has answered one command.
+    enter(&term, "notify orders warm");
+    wait_event(&term, "orders", "warm");
+    let (threads, fds) = (count("task"), count("fd"));
+    for round in 0..3 {
+        // 100 commands in one paste: LISTEN, UNLISTEN, NOTIFY, channels.
+        let mut paste = String::from("\u{1b}[200~");
+        for i in 0..25 {
+            paste.push_str(&format!(
+                "listen c{i}\nnotify c{i} r{round}-{i}\nunlisten c{i}\nchannels\n"
+            ));
+        }
+        paste.push_str(&format!("notify orders done-{round}\u{1b}[201~"));
+        term.type_text(&paste);
+        term.keys(&["Enter"]);
+        // Its answer, far above by now (the events themselves may be summarised): all 101
+        // answered, the warm-up's and each round's last `sent to "orders"` among them.
+        term.wait_for(&format!("round {round} answered"), |_| {
+            term.history().matches("sent to \"orders\"").count() == round + 2
+        });
+        server.pg_ctl(&["restart", "-m", "fast"]);
+        term.wait_for(&format!("reconnect {}", round + 1), |_| {
+            term.history().matches("-- reconnected:").count() > round
+        });
+    }
+    // Every LISTEN was undone: only "orders" is listened on, on the server too.
+    let listings = |t: &Terminal| t.history().matches("\nlistening on:\n").count();
+    let before = listings(&term);
+    enter(&term, "channels");
+    term.wait_for("the last listing", |_| listings(&term) > before);
+    let history = term.history();
+    let last = history.rsplit("\nlistening on:\n").next().unwrap();
+    let listened = last.split("no longer listening on:").next().unwrap();
+    assert_eq!(
+        listened.split_whitespace().next(),
+        Some("\"orders\""),
+        "{listened}"
+    );
+    assert_eq!(listened.matches("events").count(), 1, "{listened}");
+    // Nothing arrives on c0 any more: its count stays at the three rounds'.
+    server.notify("c0", "not-listened");
+    enter(&term, "notify orders after-all");
+    term.wait_for("the last answer", |_| {
+        term.history().matches("sent to \"orders\"").count() == 5
+    });
+    let before = listings(&term);
+    enter(&term, "channels");
+    term.wait_for("the listing after", |_| listings(&term) > before);
+    let history = term.history();
+    let last = history.rsplit("\nlistening on:\n").next().unwrap();
+    let c0 = last.lines().find(|l| l.trim_start().starts_with("\"c0\""));
+    assert_eq!(
+        c0.map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")),
+        Some("\"c0\" 3 events".to_owned()),
+        "{last}"
+    );
+    assert_eq!(count("task"), threads, "threads{}", term.report());
+    assert!(
+        count("fd") <= fds,
+        "descriptors: {} then {}",
+        fds,
+        count("fd")
+    );
+    let hwm: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
+    assert!(hwm < 40 * 1024, "VmHWM {hwm} kB");
+}
+
 /// Whether the line of `payload`'s event carries colour escapes.
 fn coloured_event(term: &Terminal, payload: &str) -> bool {
     let screen = term.wait_for(&format!("the event {payload:?}"), |s| s.contains(payload));
