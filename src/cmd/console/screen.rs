@@ -406,6 +406,11 @@ impl Sink for Screen {
             true => line.yellow().to_string(),
             false => line,
         };
+        if gap.until.is_none() {
+            // The run is ending (the last gap, given up): from here the lines go straight to
+            // the terminal, or the editor's printer could be left holding this one at the exit.
+            self.state().direct = true;
+        }
         self.say(&line);
         Ok(())
     }
