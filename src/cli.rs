@@ -162,8 +162,10 @@ pub(crate) struct ListenArgs {
 
     /// For `watch-table` events that carry a key but no row: read the row as it is now, with
     /// your own privileges, and add it as "new" under "data" (null when the row is gone since).
-    /// Only tables watched on the event's channel are read.
-    #[arg(long, conflicts_with = "exec")]
+    /// Only tables watched on the event's channel are read, one query per table for all the
+    /// events that arrived together. With --exec, the row (JSON) is the command's stdin, and
+    /// PGNOTIFY_FETCHED=1 says so.
+    #[arg(long)]
     pub(crate) fetch: bool,
 
     #[command(flatten)]
@@ -476,8 +478,10 @@ pub(crate) struct PipeArgs {
 
     /// For `watch-table` events that carry a key but no row: read the row as it is now, with
     /// your own privileges, and add it as "new" under "data" (null when the row is gone since).
-    /// Only tables watched on the event's channel are read.
-    #[arg(long, conflicts_with = "exec")]
+    /// Only tables watched on the event's channel are read, one query per table for all the
+    /// events that arrived together. With --exec, the row (JSON) is the command's stdin, and
+    /// PGNOTIFY_FETCHED=1 says so.
+    #[arg(long)]
     pub(crate) fetch: bool,
 
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines

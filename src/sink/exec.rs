@@ -3,7 +3,8 @@
 //! The command runs through `/bin/sh -c`, so it is found on PATH and may have arguments and
 //! redirections; the notification never enters the command line (no quoting, no injection):
 //! the payload arrives on the command's stdin and in `PGNOTIFY_PAYLOAD`, with
-//! `PGNOTIFY_CHANNEL` and `PGNOTIFY_PID`. When notifications may have been lost, the command
+//! `PGNOTIFY_CHANNEL` and `PGNOTIFY_PID`; with `--fetch`, a row read for an event is the
+//! stdin instead, and `PGNOTIFY_FETCHED=1`. When notifications may have been lost, the command
 //! runs once with `PGNOTIFY_GAP` set to `reconnect` or `overflow` and the gap record on stdin
 //! (unless `--no-gap-records`). `--jobs N` runs up to N at once (default 1: one after the
 //! other, in arrival order). Every child is waited for; a command that fails is reported on
@@ -83,7 +84,16 @@ fn work(command: &str, jobs: &Mutex<Receiver<Job>>) {
                     "a notification on {:?} from server process {}",
                     n.channel, n.pid
                 );
-                execute(cmd, n.payload.as_bytes(), &what);
+                match &n.fetched {
+                    // --fetch read the row: it is the input, one JSON line (null: gone).
+                    Some(row) => {
+                        cmd.env("PGNOTIFY_FETCHED", "1");
+                        let mut input = serde_json::to_vec(row).unwrap_or_default();
+                        input.push(b'\n');
+                        execute(cmd, &input, &what);
+                    }
+                    None => execute(cmd, n.payload.as_bytes(), &what),
+                }
             }
             Ok(Job::Gap(kind, record)) => {
                 let mut cmd = shell(command);
@@ -103,6 +113,7 @@ fn shell(command: &str) -> Command {
         "PGNOTIFY_PID",
         "PGNOTIFY_PAYLOAD",
         "PGNOTIFY_GAP",
+        "PGNOTIFY_FETCHED",
     ] {
         cmd.env_remove(name);
     }

@@ -1,8 +1,13 @@
 //! `--fetch`: for a `watch-table` event that carries a key but no row, read the row as it is
 //! now, with the receiver's own privileges, on a second connection of its own.
 //!
+//! Batched: for the events of one batch (what one read of the source brought, up to 1024), one
+//! query per table reads every row at once: the keys go as one array parameter, numbered, and
+//! each row comes back with its number, so rows are matched to events whatever order the
+//! server returns them in. Events are still written in the order received.
+//!
 //! Owns: which events are fetched, the per-table prepared statements, and what a failure does
-//! (a stderr line, the event written without `new`; never the end of the run).
+//! (a stderr line, the events written without `new`; never the end of the run).
 //!
 //! Anyone who can connect can send a forged event on any channel (NOTIFY needs no privilege),
 //! and an event names the table to read. So a row is only fetched from a table that pgnotify
@@ -27,9 +32,13 @@ const RECHECK: Duration = Duration::from_secs(10);
 /// How long to wait after a failed connect before trying again.
 const RECONNECT: Duration = Duration::from_secs(1);
 
+/// A (channel, schema, table): a watch as `--fetch` knows it.
+type TableOf = (String, String, String);
+
 /// What is known about one (channel, schema, table).
 enum Entry {
-    /// Watched on this channel: the statement reading a row by that watch's key.
+    /// Watched on this channel: the statement reading the rows of many keys by that watch's
+    /// key.
     Ready {
         statement: Statement,
         key: Vec<String>,
@@ -47,7 +56,7 @@ pub(super) struct Fetcher {
     connected_to: Option<Target>,
     client: Option<Client>,
     next_connect: Instant,
-    tables: HashMap<(String, String, String), Entry>,
+    tables: HashMap<TableOf, Entry>,
     /// Messages already shown, so a stream of events gives one line per problem.
     said: HashSet<String>,
 }
@@ -56,7 +65,27 @@ pub(super) struct Fetcher {
 struct Wanted {
     schema: String,
     table: String,
-    key: serde_json::Map<String, Value>,
+    /// The key's column names.
+    columns: Vec<String>,
+    /// The key, as the event wrote it (JSON): sent to the server as it is.
+    key: String,
+}
+
+/// The parts of a `watch-table` event that `--fetch` reads; the rest is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    schema: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    table: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    key: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    truncated: Option<Value>,
+    #[serde(default)]
+    new: Option<serde::de::IgnoredAny>,
 }
 
 impl Fetcher {
@@ -72,15 +101,36 @@ impl Fetcher {
         }
     }
 
-    /// Sets `n.fetched` when `n` is an event whose row can and may be read.
-    pub(super) fn fetch(&mut self, n: &mut Notification) {
-        let Some(wanted) = wanted(&n.payload) else {
-            return;
-        };
-        match self.read(&n.channel, wanted) {
-            Ok(Some(row)) => n.fetched = Some(row),
-            Ok(None) => {}
-            Err(message) => self.say(message),
+    /// Sets `fetched` on every event of `batch` whose row can and may be read: one query per
+    /// (channel, table) for the whole batch.
+    pub(super) fn fetch_batch(&mut self, batch: &mut [Notification]) {
+        // The events of each (channel, schema, table), in the order received.
+        let mut groups: Vec<(TableOf, Vec<(usize, Wanted)>)> = Vec::new();
+        for (i, n) in batch.iter().enumerate() {
+            let Some(wanted) = wanted(&n.payload) else {
+                continue;
+            };
+            let id = (
+                n.channel.clone(),
+                wanted.schema.clone(),
+                wanted.table.clone(),
+            );
+            match groups.iter_mut().find(|(g, _)| *g == id) {
+                Some((_, events)) => events.push((i, wanted)),
+                None => groups.push((id, vec![(i, wanted)])),
+            }
+        }
+        for ((channel, _, _), events) in groups {
+            let (at, keys): (Vec<usize>, Vec<Wanted>) = events.into_iter().unzip();
+            match self.read(&channel, keys) {
+                Ok(Some(rows)) => {
+                    for (i, row) in at.into_iter().zip(rows) {
+                        batch[i].fetched = row;
+                    }
+                }
+                Ok(None) => {}
+                Err(message) => self.say(message),
+            }
         }
     }
 
@@ -90,10 +140,19 @@ impl Fetcher {
         }
     }
 
-    /// The row (`Null` when there is none), None when the event is not fetched here, or the
-    /// problem to report.
-    fn read(&mut self, channel: &str, wanted: Wanted) -> Result<Option<Value>, String> {
-        let name = display_name(&wanted.schema, &wanted.table);
+    /// The rows of the events of one table, in their order (`Some(Null)` for a row that is
+    /// gone, `None` for an event whose key is not the watch's), None when nothing is fetched
+    /// here now, or the problem to report.
+    fn read(
+        &mut self,
+        channel: &str,
+        wanted: Vec<Wanted>,
+    ) -> Result<Option<Vec<Option<Value>>>, String> {
+        let Some(first) = wanted.first() else {
+            return Ok(Some(Vec::new()));
+        };
+        let (schema, table) = (first.schema.clone(), first.table.clone());
+        let name = display_name(&schema, &table);
         // Compared in place: this runs for every event, a clone only when connecting.
         let moved = {
             let on = self
@@ -135,18 +194,14 @@ impl Fetcher {
         let Some(client) = self.client.as_mut() else {
             return Ok(None);
         };
-        let id = (
-            channel.to_owned(),
-            wanted.schema.clone(),
-            wanted.table.clone(),
-        );
+        let id = (channel.to_owned(), schema.clone(), table.clone());
         let stale = match self.tables.get(&id) {
             None => true,
             Some(Entry::Refused(at)) => at.elapsed() > RECHECK,
             Some(Entry::Ready { .. }) => false,
         };
         if stale {
-            let entry = prepare(client, channel, &wanted)
+            let entry = prepare(client, channel, &schema, &table)
                 .map_err(|e| format!("--fetch cannot read rows of {name}: {e}"))?;
             self.tables.insert(id.clone(), entry);
         }
@@ -157,82 +212,114 @@ impl Fetcher {
                 escape_controls(&quote_ident(channel))
             ));
         };
-        if key.len() != wanted.key.len() || !key.iter().all(|k| wanted.key.contains_key(k)) {
-            return Err(format!(
-                "--fetch skipped an event for {name} whose key is not the watch's key ({})",
-                key.join(", ")
+        // Only events with exactly the watch's key are read; the others are said once.
+        let mut keys: Vec<String> = Vec::with_capacity(wanted.len());
+        let mut asked: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
+        let mut odd = false;
+        for w in wanted {
+            if w.columns.len() == key.len() && key.iter().all(|k| w.columns.contains(k)) {
+                asked.push(Some(keys.len()));
+                keys.push(w.key);
+            } else {
+                asked.push(None);
+                odd = true;
+            }
+        }
+        let key_names = key.join(", ");
+        let mut rows: Vec<Value> = vec![Value::Null; keys.len()];
+        if !keys.is_empty() {
+            match client.query(statement, &[&keys]) {
+                Ok(found) => {
+                    for row in found {
+                        let number: i64 = row.get(0);
+                        let text: String = row.get(1);
+                        let slot = usize::try_from(number - 1)
+                            .ok()
+                            .and_then(|i| rows.get_mut(i));
+                        if let Some(slot) = slot {
+                            *slot = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        }
+                    }
+                }
+                Err(e) => {
+                    if e.as_db_error().is_none() {
+                        self.client = None;
+                    } else {
+                        // Prepared again next time: the table may have changed (a dropped or
+                        // renamed column invalidates the statement).
+                        self.tables.remove(&id);
+                    }
+                    return Err(format!(
+                        "--fetch could not read rows of {name}: {}",
+                        describe_pg_error(&e)
+                    ));
+                }
+            }
+        }
+        if odd {
+            self.say(format!(
+                "--fetch skipped an event for {name} whose key is not the watch's key \
+                 ({key_names})"
             ));
         }
-        let key_json = Value::Object(wanted.key).to_string();
-        match client.query_opt(statement, &[&key_json]) {
-            Ok(Some(row)) => {
-                let text: String = row.get(0);
-                Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null)))
-            }
-            Ok(None) => Ok(Some(Value::Null)),
-            Err(e) => {
-                if e.as_db_error().is_none() {
-                    self.client = None;
-                }
-                Err(format!(
-                    "--fetch could not read a row of {name}: {}",
-                    describe_pg_error(&e)
-                ))
-            }
-        }
+        Ok(Some(
+            asked
+                .into_iter()
+                .map(|slot| slot.map(|i| std::mem::take(&mut rows[i])))
+                .collect(),
+        ))
     }
 }
 
-/// The event in a payload, if it is a row event with a key and without the row.
+/// The event in a payload, if it is a row event with a key and without the row. Only what is
+/// needed is parsed: this runs for every event of a `--fetch` stream.
 fn wanted(payload: &str) -> Option<Wanted> {
     if !payload.starts_with('{') {
         return None;
     }
-    let Value::Object(mut event) = serde_json::from_str(payload).ok()? else {
-        return None;
-    };
-    let op = event.get("op")?.as_str()?;
-    if !matches!(op, "INSERT" | "UPDATE" | "DELETE") {
+    let event: Event<'_> = serde_json::from_str(payload).ok()?;
+    if !matches!(event.op.as_ref(), "INSERT" | "UPDATE" | "DELETE") {
         return None;
     }
-    let truncated = event.get("truncated") == Some(&Value::Bool(true));
-    if event.contains_key("new") && !truncated {
+    let truncated = event.truncated == Some(Value::Bool(true));
+    if event.new.is_some() && !truncated {
         return None;
     }
-    let schema = event.get("schema")?.as_str()?.to_owned();
-    let table = event.get("table")?.as_str()?.to_owned();
-    let Value::Object(key) = event.remove("key")? else {
-        return None;
-    };
-    if key.is_empty() {
+    let key = event.key?.get();
+    let columns: std::collections::BTreeMap<std::borrow::Cow<'_, str>, serde::de::IgnoredAny> =
+        serde_json::from_str(key).ok()?;
+    if columns.is_empty() {
         return None;
     }
-    Some(Wanted { schema, table, key })
+    Some(Wanted {
+        schema: event.schema.into_owned(),
+        table: event.table.into_owned(),
+        columns: columns.into_keys().map(|c| c.into_owned()).collect(),
+        key: key.to_owned(),
+    })
 }
 
-/// Checks that the table is watched on `channel` and prepares the statement that reads a row
-/// by that watch's key: `json_populate_record` turns the key's JSON into the columns' types.
-fn prepare(client: &mut Client, channel: &str, wanted: &Wanted) -> Result<Entry, String> {
-    let watch =
-        watch::watch_of(client, &wanted.schema, &wanted.table).map_err(|e| format!("{e:#}"))?;
+/// Checks that the table is watched on `channel` and prepares the statement that reads the
+/// rows of many keys by that watch's key: `$1` is an array of the keys' JSON, numbered by
+/// `WITH ORDINALITY`; `json_populate_record` turns each into the columns' types, and each row
+/// found comes back with its key's number.
+fn prepare(client: &mut Client, channel: &str, schema: &str, table: &str) -> Result<Entry, String> {
+    let watch = watch::watch_of(client, schema, table).map_err(|e| format!("{e:#}"))?;
     let Some(marker) = watch.filter(|m| m.channel == channel && !m.key.is_empty()) else {
         return Ok(Entry::Refused(Instant::now()));
     };
-    let table = format!(
-        "{}.{}",
-        quote_ident(&wanted.schema),
-        quote_ident(&wanted.table)
-    );
+    let table = format!("{}.{}", quote_ident(schema), quote_ident(table));
     let matches: Vec<String> = marker
         .key
         .iter()
         .map(|c| format!("t.{0} = k.{0}", quote_ident(c)))
         .collect();
     let sql = format!(
-        "SELECT pg_catalog.to_json(t)::pg_catalog.text \
-           FROM {table} AS t, \
-                pg_catalog.json_populate_record(NULL::{table}, $1::pg_catalog.text::pg_catalog.json) AS k \
-          WHERE {}",
+        "SELECT u.n, pg_catalog.to_json(t)::pg_catalog.text \
+           FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(j, n) \
+                CROSS JOIN LATERAL \
+                pg_catalog.json_populate_record(NULL::{table}, u.j::pg_catalog.json) AS k \
+                JOIN {table} AS t ON {}",
         matches.join(" AND ")
     );
     let statement = client.prepare(&sql).map_err(|e| describe_pg_error(&e))?;
@@ -250,7 +337,8 @@ mod tests {
     fn only_row_events_without_the_row_are_fetched() {
         let w = wanted(r#"{"op":"UPDATE","schema":"s","table":"t","key":{"id":1}}"#).unwrap();
         assert_eq!((w.schema.as_str(), w.table.as_str()), ("s", "t"));
-        assert_eq!(w.key.get("id"), Some(&Value::from(1)));
+        assert_eq!(w.columns, ["id"]);
+        assert_eq!(w.key, r#"{"id":1}"#);
         let truncated =
             r#"{"op":"INSERT","schema":"s","table":"t","key":{"id":1},"truncated":true}"#;
         assert!(wanted(truncated).is_some());

@@ -101,12 +101,10 @@ fn drain(
     Ok(())
 }
 
-/// `--fetch`: adds the rows to a batch before it is written.
+/// `--fetch`: adds the rows to a batch before it is written (one query per table).
 fn fetch(fetcher: &mut Option<&mut Fetcher>, batch: &mut [Notification]) {
     if let Some(fetcher) = fetcher {
-        for n in batch {
-            fetcher.fetch(n);
-        }
+        fetcher.fetch_batch(batch);
     }
 }
 

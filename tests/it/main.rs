@@ -13,6 +13,7 @@ mod exec;
 mod failover;
 mod failover_edges;
 mod faults;
+mod fetch;
 mod harness;
 mod layout;
 mod listen;
