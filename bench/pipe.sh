@@ -1,78 +1,223 @@
 #!/usr/bin/env bash
-# Benchmark: `pgnotify pipe` draining a burst of notifications committed in one transaction,
-# into a pipe and into /dev/null, next to a minimal client on the same `postgres` crate that
-# only reads and writes the same NDJSON (examples/bench_peer.rs); peak memory, also with a
-# reader that stalls; and latency at a steady rate. One throwaway server for all of it.
+# Benchmark: `pgnotify pipe` next to its peers, in one run: a minimal C libpq listener writing
+# the same NDJSON (bench/peer.c, built here with cc and libpq-dev), a minimal client on the same
+# `postgres` crate doing the same (examples/bench_peer.rs), and pg_listen when PG_LISTEN_BIN
+# names its binary. Measured: draining a burst committed in one transaction, into a pipe and
+# into /dev/null (paired rounds); peak memory, also with a reader that stalls; latency at a
+# steady rate; start-up. Then pgnotify's figures over C's, as ratios. One throwaway server.
 #   bash bench/pipe.sh [BURST] [RATE]      (defaults 200000 and 2000/s)
+#   PG_LISTEN_BIN=/path/to/pg_listen bash bench/pipe.sh
+# pg_listen writes the bare payload on a line-buffered stdout (one write per line), never
+# exits, and says "Listening on channel" before its LISTEN is sent: its payloads get a newline,
+# its drain ends when it has written every byte (/proc/PID/io), it counts as listening once
+# pg_stat_activity shows its LISTEN answered, and its start-up is only a lower bound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 burst=${1:-200000}
 rate=${2:-2000}
+rounds=3
+pg_listen=${PG_LISTEN_BIN:-}
+if [ -n "$pg_listen" ] && [ ! -x "$pg_listen" ]; then
+  echo "PG_LISTEN_BIN=$pg_listen is not an executable" >&2
+  exit 1
+fi
 cargo build --release -q --example bench_peer
 peer=$PWD/target/release/examples/bench_peer
+cpeer=$PWD/target/bench/peer
+mkdir -p "$(dirname "$cpeer")"
+cc -O2 -I"$(pg_config --includedir)" -o "$cpeer" bench/peer.c -L"$(pg_config --libdir)" -lpq
 . bench/server.sh
 conninfo="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
+pgl_conninfo="$conninfo application_name=bench_pg_listen"
+results=$work/results # "KEY MEASURE VALUE" lines, summed up at the end
+record() { echo "$1 $2 $3" >> "$results"; }
 
+# pg_listen is listening once its session has answered a LISTEN and waits (no earlier sign).
+pgl_sessions() {
+  "$psql" -XAtc "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'bench_pg_listen' ${1:+AND state = 'idle' AND query ILIKE 'LISTEN %'}"
+}
+pgl_wait_listening() { until [ "$(pgl_sessions idle)" -ge 1 ]; do sleep 0.01; done; }
+pgl_wait_gone() { until [ "$(pgl_sessions)" -eq 0 ]; do sleep 0.01; done; }
+# Bytes pg_listen writes for the burst: each payload and its newline.
+pgl_bytes=$("$psql" -XAtc "SELECT sum(length(i::text) + 1) FROM generate_series(1, $burst) i")
+# pgl_until_written PID BYTES FLAG: creates FLAG once it knows where PID stands, and returns
+# once PID has written BYTES more.
+pgl_until_written() {
+  python3 -c '
+import sys, time
+path, more, flag = "/proc/%s/io" % sys.argv[1], int(sys.argv[2]), sys.argv[3]
+wchar = lambda: int(next(l for l in open(path) if l.startswith("wchar:")).split()[1])
+target = wchar() + more
+open(flag, "w").close()
+while wchar() < target:
+    time.sleep(0.001)
+' "$@"
+}
 
-# run NAME SINK COMMAND...: start the consumer (under GNU time), wait until it listens, freeze
-# it (SIGSTOP) while the burst commits, so that the server holds all of it, then let it go and
-# time the drain alone; prints the rate and peak memory.
+# run NAME KEY SINK COMMAND...: start the consumer (under GNU time; its PID written by the shell
+# that then becomes it), wait until it listens, freeze it (SIGSTOP) while the burst commits, so
+# that the server holds all of it, then let it go and time the drain alone; prints the rate and
+# peak memory, and records them under KEY.
 run() {
-  local name=$1 sink=$2; shift 2
-  rm -f "$work/ready" "$work/rss"
+  local name=$1 key=$2 sink=$3; shift 3
+  rm -f "$work/ready" "$work/rss" "$work/pid" "$work/lines"
+  local launch=(/usr/bin/time -f %M -o "$work/rss" sh -c 'echo $$ > "$0"; exec "$@"' "$work/pid")
+  local payload="i::text"
+  if [ "$key" = pg_listen ]; then
+    payload="i::text || E'\\n'"
+    pgl_wait_gone
+  fi
   case $sink in
-    pipe) bash -c '"$@" 2> >(tee "'"$work"'/ready" >&2) | wc -l > "'"$work"'/lines"' _ /usr/bin/time -f %M -o "$work/rss" "$@" & ;;
-    null) /usr/bin/time -f %M -o "$work/rss" "$@" > /dev/null 2> "$work/ready" & ;;
-    stall) bash -c '"$@" 2> "'"$work"'/ready" | (sleep 3; cat > /dev/null)' _ /usr/bin/time -f %M -o "$work/rss" "$@" & ;;
+    pipe) bash -c '"$@" 2> >(tee "'"$work"'/ready" >&2) | wc -l > "'"$work"'/lines"' _ "${launch[@]}" "$@" & ;;
+    null) "${launch[@]}" "$@" > /dev/null 2> "$work/ready" & ;;
+    stall) bash -c '"$@" 2> "'"$work"'/ready" | (sleep 3; cat > /dev/null)' _ "${launch[@]}" "$@" & ;;
   esac
   local pid=$!
-  until grep -qE 'listening on|ready' "$work/ready" 2>/dev/null; do sleep 0.01; done
-  local consumer; consumer=$(pgrep -n -f "^$1 ")
+  until grep -qE 'listening on|ready|Listening on channel' "$work/ready" 2>/dev/null; do sleep 0.01; done
+  [ "$key" = pg_listen ] && pgl_wait_listening
+  local consumer; consumer=$(cat "$work/pid")
   kill -STOP "$consumer"
-  "$psql" -XAtq -o /dev/null -c "SELECT count(pg_notify('bench', i::text)) FROM generate_series(1, $burst) i"
-  local t0; t0=$(now)
-  kill -CONT "$consumer"
-  wait "$pid" || true
-  local t1; t1=$(now)
+  "$psql" -XAtq -o /dev/null -c "SELECT count(pg_notify('bench', $payload)) FROM generate_series(1, $burst) i"
+  local t0 t1 written
+  if [ "$key" = pg_listen ]; then
+    rm -f "$work/watching"
+    pgl_until_written "$consumer" "$pgl_bytes" "$work/watching" &
+    written=$!
+    until [ -e "$work/watching" ]; do sleep 0.01; done
+    t0=$(now)
+    kill -CONT "$consumer"
+    wait "$written"
+    t1=$(now)
+    kill -TERM "$consumer"
+    wait "$pid" || true
+  else
+    t0=$(now)
+    kill -CONT "$consumer"
+    wait "$pid" || true
+    t1=$(now)
+  fi
   until [ -s "$work/rss" ]; do sleep 0.01; done
+  local kib; kib=$(tail -1 "$work/rss")
+  record "$key" "rss_$sink" "$kib"
   if [ "$sink" = stall ]; then
-    awk -v name="$name" -v kib="$(tail -1 "$work/rss")" 'BEGIN { printf "  %-44s peak RSS %5.1f MiB\n", name, kib / 1024 }'
+    awk -v name="$name" -v kib="$kib" 'BEGIN { printf "  %-44s peak RSS %5.1f MiB\n", name, kib / 1024 }'
     return
   fi
-  awk -v n="$burst" -v ns=$((t1 - t0)) -v name="$name" -v kib="$(tail -1 "$work/rss")" \
-    'BEGIN { printf "  %-44s %9.0f/s  (%.3f s)  peak RSS %5.1f MiB\n", name, n / (ns / 1e9), ns / 1e9, kib / 1024 }'
+  local note=""
+  if [ "$sink" = pipe ] && [ "$(cat "$work/lines")" != "$burst" ]; then note="  ($(cat "$work/lines") lines!)"; fi
+  record "$key" "rate_$sink" "$(awk -v n="$burst" -v ns=$((t1 - t0)) 'BEGIN { print n / (ns / 1e9) }')"
+  awk -v n="$burst" -v ns=$((t1 - t0)) -v name="$name" -v kib="$kib" -v note="$note" \
+    'BEGIN { printf "  %-44s %9.0f/s  (%.3f s)  peak RSS %5.1f MiB%s\n", name, n / (ns / 1e9), ns / 1e9, kib / 1024, note }'
 }
 
 echo "burst: $burst notifications committed in one transaction, unix socket, PostgreSQL $("$psql" -XAtc 'SHOW server_version')"
-for round in 1 2; do
+[ -n "$pg_listen" ] || echo "  (pg_listen left out: set PG_LISTEN_BIN to its binary to include it)"
+for round in $(seq "$rounds"); do
   echo " round $round"
-  run "pgnotify pipe | wc -l" pipe "$pgnotify" -v pipe bench --count "$burst"
-  run "minimal same-crate client | wc -l" pipe "$peer" listen "$conninfo" bench "$burst"
-  run "pgnotify pipe > /dev/null" null "$pgnotify" -v pipe bench --count "$burst"
-  run "minimal same-crate client > /dev/null" null "$peer" listen "$conninfo" bench "$burst"
+  run "pgnotify pipe | wc -l" pgnotify pipe "$pgnotify" -v pipe bench --count "$burst"
+  run "minimal C libpq client | wc -l" c pipe "$cpeer" "$conninfo" bench "$burst"
+  run "minimal same-crate client | wc -l" crate pipe "$peer" listen "$conninfo" bench "$burst"
+  [ -z "$pg_listen" ] || run "pg_listen (payload lines) | wc -l" pg_listen pipe "$pg_listen" "$pgl_conninfo" bench
+  run "pgnotify pipe > /dev/null" pgnotify null "$pgnotify" -v pipe bench --count "$burst"
+  run "minimal C libpq client > /dev/null" c null "$cpeer" "$conninfo" bench "$burst"
+  run "minimal same-crate client > /dev/null" crate null "$peer" listen "$conninfo" bench "$burst"
+  [ -z "$pg_listen" ] || run "pg_listen (payload lines) > /dev/null" pg_listen null "$pg_listen" "$pgl_conninfo" bench
 done
-echo " memory when the reader stalls for 3 s (pgnotify drops past its 4 MiB buffer):"
-run "pgnotify pipe | (sleep 3; cat)" stall "$pgnotify" -v pipe bench --count "$burst" --timeout 10s
+echo " memory when the reader stalls for 3 s (pgnotify drops past its 4 MiB buffer; the others stop reading):"
+run "pgnotify pipe | (sleep 3; cat)" pgnotify stall "$pgnotify" -v pipe bench --count "$burst" --timeout 10s
+run "minimal C libpq client | (sleep 3; cat)" c stall "$cpeer" "$conninfo" bench "$burst"
+[ -z "$pg_listen" ] || run "pg_listen | (sleep 3; cat)" pg_listen stall "$pg_listen" "$pgl_conninfo" bench
 
-echo "latency at $rate/s for 5 s, both consumers on the same stream at the same time:"
+echo "latency at $rate/s for 5 s, all consumers on the same stream at the same time:"
 echo "  send time (in the payload) to the line read by the consumer"
+# consume NAME KEY [raw]: reads NDJSON (or, raw, bare payloads); its line of percentiles is
+# written to lat.KEY, printed once all are done (in a fixed order).
 consume() {
   python3 -c '
 import json, sys, time
+name, key, raw, results = sys.argv[1], sys.argv[2], sys.argv[3] == "raw", sys.argv[4]
 lat = []
 for line in sys.stdin:
     now = time.time_ns()
-    lat.append((now - int(json.loads(line)["payload"])) / 1e6)
+    lat.append((now - int(line if raw else json.loads(line)["payload"])) / 1e6)
 lat.sort()
 pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
-print(f"  %-44s p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d notifications)" % (sys.argv[1], pick(0.50), pick(0.90), pick(0.99), len(lat)))
-' "$1"
+with open(results + "." + key, "w") as out:
+    print("  %-44s p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d notifications)" % (name, pick(0.50), pick(0.90), pick(0.99), len(lat)), file=out)
+with open(results, "a") as out:
+    for q in (50, 90, 99):
+        print(key, "lat_p%d" % q, pick(q / 100), file=out)
+' "$1" "$2" "${3:-json}" "$results"
 }
-rm -f "$work/ready1" "$work/ready2"
-"$pgnotify" -v pipe lat --count $((rate * 5)) 2> "$work/ready1" | consume "pgnotify pipe" &
-ours=$!
-"$peer" listen "$conninfo" lat $((rate * 5)) 2> "$work/ready2" | consume "minimal same-crate client" &
-theirs=$!
-until grep -q 'listening on' "$work/ready1" 2>/dev/null && grep -q ready "$work/ready2" 2>/dev/null; do sleep 0.01; done
-"$peer" send "$conninfo" lat "$rate" 5
-wait "$ours" "$theirs"
+n=$((rate * 5))
+rm -f "$work"/ready.*
+"$pgnotify" -v pipe lat --count "$n" 2> "$work/ready.pgnotify" | consume "pgnotify pipe" pgnotify &
+waits=($!)
+"$cpeer" "$conninfo" lat "$n" 2> "$work/ready.c" | consume "minimal C libpq client" c &
+waits+=($!)
+"$peer" listen "$conninfo" lat "$n" 2> "$work/ready.crate" | consume "minimal same-crate client" crate &
+waits+=($!)
+suffix=""
+if [ -n "$pg_listen" ]; then
+  suffix=$'\n'
+  pgl_wait_gone
+  sh -c 'echo $$ > "$0"; exec "$@"' "$work/pid.pg_listen" "$pg_listen" "$pgl_conninfo" lat 2> "$work/ready.pg_listen" |
+    consume "pg_listen" pg_listen raw &
+  pgl_consumer=$!
+fi
+until grep -q 'listening on' "$work/ready.pgnotify" 2>/dev/null && grep -q ready "$work/ready.c" 2>/dev/null &&
+  grep -q ready "$work/ready.crate" 2>/dev/null; do sleep 0.01; done
+[ -z "$pg_listen" ] || pgl_wait_listening
+"$peer" send "$conninfo" lat "$rate" 5 "$suffix"
+wait "${waits[@]}"
+if [ -n "$pg_listen" ]; then
+  sleep 0.5 # it has nothing to say it is done: give its last lines time, then stop it
+  kill -TERM "$(cat "$work/pid.pg_listen")"
+  wait "$pgl_consumer" || true
+fi
+cat "$results".{pgnotify,c,crate} ${pg_listen:+"$results.pg_listen"}
+
+runs=30
+echo "start-up: median of $runs runs, from exec to the line that says LISTEN was answered"
+median() { sort -n | awk '{ t[NR] = $1 } END { print t[int((NR + 1) / 2)] }'; }
+startup() {
+  local name=$1 key=$2 marker=$3; shift 3
+  local ns; ns=$(time_to_line "$runs" "$marker" stderr "$@" | median)
+  record "$key" startup "$ns"
+  awk -v name="$name" -v ns="$ns" 'BEGIN { printf "  %-44s %6.1f ms\n", name, ns / 1e6 }'
+}
+startup "pgnotify -v pipe" pgnotify 'listening on' "$pgnotify" -v pipe ready
+startup "minimal C libpq client" c ready "$cpeer" "$conninfo" ready
+startup "minimal same-crate client" crate ready "$peer" listen "$conninfo" ready 1
+[ -z "$pg_listen" ] || startup "pg_listen (before its LISTEN: lower bound)" pg_listen 'Listening on channel' \
+  "$pg_listen" "$conninfo" ready
+
+# The summary: medians over the rounds; ratios pgnotify / C (and / pg_listen when present).
+echo "pgnotify next to the C libpq client (drain and RSS: median of $rounds rounds; ratio pgnotify / C${pg_listen:+, and / pg_listen}):"
+awk -v with_pgl="${pg_listen:+1}" '
+  { v[$1, $2, ++k[$1, $2]] = $3 }
+  function med(key, m,   n, i, j, t, a) {
+    n = k[key, m]; if (!n) return ""
+    for (i = 1; i <= n; i++) a[i] = v[key, m, i]
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return a[int((n + 1) / 2)]
+  }
+  function line(label, m, scale, unit, fmt,   p, c, g, out) {
+    p = med("pgnotify", m); c = med("c", m); g = med("pg_listen", m)
+    if (p == "" || c == "") return
+    out = sprintf("  %-30s pgnotify " fmt " %s  C " fmt " %s  %5.2fx", label, p * scale, unit, c * scale, unit, p / c)
+    if (with_pgl && g != "") out = out sprintf("   pg_listen " fmt " %s  %5.2fx", g * scale, unit, p / g)
+    print out
+  }
+  END {
+    line("drain rate | wc -l", "rate_pipe", 1e-6, "M/s", "%6.3f")
+    line("drain rate > /dev/null", "rate_null", 1e-6, "M/s", "%6.3f")
+    line("peak RSS, burst | wc -l", "rss_pipe", 1 / 1024, "MiB", "%6.1f")
+    line("peak RSS, burst > /dev/null", "rss_null", 1 / 1024, "MiB", "%6.1f")
+    line("peak RSS, stalled reader", "rss_stall", 1 / 1024, "MiB", "%6.1f")
+    line("latency p50", "lat_p50", 1, "ms", "%6.3f")
+    line("latency p90", "lat_p90", 1, "ms", "%6.3f")
+    line("latency p99", "lat_p99", 1, "ms", "%6.3f")
+    line("start-up", "startup", 1e-6, "ms", "%6.1f")
+  }' "$results"

@@ -2,8 +2,9 @@
 //!
 //! - `listen CONNINFO CHANNEL COUNT`: the minimal listener: LISTEN, read, write the same NDJSON
 //!   (channel, payload, pid, received_at), flush when nothing more is pending, exit after COUNT.
-//! - `send CONNINFO CHANNEL RATE SECONDS`: one notification every 1/RATE s, each payload the
-//!   send time in Unix nanoseconds, for latency measurements.
+//! - `send CONNINFO CHANNEL RATE SECONDS [SUFFIX]`: one notification every 1/RATE s, each payload
+//!   the send time in Unix nanoseconds, then SUFFIX (for pg_listen, which writes payloads as they
+//!   are on a line-buffered stdout: a newline), for latency measurements.
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
@@ -23,10 +24,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("listen") => listen(&args[2], &args[3], args[4].parse()?),
-        Some("send") => send(&args[2], &args[3], args[4].parse()?, args[5].parse()?),
+        Some("send") => send(
+            &args[2],
+            &args[3],
+            args[4].parse()?,
+            args[5].parse()?,
+            args.get(6).map_or("", String::as_str),
+        ),
         _ => Err(
-            "usage: bench_peer listen CONNINFO CHANNEL COUNT | send CONNINFO CHANNEL RATE SECONDS"
-                .into(),
+            "usage: bench_peer listen CONNINFO CHANNEL COUNT | send CONNINFO CHANNEL RATE SECONDS [SUFFIX]".into(),
         ),
     }
 }
@@ -71,6 +77,7 @@ fn send(
     channel: &str,
     rate: u64,
     seconds: u64,
+    suffix: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut client = Client::connect(conninfo, NoTls)?;
     let statement = client.prepare("SELECT pg_notify($1, $2)")?;
@@ -81,10 +88,8 @@ fn send(
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)?
-            .as_nanos()
-            .to_string();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let now = format!("{now}{suffix}");
         client.execute(&statement, &[&channel, &now])?;
     }
     Ok(())
