@@ -103,6 +103,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color 
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l rows -d 'Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE). Every role that can connect can read them'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l row-triggers -d 'Install row triggers (one call of the trigger function per row) even where statement triggers with transition tables would do (the default on a plain table with a key: one call per statement, the same events)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l print-sql -d 'Print the SQL that would run (one transaction) and change nothing'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l drop -d 'Remove the trigger and function pgnotify installed on TABLE (nothing else)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l list -d 'List the watched tables (all, or only TABLE) with channel, events and mode: a table on a terminal, NDJSON elsewhere'

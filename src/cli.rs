@@ -423,12 +423,18 @@ pub(crate) struct WatchTableArgs {
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',', requires = "rows")]
     pub(crate) columns: Option<Vec<String>>,
 
+    /// Install row triggers (one call of the trigger function per row) even where statement
+    /// triggers with transition tables would do (the default on a plain table with a key: one
+    /// call per statement, the same events).
+    #[arg(long)]
+    pub(crate) row_triggers: bool,
+
     /// Print the SQL that would run (one transaction) and change nothing.
     #[arg(long, conflicts_with = "list")]
     pub(crate) print_sql: bool,
 
     /// Remove the trigger and function pgnotify installed on TABLE (nothing else).
-    #[arg(long, conflicts_with_all = ["channel", "rows", "columns", "list"])]
+    #[arg(long, conflicts_with_all = ["channel", "rows", "columns", "row_triggers", "list"])]
     pub(crate) drop: bool,
 
     /// List the watched tables (all, or only TABLE) with channel, events and mode: a table on a

@@ -305,6 +305,8 @@ pub(crate) enum WatchAction {
         events: Vec<Op>,
         rows: bool,
         columns: Option<Vec<String>>,
+        /// `--row-triggers`: row triggers even where statement triggers would do.
+        row_triggers: bool,
     },
     Drop,
     List {
@@ -333,6 +335,7 @@ pub(crate) fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {
             events: args.events.iter().map(|e| op(*e)).collect(),
             rows: args.rows,
             columns: args.columns.clone(),
+            row_triggers: args.row_triggers,
         }
     };
     WatchTableSettings {
