@@ -42,6 +42,7 @@ also_with_row_triggers!(
     a_bulk_of_oversized_rows_sends_each_as_its_key,
     ddl_after_the_install_leaves_bulk_writes_working,
     partitions_and_inheritance_get_row_triggers_and_say_why,
+    an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers,
 );
 
 /// Everything a watch could leave behind, as sorted text: triggers, functions outside the
@@ -1528,4 +1529,40 @@ fn partitions_and_inheritance_get_row_triggers_and_say_why() {
         .run()
         .success();
     assert_eq!(kinds(&server)[3], kind("plain", "row", false));
+}
+
+#[test]
+fn an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE u (id int PRIMARY KEY, v text); INSERT INTO u VALUES (1, 'a')")
+        .unwrap();
+    server.pgnotify().args(["watch-table", "u"]).run().success();
+    let mut pipe = pipe(&server, "u", 3, &[]);
+    db.batch_execute(
+        "INSERT INTO u VALUES (0, 'z'), (1, 'b'), (2, 'c')
+           ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+    )
+    .unwrap();
+    let got: Vec<(Value, Value)> = (0..3)
+        .map(|_| {
+            let e = event(&mut pipe);
+            (e["op"].clone(), e["key"]["id"].clone())
+        })
+        .collect();
+    let (insert, update) = (json!("INSERT"), json!("UPDATE"));
+    // Row triggers send in row order; statement triggers fire once per operation, UPDATE first.
+    let want = match row_triggers_forced() {
+        true => [
+            (insert.clone(), json!(0)),
+            (update, json!(1)),
+            (insert, json!(2)),
+        ],
+        false => [
+            (update, json!(1)),
+            (insert.clone(), json!(0)),
+            (insert, json!(2)),
+        ],
+    };
+    assert_eq!(got, want);
 }
