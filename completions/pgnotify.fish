@@ -95,6 +95,8 @@ update\t''
 delete\t''
 truncate\t''"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l columns -d 'With --rows: only these columns in the row images, comma-separated, exact names' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l triggers -d 'Row triggers (one call of the trigger function per row), or auto: statement triggers with transition tables where they send the same events (one call per statement, far cheaper for bulk statements, dearer for single-row ones)' -r -f -a "row\t'Row triggers: the function runs once per changed row'
+auto\t'Statement triggers with transition tables, where they send the same events (a plain table with a key; row triggers elsewhere): the function runs once per statement'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s p -l port -d 'Server port [default: 5432]' -r
@@ -103,7 +105,6 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color 
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l rows -d 'Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE). Every role that can connect can read them'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l row-triggers -d 'Install row triggers (one call of the trigger function per row) even where statement triggers with transition tables would do (the default on a plain table with a key: one call per statement, the same events)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l print-sql -d 'Print the SQL that would run (one transaction) and change nothing'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l drop -d 'Remove the trigger and function pgnotify installed on TABLE (nothing else)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l list -d 'List the watched tables (all, or only TABLE) with channel, events and mode: a table on a terminal, NDJSON elsewhere'

@@ -274,6 +274,16 @@ pub(crate) enum OpArg {
     Truncate,
 }
 
+/// Which triggers `watch-table` installs for INSERT, UPDATE and DELETE (`--triggers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TriggersArg {
+    /// Row triggers: the function runs once per changed row.
+    Row,
+    /// Statement triggers with transition tables, where they send the same events (a plain
+    /// table with a key; row triggers elsewhere): the function runs once per statement.
+    Auto,
+}
+
 /// Output formats of `listen`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum FormatArg {
@@ -423,18 +433,18 @@ pub(crate) struct WatchTableArgs {
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',', requires = "rows")]
     pub(crate) columns: Option<Vec<String>>,
 
-    /// Install row triggers (one call of the trigger function per row) even where statement
-    /// triggers with transition tables would do (the default on a plain table with a key: one
-    /// call per statement, the same events).
-    #[arg(long)]
-    pub(crate) row_triggers: bool,
+    /// Row triggers (one call of the trigger function per row), or auto: statement triggers
+    /// with transition tables where they send the same events (one call per statement, far
+    /// cheaper for bulk statements, dearer for single-row ones).
+    #[arg(long, value_enum, value_name = "KIND", default_value = "row")]
+    pub(crate) triggers: TriggersArg,
 
     /// Print the SQL that would run (one transaction) and change nothing.
     #[arg(long, conflicts_with = "list")]
     pub(crate) print_sql: bool,
 
     /// Remove the trigger and function pgnotify installed on TABLE (nothing else).
-    #[arg(long, conflicts_with_all = ["channel", "rows", "columns", "row_triggers", "list"])]
+    #[arg(long, conflicts_with_all = ["channel", "rows", "columns", "list"])]
     pub(crate) drop: bool,
 
     /// List the watched tables (all, or only TABLE) with channel, events and mode: a table on a

@@ -39,7 +39,7 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                 events,
                 rows,
                 columns,
-                row_triggers,
+                statement_triggers,
             },
             Some(table),
         ) => {
@@ -68,10 +68,12 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                     table.display()
                 );
             }
-            // Statement triggers where they send the same events (`row_triggers_needed`).
-            let triggers = match row_triggers || table.row_triggers_needed(&key).is_some() {
-                true => Kind::Row,
-                false => Kind::Statement,
+            // With --triggers auto, statement triggers where they send the same events
+            // (`row_triggers_needed`). Not the default: a single-row statement costs more
+            // with them (README, "Row or statement triggers").
+            let triggers = match statement_triggers && table.row_triggers_needed(&key).is_none() {
+                true => Kind::Statement,
+                false => Kind::Row,
             };
             let marker = Marker {
                 version: 1,
@@ -82,7 +84,13 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                 key,
                 triggers,
             };
-            install(client, &table, &marker, settings.print_sql)
+            install(
+                client,
+                &table,
+                &marker,
+                statement_triggers,
+                settings.print_sql,
+            )
         }
         (_, None) => Err(UsageError("TABLE is required".into()).into()),
     }
@@ -92,15 +100,17 @@ fn install(
     client: &mut postgres::Client,
     table: &Table,
     marker: &Marker,
+    statement_triggers: bool,
     print_sql: bool,
 ) -> Result<Exit> {
     let installed = watch::installed(client, table)?;
     refuse_inherited(table, &installed)?;
     watch::check_names_free(client, table, &installed)?;
-    let triggers = match (marker.triggers, table.row_triggers_needed(&marker.key)) {
+    let needed = table.row_triggers_needed(&marker.key);
+    let triggers = match (marker.triggers, needed) {
         (Kind::Statement, _) => "statement triggers".to_owned(),
-        (Kind::Row, Some(why)) => format!("row triggers: {why}"),
-        (Kind::Row, None) => "row triggers".to_owned(),
+        (Kind::Row, Some(why)) if statement_triggers => format!("row triggers: {why}"),
+        (Kind::Row, _) => "row triggers".to_owned(),
     };
     let what = format!(
         "{} on channel {} ({}; {}; {triggers})",

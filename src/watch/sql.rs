@@ -329,7 +329,8 @@ const OLD_TABLE: &str = "pgnotify_old";
 /// columns as `k1`, `k2`, ...), in the order of its rows: the payload, or when it would reach
 /// 8000 bytes the key with `"truncated": true`, or without the key.
 ///
-/// `count`: a `SELECT ... INTO pgnotify_m` that counts the events sent, for the UPDATE's check.
+/// `count`: a `SELECT ... INTO pgnotify_m` that counts the rows of `rows` whose `unpaired` is
+/// true, sending every event all the same, for the UPDATE's check.
 fn send_each(marker: &Marker, op: Op, rows: &str, count: bool) -> String {
     use Member::Always;
     let key = if marker.key.is_empty() {
@@ -342,7 +343,10 @@ fn send_each(marker: &Marker, op: Op, rows: &str, count: bool) -> String {
     let bare = statement_payload(op, &[Always("key", vec![Piece::text("null")]), truncated()]);
     let (open, close) = match count {
         false => ("PERFORM", ""),
-        true => ("SELECT pg_catalog.count(", ") INTO pgnotify_m"),
+        true => (
+            "SELECT pg_catalog.count(*) FILTER (WHERE x.unpaired), pg_catalog.count(",
+            ") INTO pgnotify_m, pgnotify_n",
+        ),
     };
     format!(
         "{open} pg_catalog.pg_notify({}, CASE\n        \
@@ -398,6 +402,7 @@ fn statement_body(marker: &Marker) -> String {
         "  pgnotify_t pg_catalog.text := pg_catalog.to_json(TG_TABLE_NAME)::pg_catalog.text;"
     );
     let _ = writeln!(b, "  pgnotify_m pg_catalog.int8;");
+    let _ = writeln!(b, "  pgnotify_n pg_catalog.int8;");
     let _ = writeln!(b, "  sent pg_catalog.bool;");
     let _ = writeln!(b, "BEGIN");
     if marker.events.contains(&Op::Truncate) {
@@ -434,58 +439,64 @@ fn statement_body(marker: &Marker) -> String {
                 format!("      {}", send_each(marker, *op, &query, false))
             }
             Op::Update => {
-                // Paired by position (see above). Each side carries only the columns the
-                // events need, by position (`pgnotify_k1`, `pgnotify_c1`, `pgnotify_j`):
-                // never a whole-row value, whose fields PostgreSQL reads wrong after a column
-                // was dropped, and which would make the sort larger.
-                let columns = |row: &str| -> String {
-                    let mut list = String::new();
+                // Paired by position (see above): each column the events need, as JSON, in
+                // one array per table (each a scan in the table's order), zipped by
+                // `ROWS FROM (unnest(...), ...)`, which pads the shorter with NULLs. No join: the plan, made once and cached for statements of every
+                // size, is the same for one row and a million. Never a whole-row value, whose
+                // fields PostgreSQL reads wrong after a column was dropped.
+                let mut arrays = Vec::new();
+                let mut names = Vec::new();
+                for (side, table) in [("o", OLD_TABLE), ("n", NEW_TABLE)] {
+                    let mut push = |name: String, value: String| {
+                        arrays.push(format!(
+                            "pg_catalog.unnest(ARRAY(SELECT {value} FROM {table} {side}))"
+                        ));
+                        names.push(name);
+                    };
+                    push(format!("pgnotify_{side}"), "true".to_owned());
                     for (i, c) in marker.key.iter().enumerate() {
-                        let _ = write!(list, ", {row}.{} AS pgnotify_k{}", quote_ident(c), i + 1);
+                        let value = format!("pg_catalog.to_json({side}.{})", quote_ident(c));
+                        push(format!("pgnotify_{side}k{}", i + 1), value);
                     }
                     match (rows, &marker.columns) {
                         (false, _) => {}
-                        (true, None) => {
-                            let _ = write!(list, ", pg_catalog.to_json({row}) AS pgnotify_j");
-                        }
+                        (true, None) => push(
+                            format!("pgnotify_{side}j"),
+                            format!("pg_catalog.to_json({side})"),
+                        ),
                         (true, Some(image)) => {
                             for (i, c) in image.iter().enumerate() {
-                                let _ = write!(
-                                    list,
-                                    ", {row}.{} AS pgnotify_c{}",
-                                    quote_ident(c),
-                                    i + 1
-                                );
+                                let value =
+                                    format!("pg_catalog.to_json({side}.{})", quote_ident(c));
+                                push(format!("pgnotify_{side}c{}", i + 1), value);
                             }
                         }
                     }
-                    list
-                };
-                members.push(Always("key", paired_key(marker, "nn")));
-                let old_key = paired_key(marker, "oo");
+                }
+                members.push(Always("key", paired_key(marker, "n")));
+                let old_key = paired_key(marker, "o");
                 members.push(When(paired_key_changed(marker), "old_key", old_key));
                 if rows {
-                    members.push(Always("old", paired_image(marker, "oo")));
-                    members.push(Always("new", paired_image(marker, "nn")));
+                    members.push(Always("old", paired_image(marker, "o")));
+                    members.push(Always("new", paired_image(marker, "n")));
                 }
                 let p = statement_payload(Op::Update, &members);
+                // `send_each` wants the key's values as k1, ...: JSON here, which `to_json`
+                // leaves as it is.
                 let keys: String = (1..=marker.key.len())
-                    .map(|i| format!(", nn.pgnotify_k{i} AS k{i}"))
+                    .map(|i| format!(", u.pgnotify_nk{i} AS k{i}"))
                     .collect();
                 let pairs = format!(
-                    "SELECT {p} AS p{keys}\n        \
-                     FROM (SELECT pg_catalog.row_number() OVER () AS pgnotify_i{} FROM {NEW_TABLE} n) nn\n        \
-                     JOIN (SELECT pg_catalog.row_number() OVER () AS pgnotify_i{} FROM {OLD_TABLE} o) oo\n          \
-                     ON oo.pgnotify_i OPERATOR(pg_catalog.=) nn.pgnotify_i\n        \
-                     ORDER BY nn.pgnotify_i OFFSET 0",
-                    columns("n"),
-                    columns("o"),
+                    "SELECT {p} AS p{keys},\n          \
+                     u.pgnotify_o IS NULL OR u.pgnotify_n IS NULL AS unpaired\n        \
+                     FROM ROWS FROM (\n          {}\n        ) AS u({}) OFFSET 0",
+                    arrays.join(",\n          "),
+                    names.join(", ")
                 );
                 let send = send_each(marker, Op::Update, &pairs, true);
                 format!(
                     "      {send}\n      \
-                     IF pgnotify_m <> (SELECT pg_catalog.count(*) FROM {NEW_TABLE})\n         \
-                     OR pgnotify_m <> (SELECT pg_catalog.count(*) FROM {OLD_TABLE}) THEN\n        \
+                     IF pgnotify_m > 0 THEN\n        \
                      RAISE EXCEPTION 'pgnotify: the old and new rows of an UPDATE did not pair';\n      \
                      END IF;"
                 )
@@ -565,28 +576,41 @@ fn statement_body(marker: &Marker) -> String {
     b
 }
 
-/// The key of one side of an UPDATE's pair (`nn` or `oo`), from its `pgnotify_k` columns.
+/// The key of one side of an UPDATE's pair (`o` or `n`), from its JSON columns.
 fn paired_key(marker: &Marker, side: &str) -> Vec<Piece> {
-    object_parts_of(&marker.key, |i, _| format!("{side}.pgnotify_k{}", i + 1))
+    paired_object(&marker.key, &format!("u.pgnotify_{side}k"))
 }
 
-/// `key_changed` between the two sides of an UPDATE's pair.
+/// An object of JSON columns `prefix1`, `prefix2`, ... (`null` for a NULL).
+fn paired_object(columns: &[String], prefix: &str) -> Vec<Piece> {
+    let mut parts = object_parts_of(columns, |_, _| String::new());
+    let mut i = 0;
+    for part in &mut parts {
+        if let Piece::Sql(sql) = part {
+            i += 1;
+            *sql = format!("COALESCE({prefix}{i}::pg_catalog.text, 'null')");
+        }
+    }
+    parts
+}
+
+/// `key_changed` between the two sides of an UPDATE's pair: their JSON as text.
 fn paired_key_changed(marker: &Marker) -> String {
     let tests: Vec<String> = (1..=marker.key.len())
         .map(|i| {
             format!(
-                "oo.pgnotify_k{i}::pg_catalog.text IS DISTINCT FROM nn.pgnotify_k{i}::pg_catalog.text"
+                "u.pgnotify_ok{i}::pg_catalog.text IS DISTINCT FROM u.pgnotify_nk{i}::pg_catalog.text"
             )
         })
         .collect();
     tests.join(" OR ")
 }
 
-/// The row image of one side of an UPDATE's pair: `pgnotify_j`, or the `pgnotify_c` columns.
+/// The row image of one side of an UPDATE's pair: `pgnotify_oj`, or the `pgnotify_oc` columns.
 fn paired_image(marker: &Marker, side: &str) -> Vec<Piece> {
     match &marker.columns {
-        None => vec![Piece::Sql(format!("{side}.pgnotify_j::pg_catalog.text"))],
-        Some(columns) => object_parts_of(columns, |i, _| format!("{side}.pgnotify_c{}", i + 1)),
+        None => vec![Piece::Sql(format!("u.pgnotify_{side}j::pg_catalog.text"))],
+        Some(columns) => paired_object(columns, &format!("u.pgnotify_{side}c")),
     }
 }
 

@@ -1,19 +1,20 @@
 //! `watch-table` and `--fetch` against a real server: the events of every op, what a rollback
 //! sends, the install's idempotence and removal, privileges, hostile names and search paths.
 
-use crate::support::{Running, Server, row_triggers_forced};
+use crate::support::{Running, Server};
 use serde_json::{Value, json};
 
-/// Every test of a watch on a plain table with a key runs twice: as it is, where pgnotify
-/// chooses statement triggers with transition tables, and in `row_triggers` with
-/// `--row-triggers` added to every install: both kinds must send the same events.
-macro_rules! also_with_row_triggers {
+/// Every test of a watch runs twice: as it is, with row triggers (the default), and in
+/// `auto_triggers` with `--triggers auto` added to every install, where pgnotify chooses
+/// statement triggers with transition tables on a plain table with a key: both kinds must
+/// send the same events.
+macro_rules! also_with_auto_triggers {
     ($($name:ident),* $(,)?) => {
-        mod row_triggers {
+        mod auto_triggers {
             $(
                 #[test]
                 fn $name() {
-                    crate::support::force_row_triggers();
+                    crate::support::use_auto_triggers();
                     super::$name();
                 }
             )*
@@ -21,7 +22,12 @@ macro_rules! also_with_row_triggers {
     };
 }
 
-also_with_row_triggers!(
+/// Whether this run's watches on plain tables with a key have row triggers.
+fn row_triggers_forced() -> bool {
+    !crate::support::auto_triggers()
+}
+
+also_with_auto_triggers!(
     every_committed_change_sends_one_event_and_a_rollback_sends_nothing,
     installing_twice_is_installing_once_and_drop_leaves_the_database_as_it_was,
     list_shows_every_watch_and_print_sql_changes_nothing,
@@ -43,6 +49,8 @@ also_with_row_triggers!(
     ddl_after_the_install_leaves_bulk_writes_working,
     partitions_and_inheritance_get_row_triggers_and_say_why,
     an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers,
+    a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncate,
+    a_bulk_update_after_single_row_ones_in_one_session_stays_linear,
 );
 
 /// Everything a watch could leave behind, as sorted text: triggers, functions outside the
@@ -1453,14 +1461,20 @@ fn partitions_and_inheritance_get_row_triggers_and_say_why() {
         .args(["watch-table", "m", "--events", "insert,update,delete"])
         .run()
         .success()
-        .stderr_has("row triggers: it is partitioned");
+        .stderr_has(match row_triggers_forced() {
+            true => "; row triggers)",
+            false => "; row triggers: it is partitioned)",
+        });
     for table in ["parent", "child"] {
         server
             .pgnotify()
             .args(["watch-table", table, "--channel", "m"])
             .run()
             .success()
-            .stderr_has("row triggers: it is a partition or has inheritance");
+            .stderr_has(match row_triggers_forced() {
+                true => "; row triggers)",
+                false => "; row triggers: it is a partition or has inheritance",
+            });
     }
     server
         .pgnotify()
@@ -1533,6 +1547,7 @@ fn partitions_and_inheritance_get_row_triggers_and_say_why() {
 
 #[test]
 fn an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers() {
+    // (With row triggers, in row order.)
     let server = Server::start();
     let mut db = server.client();
     db.batch_execute("CREATE TABLE u (id int PRIMARY KEY, v text); INSERT INTO u VALUES (1, 'a')")
@@ -1565,4 +1580,32 @@ fn an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers(
         ],
     };
     assert_eq!(got, want);
+}
+
+#[test]
+fn a_bulk_update_after_single_row_ones_in_one_session_stays_linear() {
+    // The statement function's queries are planned once per session and the plan kept for
+    // statements of every size: one made while the tables held one row must not turn a later
+    // 20,000-row UPDATE quadratic (a join on row numbers once did: 96 s).
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, 20000) g;",
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--rows"])
+        .run()
+        .success();
+    for i in 1..=10 {
+        db.execute("UPDATE t SET v = 1 WHERE id = $1", &[&i])
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    db.batch_execute("BEGIN; UPDATE t SET v = 2; ROLLBACK")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }

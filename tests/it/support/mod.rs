@@ -262,19 +262,19 @@ enum Program {
 }
 
 thread_local! {
-    static ROW_TRIGGERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static AUTO_TRIGGERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// From now on, every `pgnotify watch-table` this thread runs that installs a watch gets
-/// `--row-triggers`: to run a test of the automatic choice (statement triggers where they
-/// send the same events) again against row triggers.
-pub fn force_row_triggers() {
-    ROW_TRIGGERS.with(|f| f.set(true));
+/// `--triggers auto`: to run a test of row triggers (the default) again against statement
+/// triggers, where pgnotify chooses them.
+pub fn use_auto_triggers() {
+    AUTO_TRIGGERS.with(|f| f.set(true));
 }
 
-/// Whether [`force_row_triggers`] was called on this thread.
-pub fn row_triggers_forced() -> bool {
-    ROW_TRIGGERS.with(|f| f.get())
+/// Whether [`use_auto_triggers`] was called on this thread.
+pub fn auto_triggers() -> bool {
+    AUTO_TRIGGERS.with(|f| f.get())
 }
 
 /// A command line for the real binary, or a script around it (`Cmd::shell`, `Cmd::python`).
@@ -375,24 +375,21 @@ impl Cmd {
             }
             Program::Other(path) => Command::new(path),
         };
-        cmd.env_clear()
-            .envs(&self.env)
-            .args(self.with_row_triggers());
+        cmd.env_clear().envs(&self.env).args(self.with_triggers());
         cmd
     }
 
-    /// The arguments, with `--row-triggers` after `watch-table` when it installs a watch and
-    /// the test runs with [`force_row_triggers`].
-    fn with_row_triggers(&self) -> Vec<OsString> {
+    /// The arguments, with `--triggers auto` after `watch-table` when it installs a watch and
+    /// the test runs with [`use_auto_triggers`].
+    fn with_triggers(&self) -> Vec<OsString> {
         let mut args = self.args.clone();
-        let forced = ROW_TRIGGERS.with(|f| f.get());
         let installs = !args.iter().any(|a| a == "--drop" || a == "--list");
         if let Some(i) = args.iter().position(|a| a == "watch-table")
-            && forced
+            && auto_triggers()
             && installs
             && matches!(self.program, Program::Pgnotify)
         {
-            args.insert(i + 1, "--row-triggers".into());
+            args.splice(i + 1..i + 1, ["--triggers".into(), "auto".into()]);
         }
         args
     }
