@@ -401,8 +401,10 @@ Examples:
 /// needs the TRIGGER privilege on the table and CREATE on its schema; dropping or replacing
 /// needs ownership of the table and of the function (whoever installed it owns that).
 /// Installing again replaces the watch with the new options, or changes nothing when they are
-/// the same. The objects are named pgnotify_watch (and pgnotify_watch_truncate) and
-/// SCHEMA.pgnotify_watch_TABLE(), and carry a comment that --list and --drop recognise.
+/// the same. The objects are named pgnotify_watch (row triggers; with --triggers auto on a
+/// plain table with a key, pgnotify_watch_insert, _update and _delete, statement triggers with
+/// transition tables), pgnotify_watch_truncate and SCHEMA.pgnotify_watch_TABLE(), and carry a
+/// comment that --list and --drop recognise.
 #[derive(Debug, Args)]
 #[command(after_help = WATCH_TABLE_EXAMPLES)]
 pub(crate) struct WatchTableArgs {

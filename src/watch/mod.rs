@@ -189,7 +189,7 @@ pub(crate) struct Table {
     /// too, but a TRUNCATE of one partition fires no trigger of the parent's.
     pub(crate) partitioned: bool,
     /// A partition, or a table with inheritance parents or children: statement triggers would
-    /// not send the events row triggers do (see `Table::statement_triggers`).
+    /// not send the events row triggers do (see `Table::row_triggers_needed`).
     pub(crate) inheritance: bool,
 }
 
