@@ -71,10 +71,12 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
             // With --triggers auto, statement triggers where they send the same events
             // (`row_triggers_needed`). Not the default: a single-row statement costs more
             // with them (README, "Row or statement triggers").
-            let triggers = match statement_triggers && table.row_triggers_needed(&key).is_none() {
-                true => Kind::Statement,
-                false => Kind::Row,
-            };
+            let row_ops = events.iter().any(|op| *op != watch::Op::Truncate);
+            let triggers =
+                match statement_triggers && row_ops && table.row_triggers_needed(&key).is_none() {
+                    true => Kind::Statement,
+                    false => Kind::Row,
+                };
             let marker = Marker {
                 version: 1,
                 channel: channel.unwrap_or_else(|| table.name.clone()),

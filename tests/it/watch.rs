@@ -51,6 +51,7 @@ also_with_auto_triggers!(
     an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers,
     a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncate,
     a_bulk_update_after_single_row_ones_in_one_session_stays_linear,
+    a_truncate_only_watch_is_its_statement_trigger_alone,
 );
 
 /// Everything a watch could leave behind, as sorted text: triggers, functions outside the
@@ -1608,4 +1609,31 @@ fn a_bulk_update_after_single_row_ones_in_one_session_stays_linear() {
         .unwrap();
     let took = started.elapsed();
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_truncate_only_watch_is_its_statement_trigger_alone() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--events", "truncate"])
+        .run()
+        .success()
+        .stderr_has("(truncate; key only; row triggers)");
+    let mut pipe = pipe(&server, "t", 1, &[]);
+    db.batch_execute("INSERT INTO t VALUES (1); TRUNCATE t")
+        .unwrap();
+    assert_eq!(
+        event(&mut pipe),
+        json!({"op": "TRUNCATE", "schema": "public", "table": "t", "key": null})
+    );
+    let listed = catalog(&server);
+    assert!(
+        listed.contains("trigger t pgnotify_watch_truncate"),
+        "{listed}"
+    );
+    assert!(!listed.contains("trigger t pgnotify_watch\n"), "{listed}");
 }
