@@ -38,6 +38,7 @@ also_with_auto_triggers!(
     fetch_reads_rows_with_the_receivers_own_privileges,
     columns_and_keys_shape_the_row_images,
     an_interrupted_install_leaves_nothing,
+    a_closed_stdout_ends_list_and_print_sql_quietly,
     fetch_and_data_carry_key_values_exactly,
     a_watch_a_non_owner_installed_says_exactly_who_can_remove_it,
     list_marks_a_watch_that_ddl_left_behind_as_stale_until_it_is_installed_again,
