@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: what a watched table costs its writers. Single-row INSERT, UPDATE and DELETE
 # statements, each its own transaction, against identical tables in the same run: unwatched,
-# watched by pgnotify (key only, the default), watched with --rows, and watched by
-# PostgreSQL's own contrib `tcn` trigger (the built-in anchor, written in C).
+# watched by pgnotify with row triggers (the default: key only, and --rows) and with statement
+# triggers (--triggers auto: key only, and --rows), and watched by PostgreSQL's own contrib
+# `tcn` trigger (the built-in anchor, written in C).
 #
 # Three measures:
 #  1. in the server: a procedure runs the statements and COMMITs after each one. No client,
@@ -11,7 +12,7 @@
 #     notification, with and without a fixed search_path. A third has pgnotify's key-only
 #     trigger without its DDL guard (the exception block), to show what the guard costs.
 #  2. pgbench, 1 and 4 writers (each statement a round trip, as applications do).
-#  3. the trigger alone: a 100,000-row INSERT rolled back, per row.
+#  3. the trigger alone: a 100,000-row INSERT, UPDATE and DELETE, each rolled back, per row.
 # Rounds alternate the tables so drift hits all alike; the median round is reported.
 # Runs against a throwaway server from `pgnotify demo --keep`, removed at the end.
 #   bash bench/watch.sh [SECONDS] [ROUNDS]      (default 5 s per pgbench run, 5 rounds)
@@ -23,7 +24,7 @@ rounds=${2:-5}
 
 pgbench=$(ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -1)
 pgbench=${pgbench:-pgbench}
-tables="plain key rows tcn"
+tables="plain key stmt rows stmt_rows tcn"
 floors="floor_set floor_noset"
 # pgnotify's trigger without its DDL guard, for what the guard costs (see below).
 unguarded=unguarded
@@ -33,6 +34,8 @@ CREATE EXTENSION tcn;
 CREATE TABLE plain (id int PRIMARY KEY, qty int NOT NULL, note text);
 CREATE TABLE key (LIKE plain INCLUDING ALL);
 CREATE TABLE rows (LIKE plain INCLUDING ALL);
+CREATE TABLE stmt (LIKE plain INCLUDING ALL);
+CREATE TABLE stmt_rows (LIKE plain INCLUDING ALL);
 CREATE TABLE tcn (LIKE plain INCLUDING ALL);
 CREATE TRIGGER tcn AFTER INSERT OR UPDATE OR DELETE ON tcn
   FOR EACH ROW EXECUTE FUNCTION triggered_change_notification('tcn');
@@ -54,6 +57,11 @@ SQL
 done
 "$pgnotify" -q watch-table key --events insert,update,delete
 "$pgnotify" -q watch-table rows --events insert,update,delete --rows
+"$pgnotify" -q watch-table stmt --events insert,update,delete --triggers auto
+"$pgnotify" -q watch-table stmt_rows --events insert,update,delete --rows --triggers auto
+for t in stmt stmt_rows; do
+  "$pgnotify" watch-table --list "$t" | grep -q '"triggers":"statement"' || { echo "$t: not statement triggers" >&2; exit 1; }
+done
 # What the DDL guard costs: pgnotify's key-only function without its exception block (which
 # keeps writes working after a key column is renamed or dropped). Never install this.
 "$psql" -Xq -v ON_ERROR_STOP=1 -c "CREATE TABLE unguarded (LIKE plain INCLUDING ALL)"
@@ -103,8 +111,10 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 label() {
   case $1 in
     plain) echo "unwatched" ;;
-    key) echo "pgnotify watch-table (key only)" ;;
-    rows) echo "pgnotify watch-table --rows" ;;
+    key) echo "pgnotify row triggers (key only)" ;;
+    rows) echo "pgnotify row triggers --rows" ;;
+    stmt) echo "pgnotify statement triggers (key)" ;;
+    stmt_rows) echo "pgnotify statement triggers --rows" ;;
     tcn) echo "contrib tcn trigger (C)" ;;
     floor_set) echo "PL/pgSQL floor, fixed search_path" ;;
     floor_noset) echo "PL/pgSQL floor, no search_path" ;;
@@ -140,9 +150,10 @@ report() {
       x = tcn - p > 0 ? sprintf("%4.1fx tcn", (u - p) / (tcn - p)) : "         "
       printf "    %-34s %6.2f us  %+6.2f us  %s  (%s)\n", l, u, u - p, x, all }'
   done
-  awk -v p="${us[plain]}" -v k="${us[key]}" -v t="${us[tcn]}" 'BEGIN {
-    if (t - p > 0) printf "    key-only overhead / tcn overhead: %.2f (target: at most 1.5)\n", (k - p) / (t - p)
-    else print "    tcn shows no overhead in this run: no ratio" }'
+  awk -v p="${us[plain]}" -v k="${us[key]}" -v s="${us[stmt]}" -v t="${us[tcn]}" -v target="${target:-1.5}" 'BEGIN {
+    if (t - p > 0) printf "    key-only overhead / tcn overhead: row triggers %.2f, statement triggers %.2f (target: at most %s)\n", (k - p) / (t - p), (s - p) / (t - p), target
+    else print "    tcn shows no overhead in this run: no ratio"
+    printf "    statement triggers (key only) / row triggers (key only), per statement: %.2f\n", s / k }'
 }
 
 # In the server: us per statement of 60,000 statements, each committed.
@@ -150,7 +161,7 @@ in_server() { "$psql" -XAtc "CALL run_$1(20000)" | awk '{ printf "%.2f", $1 }'; 
 for listening in no yes; do
   if [ "$listening" = yes ]; then
     # A listener drains every channel, as in real use.
-    "$pgnotify" listen key rows tcn floor unguarded --json > /dev/null &
+    "$pgnotify" listen key rows stmt stmt_rows tcn floor unguarded --json > /dev/null &
     listener=$!
     sleep 0.5
     what="a listener on every channel (as in real use)"
@@ -173,16 +184,39 @@ for clients in 1 4; do
   report $tables
 done
 
-# The trigger alone: a 100,000-row INSERT rolled back, so no notification is ever queued or
-# committed: what remains is the per-row cost of firing the trigger and building the payload.
+# The trigger alone: a 100,000-row INSERT, UPDATE or DELETE rolled back, so no notification is
+# ever committed: what remains is the per-row cost of the trigger (firing it, or capturing the
+# transition table and the one query) and of building and queueing the payloads. UPDATE and
+# DELETE run on 100,000 rows loaded with triggers off (session_replication_role = replica).
+fill() {
+  "$psql" -Xq -v ON_ERROR_STOP=1 <<SQL
+BEGIN;
+SET LOCAL session_replication_role = replica;
+TRUNCATE $1;
+$([ "$2" = full ] && echo "INSERT INTO $1 SELECT g, 1, 'a note of some forty characters or so..' FROM generate_series(1, 100000) g;")
+COMMIT;
+SQL
+}
 bulk() {
+  local q
+  case $op in
+    INSERT) q="INSERT INTO $1 SELECT g, 1, 'a note of some forty characters or so..' FROM generate_series(1, 100000) g" ;;
+    UPDATE) q="UPDATE $1 SET qty = qty + 1" ;;
+    DELETE) q="DELETE FROM $1" ;;
+  esac
   "$psql" -XAt -v ON_ERROR_STOP=1 <<SQL | grep -o 'Time: [0-9.]* ms' | sed -n 2p | awk '{ printf "%.3f", $2 * 1000 / 100000 }'
 \timing on
 BEGIN;
-INSERT INTO $1 SELECT g, 1, 'a note of some forty characters or so..' FROM generate_series(1, 100000) g;
+$q;
 ROLLBACK;
 SQL
 }
-measure 3 bulk $tables $floors $unguarded
-echo "  the trigger alone: INSERT of 100000 rows in one statement, rolled back, 3 rounds, median us per row:"
-report $tables $floors $unguarded
+# Sequential scans for UPDATE and DELETE of the whole table.
+export PGOPTIONS=''
+target=2.5
+for op in INSERT UPDATE DELETE; do
+  for t in $tables $floors $unguarded; do fill "$t" "$([ $op = INSERT ] && echo empty || echo full)"; done
+  measure 3 bulk $tables $floors $unguarded
+  echo "  the trigger alone: $op of 100000 rows in one statement, rolled back, 3 rounds, median us per row:"
+  report $tables $floors $unguarded
+done

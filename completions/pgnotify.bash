@@ -523,7 +523,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__watch__subcmd__table)
-            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --triggers --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -539,6 +539,10 @@ _pgnotify() {
                     ;;
                 --columns)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --triggers)
+                    COMPREPLY=($(compgen -W "row auto" -- "${cur}"))
                     return 0
                     ;;
                 --dbname)

@@ -95,6 +95,8 @@ update\t''
 delete\t''
 truncate\t''"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l columns -d 'With --rows: only these columns in the row images, comma-separated, exact names' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l triggers -d 'Row triggers (one call of the trigger function per row), or auto: statement triggers with transition tables where they send the same events (one call per statement, far cheaper for bulk statements, dearer for single-row ones)' -r -f -a "row\t'Row triggers: the function runs once per changed row'
+auto\t'Statement triggers with transition tables, where they send the same events (a plain table with a key; row triggers elsewhere): the function runs once per statement'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s p -l port -d 'Server port [default: 5432]' -r

@@ -276,6 +276,16 @@ pub(crate) enum OpArg {
     Truncate,
 }
 
+/// Which triggers `watch-table` installs for INSERT, UPDATE and DELETE (`--triggers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TriggersArg {
+    /// Row triggers: the function runs once per changed row.
+    Row,
+    /// Statement triggers with transition tables, where they send the same events (a plain
+    /// table with a key; row triggers elsewhere): the function runs once per statement.
+    Auto,
+}
+
 /// Output formats of `listen`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum FormatArg {
@@ -393,8 +403,10 @@ Examples:
 /// needs the TRIGGER privilege on the table and CREATE on its schema; dropping or replacing
 /// needs ownership of the table and of the function (whoever installed it owns that).
 /// Installing again replaces the watch with the new options, or changes nothing when they are
-/// the same. The objects are named pgnotify_watch (and pgnotify_watch_truncate) and
-/// SCHEMA.pgnotify_watch_TABLE(), and carry a comment that --list and --drop recognise.
+/// the same. The objects are named pgnotify_watch (row triggers; with --triggers auto on a
+/// plain table with a key, pgnotify_watch_insert, _update and _delete, statement triggers with
+/// transition tables), pgnotify_watch_truncate and SCHEMA.pgnotify_watch_TABLE(), and carry a
+/// comment that --list and --drop recognise.
 #[derive(Debug, Args)]
 #[command(after_help = WATCH_TABLE_EXAMPLES)]
 pub(crate) struct WatchTableArgs {
@@ -424,6 +436,12 @@ pub(crate) struct WatchTableArgs {
     /// With --rows: only these columns in the row images, comma-separated, exact names.
     #[arg(long, value_name = "COLUMNS", value_delimiter = ',', requires = "rows")]
     pub(crate) columns: Option<Vec<String>>,
+
+    /// Row triggers (one call of the trigger function per row), or auto: statement triggers
+    /// with transition tables where they send the same events (one call per statement, far
+    /// cheaper for bulk statements, dearer for single-row ones).
+    #[arg(long, value_enum, value_name = "KIND", default_value = "row")]
+    pub(crate) triggers: TriggersArg,
 
     /// Print the SQL that would run (one transaction) and change nothing.
     #[arg(long, conflicts_with = "list")]

@@ -4,7 +4,7 @@
 
 use crate::cli::{
     ColorArg, ConnArgs, DemoArgs, ExecArgs, FormatArg, ListenArgs, NotifyArgs, OpArg, OverflowArg,
-    PipeArgs, SourceArgs, WaitArgs, WatchTableArgs,
+    PipeArgs, SourceArgs, TriggersArg, WaitArgs, WatchTableArgs,
 };
 use crate::format::{ColorChoice, ColorEnv, Encoder, Format, JsonOptions, Style, use_color};
 use crate::pg::{ConnOptions, PasswordPrompt};
@@ -305,6 +305,8 @@ pub(crate) enum WatchAction {
         events: Vec<Op>,
         rows: bool,
         columns: Option<Vec<String>>,
+        /// `--triggers auto`: statement triggers where they send the same events.
+        statement_triggers: bool,
     },
     Drop,
     List {
@@ -333,6 +335,7 @@ pub(crate) fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {
             events: args.events.iter().map(|e| op(*e)).collect(),
             rows: args.rows,
             columns: args.columns.clone(),
+            statement_triggers: args.triggers == TriggersArg::Auto,
         }
     };
     WatchTableSettings {

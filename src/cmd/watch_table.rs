@@ -12,7 +12,7 @@ use crate::msg;
 use crate::pg::{self, ConnSettings, check_channel, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use crate::signals;
-use crate::watch::{self, Marker, Script, Table};
+use crate::watch::{self, Kind, Marker, Script, Table};
 use anyhow::{Result, anyhow, bail};
 use std::io::{IsTerminal, Write};
 
@@ -39,6 +39,7 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                 events,
                 rows,
                 columns,
+                statement_triggers,
             },
             Some(table),
         ) => {
@@ -67,6 +68,15 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                     table.display()
                 );
             }
+            // With --triggers auto, statement triggers where they send the same events
+            // (`row_triggers_needed`). Not the default: a single-row statement costs more
+            // with them (README, "Row or statement triggers").
+            let row_ops = events.iter().any(|op| *op != watch::Op::Truncate);
+            let triggers =
+                match statement_triggers && row_ops && table.row_triggers_needed(&key).is_none() {
+                    true => Kind::Statement,
+                    false => Kind::Row,
+                };
             let marker = Marker {
                 version: 1,
                 channel: channel.unwrap_or_else(|| table.name.clone()),
@@ -74,8 +84,15 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                 rows,
                 columns,
                 key,
+                triggers,
             };
-            install(client, &table, &marker, settings.print_sql)
+            install(
+                client,
+                &table,
+                &marker,
+                statement_triggers,
+                settings.print_sql,
+            )
         }
         (_, None) => Err(UsageError("TABLE is required".into()).into()),
     }
@@ -85,13 +102,20 @@ fn install(
     client: &mut postgres::Client,
     table: &Table,
     marker: &Marker,
+    statement_triggers: bool,
     print_sql: bool,
 ) -> Result<Exit> {
     let installed = watch::installed(client, table)?;
     refuse_inherited(table, &installed)?;
     watch::check_names_free(client, table, &installed)?;
+    let needed = table.row_triggers_needed(&marker.key);
+    let triggers = match (marker.triggers, needed) {
+        (Kind::Statement, _) => "statement triggers".to_owned(),
+        (Kind::Row, Some(why)) if statement_triggers => format!("row triggers: {why}"),
+        (Kind::Row, _) => "row triggers".to_owned(),
+    };
     let what = format!(
-        "{} on channel {} ({}; {})",
+        "{} on channel {} ({}; {}; {triggers})",
         table.display(),
         escape_controls(&quote_ident(&marker.channel)),
         marker.events_text(),
@@ -105,7 +129,7 @@ fn install(
         return print(&sql.text());
     }
     let same = installed.marker.as_ref() == Some(marker)
-        && installed.triggers == marker.triggers()
+        && installed.triggers == marker.trigger_names()
         && installed.function.as_ref().is_some_and(|f| {
             f.sql() == table.function_sql() && f.body == watch::stored_body(marker)
         });
@@ -198,13 +222,14 @@ fn write_ndjson(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Re
 
 /// A table with a header, columns padded to their widest cell, as psql aligns them.
 fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Result<()> {
-    let rows: Vec<[String; 4]> = watched
+    let rows: Vec<[String; 5]> = watched
         .iter()
         .map(|w| {
             [
                 watch::display_name(&w.schema, &w.table),
                 escape_controls(&w.marker.channel).into_owned(),
                 w.marker.events_text(),
+                w.marker.triggers.text().to_owned(),
                 match w.stale {
                     true => format!(
                         "{} (stale: events are incomplete; run watch-table again)",
@@ -215,8 +240,8 @@ fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Res
             ]
         })
         .collect();
-    let header = ["TABLE", "CHANNEL", "EVENTS", "MODE"].map(String::from);
-    let widths: Vec<usize> = (0..4)
+    let header = ["TABLE", "CHANNEL", "EVENTS", "TRIGGERS", "MODE"].map(String::from);
+    let widths: Vec<usize> = (0..5)
         .map(|i| {
             std::iter::once(&header)
                 .chain(&rows)

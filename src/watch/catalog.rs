@@ -1,7 +1,7 @@
 //! The catalog lookups of `watch-table` and `--fetch`: resolving a table as the server does,
 //! its key and columns, what of ours is installed on it, and which tables are watched.
 
-use super::{MARKER_PREFIX, Marker, ROW_TRIGGER, TRUNCATE_TRIGGER, Table};
+use super::{Kind, MARKER_PREFIX, Marker, TRIGGERS, Table};
 use crate::exit::UsageError;
 use crate::pg::{describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
@@ -50,7 +50,9 @@ pub(crate) fn resolve(client: &mut postgres::Client, name: &str) -> Result<Table
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, \
-                    c.relkind::pg_catalog.text \
+                    c.relkind::pg_catalog.text, \
+                    EXISTS (SELECT FROM pg_catalog.pg_inherits i \
+                             WHERE i.inhrelid = c.oid OR i.inhparent = c.oid) \
                FROM pg_catalog.pg_class c \
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
               WHERE c.oid = pg_catalog.to_regclass($1)",
@@ -86,6 +88,7 @@ pub(crate) fn resolve(client: &mut postgres::Client, name: &str) -> Result<Table
         schema: row.get(1),
         name: row.get(2),
         partitioned: kind == "p",
+        inheritance: row.get(4),
     };
     if kind != "r" && kind != "p" {
         let what = match kind.as_str() {
@@ -148,7 +151,7 @@ pub(crate) fn installed(client: &mut postgres::Client, table: &Table) -> Result<
            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
           WHERE t.tgrelid = $1 AND t.tgname::pg_catalog.text = ANY($2) \
           ORDER BY 1",
-        &[&table.oid, &vec![ROW_TRIGGER, TRUNCATE_TRIGGER]],
+        &[&table.oid, &TRIGGERS.to_vec()],
     )?;
     let mut installed = Installed::default();
     for row in &rows {
@@ -303,11 +306,7 @@ pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Resu
             AND pg_catalog.starts_with(d.description, $2) \
             AND ($3::pg_catalog.oid IS NULL OR t.tgrelid = $3) \
           ORDER BY n.nspname, c.relname, t.tgname",
-        &[
-            &vec![ROW_TRIGGER, TRUNCATE_TRIGGER],
-            &MARKER_PREFIX,
-            &table.map(|t| t.oid),
-        ],
+        &[&TRIGGERS.to_vec(), &MARKER_PREFIX, &table.map(|t| t.oid)],
     )?;
     let mut watched = Vec::new();
     for r in &rows {
@@ -319,6 +318,7 @@ pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Resu
             schema: r.get(0),
             name: r.get(1),
             partitioned: false,
+            inheritance: false,
         };
         let stale = is_stale(client, &table, &marker)?;
         watched.push(Watched {
@@ -337,7 +337,18 @@ fn is_stale(client: &mut postgres::Client, table: &Table, marker: &Marker) -> Re
     let columns = columns(client, table)?;
     let named = marker.key.iter().chain(marker.columns.iter().flatten());
     let missing = named.into_iter().any(|c| !columns.contains(c));
-    Ok(missing || key_columns(client, table)? != marker.key)
+    // Statement triggers of a table that became a partition, or an inheritance parent or
+    // child, since the install: statements on a parent no longer reach them, or reach rows
+    // row triggers would not see (`Table::row_triggers_needed`).
+    let inheritance = marker.triggers == Kind::Statement
+        && client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i \
+                                 WHERE i.inhrelid = $1 OR i.inhparent = $1)",
+                &[&table.oid],
+            )?
+            .get::<_, bool>(0);
+    Ok(missing || inheritance || key_columns(client, table)? != marker.key)
 }
 
 /// The watch on `schema.table`, named exactly (as an event names it), if there is one.
@@ -353,7 +364,7 @@ pub(crate) fn watch_of(
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
           WHERE n.nspname::pg_catalog.text = $1 AND c.relname::pg_catalog.text = $2 \
             AND t.tgname::pg_catalog.text = ANY($3)",
-        &[&schema, &table, &vec![ROW_TRIGGER, TRUNCATE_TRIGGER]],
+        &[&schema, &table, &TRIGGERS.to_vec()],
     )?;
     Ok(rows
         .iter()

@@ -36,6 +36,19 @@ use serde::{Deserialize, Serialize};
 pub(crate) const ROW_TRIGGER: &str = "pgnotify_watch";
 /// The TRUNCATE statement trigger's name.
 pub(crate) const TRUNCATE_TRIGGER: &str = "pgnotify_watch_truncate";
+/// The statement triggers with transition tables (`Kind::Statement`): one per op, as
+/// PostgreSQL allows transition tables only on a trigger for one event.
+pub(crate) const INSERT_TRIGGER: &str = "pgnotify_watch_insert";
+pub(crate) const UPDATE_TRIGGER: &str = "pgnotify_watch_update";
+pub(crate) const DELETE_TRIGGER: &str = "pgnotify_watch_delete";
+/// Every name a trigger of ours may have: what the catalog lookups look for.
+pub(crate) const TRIGGERS: [&str; 5] = [
+    ROW_TRIGGER,
+    TRUNCATE_TRIGGER,
+    INSERT_TRIGGER,
+    UPDATE_TRIGGER,
+    DELETE_TRIGGER,
+];
 /// The first words of the comment on the trigger function pgnotify creates; the settings follow
 /// as JSON. A trigger is ours when it has one of our names and calls a function with this
 /// marker: `--list`, `--drop` and `--fetch` recognise our objects so. (The triggers carry no
@@ -66,6 +79,29 @@ impl Op {
     }
 }
 
+/// How a watch's triggers fire for INSERT, UPDATE and DELETE (TRUNCATE is always a statement
+/// trigger).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    /// `FOR EACH ROW`: the function runs once per row. Markers written before there was a
+    /// choice have no `triggers` member, and read as this.
+    #[default]
+    Row,
+    /// `FOR EACH STATEMENT` with transition tables: the function runs once per statement and
+    /// sends every row's event from one query.
+    Statement,
+}
+
+impl Kind {
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Kind::Row => "row",
+            Kind::Statement => "statement",
+        }
+    }
+}
+
 /// What a watch sends; stored as JSON in the marker comment of each object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Marker {
@@ -78,6 +114,9 @@ pub(crate) struct Marker {
     pub(crate) columns: Option<Vec<String>>,
     /// The key columns, in key order (empty: the table has no key).
     pub(crate) key: Vec<String>,
+    /// Row or statement triggers (absent in markers of earlier versions: row).
+    #[serde(default)]
+    pub(crate) triggers: Kind,
 }
 
 impl Marker {
@@ -110,15 +149,23 @@ impl Marker {
             .collect()
     }
 
-    /// The triggers this watch has, in name order: the row trigger for any row operation, the
-    /// statement trigger for TRUNCATE.
-    pub(crate) fn triggers(&self) -> Vec<&'static str> {
-        let row = (!self.row_ops().is_empty()).then_some(ROW_TRIGGER);
-        let truncate = self
+    /// The triggers this watch has, in name order: the row trigger for any row operation (or,
+    /// with statement triggers, one per operation), the statement trigger for TRUNCATE.
+    pub(crate) fn trigger_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self
             .events
-            .contains(&Op::Truncate)
-            .then_some(TRUNCATE_TRIGGER);
-        row.into_iter().chain(truncate).collect()
+            .iter()
+            .map(|op| match (op, self.triggers) {
+                (Op::Truncate, _) => TRUNCATE_TRIGGER,
+                (_, Kind::Row) => ROW_TRIGGER,
+                (Op::Insert, Kind::Statement) => INSERT_TRIGGER,
+                (Op::Update, Kind::Statement) => UPDATE_TRIGGER,
+                (Op::Delete, Kind::Statement) => DELETE_TRIGGER,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// "insert, update, delete, truncate".
@@ -141,6 +188,9 @@ pub(crate) struct Table {
     /// A partitioned table: its row triggers are cloned onto every partition, attached later
     /// too, but a TRUNCATE of one partition fires no trigger of the parent's.
     pub(crate) partitioned: bool,
+    /// A partition, or a table with inheritance parents or children: statement triggers would
+    /// not send the events row triggers do (see `Table::row_triggers_needed`).
+    pub(crate) inheritance: bool,
 }
 
 impl Table {
@@ -152,6 +202,28 @@ impl Table {
     /// `shop.orders`, or `"My Schema"."Order Items"` when a part needs quotes: for people.
     pub(crate) fn display(&self) -> String {
         display_name(&self.schema, &self.name)
+    }
+
+    /// Why this table's watch must use row triggers, if it must: statement triggers with
+    /// transition tables send the same events only on a plain table with a key.
+    /// - a partitioned table: a statement trigger fires on the parent, which would name the
+    ///   parent rather than the partition, and a row moved between partitions is an UPDATE
+    ///   there but a DELETE and an INSERT to row triggers;
+    /// - a partition or inheritance child: its statement triggers do not fire for statements
+    ///   on the parent, which do change its rows;
+    /// - an inheritance parent: its transition tables hold the children's rows too, which its
+    ///   row triggers never see;
+    /// - no key: the old and new rows of an UPDATE could not be checked to pair.
+    pub(crate) fn row_triggers_needed(&self, key: &[String]) -> Option<&'static str> {
+        if self.partitioned {
+            Some("it is partitioned")
+        } else if self.inheritance {
+            Some("it is a partition or has inheritance parents or children")
+        } else if key.is_empty() {
+            Some("it has no key")
+        } else {
+            None
+        }
     }
 
     /// The trigger function's name: `pgnotify_watch_<table>`, cut to 63 bytes with a hash of
@@ -235,6 +307,7 @@ pub(super) mod tests {
             rows,
             columns: None,
             key: vec!["id".into(), "We\"ird".into()],
+            triggers: Kind::Row,
         }
     }
 
@@ -247,6 +320,29 @@ pub(super) mod tests {
         assert_eq!(Marker::parse("pgnotify watch-table {broken"), None);
         assert_eq!(m.mode(), "rows");
         assert_eq!(m.events_text(), "insert, update, delete, truncate");
+    }
+
+    #[test]
+    fn markers_without_a_kind_read_as_row_triggers() {
+        let old = r#"pgnotify watch-table {"version":1,"channel":"t","events":["insert"],"rows":false,"columns":null,"key":["id"]}"#;
+        let m = Marker::parse(old).expect("an earlier version's marker");
+        assert_eq!(m.triggers, Kind::Row);
+        assert_eq!(m.trigger_names(), [ROW_TRIGGER]);
+        let m = Marker {
+            triggers: Kind::Statement,
+            ..marker(false)
+        };
+        assert!(m.comment().contains(r#""triggers":"statement""#));
+        assert_eq!(Marker::parse(&m.comment()), Some(m.clone()));
+        assert_eq!(
+            m.trigger_names(),
+            [
+                DELETE_TRIGGER,
+                INSERT_TRIGGER,
+                TRUNCATE_TRIGGER,
+                UPDATE_TRIGGER
+            ]
+        );
     }
 
     #[test]

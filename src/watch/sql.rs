@@ -2,7 +2,10 @@
 //! `to_json` pieces, under a fixed `search_path`, every call `pg_catalog.`-qualified), and the
 //! install and removal scripts, each one transaction.
 
-use super::{Installed, Marker, Op, ROW_TRIGGER, TRUNCATE_TRIGGER, Table};
+use super::{
+    DELETE_TRIGGER, INSERT_TRIGGER, Installed, Kind, Marker, Op, ROW_TRIGGER, TRUNCATE_TRIGGER,
+    Table, UPDATE_TRIGGER,
+};
 use crate::pg::{quote_ident, quote_literal};
 use std::fmt::Write as _;
 
@@ -15,12 +18,17 @@ fn json_value(expr: &str) -> String {
 /// `{"id":42,"status":"paid"}`. Compact, in column order; the names are JSON-escaped here and
 /// quoted as SQL literals.
 fn object_parts(columns: &[String], row: &str) -> Vec<Piece> {
+    object_parts_of(columns, |_, c| format!("{row}.{}", quote_ident(c)))
+}
+
+/// `object_parts` with each column's value the SQL expression `value(index, name)` gives.
+fn object_parts_of(columns: &[String], value: impl Fn(usize, &str) -> String) -> Vec<Piece> {
     let mut parts = Vec::with_capacity(columns.len() * 2 + 1);
     for (i, c) in columns.iter().enumerate() {
         let name = serde_json::to_string(c).unwrap_or_default();
         let open = if i == 0 { "{" } else { "," };
         parts.push(Piece::text(format!("{open}{name}:")));
-        parts.push(Piece::Sql(json_value(&format!("{row}.{}", quote_ident(c)))));
+        parts.push(Piece::Sql(json_value(&value(i, c))));
     }
     parts.push(Piece::text("}"));
     parts
@@ -86,12 +94,12 @@ fn join(parts: &[Piece]) -> String {
 /// Whether an UPDATE changed the key: the key columns compared as text, never with the
 /// type's own `=`, which may live outside our search_path (citext, say) and then fail the
 /// user's write. Text output is as exact as the JSON the event would carry.
-fn key_changed(marker: &Marker) -> String {
+fn key_changed(marker: &Marker, old: &str, new: &str) -> String {
     let column = |row: &str, c: &String| format!("{row}.{}::pg_catalog.text", quote_ident(c));
     let tests: Vec<String> = marker
         .key
         .iter()
-        .map(|c| format!("{} IS DISTINCT FROM {}", column("OLD", c), column("NEW", c)))
+        .map(|c| format!("{} IS DISTINCT FROM {}", column(old, c), column(new, c)))
         .collect();
     tests.join(" OR ")
 }
@@ -113,7 +121,7 @@ impl Member {
 /// looked up by name in `to_json` of the whole row, which never fails; `null` when one of them
 /// is gone (renamed or dropped). Never another column: the event carries nothing the watch
 /// was not installed to send.
-fn key_by_name(marker: &Marker) -> Piece {
+fn key_by_name(marker: &Marker, json: &str) -> Piece {
     if marker.key.is_empty() {
         return Piece::text("null");
     }
@@ -128,10 +136,7 @@ fn key_by_name(marker: &Marker) -> Piece {
             quote_literal(c)
         );
     }
-    sql.push_str(
-        "'}' FROM (SELECT CASE TG_OP WHEN 'DELETE' THEN pg_catalog.to_json(OLD) \
-         ELSE pg_catalog.to_json(NEW) END AS j) r), 'null')",
-    );
+    let _ = write!(sql, "'}}' FROM (SELECT {json} AS j) r), 'null')");
     Piece::Sql(sql)
 }
 
@@ -141,6 +146,17 @@ fn key_by_name(marker: &Marker) -> Piece {
 /// The op is written as a literal in the branch that knows it; the schema and table are the
 /// trigger's own, read at each call, so that events stay right after a rename.
 fn payload(op: Option<Op>, members: &[Member]) -> String {
+    let name = |var: &str| format!("pg_catalog.to_json({var})::pg_catalog.text");
+    payload_named(
+        op,
+        members,
+        &name("TG_TABLE_SCHEMA"),
+        &name("TG_TABLE_NAME"),
+    )
+}
+
+/// `payload` with the schema's and the table's JSON given as SQL expressions (never NULL).
+fn payload_named(op: Option<Op>, members: &[Member], schema: &str, table: &str) -> String {
     let mut parts = match op {
         Some(op) => vec![Piece::text(format!(
             "{{\"op\":\"{}\",\"schema\":",
@@ -153,10 +169,9 @@ fn payload(op: Option<Op>, members: &[Member]) -> String {
         ],
     };
     // Never NULL: no COALESCE needed.
-    let name = |var: &str| Piece::Sql(format!("pg_catalog.to_json({var})::pg_catalog.text"));
-    parts.push(name("TG_TABLE_SCHEMA"));
+    parts.push(Piece::Sql(schema.to_owned()));
     parts.push(Piece::text(",\"table\":"));
-    parts.push(name("TG_TABLE_NAME"));
+    parts.push(Piece::Sql(table.to_owned()));
     for member in members {
         match member {
             Member::Always(name, value) => {
@@ -189,6 +204,14 @@ fn payload(op: Option<Op>, members: &[Member]) -> String {
 /// expressions; the send is an assignment because `PERFORM` would start an executor; the
 /// rare oversized event is rebuilt in a branch that is only prepared when it runs.
 pub(super) fn function_body(marker: &Marker) -> String {
+    match marker.triggers {
+        Kind::Row => row_body(marker),
+        Kind::Statement => statement_body(marker),
+    }
+}
+
+/// The row trigger's function body (see `function_body`).
+fn row_body(marker: &Marker) -> String {
     use Member::{Always, When};
     let mut b = String::new();
     let rows = marker.rows;
@@ -214,7 +237,7 @@ pub(super) fn function_body(marker: &Marker) -> String {
                 members.push(Always("key", key_parts(marker, "NEW")));
                 if !marker.key.is_empty() {
                     let old = key_parts(marker, "OLD");
-                    members.push(When(key_changed(marker), "old_key", old));
+                    members.push(When(key_changed(marker, "OLD", "NEW"), "old_key", old));
                 }
                 if rows {
                     members.push(Always("old", image_parts(marker, "OLD")));
@@ -268,7 +291,14 @@ pub(super) fn function_body(marker: &Marker) -> String {
     let _ = writeln!(
         b,
         "    p := {};",
-        payload(None, &stale(key_by_name(marker)))
+        payload(
+            None,
+            &stale(key_by_name(
+                marker,
+                "CASE TG_OP WHEN 'DELETE' THEN pg_catalog.to_json(OLD) \
+                 ELSE pg_catalog.to_json(NEW) END"
+            ))
+        )
     );
     let _ = writeln!(b, "    IF pg_catalog.octet_length(p) >= 8000 THEN");
     let _ = writeln!(b, "      p := {bare};");
@@ -289,6 +319,299 @@ pub(super) fn function_body(marker: &Marker) -> String {
     let _ = writeln!(b, "  RETURN NULL;");
     let _ = write!(b, "END;");
     b
+}
+
+/// The transition tables' names, as the statement triggers declare them.
+const NEW_TABLE: &str = "pgnotify_new";
+const OLD_TABLE: &str = "pgnotify_old";
+
+/// `PERFORM` sending one event per row of `rows` (a query with the payload as `p` and the key
+/// columns as `k1`, `k2`, ...), in the order of its rows: the payload, or when it would reach
+/// 8000 bytes the key with `"truncated": true`, or without the key.
+///
+/// `count`: a `SELECT ... INTO pgnotify_m` that counts the rows of `rows` whose `unpaired` is
+/// true, sending every event all the same, for the UPDATE's check.
+fn send_each(marker: &Marker, op: Op, rows: &str, count: bool) -> String {
+    use Member::Always;
+    let key = if marker.key.is_empty() {
+        vec![Piece::text("null")]
+    } else {
+        object_parts_of(&marker.key, |i, _| format!("x.k{}", i + 1))
+    };
+    let truncated = || Always("truncated", vec![Piece::text("true")]);
+    let with_key = statement_payload(op, &[Always("key", key), truncated()]);
+    let bare = statement_payload(op, &[Always("key", vec![Piece::text("null")]), truncated()]);
+    let (open, close) = match count {
+        false => ("PERFORM", ""),
+        true => (
+            "SELECT pg_catalog.count(*) FILTER (WHERE x.unpaired), pg_catalog.count(",
+            ") INTO pgnotify_m, pgnotify_n",
+        ),
+    };
+    format!(
+        "{open} pg_catalog.pg_notify({}, CASE\n        \
+         WHEN pg_catalog.octet_length(x.p) < 8000 THEN x.p\n        \
+         WHEN pg_catalog.octet_length({with_key}) < 8000 THEN {with_key}\n        \
+         ELSE {bare} END){close}\n      FROM ({rows}) x;",
+        quote_literal(&marker.channel)
+    )
+}
+
+/// The key columns of `row` as `k1`, `k2`, ...: for `send_each`.
+fn key_columns(marker: &Marker, row: &str) -> String {
+    marker
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!(", {row}.{} AS k{}", quote_ident(c), i + 1))
+        .collect()
+}
+
+/// A payload in the statement function, where the schema's and table's JSON are variables.
+fn statement_payload(op: Op, members: &[Member]) -> String {
+    payload_named(Some(op), members, "pgnotify_s", "pgnotify_t")
+}
+
+/// The statement triggers' function body (plpgsql), without the dollar quotes: one function
+/// for the three statement triggers with transition tables and the TRUNCATE trigger.
+///
+/// Each op sends all its events from one query over its transition table, in the table's
+/// order, which is the order in which the rows were changed: the events, their order and the
+/// fallbacks are the row function's, row for row. An UPDATE's old and new rows are paired by
+/// position: PostgreSQL appends one old and one new row to the two tables for each row
+/// updated, in one step (`AfterTriggerSaveEvent`), so the n-th rows of both are one row's
+/// before and after. That holds for the tables this kind is chosen for (not partitioned,
+/// without inheritance, where a row moved between partitions would be captured in two
+/// steps); the function checks that both tables have as many rows as were paired, and if not
+/// sends the stale events of the DDL fallback instead of guessing.
+///
+/// Names: `#variable_conflict use_variable`, so that a column named like a variable changes
+/// nothing; every column is written qualified by the alias of its table.
+fn statement_body(marker: &Marker) -> String {
+    use Member::{Always, When};
+    let rows = marker.rows;
+    let mut b = String::new();
+    let _ = writeln!(b, "#variable_conflict use_variable");
+    let _ = writeln!(b, "DECLARE");
+    let _ = writeln!(
+        b,
+        "  pgnotify_s pg_catalog.text := pg_catalog.to_json(TG_TABLE_SCHEMA)::pg_catalog.text;"
+    );
+    let _ = writeln!(
+        b,
+        "  pgnotify_t pg_catalog.text := pg_catalog.to_json(TG_TABLE_NAME)::pg_catalog.text;"
+    );
+    let _ = writeln!(b, "  pgnotify_m pg_catalog.int8;");
+    let _ = writeln!(b, "  pgnotify_n pg_catalog.int8;");
+    let _ = writeln!(b, "  sent pg_catalog.bool;");
+    let _ = writeln!(b, "BEGIN");
+    if marker.events.contains(&Op::Truncate) {
+        let _ = writeln!(b, "  IF TG_OP = 'TRUNCATE' THEN");
+        let truncate = statement_payload(Op::Truncate, &[Always("key", vec![Piece::text("null")])]);
+        let _ = writeln!(
+            b,
+            "    sent := pg_catalog.pg_notify({}, {truncate}) IS NULL;",
+            quote_literal(&marker.channel)
+        );
+        let _ = writeln!(b, "    RETURN NULL;");
+        let _ = writeln!(b, "  END IF;");
+    }
+    let _ = writeln!(b, "BEGIN");
+    let mut first = true;
+    for op in &marker.events {
+        let keyword = if first { "IF" } else { "ELSIF" };
+        let mut members = Vec::new();
+        let query = match op {
+            Op::Truncate => continue,
+            Op::Insert | Op::Delete => {
+                let (table, row) = match op {
+                    Op::Insert => (NEW_TABLE, "n"),
+                    _ => (OLD_TABLE, "o"),
+                };
+                members.push(Always("key", key_parts(marker, row)));
+                if rows {
+                    let name = if *op == Op::Insert { "new" } else { "old" };
+                    members.push(Always(name, image_parts(marker, row)));
+                }
+                let p = statement_payload(*op, &members);
+                let keys = key_columns(marker, row);
+                let query = format!("SELECT {p} AS p{keys} FROM {table} {row} OFFSET 0");
+                format!("      {}", send_each(marker, *op, &query, false))
+            }
+            Op::Update => {
+                // Paired by position (see above): each column the events need, as JSON, in
+                // one array per table (each a scan in the table's order), zipped by
+                // `ROWS FROM (unnest(...), ...)`, which pads the shorter with NULLs. No join: the plan, made once and cached for statements of every
+                // size, is the same for one row and a million. Never a whole-row value, whose
+                // fields PostgreSQL reads wrong after a column was dropped.
+                let mut arrays = Vec::new();
+                let mut names = Vec::new();
+                for (side, table) in [("o", OLD_TABLE), ("n", NEW_TABLE)] {
+                    let mut push = |name: String, value: String| {
+                        arrays.push(format!(
+                            "pg_catalog.unnest(ARRAY(SELECT {value} FROM {table} {side}))"
+                        ));
+                        names.push(name);
+                    };
+                    push(format!("pgnotify_{side}"), "true".to_owned());
+                    for (i, c) in marker.key.iter().enumerate() {
+                        let value = format!("pg_catalog.to_json({side}.{})", quote_ident(c));
+                        push(format!("pgnotify_{side}k{}", i + 1), value);
+                    }
+                    match (rows, &marker.columns) {
+                        (false, _) => {}
+                        (true, None) => push(
+                            format!("pgnotify_{side}j"),
+                            format!("pg_catalog.to_json({side})"),
+                        ),
+                        (true, Some(image)) => {
+                            for (i, c) in image.iter().enumerate() {
+                                let value =
+                                    format!("pg_catalog.to_json({side}.{})", quote_ident(c));
+                                push(format!("pgnotify_{side}c{}", i + 1), value);
+                            }
+                        }
+                    }
+                }
+                members.push(Always("key", paired_key(marker, "n")));
+                let old_key = paired_key(marker, "o");
+                members.push(When(paired_key_changed(marker), "old_key", old_key));
+                if rows {
+                    members.push(Always("old", paired_image(marker, "o")));
+                    members.push(Always("new", paired_image(marker, "n")));
+                }
+                let p = statement_payload(Op::Update, &members);
+                // `send_each` wants the key's values as k1, ...: JSON here, which `to_json`
+                // leaves as it is.
+                let keys: String = (1..=marker.key.len())
+                    .map(|i| format!(", u.pgnotify_nk{i} AS k{i}"))
+                    .collect();
+                let pairs = format!(
+                    "SELECT {p} AS p{keys},\n          \
+                     u.pgnotify_o IS NULL OR u.pgnotify_n IS NULL AS unpaired\n        \
+                     FROM ROWS FROM (\n          {}\n        ) AS u({}) OFFSET 0",
+                    arrays.join(",\n          "),
+                    names.join(", ")
+                );
+                let send = send_each(marker, Op::Update, &pairs, true);
+                format!(
+                    "      {send}\n      \
+                     IF pgnotify_m > 0 THEN\n        \
+                     RAISE EXCEPTION 'pgnotify: the old and new rows of an UPDATE did not pair';\n      \
+                     END IF;"
+                )
+            }
+        };
+        first = false;
+        let _ = writeln!(b, "    {keyword} TG_OP = '{}' THEN", op.sql());
+        let _ = writeln!(b, "{query}");
+    }
+    if !first {
+        let _ = writeln!(b, "    END IF;");
+    }
+    let _ = writeln!(
+        b,
+        "EXCEPTION WHEN OTHERS THEN\n  -- DDL since the install (a column named here renamed or dropped): never fail the\n  \
+         -- user's write. Each row's event says so, with the key if its columns are still there."
+    );
+    let stale = |key: Piece| Always("stale", vec![Piece::text("true")]).after(key);
+    let channel = quote_literal(&marker.channel);
+    let _ = writeln!(b, "  BEGIN");
+    let mut first = true;
+    for (op, table, row) in [
+        (Op::Insert, NEW_TABLE, "n"),
+        (Op::Update, NEW_TABLE, "n"),
+        (Op::Delete, OLD_TABLE, "o"),
+    ] {
+        if !marker.events.contains(&op) {
+            continue;
+        }
+        let keyword = if first { "IF" } else { "ELSIF" };
+        first = false;
+        let bare = statement_payload(op, &stale(Piece::text("null")));
+        let p = statement_payload(
+            op,
+            &stale(key_by_name(marker, &format!("pg_catalog.to_json({row})"))),
+        );
+        let _ = writeln!(b, "    {keyword} TG_OP = '{}' THEN", op.sql());
+        let _ = writeln!(
+            b,
+            "      PERFORM pg_catalog.pg_notify({channel}, CASE WHEN pg_catalog.octet_length(x.p) < 8000 \
+             THEN x.p ELSE {bare} END)\n        FROM (SELECT {p} AS p FROM {table} {row} OFFSET 0) x;"
+        );
+    }
+    if !first {
+        let _ = writeln!(b, "    END IF;");
+    }
+    let _ = writeln!(b, "  EXCEPTION WHEN OTHERS THEN");
+    let _ = writeln!(
+        b,
+        "    -- The last resort: only what the trigger itself knows."
+    );
+    let mut first = true;
+    for (op, table) in [
+        (Op::Insert, NEW_TABLE),
+        (Op::Update, NEW_TABLE),
+        (Op::Delete, OLD_TABLE),
+    ] {
+        if !marker.events.contains(&op) {
+            continue;
+        }
+        let keyword = if first { "IF" } else { "ELSIF" };
+        first = false;
+        let bare = statement_payload(op, &stale(Piece::text("null")));
+        let _ = writeln!(b, "    {keyword} TG_OP = '{}' THEN", op.sql());
+        let _ = writeln!(
+            b,
+            "      PERFORM pg_catalog.pg_notify({channel}, {bare}) FROM {table};"
+        );
+    }
+    if !first {
+        let _ = writeln!(b, "    END IF;");
+    }
+    let _ = writeln!(b, "  END;");
+    let _ = writeln!(b, "END;");
+    let _ = writeln!(b, "  RETURN NULL;");
+    let _ = write!(b, "END;");
+    b
+}
+
+/// The key of one side of an UPDATE's pair (`o` or `n`), from its JSON columns.
+fn paired_key(marker: &Marker, side: &str) -> Vec<Piece> {
+    paired_object(&marker.key, &format!("u.pgnotify_{side}k"))
+}
+
+/// An object of JSON columns `prefix1`, `prefix2`, ... (`null` for a NULL).
+fn paired_object(columns: &[String], prefix: &str) -> Vec<Piece> {
+    let mut parts = object_parts_of(columns, |_, _| String::new());
+    let mut i = 0;
+    for part in &mut parts {
+        if let Piece::Sql(sql) = part {
+            i += 1;
+            *sql = format!("COALESCE({prefix}{i}::pg_catalog.text, 'null')");
+        }
+    }
+    parts
+}
+
+/// `key_changed` between the two sides of an UPDATE's pair: their JSON as text.
+fn paired_key_changed(marker: &Marker) -> String {
+    let tests: Vec<String> = (1..=marker.key.len())
+        .map(|i| {
+            format!(
+                "u.pgnotify_ok{i}::pg_catalog.text IS DISTINCT FROM u.pgnotify_nk{i}::pg_catalog.text"
+            )
+        })
+        .collect();
+    tests.join(" OR ")
+}
+
+/// The row image of one side of an UPDATE's pair: `pgnotify_oj`, or the `pgnotify_oc` columns.
+fn paired_image(marker: &Marker, side: &str) -> Vec<Piece> {
+    match &marker.columns {
+        None => vec![Piece::Sql(format!("u.pgnotify_{side}j::pg_catalog.text"))],
+        Some(columns) => paired_object(columns, &format!("u.pgnotify_{side}c")),
+    }
 }
 
 /// `$pgnotify$`, or `$pgnotify1$`... : a dollar quote that does not occur in `body`.
@@ -339,9 +662,16 @@ pub(crate) fn install_sql(table: &Table, marker: &Marker, installed: &Installed)
     let on = table.sql();
     let mut s = Script::default();
     s.push(LOCK_TIMEOUT.to_owned());
+    // The statement function's UPDATE joins its two tables on a row number, which the planner
+    // cannot estimate: it would take a few hundred rows for millions and compile the query
+    // with JIT, costing more than the statement.
+    let jit = match marker.triggers {
+        Kind::Row => "",
+        Kind::Statement => "\n  SET jit = off",
+    };
     s.push(format!(
         "CREATE OR REPLACE FUNCTION {function} RETURNS trigger\n  LANGUAGE plpgsql \
-         SECURITY INVOKER\n  SET search_path = pg_catalog, pg_temp\nAS {tag}\n{body}\n{tag};"
+         SECURITY INVOKER\n  SET search_path = pg_catalog, pg_temp{jit}\nAS {tag}\n{body}\n{tag};"
     ));
     s.push(format!("COMMENT ON FUNCTION {function} IS {comment};"));
     for trigger in &installed.triggers {
@@ -352,7 +682,24 @@ pub(crate) fn install_sql(table: &Table, marker: &Marker, installed: &Installed)
     {
         s.push(format!("DROP FUNCTION {};", old.sql()));
     }
-    let triggers = marker.triggers();
+    let triggers = marker.trigger_names();
+    for (name, op, referencing) in [
+        (INSERT_TRIGGER, "INSERT", "NEW TABLE AS pgnotify_new"),
+        (
+            UPDATE_TRIGGER,
+            "UPDATE",
+            "OLD TABLE AS pgnotify_old NEW TABLE AS pgnotify_new",
+        ),
+        (DELETE_TRIGGER, "DELETE", "OLD TABLE AS pgnotify_old"),
+    ] {
+        if triggers.contains(&name) {
+            s.push(format!(
+                "CREATE TRIGGER {} AFTER {op} ON {on}\n  REFERENCING {referencing}\n  \
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function};",
+                quote_ident(name)
+            ));
+        }
+    }
     if triggers.contains(&ROW_TRIGGER) {
         s.push(format!(
             "CREATE TRIGGER {} AFTER {} ON {on}\n  FOR EACH ROW EXECUTE FUNCTION {function};",

@@ -4,6 +4,57 @@
 use crate::support::{Running, Server};
 use serde_json::{Value, json};
 
+/// Every test of a watch runs twice: as it is, with row triggers (the default), and in
+/// `auto_triggers` with `--triggers auto` added to every install, where pgnotify chooses
+/// statement triggers with transition tables on a plain table with a key: both kinds must
+/// send the same events.
+macro_rules! also_with_auto_triggers {
+    ($($name:ident),* $(,)?) => {
+        mod auto_triggers {
+            $(
+                #[test]
+                fn $name() {
+                    crate::support::use_auto_triggers();
+                    super::$name();
+                }
+            )*
+        }
+    };
+}
+
+/// Whether this run's watches on plain tables with a key have row triggers.
+fn row_triggers_forced() -> bool {
+    !crate::support::auto_triggers()
+}
+
+also_with_auto_triggers!(
+    every_committed_change_sends_one_event_and_a_rollback_sends_nothing,
+    installing_twice_is_installing_once_and_drop_leaves_the_database_as_it_was,
+    list_shows_every_watch_and_print_sql_changes_nothing,
+    awkward_and_hostile_names_are_quoted_never_spliced,
+    a_20_kb_row_is_sent_as_its_key_and_the_write_succeeds,
+    privileges_missing_give_the_servers_message_and_a_hint,
+    a_writer_with_a_hostile_search_path_cannot_hijack_the_trigger,
+    fetch_reads_rows_with_the_receivers_own_privileges,
+    columns_and_keys_shape_the_row_images,
+    an_interrupted_install_leaves_nothing,
+    a_closed_stdout_ends_list_and_print_sql_quietly,
+    fetch_and_data_carry_key_values_exactly,
+    a_watch_a_non_owner_installed_says_exactly_who_can_remove_it,
+    list_marks_a_watch_that_ddl_left_behind_as_stale_until_it_is_installed_again,
+    no_ddl_on_a_watched_table_makes_a_write_fail,
+    ddl_the_events_follow_sends_no_stale_events,
+    bulk_statements_send_every_row_in_order,
+    an_update_that_changes_keys_pairs_old_and_new_rows,
+    a_bulk_of_oversized_rows_sends_each_as_its_key,
+    ddl_after_the_install_leaves_bulk_writes_working,
+    partitions_and_inheritance_get_row_triggers_and_say_why,
+    an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers,
+    a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncate,
+    a_bulk_update_after_single_row_ones_in_one_session_stays_linear,
+    a_truncate_only_watch_is_its_statement_trigger_alone,
+);
+
 /// Everything a watch could leave behind, as sorted text: triggers, functions outside the
 /// system schemas, tables, and pgnotify's comments.
 fn catalog(server: &Server) -> String {
@@ -125,10 +176,20 @@ fn installing_twice_is_installing_once_and_drop_leaves_the_database_as_it_was() 
         installed,
         "the second install changed the catalog"
     );
-    assert!(
-        installed.contains("trigger t pgnotify_watch\n"),
-        "{installed}"
-    );
+    let triggers: &[&str] = match row_triggers_forced() {
+        true => &["pgnotify_watch\n"],
+        false => &[
+            "pgnotify_watch_insert",
+            "pgnotify_watch_update",
+            "pgnotify_watch_delete",
+        ],
+    };
+    for trigger in triggers {
+        assert!(
+            installed.contains(&format!("trigger t {trigger}")),
+            "{installed}"
+        );
+    }
     assert!(
         installed.contains("trigger t pgnotify_watch_truncate"),
         "{installed}"
@@ -495,7 +556,12 @@ fn a_writer_with_a_hostile_search_path_cannot_hijack_the_trigger() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(config, vec!["search_path=pg_catalog, pg_temp"]);
+    let mut expected = vec!["search_path=pg_catalog, pg_temp"];
+    if !row_triggers_forced() {
+        // The statement function's join cannot be estimated: no JIT for it.
+        expected.push("jit=off");
+    }
+    assert_eq!(config, expected);
 }
 
 #[test]
@@ -1093,4 +1159,482 @@ fn ddl_the_events_follow_sends_no_stale_events() {
     assert_eq!(e["new"]["extra"], json!({"a": 1}), "{e}");
     assert_eq!(e["table"], "t2", "{e}");
     assert!(e.get("stale").is_none(), "{e}");
+}
+
+/// The payloads of the next `n` records.
+fn payloads(pipe: &mut Running, n: usize) -> Vec<String> {
+    (0..n).map(|_| pipe.read_record().payload).collect()
+}
+
+/// The table's keys in the order a sequential scan (and so a whole-table UPDATE or DELETE)
+/// meets its rows.
+fn scan_order(db: &mut postgres::Client, table: &str) -> Vec<i32> {
+    db.query(&format!("SELECT id FROM {table}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn bulk_statements_send_every_row_in_order() {
+    // 10,000 rows a statement: one event per row, in the order the rows were changed, the
+    // payloads byte for byte those of a row trigger (which the second run of this test uses).
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE b (id int PRIMARY KEY, v text);
+         CREATE TABLE r (id int PRIMARY KEY, v text);",
+    )
+    .unwrap();
+    let watched = server.pgnotify().args(["watch-table", "b"]).run();
+    watched.success().stderr_has(match row_triggers_forced() {
+        true => "; row triggers)",
+        false => "; statement triggers)",
+    });
+    server
+        .pgnotify()
+        .args(["watch-table", "r", "--rows", "--channel", "b"])
+        .run()
+        .success();
+    const N: i32 = 10_000;
+    let mut pipe = pipe(&server, "b", 6 * N as u32 + 3, &["--on-overflow", "block"]);
+    let key = |op: &str, table: &str, id: i32| {
+        format!(r#"{{"op":"{op}","schema":"public","table":"{table}","key":{{"id":{id}}}"#)
+    };
+    let rows = "SELECT g, 'v' || g FROM generate_series(1, 10000) g";
+    db.batch_execute(&format!("INSERT INTO b {rows}")).unwrap();
+    let want: Vec<String> = (1..=N).map(|i| key("INSERT", "b", i) + "}").collect();
+    assert_eq!(payloads(&mut pipe, N as usize), want);
+    // In reverse order: the events follow the statement's order, not the key's.
+    db.batch_execute(&format!("INSERT INTO r {rows} ORDER BY g DESC"))
+        .unwrap();
+    let want: Vec<String> = (1..=N)
+        .rev()
+        .map(|i| key("INSERT", "r", i) + &format!(r#","new":{{"id":{i},"v":"v{i}"}}}}"#))
+        .collect();
+    assert_eq!(payloads(&mut pipe, N as usize), want);
+
+    let order = scan_order(&mut db, "b");
+    db.batch_execute("UPDATE b SET v = v || '!'").unwrap();
+    let want: Vec<String> = order.iter().map(|&i| key("UPDATE", "b", i) + "}").collect();
+    assert_eq!(payloads(&mut pipe, N as usize), want);
+    let order = scan_order(&mut db, "r");
+    db.batch_execute("UPDATE r SET v = v || '!'").unwrap();
+    let want: Vec<String> = order
+        .iter()
+        .map(|&i| {
+            key("UPDATE", "r", i)
+                + &format!(r#","old":{{"id":{i},"v":"v{i}"}},"new":{{"id":{i},"v":"v{i}!"}}}}"#)
+        })
+        .collect();
+    assert_eq!(payloads(&mut pipe, N as usize), want);
+
+    let order = scan_order(&mut db, "b");
+    db.batch_execute("DELETE FROM b").unwrap();
+    let want: Vec<String> = order.iter().map(|&i| key("DELETE", "b", i) + "}").collect();
+    assert_eq!(payloads(&mut pipe, N as usize), want);
+    let order = scan_order(&mut db, "r");
+    db.batch_execute("DELETE FROM r").unwrap();
+    let want: Vec<String> = order
+        .iter()
+        .map(|&i| key("DELETE", "r", i) + &format!(r#","old":{{"id":{i},"v":"v{i}!"}}}}"#))
+        .collect();
+    assert_eq!(payloads(&mut pipe, N as usize), want);
+
+    // NOTIFY folds identical payloads of one transaction, as with row triggers: two key-only
+    // UPDATEs of one row in one transaction arrive once; a statement changing no row sends
+    // nothing.
+    db.batch_execute(
+        "INSERT INTO b VALUES (1, 'x');
+         BEGIN; UPDATE b SET v = 'y'; UPDATE b SET v = 'z'; UPDATE b SET v = 'q' WHERE false;
+         COMMIT;
+         INSERT INTO b VALUES (2, 'last');",
+    )
+    .unwrap();
+    assert_eq!(
+        payloads(&mut pipe, 3),
+        [
+            key("INSERT", "b", 1) + "}",
+            key("UPDATE", "b", 1) + "}",
+            key("INSERT", "b", 2) + "}"
+        ]
+    );
+    pipe.expect_exit(0);
+}
+
+#[test]
+fn an_update_that_changes_keys_pairs_old_and_new_rows() {
+    // Every row's key changes (and, in a table whose key is checked at commit, keys trade
+    // places): each event carries its own row's old_key and images, in the statement's order.
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE k (id int PRIMARY KEY, v text);
+         INSERT INTO k SELECT g, 'v' FROM generate_series(1, 10000) g;
+         CREATE TABLE sw (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, v text);
+         INSERT INTO sw SELECT g, 'v' || g FROM generate_series(1, 5) g;",
+    )
+    .unwrap();
+    server.pgnotify().args(["watch-table", "k"]).run().success();
+    server
+        .pgnotify()
+        .args(["watch-table", "sw", "--rows", "--channel", "k"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "k", 10_000 + 5 + 5, &["--on-overflow", "block"]);
+    let order = scan_order(&mut db, "k");
+    db.batch_execute("UPDATE k SET id = id + 100000").unwrap();
+    let want: Vec<String> = order
+        .iter()
+        .map(|&i| {
+            format!(
+                r#"{{"op":"UPDATE","schema":"public","table":"k","key":{{"id":{}}},"old_key":{{"id":{i}}}}}"#,
+                i + 100_000
+            )
+        })
+        .collect();
+    assert_eq!(payloads(&mut pipe, 10_000), want);
+
+    // Keys trade places: 1 and 2 swap, the others keep theirs; then all shift by one.
+    let event = |i: i32, new: i32, v: &str, nv: &str| {
+        let old_key = match i == new {
+            true => String::new(),
+            false => format!(r#","old_key":{{"id":{i}}}"#),
+        };
+        format!(
+            r#"{{"op":"UPDATE","schema":"public","table":"sw","key":{{"id":{new}}}{old_key},"old":{{"id":{i},"v":"{v}"}},"new":{{"id":{new},"v":"{nv}"}}}}"#
+        )
+    };
+    let order = scan_order(&mut db, "sw");
+    db.batch_execute(
+        "UPDATE sw SET id = CASE id WHEN 1 THEN 2 WHEN 2 THEN 1 ELSE id END, v = v || '!'",
+    )
+    .unwrap();
+    let swapped = |i: i32| match i {
+        1 => 2,
+        2 => 1,
+        i => i,
+    };
+    let want: Vec<String> = order
+        .iter()
+        .map(|&i| event(i, swapped(i), &format!("v{i}"), &format!("v{i}!")))
+        .collect();
+    assert_eq!(payloads(&mut pipe, 5), want);
+    let order = scan_order(&mut db, "sw");
+    db.batch_execute("UPDATE sw SET id = id % 5 + 1").unwrap();
+    let want: Vec<String> = order
+        .iter()
+        .map(|&i| {
+            let v = format!("v{}!", swapped(i));
+            event(i, i % 5 + 1, &v, &v)
+        })
+        .collect();
+    assert_eq!(payloads(&mut pipe, 5), want);
+}
+
+#[test]
+fn a_bulk_of_oversized_rows_sends_each_as_its_key() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE docs (id text PRIMARY KEY, body text)")
+        .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "docs", "--rows"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "docs", 103, &[]);
+    // 100 rows of 20 KB, one small row between them, then two keys too long to send.
+    db.batch_execute(
+        "INSERT INTO docs SELECT 'big' || g, repeat('é', 10000) FROM generate_series(1, 50) g;
+         INSERT INTO docs VALUES ('small', 'x');
+         INSERT INTO docs SELECT 'big' || g, repeat('é', 10000) FROM generate_series(51, 100) g;",
+    )
+    .expect("the writes must succeed");
+    for i in 1..=50 {
+        assert_eq!(
+            pipe.read_record().payload,
+            format!(
+                r#"{{"op":"INSERT","schema":"public","table":"docs","key":{{"id":"big{i}"}},"truncated":true}}"#
+            )
+        );
+    }
+    assert_eq!(event(&mut pipe)["new"], json!({"id": "small", "body": "x"}));
+    for i in 51..=100 {
+        assert_eq!(event(&mut pipe)["key"], json!({"id": format!("big{i}")}));
+    }
+    db.batch_execute(
+        "INSERT INTO docs SELECT repeat(chr(1), 2000) || g, 'x' FROM generate_series(1, 2) g",
+    )
+    .expect("the write must succeed");
+    // Both events are the same text: NOTIFY folds them into one, as with row triggers.
+    assert_eq!(
+        event(&mut pipe),
+        json!({"op": "INSERT", "schema": "public", "table": "docs", "key": null,
+               "truncated": true})
+    );
+    db.batch_execute("INSERT INTO docs VALUES ('end', 'x')")
+        .unwrap();
+    assert_eq!(event(&mut pipe)["key"], json!({"id": "end"}));
+    pipe.expect_exit(0);
+}
+
+#[test]
+fn ddl_after_the_install_leaves_bulk_writes_working() {
+    // A renamed key column, then a renamed image column: bulk writes go through, and each row
+    // gets its stale event.
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE ren (id int PRIMARY KEY, v text);
+         CREATE TABLE img (id int PRIMARY KEY, a text, b text);",
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "ren"])
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args([
+            "watch-table",
+            "img",
+            "--rows",
+            "--columns",
+            "a",
+            "--channel",
+            "ren",
+        ])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "ren", 3 + 6, &[]);
+    db.batch_execute(
+        "ALTER TABLE ren RENAME COLUMN id TO ren_id;
+         ALTER TABLE img RENAME COLUMN a TO a2;",
+    )
+    .unwrap();
+    // The stale events of ren are identical, so each statement's arrive as one.
+    for statement in [
+        "INSERT INTO ren SELECT g, 'x' FROM generate_series(1, 3) g",
+        "UPDATE ren SET v = 'y'",
+        "DELETE FROM ren",
+        "INSERT INTO img SELECT g, 'a', 'b' FROM generate_series(1, 2) g",
+        "UPDATE img SET b = 'c'",
+        "DELETE FROM img",
+    ] {
+        db.batch_execute(statement)
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    for op in ["INSERT", "UPDATE", "DELETE"] {
+        assert_eq!(
+            event(&mut pipe),
+            json!({"op": op, "schema": "public", "table": "ren", "key": null, "stale": true})
+        );
+    }
+    for op in ["INSERT", "UPDATE", "DELETE"] {
+        for id in [1, 2] {
+            assert_eq!(
+                event(&mut pipe),
+                json!({"op": op, "schema": "public", "table": "img", "key": {"id": id},
+                       "stale": true})
+            );
+        }
+    }
+}
+
+#[test]
+fn partitions_and_inheritance_get_row_triggers_and_say_why() {
+    // Statement triggers would name the partitioned table rather than the partition, and miss
+    // or add rows where inheritance is involved: pgnotify chooses row triggers there.
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE m (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+         CREATE TABLE m1 PARTITION OF m FOR VALUES FROM (0) TO (100000);
+         CREATE TABLE parent (id int PRIMARY KEY);
+         CREATE TABLE child (id int PRIMARY KEY) INHERITS (parent);
+         CREATE TABLE plain (id int PRIMARY KEY);",
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "m", "--events", "insert,update,delete"])
+        .run()
+        .success()
+        .stderr_has(match row_triggers_forced() {
+            true => "; row triggers)",
+            false => "; row triggers: it is partitioned)",
+        });
+    for table in ["parent", "child"] {
+        server
+            .pgnotify()
+            .args(["watch-table", table, "--channel", "m"])
+            .run()
+            .success()
+            .stderr_has(match row_triggers_forced() {
+                true => "; row triggers)",
+                false => "; row triggers: it is a partition or has inheritance",
+            });
+    }
+    server
+        .pgnotify()
+        .args(["watch-table", "plain", "--channel", "m"])
+        .run()
+        .success();
+    let mut pipe = pipe(&server, "m", 10_000 + 2, &["--on-overflow", "block"]);
+    db.batch_execute("INSERT INTO m SELECT g, 'x' FROM generate_series(1, 10000) g")
+        .unwrap();
+    for i in 1..=10_000 {
+        let e = event(&mut pipe);
+        assert_eq!((&e["table"], &e["key"]["id"]), (&json!("m1"), &json!(i)));
+    }
+    // A statement on the parent: the child's row is the child's event only.
+    db.batch_execute("INSERT INTO child VALUES (7); UPDATE parent SET id = 8")
+        .unwrap();
+    assert_eq!(event(&mut pipe)["table"], "child");
+    let e = event(&mut pipe);
+    assert_eq!(
+        (&e["table"], &e["old_key"]),
+        (&json!("child"), &json!({"id": 7}))
+    );
+    let kinds = |server: &Server| -> Vec<(String, String, bool)> {
+        let out = server.pgnotify().args(["watch-table", "--list"]).run();
+        out.success()
+            .stdout
+            .lines()
+            .map(|l| {
+                let w: Value = serde_json::from_str(l).unwrap();
+                (
+                    w["table"].as_str().unwrap().to_owned(),
+                    w["triggers"].as_str().unwrap().to_owned(),
+                    w["stale"] == json!(true),
+                )
+            })
+            .collect()
+    };
+    let statement = match row_triggers_forced() {
+        true => "row",
+        false => "statement",
+    };
+    let kind = |t: &str, k: &str, stale| (t.to_owned(), k.to_owned(), stale);
+    assert_eq!(
+        kinds(&server),
+        [
+            kind("child", "row", false),
+            kind("m", "row", false),
+            kind("parent", "row", false),
+            kind("plain", statement, false),
+        ]
+    );
+    // A table watched with statement triggers that becomes a partition is stale: statements
+    // on its new parent would not reach them. Installed again, it gets row triggers.
+    db.batch_execute(
+        "CREATE TABLE p2 (id int PRIMARY KEY) PARTITION BY RANGE (id);
+         ALTER TABLE p2 ATTACH PARTITION plain FOR VALUES FROM (0) TO (10);",
+    )
+    .unwrap();
+    assert_eq!(
+        kinds(&server)[3],
+        kind("plain", statement, statement == "statement")
+    );
+    server
+        .pgnotify()
+        .args(["watch-table", "plain", "--channel", "m"])
+        .run()
+        .success();
+    assert_eq!(kinds(&server)[3], kind("plain", "row", false));
+}
+
+#[test]
+fn an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers() {
+    // (With row triggers, in row order.)
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE u (id int PRIMARY KEY, v text); INSERT INTO u VALUES (1, 'a')")
+        .unwrap();
+    server.pgnotify().args(["watch-table", "u"]).run().success();
+    let mut pipe = pipe(&server, "u", 3, &[]);
+    db.batch_execute(
+        "INSERT INTO u VALUES (0, 'z'), (1, 'b'), (2, 'c')
+           ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+    )
+    .unwrap();
+    let got: Vec<(Value, Value)> = (0..3)
+        .map(|_| {
+            let e = event(&mut pipe);
+            (e["op"].clone(), e["key"]["id"].clone())
+        })
+        .collect();
+    let (insert, update) = (json!("INSERT"), json!("UPDATE"));
+    // Row triggers send in row order; statement triggers fire once per operation, UPDATE first.
+    let want = match row_triggers_forced() {
+        true => [
+            (insert.clone(), json!(0)),
+            (update, json!(1)),
+            (insert, json!(2)),
+        ],
+        false => [
+            (update, json!(1)),
+            (insert.clone(), json!(0)),
+            (insert, json!(2)),
+        ],
+    };
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_bulk_update_after_single_row_ones_in_one_session_stays_linear() {
+    // The statement function's queries are planned once per session and the plan kept for
+    // statements of every size: one made while the tables held one row must not turn a later
+    // 20,000-row UPDATE quadratic (a join on row numbers once did: 96 s).
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v int);
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, 20000) g;",
+    )
+    .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--rows"])
+        .run()
+        .success();
+    for i in 1..=10 {
+        db.execute("UPDATE t SET v = 1 WHERE id = $1", &[&i])
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    db.batch_execute("BEGIN; UPDATE t SET v = 2; ROLLBACK")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_truncate_only_watch_is_its_statement_trigger_alone() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    server
+        .pgnotify()
+        .args(["watch-table", "t", "--events", "truncate"])
+        .run()
+        .success()
+        .stderr_has("(truncate; key only; row triggers)");
+    let mut pipe = pipe(&server, "t", 1, &[]);
+    db.batch_execute("INSERT INTO t VALUES (1); TRUNCATE t")
+        .unwrap();
+    assert_eq!(
+        event(&mut pipe),
+        json!({"op": "TRUNCATE", "schema": "public", "table": "t", "key": null})
+    );
+    let listed = catalog(&server);
+    assert!(
+        listed.contains("trigger t pgnotify_watch_truncate"),
+        "{listed}"
+    );
+    assert!(!listed.contains("trigger t pgnotify_watch\n"), "{listed}");
 }

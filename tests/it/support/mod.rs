@@ -261,6 +261,22 @@ enum Program {
     Other(PathBuf),
 }
 
+thread_local! {
+    static AUTO_TRIGGERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// From now on, every `pgnotify watch-table` this thread runs that installs a watch gets
+/// `--triggers auto`: to run a test of row triggers (the default) again against statement
+/// triggers, where pgnotify chooses them.
+pub fn use_auto_triggers() {
+    AUTO_TRIGGERS.with(|f| f.set(true));
+}
+
+/// Whether [`use_auto_triggers`] was called on this thread.
+pub fn auto_triggers() -> bool {
+    AUTO_TRIGGERS.with(|f| f.get())
+}
+
 /// A command line for the real binary, or a script around it (`Cmd::shell`, `Cmd::python`).
 #[must_use]
 pub struct Cmd {
@@ -359,8 +375,23 @@ impl Cmd {
             }
             Program::Other(path) => Command::new(path),
         };
-        cmd.env_clear().envs(&self.env).args(&self.args);
+        cmd.env_clear().envs(&self.env).args(self.with_triggers());
         cmd
+    }
+
+    /// The arguments, with `--triggers auto` after `watch-table` when it installs a watch and
+    /// the test runs with [`use_auto_triggers`].
+    fn with_triggers(&self) -> Vec<OsString> {
+        let mut args = self.args.clone();
+        let installs = !args.iter().any(|a| a == "--drop" || a == "--list");
+        if let Some(i) = args.iter().position(|a| a == "watch-table")
+            && auto_triggers()
+            && installs
+            && matches!(self.program, Program::Pgnotify)
+        {
+            args.splice(i + 1..i + 1, ["--triggers".into(), "auto".into()]);
+        }
+        args
     }
 
     fn describe(&self) -> String {
