@@ -11,7 +11,6 @@
 use crate::notification::{Gap, Notification};
 use crate::sanitize::hidden;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use std::fmt;
 use std::io::{self, Write};
 
@@ -23,7 +22,7 @@ struct Record<'a> {
     pub(crate) pid: i32,
     pub(crate) received_at: Micros,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) data: Option<Box<RawValue>>,
+    pub(crate) data: Option<serde_json::Value>,
 }
 
 /// The NDJSON record of a gap.
@@ -96,34 +95,12 @@ pub(super) fn write(
 }
 
 /// The payload parsed as JSON, with the fetched row (if any) as `new`.
-fn with_fetched(n: &Notification) -> Option<Box<RawValue>> {
-    if let Some(row) = &n.fetched
-        && let Some(spliced) = spliced(&n.payload, row)
-    {
-        return Some(spliced);
-    }
+fn with_fetched(n: &Notification) -> Option<serde_json::Value> {
     let mut data: serde_json::Value = serde_json::from_str(&n.payload).ok()?;
     if let (Some(row), Some(object)) = (&n.fetched, data.as_object_mut()) {
         object.insert("new".to_owned(), row.clone());
     }
-    serde_json::value::to_raw_value(&data).ok()
-}
-
-/// The fast way for `--fetch`'s events, the same JSON as building the value: the payload's
-/// object with `"new"` added last, spliced as text (then checked as JSON once), instead of
-/// parsing the payload into a value and copying the row into it. `None` where the splice
-/// would not be that JSON: not a compact non-empty object, or one that has `new` already.
-fn spliced(payload: &str, row: &serde_json::Value) -> Option<Box<RawValue>> {
-    let body = payload.strip_suffix('}')?;
-    if !body.starts_with('{') || body.len() < 2 || payload.contains("\"new\"") {
-        return None;
-    }
-    if payload.contains(|c: char| c.is_ascii_whitespace()) {
-        // Built as a value, whitespace goes; spliced, it would stay.
-        return None;
-    }
-    let row = serde_json::to_string(row).ok()?;
-    RawValue::from_string(format!("{body},\"new\":{row}}}")).ok()
+    Some(data)
 }
 
 pub(crate) fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
