@@ -104,23 +104,25 @@ impl Fetcher {
     /// Sets `fetched` on every event of `batch` whose row can and may be read: one query per
     /// (channel, table) for the whole batch.
     pub(super) fn fetch_batch(&mut self, batch: &mut [Notification]) {
-        // The events of each (channel, schema, table), in the order received.
-        let mut groups: Vec<(TableOf, Vec<(usize, Wanted)>)> = Vec::new();
+        // The events of each (channel, schema, table), in the order received; a group is
+        // named by its first event, so nothing is copied per event.
+        let mut groups: Vec<Vec<(usize, Wanted)>> = Vec::new();
         for (i, n) in batch.iter().enumerate() {
             let Some(wanted) = wanted(&n.payload) else {
                 continue;
             };
-            let id = (
-                n.channel.clone(),
-                wanted.schema.clone(),
-                wanted.table.clone(),
-            );
-            match groups.iter_mut().find(|(g, _)| *g == id) {
-                Some((_, events)) => events.push((i, wanted)),
-                None => groups.push((id, vec![(i, wanted)])),
+            let same = |(first, w): &(usize, Wanted)| {
+                batch[*first].channel == n.channel
+                    && w.schema == wanted.schema
+                    && w.table == wanted.table
+            };
+            match groups.iter_mut().find(|g| same(&g[0])) {
+                Some(events) => events.push((i, wanted)),
+                None => groups.push(vec![(i, wanted)]),
             }
         }
-        for ((channel, _, _), events) in groups {
+        for events in groups {
+            let channel = batch[events[0].0].channel.clone();
             let (at, keys): (Vec<usize>, Vec<Wanted>) = events.into_iter().unzip();
             match self.read(&channel, keys) {
                 Ok(Some(rows)) => {
