@@ -172,12 +172,7 @@ impl Control {
         }
     }
 
-    /// The source: the channels to LISTEN on for a new session.
-    pub(super) fn snapshot(&self) -> Vec<String> {
-        self.channels()
-    }
-
-    /// The source: a session listens on `listened` (the snapshot it LISTENed on) at `server`.
+    /// The source: a session listens on `listened` (the channels it LISTENed on) at `server`.
     /// Changes made to the set meanwhile are queued as the source's own requests, first.
     pub(super) fn connected(&self, wake: Wake, server: String, listened: &[String]) {
         let mut state = self.state();
@@ -443,7 +438,7 @@ mod tests {
     #[test]
     fn changes_made_while_connecting_are_caught_up_first() {
         let c = control(&["a", "b"]);
-        let listened = c.snapshot();
+        let listened = c.channels();
         c.ask(Ask::Listen(vec!["new".into()])).unwrap();
         c.ask(Ask::Unlisten(vec!["a".into()])).unwrap();
         c.connected(Wake::default(), "server".into(), &listened);

@@ -323,7 +323,7 @@ impl Source {
             target,
             ..
         } = connection;
-        let channels = self.control.snapshot();
+        let channels = self.control.channels();
         let mut sql: String = channels
             .iter()
             .chain(self.heartbeat())
