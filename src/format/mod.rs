@@ -31,6 +31,37 @@ pub(crate) enum Format {
     Raw,
 }
 
+impl Format {
+    /// Every format with its name, as `--format` and the console's `format` spell it.
+    pub(crate) const NAMED: [(Format, &'static str); 4] = [
+        (Format::Text, "text"),
+        (Format::Json, "json"),
+        (Format::Psql, "psql"),
+        (Format::Raw, "raw"),
+    ];
+
+    /// The format of a name.
+    pub(crate) fn named(name: &str) -> Option<Format> {
+        Format::NAMED
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(f, _)| *f)
+    }
+
+    /// Its name.
+    pub(crate) fn name(self) -> &'static str {
+        Format::NAMED
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    /// The names, for messages: `text, json, psql, raw`.
+    pub(crate) fn names() -> String {
+        Format::NAMED.map(|(_, n)| n).join(", ")
+    }
+}
+
 /// Presentation choices that depend on where the output goes.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Style {
@@ -153,6 +184,15 @@ pub(crate) enum ColorChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_format_is_found_by_its_name() {
+        for (format, name) in Format::NAMED {
+            assert_eq!((Format::named(name), format.name()), (Some(format), name));
+        }
+        assert_eq!(Format::named("yaml"), None);
+        assert_eq!(Format::names(), "text, json, psql, raw");
+    }
 
     fn env(no_color: Option<&str>, clicolor_force: Option<&str>, term: Option<&str>) -> ColorEnv {
         ColorEnv {

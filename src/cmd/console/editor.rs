@@ -4,6 +4,7 @@
 
 use super::command::COMMANDS;
 use super::screen::Screen;
+use crate::format::Format;
 use crate::stream::Control;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -19,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The names `format` takes.
-pub(super) const FORMATS: &[&str] = &["text", "json", "psql", "raw"];
 /// The most lines the history file keeps.
 const HISTORY_SIZE: usize = 1000;
 
@@ -155,7 +154,7 @@ impl Completer for Completion {
         } else {
             match first.to_ascii_lowercase().as_str() {
                 "listen" | "unlisten" | "notify" => self.channels(),
-                "format" => FORMATS.iter().map(|f| f.to_string()).collect(),
+                "format" => Format::NAMED.iter().map(|(_, f)| f.to_string()).collect(),
                 _ => Vec::new(),
             }
         };

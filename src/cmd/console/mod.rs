@@ -265,18 +265,18 @@ impl Console {
             Command::Format(None) => self.later(Box::new(move || {
                 Ok(format!(
                     "format: {} (one of: {})",
-                    format_name(view.screen.format()),
-                    editor::FORMATS.join(", ")
+                    view.screen.format().name(),
+                    Format::names()
                 ))
             })),
-            Command::Format(Some(name)) => self.reply(match format_named(&name) {
+            Command::Format(Some(name)) => self.reply(match Format::named(&name) {
                 Some(format) => {
                     self.view.screen.set_format(format);
                     Ok(format!("format: {name}"))
                 }
                 None => Err(format!(
                     "unknown format \"{name}\" (one of: {})",
-                    editor::FORMATS.join(", ")
+                    Format::names()
                 )),
             }),
             Command::Filter(Filter::Show) => self.later(Box::new(move || {
@@ -431,24 +431,5 @@ fn events(n: u64) -> String {
     match n {
         1 => "1 event".to_owned(),
         n => format!("{} events", screen::thousands(n)),
-    }
-}
-
-fn format_named(name: &str) -> Option<Format> {
-    match name {
-        "text" => Some(Format::Text),
-        "json" => Some(Format::Json),
-        "psql" => Some(Format::Psql),
-        "raw" => Some(Format::Raw),
-        _ => None,
-    }
-}
-
-fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::Text => "text",
-        Format::Json => "json",
-        Format::Psql => "psql",
-        Format::Raw => "raw",
     }
 }
