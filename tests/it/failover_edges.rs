@@ -684,11 +684,7 @@ fn watch_table_on_a_standby_says_it_is_a_standby() {
 fn watch_table_drop_on_a_standby_says_it_is_a_standby() {
     let primary = Server::start();
     primary.psql("CREATE TABLE orders (id int PRIMARY KEY)");
-    primary
-        .pgnotify()
-        .args(["watch-table", "orders"])
-        .run()
-        .success();
+    primary.watch_table(&["orders"]);
     let standby = primary.standby();
     let out = standby
         .bare()
@@ -1085,11 +1081,7 @@ fn read_only_listener_takes_a_read_only_primary_and_receives() {
 fn fetch_reads_rows_on_the_server_the_listener_is_on() {
     let primary = Server::start();
     primary.psql("CREATE TABLE orders (id int PRIMARY KEY, status text)");
-    primary
-        .pgnotify()
-        .args(["watch-table", "orders"])
-        .run()
-        .success();
+    primary.watch_table(&["orders"]);
     let standby = primary.standby();
     standby.wait_until("the watch replicated", || {
         standby.psql("SELECT to_regclass('orders') IS NOT NULL") == "t"

@@ -6,14 +6,6 @@
 use crate::support::{Running, Server};
 use serde_json::Value;
 
-fn watch(server: &Server, table: &str, channel: &str) {
-    server
-        .pgnotify()
-        .args(["watch-table", table, "--channel", channel])
-        .run()
-        .success();
-}
-
 fn fetching(server: &Server, channel: &str, count: usize) -> Running {
     let mut pipe = server
         .pgnotify()
@@ -56,7 +48,7 @@ fn a_bulk_insert_gets_every_row_in_order() {
     // A key whose order on the server (text) is not the order of the rows inserted.
     db.batch_execute("CREATE TABLE t (k text PRIMARY KEY, n int)")
         .unwrap();
-    watch(&server, "t", "t");
+    server.watch_table(&["t", "--channel", "t"]);
     let rows = 5000;
     let mut pipe = fetching(&server, "t", rows);
     db.batch_execute(&format!(
@@ -82,8 +74,8 @@ fn mixed_tables_repeated_keys_gone_rows_and_forgeries_in_one_batch() {
          INSERT INTO secret VALUES (1, 'never forwarded');",
     )
     .unwrap();
-    watch(&server, "a", "mix");
-    watch(&server, "b", "mix");
+    server.watch_table(&["a", "--channel", "mix"]);
+    server.watch_table(&["b", "--channel", "mix"]);
     let mut pipe = fetching(&server, "mix", 9);
     // One transaction: the events arrive together, in one batch.
     db.batch_execute(
@@ -164,7 +156,7 @@ fn ddl_and_a_revoked_privilege_are_said_and_the_stream_goes_on() {
          GRANT SELECT ON t TO reader;",
     )
     .unwrap();
-    watch(&server, "t", "t");
+    server.watch_table(&["t", "--channel", "t"]);
     let mut pipe = server
         .pgnotify()
         .args([
@@ -219,7 +211,7 @@ fn exec_gets_the_fetched_row_on_its_stdin() {
     let mut db = server.client();
     db.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         .unwrap();
-    watch(&server, "t", "t");
+    server.watch_table(&["t", "--channel", "t"]);
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("rows");
     let mut pipe = server

@@ -384,11 +384,7 @@ fn a_watch_table_event_reads_as_a_sentence_on_a_terminal() {
     server.psql(
         "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders VALUES (42, 'a');",
     );
-    server
-        .pgnotify()
-        .args(["watch-table", "orders"])
-        .run()
-        .success();
+    server.watch_table(&["orders"]);
     let update = || server.psql("UPDATE orders SET note = 'b' WHERE id = 42");
     let out = on_terminal(
         &server,
@@ -419,11 +415,7 @@ fn a_watch_table_event_reads_as_a_sentence_on_a_terminal() {
         "UPDATE in its colour: {out:?}"
     );
     // With --rows the row images follow the key; TRUNCATE has no key.
-    server
-        .pgnotify()
-        .args(["watch-table", "orders", "--rows"])
-        .run()
-        .success();
+    server.watch_table(&["orders", "--rows"]);
     let mut listener = server
         .pgnotify()
         .args(["-v", "listen", "--format", "text", "orders", "--count", "2"])

@@ -568,11 +568,7 @@ fn every_host_hanging_on_listen_and_a_wrong_password_behind_one() {
 fn fetch_follows_the_listener_to_the_promoted_server() {
     let primary = Server::start();
     primary.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
-    primary
-        .pgnotify()
-        .args(["watch-table", "t"])
-        .run()
-        .success();
+    primary.watch_table(&["t"]);
     let standby = primary.standby();
     let conninfo = format!(
         "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \

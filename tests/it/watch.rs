@@ -163,7 +163,7 @@ fn installing_twice_is_installing_once_and_drop_leaves_the_database_as_it_was() 
     db.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
         .unwrap();
     let before = catalog(&server);
-    server.pgnotify().args(["watch-table", "t"]).run().success();
+    server.watch_table(&["t"]);
     let installed = catalog(&server);
     server
         .pgnotify()
@@ -235,11 +235,7 @@ fn installing_twice_is_installing_once_and_drop_leaves_the_database_as_it_was() 
     assert!(!replaced.contains("pgnotify_watch_truncate"), "{replaced}");
     assert!(replaced.contains(r#""channel":"other""#), "{replaced}");
 
-    server
-        .pgnotify()
-        .args(["watch-table", "t", "--drop"])
-        .run()
-        .success();
+    server.watch_table(&["t", "--drop"]);
     assert_eq!(catalog(&server), before);
     server
         .pgnotify()
@@ -346,11 +342,7 @@ fn awkward_and_hostile_names_are_quoted_never_spliced() {
     .unwrap();
     let table = r#""My Schema"."Order ""Items""; DROP TABLE x; --""#;
     let channel = "ch'); DROP TABLE x; -- \\ \"";
-    server
-        .pgnotify()
-        .args(["watch-table", table, "--channel", channel, "--rows"])
-        .run()
-        .success();
+    server.watch_table(&[table, "--channel", channel, "--rows"]);
     let mut pipe = pipe(&server, channel, 1, &[]);
     db.execute(
         r#"INSERT INTO "My Schema"."Order ""Items""; DROP TABLE x; --" VALUES (7, 'a\b')"#,
@@ -417,11 +409,7 @@ fn a_20_kb_row_is_sent_as_its_key_and_the_write_succeeds() {
     let mut db = server.client();
     db.batch_execute("CREATE TABLE docs (id text PRIMARY KEY, body text)")
         .unwrap();
-    server
-        .pgnotify()
-        .args(["watch-table", "docs", "--rows"])
-        .run()
-        .success();
+    server.watch_table(&["docs", "--rows"]);
     let mut pipe = pipe(&server, "docs", 2, &["--fetch"]);
     let body = "é".repeat(10_000);
     db.execute("INSERT INTO docs VALUES ('big', $1)", &[&body])
@@ -492,11 +480,7 @@ fn privileges_missing_give_the_servers_message_and_a_hint() {
         .one_line_error()
         .stderr_has("needs ownership of table public.orders")
         .stderr_has("role \"clerk\" lacks the table's");
-    server
-        .pgnotify()
-        .args(["watch-table", "orders", "--drop"])
-        .run()
-        .success();
+    server.watch_table(&["orders", "--drop"]);
 }
 
 #[test]
@@ -524,11 +508,7 @@ fn a_writer_with_a_hostile_search_path_cannot_hijack_the_trigger() {
            GRANT USAGE ON SCHEMA evil TO PUBLIC;"#,
     )
     .unwrap();
-    server
-        .pgnotify()
-        .args(["watch-table", "orders", "--rows"])
-        .run()
-        .success();
+    server.watch_table(&["orders", "--rows"]);
     let mut pipe = pipe(&server, "orders", 3, &[]);
     db.batch_execute(
         "SET search_path = evil, pg_catalog, public;
@@ -577,11 +557,7 @@ fn fetch_reads_rows_with_the_receivers_own_privileges() {
     )
     .unwrap();
     for table in ["orders", "secret"] {
-        server
-            .pgnotify()
-            .args(["watch-table", table])
-            .run()
-            .success();
+        server.watch_table(&[table]);
     }
     let mut owner = pipe(&server, "orders", 6, &["--fetch"]);
     let mut reader = server
@@ -651,26 +627,10 @@ fn columns_and_keys_shape_the_row_images() {
          CREATE TABLE ci (region citext, n int, v int, PRIMARY KEY (region, n));",
     )
     .unwrap();
-    server
-        .pgnotify()
-        .args(["watch-table", "t", "--rows", "--columns", "b,a"])
-        .run()
-        .success();
-    server
-        .pgnotify()
-        .args(["watch-table", "nokey", "--rows", "--channel", "t"])
-        .run()
-        .success();
-    server
-        .pgnotify()
-        .args(["watch-table", "ident", "--channel", "t"])
-        .run()
-        .success();
-    server
-        .pgnotify()
-        .args(["watch-table", "ci", "--channel", "t"])
-        .run()
-        .success();
+    server.watch_table(&["t", "--rows", "--columns", "b,a"]);
+    server.watch_table(&["nokey", "--rows", "--channel", "t"]);
+    server.watch_table(&["ident", "--channel", "t"]);
+    server.watch_table(&["ci", "--channel", "t"]);
     let mut pipe = pipe(&server, "t", 8, &[]);
     db.batch_execute(
         "INSERT INTO t VALUES (1, 'a1', NULL, 'c1');
@@ -814,11 +774,7 @@ fn fetch_and_data_carry_key_values_exactly() {
     )
     .unwrap();
     for table in ["n", "b", "c"] {
-        server
-            .pgnotify()
-            .args(["watch-table", table, "--channel", "k"])
-            .run()
-            .success();
+        server.watch_table(&[table, "--channel", "k"]);
     }
     let mut pipe = pipe(&server, "k", 6, &["--fetch"]);
     db.batch_execute(
@@ -917,11 +873,7 @@ fn a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncat
     // Installed twice: the second changes nothing (the partitions' cloned triggers are not
     // another table's use of the function).
     for _ in 0..2 {
-        server
-            .pgnotify()
-            .args(["watch-table", "m", "--events", "insert,update,delete"])
-            .run()
-            .success();
+        server.watch_table(&["m", "--events", "insert,update,delete"]);
     }
     server
         .pgnotify()
@@ -974,11 +926,7 @@ fn a_partitioned_table_sends_row_events_from_every_partition_and_refuses_truncat
         before_drop.contains("trigger m1 pgnotify_watch"),
         "{before_drop}"
     );
-    server
-        .pgnotify()
-        .args(["watch-table", "m", "--drop"])
-        .run()
-        .success();
+    server.watch_table(&["m", "--drop"]);
     let after = catalog(&server);
     assert!(!after.contains("pgnotify"), "{after}");
 }
@@ -1030,16 +978,8 @@ fn list_marks_a_watch_that_ddl_left_behind_as_stale_until_it_is_installed_again(
     .unwrap();
     assert_eq!(stale(&server), [("r".into(), true), ("t2".into(), true)]);
     // Installing again fits the watch to the table.
-    server
-        .pgnotify()
-        .args(["watch-table", "t2"])
-        .run()
-        .success();
-    server
-        .pgnotify()
-        .args(["watch-table", "r", "--rows", "--columns", "b"])
-        .run()
-        .success();
+    server.watch_table(&["t2"]);
+    server.watch_table(&["r", "--rows", "--columns", "b"]);
     assert_eq!(stale(&server), [("r".into(), false), ("t2".into(), false)]);
     let mut after = pipe(&server, "t2", 1, &[]);
     db.batch_execute("INSERT INTO t2 VALUES (1, 'a', 'x')")
@@ -1121,11 +1061,7 @@ fn no_ddl_on_a_watched_table_makes_a_write_fail() {
         assert_eq!(w["stale"], json!(true), "{w}");
     }
     // Installed again, the watch fits the table: events are whole and not stale.
-    server
-        .pgnotify()
-        .args(["watch-table", "img", "--rows", "--columns", "b"])
-        .run()
-        .success();
+    server.watch_table(&["img", "--rows", "--columns", "b"]);
     let mut img = pipe(&server, "img", 1, &[]);
     db.batch_execute("UPDATE img SET b = 'd' WHERE id = 2")
         .unwrap();
@@ -1142,11 +1078,7 @@ fn ddl_the_events_follow_sends_no_stale_events() {
     let mut db = server.client();
     db.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         .unwrap();
-    server
-        .pgnotify()
-        .args(["watch-table", "t", "--rows"])
-        .run()
-        .success();
+    server.watch_table(&["t", "--rows"]);
     let mut t = pipe(&server, "t", 1, &[]);
     db.batch_execute(
         "ALTER TABLE t ADD COLUMN extra jsonb; ALTER TABLE t ALTER COLUMN id TYPE numeric;
@@ -1192,11 +1124,7 @@ fn bulk_statements_send_every_row_in_order() {
         true => "; row triggers)",
         false => "; statement triggers)",
     });
-    server
-        .pgnotify()
-        .args(["watch-table", "r", "--rows", "--channel", "b"])
-        .run()
-        .success();
+    server.watch_table(&["r", "--rows", "--channel", "b"]);
     const N: i32 = 10_000;
     let mut pipe = pipe(&server, "b", 6 * N as u32 + 3, &["--on-overflow", "block"]);
     let key = |op: &str, table: &str, id: i32| {
@@ -1276,12 +1204,8 @@ fn an_update_that_changes_keys_pairs_old_and_new_rows() {
          INSERT INTO sw SELECT g, 'v' || g FROM generate_series(1, 5) g;",
     )
     .unwrap();
-    server.pgnotify().args(["watch-table", "k"]).run().success();
-    server
-        .pgnotify()
-        .args(["watch-table", "sw", "--rows", "--channel", "k"])
-        .run()
-        .success();
+    server.watch_table(&["k"]);
+    server.watch_table(&["sw", "--rows", "--channel", "k"]);
     let mut pipe = pipe(&server, "k", 10_000 + 5 + 5, &["--on-overflow", "block"]);
     let order = scan_order(&mut db, "k");
     db.batch_execute("UPDATE k SET id = id + 100000").unwrap();
@@ -1339,11 +1263,7 @@ fn a_bulk_of_oversized_rows_sends_each_as_its_key() {
     let mut db = server.client();
     db.batch_execute("CREATE TABLE docs (id text PRIMARY KEY, body text)")
         .unwrap();
-    server
-        .pgnotify()
-        .args(["watch-table", "docs", "--rows"])
-        .run()
-        .success();
+    server.watch_table(&["docs", "--rows"]);
     let mut pipe = pipe(&server, "docs", 103, &[]);
     // 100 rows of 20 KB, one small row between them, then two keys too long to send.
     db.batch_execute(
@@ -1391,11 +1311,7 @@ fn ddl_after_the_install_leaves_bulk_writes_working() {
          CREATE TABLE img (id int PRIMARY KEY, a text, b text);",
     )
     .unwrap();
-    server
-        .pgnotify()
-        .args(["watch-table", "ren"])
-        .run()
-        .success();
+    server.watch_table(&["ren"]);
     server
         .pgnotify()
         .args([
@@ -1478,11 +1394,7 @@ fn partitions_and_inheritance_get_row_triggers_and_say_why() {
                 false => "; row triggers: it is a partition or has inheritance",
             });
     }
-    server
-        .pgnotify()
-        .args(["watch-table", "plain", "--channel", "m"])
-        .run()
-        .success();
+    server.watch_table(&["plain", "--channel", "m"]);
     let mut pipe = pipe(&server, "m", 10_000 + 2, &["--on-overflow", "block"]);
     db.batch_execute("INSERT INTO m SELECT g, 'x' FROM generate_series(1, 10000) g")
         .unwrap();
@@ -1539,11 +1451,7 @@ fn partitions_and_inheritance_get_row_triggers_and_say_why() {
         kinds(&server)[3],
         kind("plain", statement, statement == "statement")
     );
-    server
-        .pgnotify()
-        .args(["watch-table", "plain", "--channel", "m"])
-        .run()
-        .success();
+    server.watch_table(&["plain", "--channel", "m"]);
     assert_eq!(kinds(&server)[3], kind("plain", "row", false));
 }
 
@@ -1554,7 +1462,7 @@ fn an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers(
     let mut db = server.client();
     db.batch_execute("CREATE TABLE u (id int PRIMARY KEY, v text); INSERT INTO u VALUES (1, 'a')")
         .unwrap();
-    server.pgnotify().args(["watch-table", "u"]).run().success();
+    server.watch_table(&["u"]);
     let mut pipe = pipe(&server, "u", 3, &[]);
     db.batch_execute(
         "INSERT INTO u VALUES (0, 'z'), (1, 'b'), (2, 'c')
@@ -1596,11 +1504,7 @@ fn a_bulk_update_after_single_row_ones_in_one_session_stays_linear() {
          INSERT INTO t SELECT g, 0 FROM generate_series(1, 20000) g;",
     )
     .unwrap();
-    server
-        .pgnotify()
-        .args(["watch-table", "t", "--rows"])
-        .run()
-        .success();
+    server.watch_table(&["t", "--rows"]);
     for i in 1..=10 {
         db.execute("UPDATE t SET v = 1 WHERE id = $1", &[&i])
             .unwrap();

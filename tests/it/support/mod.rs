@@ -105,6 +105,15 @@ impl Server {
         cmd
     }
 
+    /// `pgnotify watch-table ARGS` against this server, which must succeed.
+    pub fn watch_table(&self, args: &[&str]) {
+        self.pgnotify()
+            .arg("watch-table")
+            .args(args)
+            .run()
+            .success();
+    }
+
     /// `pgnotify` with no connection options: only the environment the test gives it.
     pub fn bare(&self) -> Cmd {
         let mut cmd = Cmd::new();
