@@ -659,19 +659,8 @@ fn a_reader_that_leaves_while_the_pipe_is_full_ends_the_run_quietly() {
 
 /// `pgnotify -v pipe fk --heartbeat 1s EXTRA...` against a fake server.
 fn fake_pipe(fake: &FakeServer, extra: &[&str]) -> crate::support::Running {
-    crate::support::Cmd::new()
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &fake.port.to_string(),
-            "-U",
-            "u",
-            "-d",
-            "d",
-            "-v",
-        ])
-        .args(["pipe", "fk", "--heartbeat", "1s"])
+    fake.pgnotify()
+        .args(["-v", "pipe", "fk", "--heartbeat", "1s"])
         .args(extra)
         .spawn()
 }
@@ -823,34 +812,14 @@ fn notify_timeout_bounds_a_server_that_accepts_and_never_answers() {
     assert!(started.elapsed() < Duration::from_secs(5));
     // Connected, then the backend hangs: the notification may or may not have committed.
     let fake = FakeServer::start("hang-on-query");
-    crate::support::Cmd::new()
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &fake.port.to_string(),
-            "-U",
-            "u",
-            "-d",
-            "d",
-        ])
+    fake.pgnotify()
         .args(["notify", "-t", "500ms", "c", "x"])
         .run()
         .code(124)
         .one_line_error()
         .stderr_has("timed out after 500 ms (--timeout)")
         .stderr_has("may or may not have been committed");
-    crate::support::Cmd::new()
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &fake.port.to_string(),
-            "-U",
-            "u",
-            "-d",
-            "d",
-        ])
+    fake.pgnotify()
         .args(["notify", "-t", "500ms", "--lines", "c"])
         .stdin("a\nb\n")
         .run()

@@ -233,6 +233,22 @@ pub struct FakeServer {
 }
 
 impl FakeServer {
+    /// `pgnotify` pointed at this fake (127.0.0.1, its port, user `u`, database `d`).
+    pub fn pgnotify(&self) -> Cmd {
+        let mut cmd = Cmd::new();
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "u",
+            "-d",
+            "d",
+        ]);
+        cmd
+    }
+
     pub fn start(mode: &str) -> FakeServer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/fake_pg.py");
         let mut child = Command::new("python3")
