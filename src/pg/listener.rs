@@ -28,6 +28,24 @@ const MAX_BATCH: usize = 1024;
 /// The most bytes of channel names and payloads one read returns (once reached).
 const MAX_BATCH_BYTES: usize = 256 << 10;
 
+/// How long a notification sent on the listening connection waits for the lock that commits
+/// with notifications take one at a time (a commit of many notifications, or one waiting for a
+/// synchronous standby, holds it): within the heartbeat's 5 s.
+pub(crate) const NOTIFY_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// `pg_notify` in a transaction of its own settings: `SET LOCAL`'s, so they end with it. A
+/// notification is not made durable by a standby, and a commit that waits for one holds the
+/// lock every other notifying commit waits for.
+const NOTIFY_BOUNDED: &str = "SELECT pg_catalog.set_config('lock_timeout', $3, true), \
+     pg_catalog.set_config('synchronous_commit', 'local', true), \
+     pg_catalog.pg_notify($1, $2)";
+
+/// Whether a query failed because it waited its `lock_timeout` out (SQLSTATE 55P03): the
+/// backend is alive and answered, but another transaction held the lock.
+pub(crate) fn waited_for_lock(e: &postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+}
+
 /// What a query in flight ends with.
 pub(crate) type Answer = Result<Vec<SimpleQueryMessage>, postgres::Error>;
 
@@ -124,14 +142,22 @@ impl Listener {
         self.query = Some(Box::pin(async move { client.simple_query(&sql).await }));
     }
 
-    /// Puts `SELECT pg_notify(channel, payload)` in flight, both as bind parameters.
+    /// Puts `SELECT pg_notify(channel, payload)` in flight, both as bind parameters, in a
+    /// transaction that waits at most [`NOTIFY_LOCK_WAIT`] for the lock every commit with
+    /// notifications takes, and not for a synchronous standby: the connection delivers nothing
+    /// while its backend waits, so the wait is bounded (a lock timeout, [`waited_for_lock`]).
     pub(crate) fn send_notify(&mut self, channel: String, payload: String) {
         let client = Arc::clone(&self.client);
+        let wait = NOTIFY_LOCK_WAIT.as_millis().to_string();
         self.query = Some(Box::pin(async move {
             client
                 .query_typed(
-                    "SELECT pg_catalog.pg_notify($1, $2)",
-                    &[(&channel, Type::TEXT), (&payload, Type::TEXT)],
+                    NOTIFY_BOUNDED,
+                    &[
+                        (&channel, Type::TEXT),
+                        (&payload, Type::TEXT),
+                        (&wait, Type::TEXT),
+                    ],
                 )
                 .await
                 .map(|_| Vec::new())

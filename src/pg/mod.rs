@@ -26,5 +26,5 @@ pub(crate) use error::{describe_on, describe_pg_error};
 pub(crate) use ident::{
     MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES, check_channel, check_payload, quote_ident, quote_literal,
 };
-pub(crate) use listener::{Answer, Listener, Wake};
+pub(crate) use listener::{Answer, Listener, NOTIFY_LOCK_WAIT, Wake, waited_for_lock};
 pub(crate) use settings::{ConnOptions, ConnSettings, Env, PasswordPrompt, Target, resolve};

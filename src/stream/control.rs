@@ -11,7 +11,9 @@
 
 use super::queue::{Event, Queue};
 use super::source::case_hint;
-use crate::pg::{self, Answer, Wake, describe_pg_error, quote_ident};
+use crate::pg::{
+    self, Answer, NOTIFY_LOCK_WAIT, Wake, describe_pg_error, quote_ident, waited_for_lock,
+};
 use crate::sanitize::escape_controls;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -272,6 +274,12 @@ impl Control {
             return;
         };
         let reply = match answer {
+            Err(e) if waited_for_lock(&e) => Err(format!(
+                "not sent: another transaction held the lock that commits with notifications \
+                 take for {} s (it is committing many, or waiting for a synchronous standby); \
+                 try again",
+                NOTIFY_LOCK_WAIT.as_secs()
+            )),
             Err(e) => Err(describe_pg_error(&e)),
             Ok(_) => Ok(apply(&mut state.channels, &request.ask) + &hint(&request.ask)),
         };

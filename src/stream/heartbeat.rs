@@ -10,8 +10,9 @@
 //! the output's pace, never all at once.
 
 use crate::deadline;
+use crate::msg;
 use crate::notification::Notification;
-use crate::pg::{Answer, Listener, describe_pg_error};
+use crate::pg::{Answer, Listener, NOTIFY_LOCK_WAIT, describe_pg_error, waited_for_lock};
 use std::time::{Duration, Instant};
 
 /// How long the heartbeat's answer (after the last sign of life) and self-notification may take.
@@ -23,6 +24,8 @@ pub(super) struct Heartbeat {
     next: Option<Instant>,
     awaiting: Option<Beat>,
     sequence: u64,
+    /// Heartbeats in a row that waited out the lock notifying commits take.
+    locked_out: u32,
 }
 
 /// A heartbeat sent and not yet complete (or another query whose answer is awaited).
@@ -45,6 +48,7 @@ impl Heartbeat {
             next: interval.and_then(deadline::after),
             awaiting: None,
             sequence: 0,
+            locked_out: 0,
         }
     }
 
@@ -128,11 +132,34 @@ impl Heartbeat {
 
     /// The heartbeat query was answered. Returns the evidence it gives: when it was sent, the
     /// server had sent everything committed before (it sends what is pending before an answer).
+    ///
+    /// A heartbeat that waited [`NOTIFY_LOCK_WAIT`] out for the lock notifying commits take
+    /// proves the backend alive but not the delivery: it is no evidence and no failure, and the
+    /// next one is sent when due.
     pub(super) fn answered(&mut self, answer: Answer) -> Result<Option<jiff::Timestamp>, String> {
+        if let Err(e) = &answer
+            && waited_for_lock(e)
+            && self.awaiting.is_some()
+        {
+            self.awaiting = None;
+            self.locked_out += 1;
+            let said = format!(
+                "the heartbeat waited {} s for the lock that commits with notifications take \
+                 (another transaction is committing many, or waiting for a synchronous \
+                 standby); the connection answered, so it is kept",
+                NOTIFY_LOCK_WAIT.as_secs()
+            );
+            match self.locked_out {
+                1 => msg::warn(&said),
+                n => msg::info(&format!("{said} ({n} heartbeats in a row)")),
+            }
+            return Ok(None);
+        }
         answer.map_err(|e| format!("the heartbeat failed: {}", describe_pg_error(&e)))?;
         let Some(beat) = self.awaiting.as_mut() else {
             return Ok(None);
         };
+        self.locked_out = 0;
         beat.answered = true;
         beat.deadline = Instant::now() + HEARTBEAT_TIMEOUT;
         Ok(Some(beat.asked))
