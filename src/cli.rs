@@ -213,7 +213,7 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_interval)]
     pub(crate) heartbeat: Interval,
 
-    /// When the output is too slow and 4 MiB of notifications wait for it for a second:
+    /// When the output is too slow and 1 MiB of notifications wait for it for a second:
     /// drop (count them, report a gap), block (stop reading the server), or exit (status 1).
     #[arg(long, value_enum, value_name = "POLICY", default_value_t)]
     pub(crate) on_overflow: OverflowArg,

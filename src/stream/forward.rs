@@ -51,6 +51,7 @@ pub(super) fn run(
                         out.flush()?;
                         return Ok(Exit::Success);
                     }
+                    queue.written(&batch);
                 }
                 Event::Gap(gap) => out.write_gap(&gap)?,
                 Event::Signal(signal) => {

@@ -35,8 +35,10 @@ use fetch::Fetcher;
 use queue::{Event, Queue};
 use std::sync::Arc;
 
-/// Bytes of notifications (with bookkeeping) that may wait for the output.
-const QUEUE_BYTES: usize = 4 << 20;
+/// The memory notifications may take while they wait for the output and are written
+/// ([`queue::cost`]): small, so that a burst into a reader that keeps up costs little more
+/// than idle, and a reader's pause is still met by a full second's grace before a drop.
+const QUEUE_BYTES: usize = 1 << 20;
 
 /// Where a stream writes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -71,11 +71,16 @@ struct State {
     block_warned: Option<Instant>,
 }
 
-/// The memory a notification holds while queued, roughly: its strings and its bookkeeping.
-fn cost(batch: &[Notification]) -> usize {
+/// The memory notifications hold until written: each one's struct and its strings' heap
+/// blocks, as the allocator rounds them (16-byte steps, 32 at least, 8 of them its own).
+pub(super) fn cost(batch: &[Notification]) -> usize {
+    let heap = |len: usize| match len {
+        0 => 0,
+        n => (n + 8).next_multiple_of(16).max(32),
+    };
     batch
         .iter()
-        .map(|n| n.channel.len() + n.payload.len() + 96)
+        .map(|n| size_of::<Notification>() + heap(n.channel.len()) + heap(n.payload.len()))
         .sum()
 }
 
@@ -194,8 +199,18 @@ impl Queue {
         self.take_locked(self.lock())
     }
 
+    /// The main loop has written (or dropped) a batch it took: its memory is free, and the
+    /// source may queue as much again.
+    pub(super) fn written(&self, batch: &[Notification]) {
+        let mut state = self.lock();
+        state.bytes = state.bytes.saturating_sub(cost(batch));
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Taken events still count against the limit until [`Queue::written`]: memory holds the
+    /// queue and what is being written, together at most the limit (and one batch over it).
     fn take_locked(&self, mut state: MutexGuard<'_, State>) -> Vec<Event> {
-        state.bytes = 0;
         let mut events: Vec<Event> = state.events.drain(..).collect();
         // Everything kept before a drop is now taken: report the drop at once, whether or not
         // another notification ever comes (or the run is ending).
@@ -255,9 +270,15 @@ mod tests {
                     (b.len(), gap.kind, gap.dropped),
                     (10, crate::notification::GapKind::Overflow, 8)
                 );
+                // Taken is not yet written: still no room.
+                let started = Instant::now();
+                assert!(queue.push_notifications(batch(1)).is_ok());
+                assert!(started.elapsed() >= GRACE);
+                queue.written(b);
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(&queue.try_take()[..], [Event::Gap(gap)] if gap.dropped == 1));
         assert!(queue.push_notifications(batch(2)).is_ok());
         assert!(matches!(&queue.try_take()[..], [Event::Notifications(b)] if b.len() == 2));
     }
@@ -277,7 +298,13 @@ mod tests {
         let consumer = Arc::clone(&queue);
         let handle = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(1200));
-            consumer.try_take().len()
+            let taken = consumer.try_take();
+            for event in &taken {
+                if let Event::Notifications(batch) = event {
+                    consumer.written(batch);
+                }
+            }
+            taken.len()
         });
         assert!(
             queue.push_notifications(batch(1)).is_ok(),
