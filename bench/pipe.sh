@@ -5,7 +5,7 @@
 # names its binary. Measured: draining a burst committed in one transaction, into a pipe and
 # into /dev/null (paired rounds); peak memory, also with a reader that stalls; latency at a
 # steady rate; start-up. Then pgnotify's figures over C's, as ratios. One throwaway server.
-#   bash bench/pipe.sh [BURST] [RATE]      (defaults 200000 and 2000/s)
+#   bash bench/pipe.sh [BURST] [RATE] [BYTES]   (defaults 200000, 2000/s, 100-byte payloads)
 #   PG_LISTEN_BIN=/path/to/pg_listen bash bench/pipe.sh
 # pg_listen writes the bare payload on a line-buffered stdout (one write per line), never
 # exits, and says "Listening on channel" before its LISTEN is sent: its payloads get a newline,
@@ -15,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 burst=${1:-200000}
 rate=${2:-2000}
+size=${3:-100}
 rounds=3
 pg_listen=${PG_LISTEN_BIN:-}
 if [ -n "$pg_listen" ] && [ ! -x "$pg_listen" ]; then
@@ -40,7 +41,7 @@ pgl_sessions() {
 pgl_wait_listening() { until [ "$(pgl_sessions idle)" -ge 1 ]; do sleep 0.01; done; }
 pgl_wait_gone() { until [ "$(pgl_sessions)" -eq 0 ]; do sleep 0.01; done; }
 # Bytes pg_listen writes for the burst: each payload and its newline.
-pgl_bytes=$("$psql" -XAtc "SELECT sum(length(i::text) + 1) FROM generate_series(1, $burst) i")
+pgl_bytes=$("$psql" -XAtc "SELECT sum(length(rpad(i::text || ':', $size, 'x')) + 1) FROM generate_series(1, $burst) i")
 # pgl_until_written PID BYTES FLAG: creates FLAG once it knows where PID stands, and returns
 # once PID has written BYTES more.
 pgl_until_written() {
@@ -63,9 +64,9 @@ run() {
   local name=$1 key=$2 sink=$3; shift 3
   rm -f "$work/ready" "$work/rss" "$work/pid" "$work/lines"
   local launch=(/usr/bin/time -f %M -o "$work/rss" sh -c 'echo $$ > "$0"; exec "$@"' "$work/pid")
-  local payload="i::text"
+  local payload="rpad(i::text || ':', $size, 'x')"
   if [ "$key" = pg_listen ]; then
-    payload="i::text || E'\\n'"
+    payload="$payload || E'\\n'"
     pgl_wait_gone
   fi
   case $sink in
@@ -111,7 +112,7 @@ run() {
     'BEGIN { printf "  %-44s %9.0f/s  (%.3f s)  peak RSS %5.1f MiB%s\n", name, n / (ns / 1e9), ns / 1e9, kib / 1024, note }'
 }
 
-echo "burst: $burst notifications committed in one transaction, unix socket, PostgreSQL $("$psql" -XAtc 'SHOW server_version')"
+echo "burst: $burst notifications of $size bytes committed in one transaction, unix socket, PostgreSQL $("$psql" -XAtc 'SHOW server_version')"
 [ -n "$pg_listen" ] || echo "  (pg_listen left out: set PG_LISTEN_BIN to its binary to include it)"
 for round in $(seq "$rounds"); do
   echo " round $round"
@@ -130,53 +131,72 @@ run "minimal C libpq client | (sleep 3; cat)" c stall "$cpeer" "$conninfo" bench
 [ -z "$pg_listen" ] || run "pg_listen | (sleep 3; cat)" pg_listen stall "$pg_listen" "$pgl_conninfo" bench
 
 echo "latency at $rate/s for 5 s, all consumers on the same stream at the same time:"
-echo "  send time (in the payload) to the line read by the consumer"
-# consume NAME KEY [raw]: reads NDJSON (or, raw, bare payloads); its line of percentiles is
-# written to lat.KEY, printed once all are done (in a fixed order).
+echo "  send: from the payload's send time; commit: from the sender's commit acknowledged (it may"
+echo "  trail the listeners' delivery, so commit-to-line can be negative), to the line read"
+# consume KEY [raw]: reads NDJSON (or, raw, bare payloads) and writes "payload read_ns" lines
+# to lat.KEY; the percentiles are worked out once the sender has said when each commit was
+# acknowledged.
 consume() {
   python3 -c '
 import json, sys, time
-name, key, raw, results = sys.argv[1], sys.argv[2], sys.argv[3] == "raw", sys.argv[4]
-lat = []
+key, raw, results = sys.argv[1], sys.argv[2] == "raw", sys.argv[3]
+seen = []
 for line in sys.stdin:
     now = time.time_ns()
-    lat.append((now - int(line if raw else json.loads(line)["payload"])) / 1e6)
-lat.sort()
-pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
-with open(results + "." + key, "w") as out:
-    print("  %-44s p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d notifications)" % (name, pick(0.50), pick(0.90), pick(0.99), len(lat)), file=out)
+    seen.append((int(line if raw else json.loads(line)["payload"]), now))
+with open(results + ".lat." + key, "w") as out:
+    out.writelines("%d %d\n" % s for s in seen)
+' "$1" "${2:-json}" "$results"
+}
+# latency NAME KEY: prints and records the percentiles, send-to-line and commit-to-line.
+latency() {
+  python3 -c '
+import sys
+name, key, results = sys.argv[1], sys.argv[2], sys.argv[3]
+acked = dict(map(int, l.split()) for l in open(results + ".commits"))
+seen = [tuple(map(int, l.split())) for l in open(results + ".lat." + key)]
+def pick(lat, q):
+    return lat[min(len(lat) - 1, int(q * len(lat)))]
+send = sorted((read - sent) / 1e6 for sent, read in seen)
+commit = sorted((read - acked[sent]) / 1e6 for sent, read in seen if sent in acked)
+print("  %-30s send   p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  (%d notifications)" % (name, pick(send, .5), pick(send, .9), pick(send, .99), len(send)))
+print("  %-30s commit p50 %.3f ms  p90 %.3f ms  p99 %.3f ms" % ("", pick(commit, .5), pick(commit, .9), pick(commit, .99)))
 with open(results, "a") as out:
     for q in (50, 90, 99):
-        print(key, "lat_p%d" % q, pick(q / 100), file=out)
-' "$1" "$2" "${3:-json}" "$results"
+        print(key, "lat_p%d" % q, pick(send, q / 100), file=out)
+        print(key, "commit_p%d" % q, pick(commit, q / 100), file=out)
+' "$1" "$2" "$results"
 }
 n=$((rate * 5))
 rm -f "$work"/ready.*
-"$pgnotify" -v pipe lat --count "$n" 2> "$work/ready.pgnotify" | consume "pgnotify pipe" pgnotify &
+"$pgnotify" -v pipe lat --count "$n" 2> "$work/ready.pgnotify" | consume pgnotify &
 waits=($!)
-"$cpeer" "$conninfo" lat "$n" 2> "$work/ready.c" | consume "minimal C libpq client" c &
+"$cpeer" "$conninfo" lat "$n" 2> "$work/ready.c" | consume c &
 waits+=($!)
-"$peer" listen "$conninfo" lat "$n" 2> "$work/ready.crate" | consume "minimal same-crate client" crate &
+"$peer" listen "$conninfo" lat "$n" 2> "$work/ready.crate" | consume crate &
 waits+=($!)
 suffix=""
 if [ -n "$pg_listen" ]; then
   suffix=$'\n'
   pgl_wait_gone
   sh -c 'echo $$ > "$0"; exec "$@"' "$work/pid.pg_listen" "$pg_listen" "$pgl_conninfo" lat 2> "$work/ready.pg_listen" |
-    consume "pg_listen" pg_listen raw &
+    consume pg_listen raw &
   pgl_consumer=$!
 fi
 until grep -q 'listening on' "$work/ready.pgnotify" 2>/dev/null && grep -q ready "$work/ready.c" 2>/dev/null &&
   grep -q ready "$work/ready.crate" 2>/dev/null; do sleep 0.01; done
 [ -z "$pg_listen" ] || pgl_wait_listening
-"$peer" send "$conninfo" lat "$rate" 5 "$suffix"
+BENCH_COMMITS="$results.commits" "$peer" send "$conninfo" lat "$rate" 5 "$suffix"
 wait "${waits[@]}"
 if [ -n "$pg_listen" ]; then
   sleep 0.5 # it has nothing to say it is done: give its last lines time, then stop it
   kill -TERM "$(cat "$work/pid.pg_listen")"
   wait "$pgl_consumer" || true
 fi
-cat "$results".{pgnotify,c,crate} ${pg_listen:+"$results.pg_listen"}
+latency "pgnotify pipe" pgnotify
+latency "minimal C libpq client" c
+latency "minimal same-crate client" crate
+[ -z "$pg_listen" ] || latency "pg_listen" pg_listen
 
 runs=30
 echo "start-up: median of $runs runs, from exec to the line that says LISTEN was answered"
@@ -210,6 +230,11 @@ awk -v with_pgl="${pg_listen:+1}" '
     if (with_pgl && g != "") out = out sprintf("   pg_listen " fmt " %s  %5.2fx", g * scale, unit, p / g)
     print out
   }
+  function dline(label, m,   p, c) {
+    p = med("pgnotify", m); c = med("c", m)
+    if (p == "" || c == "") return
+    printf "  %-30s pgnotify %6.3f ms  C %6.3f ms  %+5.0f us\n", label, p, c, (p - c) * 1000
+  }
   END {
     line("drain rate | wc -l", "rate_pipe", 1e-6, "M/s", "%6.3f")
     line("drain rate > /dev/null", "rate_null", 1e-6, "M/s", "%6.3f")
@@ -219,5 +244,8 @@ awk -v with_pgl="${pg_listen:+1}" '
     line("latency p50", "lat_p50", 1, "ms", "%6.3f")
     line("latency p90", "lat_p90", 1, "ms", "%6.3f")
     line("latency p99", "lat_p99", 1, "ms", "%6.3f")
+    dline("commit-to-line p50", "commit_p50")
+    dline("commit-to-line p90", "commit_p90")
+    dline("commit-to-line p99", "commit_p99")
     line("start-up", "startup", 1e-6, "ms", "%6.1f")
   }' "$results"

@@ -4,7 +4,10 @@
 //!   (channel, payload, pid, received_at), flush when nothing more is pending, exit after COUNT.
 //! - `send CONNINFO CHANNEL RATE SECONDS [SUFFIX]`: one notification every 1/RATE s, each payload
 //!   the send time in Unix nanoseconds, then SUFFIX (for pg_listen, which writes payloads as they
-//!   are on a line-buffered stdout: a newline), for latency measurements.
+//!   are on a line-buffered stdout: a newline), for latency measurements. With
+//!   `BENCH_COMMITS=FILE`, also writes there, once done, a line per notification: its payload's
+//!   send time and the time its commit was acknowledged (both Unix nanoseconds), for
+//!   commit-to-line latency.
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
@@ -83,14 +86,28 @@ fn send(
     let statement = client.prepare("SELECT pg_notify($1, $2)")?;
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let start = Instant::now();
+    let unix_ns = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+    };
+    let mut commits = Vec::new();
     for i in 0..rate * seconds {
         let due = start + interval * i as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-        let now = format!("{now}{suffix}");
-        client.execute(&statement, &[&channel, &now])?;
+        let sent = unix_ns()?;
+        let payload = format!("{sent}{suffix}");
+        client.execute(&statement, &[&channel, &payload])?;
+        commits.push((sent, unix_ns()?));
+    }
+    if let Ok(path) = std::env::var("BENCH_COMMITS") {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for (sent, acknowledged) in commits {
+            writeln!(out, "{sent} {acknowledged}")?;
+        }
+        out.flush()?;
     }
     Ok(())
 }
