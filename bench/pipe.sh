@@ -125,12 +125,12 @@ for round in $(seq "$rounds"); do
   run "minimal same-crate client > /dev/null" crate null "$peer" listen "$conninfo" bench "$burst"
   [ -z "$pg_listen" ] || run "pg_listen (payload lines) > /dev/null" pg_listen null "$pg_listen" "$pgl_conninfo" bench
 done
-echo " memory when the reader stalls for 3 s (pgnotify drops past its 4 MiB buffer; the others stop reading):"
+echo " memory when the reader stalls for 3 s (pgnotify drops past its 1 MiB queue; the others stop reading):"
 run "pgnotify pipe | (sleep 3; cat)" pgnotify stall "$pgnotify" -v pipe bench --count "$burst" --timeout 10s
 run "minimal C libpq client | (sleep 3; cat)" c stall "$cpeer" "$conninfo" bench "$burst"
 [ -z "$pg_listen" ] || run "pg_listen | (sleep 3; cat)" pg_listen stall "$pg_listen" "$pgl_conninfo" bench
 
-echo "latency at $rate/s for 5 s, all consumers on the same stream at the same time:"
+echo "latency at $rate/s for 5 s, $rounds rounds, all consumers on the same stream at the same time:"
 echo "  send: from the payload's send time; commit: from the sender's commit acknowledged (it may"
 echo "  trail the listeners' delivery, so commit-to-line can be negative), to the line read"
 # consume KEY [raw]: reads NDJSON (or, raw, bare payloads) and writes "payload read_ns" lines
@@ -168,35 +168,38 @@ with open(results, "a") as out:
 ' "$1" "$2" "$results"
 }
 n=$((rate * 5))
-rm -f "$work"/ready.*
-"$pgnotify" -v pipe lat --count "$n" 2> "$work/ready.pgnotify" | consume pgnotify &
-waits=($!)
-"$cpeer" "$conninfo" lat "$n" 2> "$work/ready.c" | consume c &
-waits+=($!)
-"$peer" listen "$conninfo" lat "$n" 2> "$work/ready.crate" | consume crate &
-waits+=($!)
 suffix=""
-if [ -n "$pg_listen" ]; then
-  suffix=$'\n'
-  pgl_wait_gone
-  sh -c 'echo $$ > "$0"; exec "$@"' "$work/pid.pg_listen" "$pg_listen" "$pgl_conninfo" lat 2> "$work/ready.pg_listen" |
-    consume pg_listen raw &
-  pgl_consumer=$!
-fi
-until grep -q 'listening on' "$work/ready.pgnotify" 2>/dev/null && grep -q ready "$work/ready.c" 2>/dev/null &&
-  grep -q ready "$work/ready.crate" 2>/dev/null; do sleep 0.01; done
-[ -z "$pg_listen" ] || pgl_wait_listening
-BENCH_COMMITS="$results.commits" "$peer" send "$conninfo" lat "$rate" 5 "$suffix"
-wait "${waits[@]}"
-if [ -n "$pg_listen" ]; then
-  sleep 0.5 # it has nothing to say it is done: give its last lines time, then stop it
-  kill -TERM "$(cat "$work/pid.pg_listen")"
-  wait "$pgl_consumer" || true
-fi
-latency "pgnotify pipe" pgnotify
-latency "minimal C libpq client" c
-latency "minimal same-crate client" crate
-[ -z "$pg_listen" ] || latency "pg_listen" pg_listen
+[ -z "$pg_listen" ] || suffix=$'\n'
+for round in $(seq "$rounds"); do
+  echo " round $round"
+  rm -f "$work"/ready.*
+  "$pgnotify" -v pipe lat --count "$n" 2> "$work/ready.pgnotify" | consume pgnotify &
+  waits=($!)
+  "$cpeer" "$conninfo" lat "$n" 2> "$work/ready.c" | consume c &
+  waits+=($!)
+  "$peer" listen "$conninfo" lat "$n" 2> "$work/ready.crate" | consume crate &
+  waits+=($!)
+  if [ -n "$pg_listen" ]; then
+    pgl_wait_gone
+    sh -c 'echo $$ > "$0"; exec "$@"' "$work/pid.pg_listen" "$pg_listen" "$pgl_conninfo" lat 2> "$work/ready.pg_listen" |
+      consume pg_listen raw &
+    pgl_consumer=$!
+  fi
+  until grep -q 'listening on' "$work/ready.pgnotify" 2>/dev/null && grep -q ready "$work/ready.c" 2>/dev/null &&
+    grep -q ready "$work/ready.crate" 2>/dev/null; do sleep 0.01; done
+  [ -z "$pg_listen" ] || pgl_wait_listening
+  BENCH_COMMITS="$results.commits" "$peer" send "$conninfo" lat "$rate" 5 "$suffix"
+  wait "${waits[@]}"
+  if [ -n "$pg_listen" ]; then
+    sleep 0.5 # it has nothing to say it is done: give its last lines time, then stop it
+    kill -TERM "$(cat "$work/pid.pg_listen")"
+    wait "$pgl_consumer" || true
+  fi
+  latency "pgnotify pipe" pgnotify
+  latency "minimal C libpq client" c
+  latency "minimal same-crate client" crate
+  [ -z "$pg_listen" ] || latency "pg_listen" pg_listen
+done
 
 runs=30
 echo "start-up: median of $runs runs, from exec to the line that says LISTEN was answered"
@@ -214,7 +217,7 @@ startup "minimal same-crate client" crate ready "$peer" listen "$conninfo" ready
   "$pg_listen" "$conninfo" ready
 
 # The summary: medians over the rounds; ratios pgnotify / C (and / pg_listen when present).
-echo "pgnotify next to the C libpq client (drain and RSS: median of $rounds rounds; ratio pgnotify / C${pg_listen:+, and / pg_listen}):"
+echo "pgnotify next to the C libpq client (drain, RSS and latency: median of $rounds rounds; ratio pgnotify / C${pg_listen:+, and / pg_listen}):"
 awk -v with_pgl="${pg_listen:+1}" '
   { v[$1, $2, ++k[$1, $2]] = $3 }
   function med(key, m,   n, i, j, t, a) {
