@@ -772,3 +772,27 @@ fn the_console_needs_a_terminal_and_refuses_what_does_not_apply() {
     // Without -i, channels are still required.
     server.pgnotify().args(["listen"]).run().code(2);
 }
+
+#[test]
+fn notify_behind_a_held_notification_lock_is_refused_and_the_console_stays_connected() {
+    // Another commit holds the lock every notifying commit takes (it waits for a synchronous
+    // standby): the console's notify waits 2 s for it, then says it was not sent; the
+    // connection is not taken for dead, and once the lock is free notify works again.
+    let server = Server::start();
+    let term = console(&server, &["-v", "jobs"], &[]);
+    let held = server.hold_notification_lock("jobs", "held");
+    enter(&term, "notify jobs first");
+    term.wait_for_text("not sent: another transaction held the lock");
+    held.release();
+    wait_event(&term, "jobs", "held");
+    enter(&term, "notify jobs second");
+    term.wait_for_text("sent to \"jobs\"");
+    wait_event(&term, "jobs", "second");
+    let history = term.history();
+    assert!(!history.contains("reconnecting"), "{}", term.report());
+    assert!(
+        event_line(&history, "jobs", "first").is_none(),
+        "{}",
+        term.report()
+    );
+}

@@ -581,46 +581,12 @@ fn a_commit_that_holds_the_notification_lock_is_not_taken_for_a_dead_connection(
     // commit: the backend is alive, and must not be taken for dead (reconnecting loses what
     // is committed meanwhile). The heartbeat waits 2 s for the lock and is tried again.
     let server = Server::start();
-    server.psql("CREATE TABLE held (i int)");
     let mut pipe = server
         .pgnotify()
         .args(["-v", "pipe", "jobs", "--heartbeat", "1s"])
         .spawn();
     pipe.wait_ready();
-    let standby = |names: &str| {
-        let mut client = server.client();
-        client
-            .batch_execute(&format!(
-                "ALTER SYSTEM SET synchronous_standby_names = '{names}'"
-            ))
-            .unwrap();
-        client.batch_execute("SELECT pg_reload_conf()").unwrap();
-    };
-    standby("nobody");
-    // A write and a notification, committed by a session that waits for the standby (the
-    // test servers run with synchronous_commit off).
-    let holder = {
-        let mut client = server.client();
-        std::thread::spawn(move || {
-            client
-                .batch_execute(
-                    "SET synchronous_commit = on; \
-                     BEGIN; INSERT INTO held VALUES (1); NOTIFY jobs, 'held'; COMMIT",
-                )
-                .map_err(|e| e.to_string())
-        })
-    };
-    server.wait_until("a commit waiting for the standby", || {
-        let waiting: i64 = server
-            .client()
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        waiting == 1
-    });
+    let held = server.hold_notification_lock("jobs", "held");
     // Old behaviour: the first heartbeat is stuck behind the lock, and 5 s later the
     // connection is replaced.
     pipe.wait_stderr("waited 2 s for the lock");
@@ -638,8 +604,7 @@ fn a_commit_that_holds_the_notification_lock_is_not_taken_for_a_dead_connection(
     );
     // The standby is no longer required: the held commit completes and is delivered, with no
     // gap, and heartbeats go through again.
-    standby("");
-    holder.join().unwrap().unwrap();
+    held.release();
     match pipe.read_any() {
         Line::Notification(n) => assert_eq!(n.payload, "held", "{}", pipe.report()),
         Line::Gap(gap) => panic!("a gap with no outage: {gap:?}{}", pipe.report()),

@@ -224,6 +224,75 @@ sys.stdout.write(child.before.decode())
             .expect("pg_stat_activity")
             .get(0)
     }
+
+    /// Holds the lock every commit with notifications takes, until [`HeldLock::release`]: a
+    /// session commits a write and `NOTIFY channel, payload` while a synchronous standby that
+    /// does not exist is required, so its commit waits for it, holding that lock.
+    pub fn hold_notification_lock(&self, channel: &str, payload: &str) -> HeldLock<'_> {
+        self.psql("CREATE TABLE IF NOT EXISTS held (i int)");
+        self.require_standby("nobody");
+        let mut client = self.client();
+        // The test servers run with synchronous_commit off.
+        let sql = format!(
+            "SET synchronous_commit = on; BEGIN; INSERT INTO held VALUES (1); \
+             NOTIFY \"{}\", '{}'; COMMIT",
+            channel.replace('"', "\"\""),
+            payload.replace('\'', "''")
+        );
+        let holder =
+            std::thread::spawn(move || client.batch_execute(&sql).map_err(|e| e.to_string()));
+        self.wait_until("a commit waiting for the standby", || {
+            let waiting: i64 = self
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                    &[],
+                )
+                .expect("pg_stat_activity")
+                .get(0);
+            waiting == 1
+        });
+        HeldLock {
+            server: self,
+            holder: Some(holder),
+        }
+    }
+
+    fn require_standby(&self, names: &str) {
+        let mut client = self.client();
+        client
+            .batch_execute(&format!(
+                "ALTER SYSTEM SET synchronous_standby_names = '{names}'"
+            ))
+            .expect("ALTER SYSTEM");
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .expect("pg_reload_conf");
+    }
+}
+
+/// The lock of [`Server::hold_notification_lock`]; released on drop too.
+pub struct HeldLock<'a> {
+    server: &'a Server,
+    holder: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl HeldLock<'_> {
+    /// No standby is required any more: the held commit completes, and its notification goes.
+    pub fn release(mut self) {
+        self.server.require_standby("");
+        let holder = self.holder.take().expect("held");
+        holder.join().expect("holder").expect("the held commit");
+    }
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        if let Some(holder) = self.holder.take() {
+            self.server.require_standby("");
+            let _ = holder.join();
+        }
+    }
 }
 
 /// A fake server (`support/fake_pg.py MODE`, see its modes), killed on drop, and its port.
