@@ -80,8 +80,10 @@ fn server_restarts_fast_and_immediate_are_survived() {
             matches!(listen.read_any(), Line::Gap(_)),
             "listen --json gets gap records too"
         );
-        // pipe has no gap records: wait until both are listening again, then send.
-        server.wait_until("both listeners back", || server.sessions("pgnotify") == 2);
+        // pipe has no gap records: wait until both are listening again, then send. (A session
+        // shows in pg_stat_activity before its LISTEN commits: "reconnected" comes after.)
+        pipe.wait_stderr("reconnected after");
+        listen.wait_stderr("reconnected after");
         server.notify("r", round);
         assert_eq!(pipe.read_record().payload, round);
         assert_eq!(listen.read_record().payload, round);
