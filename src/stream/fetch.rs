@@ -24,6 +24,8 @@ use crate::notification::Notification;
 use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use crate::watch::{self, display_name};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
 use postgres::{Client, Statement};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -302,10 +304,11 @@ fn read_rows(
     let mut rows: Vec<Value> = vec![Value::Null; count];
     if count > 0 {
         let exact = || wanted.iter().zip(&asked).filter(|(_, a)| a.is_some());
-        let found = match by {
+        // Each row is parsed as it arrives, while the server still looks up the next keys.
+        let mut found = match by {
             By::Json => {
                 let keys: Vec<&str> = exact().map(|(w, _)| w.key.as_str()).collect();
-                client.query(statement, &[&keys])?
+                client.query_raw(statement, [&keys as &(dyn ToSql + Sync)])?
             }
             By::Columns(raw) => {
                 let arrays: Vec<Vec<Option<String>>> = key
@@ -313,14 +316,10 @@ fn read_rows(
                     .zip(raw)
                     .map(|(k, raw)| exact().map(|(w, _)| key_text(w, k, *raw)).collect())
                     .collect();
-                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
-                    .iter()
-                    .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                client.query(statement, &params)?
+                client.query_raw(statement, arrays.iter().map(|a| a as &(dyn ToSql + Sync)))?
             }
         };
-        for row in found {
+        while let Some(row) = found.next()? {
             let number: i64 = row.get(0);
             let text: &str = row.get(1);
             let slot = usize::try_from(number - 1)
