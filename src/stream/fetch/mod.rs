@@ -1,0 +1,179 @@
+//! `--fetch`: for a `watch-table` event that carries a key but no row, read the row as it is
+//! now, with the receiver's own privileges, on a second connection of its own.
+//!
+//! Batched: for the events of one batch (what one read of the source brought, up to 1024), one
+//! query per table reads every row at once: the keys go as array parameters, one text array
+//! per key column that the server casts to the column's type (for array and composite types,
+//! which `json_populate_record` reads in its own way, the keys' JSON as one array instead).
+//! They are numbered, each key is looked up by the index on its own, and each row comes back
+//! with its number, so rows are matched to events whatever order the server returns them in.
+//! Events are still written in the order received.
+//!
+//! The connection, and what is known of each watch, are the `reader`'s.
+//!
+//! Owns: which events are fetched, the per-table prepared statements (`statement`), and what a
+//! failure does (a stderr line, the events written without `new`; never the end of the run).
+//!
+//! Anyone who can connect can send a forged event on any channel (NOTIFY needs no privilege),
+//! and an event names the table to read. So a row is only fetched from a table that pgnotify
+//! watches *on the channel the event came on*, by exactly that watch's key columns: a forged event
+//! cannot make the receiver read, and forward, rows of any other table it may read, and cannot
+//! make it scan a table by columns without an index.
+
+mod reader;
+mod statement;
+
+use super::source::ListeningOn;
+use crate::notification::Notification;
+use crate::pg::ConnSettings;
+use reader::Reader;
+use serde_json::Value;
+
+/// `--fetch` as the loop sees it: the rows of a batch.
+pub(super) struct Fetcher {
+    reader: Reader,
+}
+
+/// The events of a batch that ask for a row of one table on one channel: one query.
+struct Group {
+    channel: String,
+    /// Where each event is in the batch.
+    at: Vec<usize>,
+    wanted: Vec<Wanted>,
+}
+
+/// The rows read for a batch: each event's place in it and its row (`Null`: no such row).
+type Found = Vec<(usize, Value)>;
+
+impl Fetcher {
+    pub(super) fn new(settings: &ConnSettings, listening_on: ListeningOn) -> Fetcher {
+        Fetcher {
+            reader: Reader::new(settings, listening_on),
+        }
+    }
+
+    /// Sets `fetched` on every event of `batch` whose row can and may be read: one query per
+    /// (channel, table) for the whole batch.
+    pub(super) fn fetch_batch(&mut self, batch: &mut [Notification]) {
+        for (i, row) in self.reader.read_job(groups(batch)) {
+            if let Some(n) = batch.get_mut(i) {
+                n.fetched = Some(row);
+            }
+        }
+    }
+}
+
+/// The events of a batch that ask for a row, by (channel, schema, table), each group in the
+/// order received.
+fn groups(batch: &[Notification]) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, n) in batch.iter().enumerate() {
+        let Some(wanted) = wanted(&n.payload) else {
+            continue;
+        };
+        let same = |g: &&mut Group| {
+            g.channel == n.channel
+                && g.wanted[0].schema == wanted.schema
+                && g.wanted[0].table == wanted.table
+        };
+        match groups.iter_mut().find(same) {
+            Some(group) => {
+                group.at.push(i);
+                group.wanted.push(wanted);
+            }
+            None => groups.push(Group {
+                channel: n.channel.clone(),
+                at: vec![i],
+                wanted: vec![wanted],
+            }),
+        }
+    }
+    groups
+}
+
+/// What an event asks for: the row of `schema.table` with this key.
+struct Wanted {
+    schema: String,
+    table: String,
+    /// The key's columns: each name, and its value as the event wrote it (JSON).
+    columns: Vec<(String, String)>,
+    /// The key, as the event wrote it (JSON).
+    key: String,
+}
+
+/// The parts of a `watch-table` event that `--fetch` reads; the rest is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(borrow)]
+    op: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    schema: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    table: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    key: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    truncated: Option<Value>,
+    #[serde(default)]
+    new: Option<serde::de::IgnoredAny>,
+}
+
+/// The event in a payload, if it is a row event with a key and without the row. Only what is
+/// needed is parsed: this runs for every event of a `--fetch` stream.
+fn wanted(payload: &str) -> Option<Wanted> {
+    if !payload.starts_with('{') {
+        return None;
+    }
+    let event: Event<'_> = serde_json::from_str(payload).ok()?;
+    if !matches!(event.op.as_ref(), "INSERT" | "UPDATE" | "DELETE") {
+        return None;
+    }
+    let truncated = event.truncated == Some(Value::Bool(true));
+    if event.new.is_some() && !truncated {
+        return None;
+    }
+    let key = event.key?.get();
+    let columns: std::collections::BTreeMap<
+        std::borrow::Cow<'_, str>,
+        &serde_json::value::RawValue,
+    > = serde_json::from_str(key).ok()?;
+    if columns.is_empty() {
+        return None;
+    }
+    Some(Wanted {
+        schema: event.schema.into_owned(),
+        table: event.table.into_owned(),
+        columns: columns
+            .into_iter()
+            .map(|(c, v)| (c.into_owned(), v.get().to_owned()))
+            .collect(),
+        key: key.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_row_events_without_the_row_are_fetched() {
+        let w = wanted(r#"{"op":"UPDATE","schema":"s","table":"t","key":{"id":1}}"#).unwrap();
+        assert_eq!((w.schema.as_str(), w.table.as_str()), ("s", "t"));
+        assert_eq!(w.columns, [("id".to_owned(), "1".to_owned())]);
+        assert_eq!(w.key, r#"{"id":1}"#);
+        let truncated =
+            r#"{"op":"INSERT","schema":"s","table":"t","key":{"id":1},"truncated":true}"#;
+        assert!(wanted(truncated).is_some());
+        for no in [
+            r#"{"op":"INSERT","schema":"s","table":"t","key":{"id":1},"new":{"id":1}}"#,
+            r#"{"op":"TRUNCATE","schema":"s","table":"t","key":null}"#,
+            r#"{"op":"INSERT","schema":"s","table":"t","key":null,"truncated":true}"#,
+            r#"{"op":"INSERT","schema":"s","table":"t","key":{}}"#,
+            r#"{"op":"INSERT","table":"t","key":{"id":1}}"#,
+            "[1]",
+            "hello",
+        ] {
+            assert!(wanted(no).is_none(), "{no}");
+        }
+    }
+}

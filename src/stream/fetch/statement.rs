@@ -1,0 +1,252 @@
+//! The statements of `--fetch`: the catalog lookups that choose how a table's keys are sent,
+//! the SQL that reads the rows of many keys at once, and running it for one table's events.
+
+use super::Wanted;
+use crate::pg::{describe_pg_error, quote_ident};
+use crate::watch;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use postgres::{Client, Statement};
+use serde_json::Value;
+use std::time::Instant;
+
+/// What is known about one (channel, schema, table).
+pub(super) enum Entry {
+    /// Watched on this channel: the statement reading the rows of many keys by that watch's
+    /// key.
+    Ready {
+        statement: Statement,
+        key: Vec<String>,
+        by: By,
+    },
+    /// Not watched on this channel (as of then).
+    Refused(Instant),
+}
+
+/// How a statement takes the keys.
+pub(super) enum By {
+    /// One text array per key column, in the watch's key order, each element cast in SQL to
+    /// its column's type: for each column, whether it takes the key's JSON text as written
+    /// (a `json` or `jsonb` column) rather than a JSON string's content.
+    Columns(Vec<bool>),
+    /// One array of the keys' JSON, which `json_populate_record` turns into the columns'
+    /// types: for key columns of an array or composite type, where that differs from the
+    /// type's input function.
+    Json,
+}
+
+/// Whether an error running a prepared statement says that DDL has outdated it: a column it
+/// names is gone, a type it was written for changed (which also changes the type of its
+/// result: it returns the key columns for this very reason). Prepared again, it either works
+/// or fails to prepare, with the server's words for what changed.
+pub(super) fn outdated_by_ddl(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code().is_some_and(|code| {
+        code.code().starts_with("42") && *code != SqlState::INSUFFICIENT_PRIVILEGE
+            || *code == SqlState::FEATURE_NOT_SUPPORTED
+    })
+}
+
+/// Runs the statement for the events that have exactly the watch's key: the row of each
+/// event, in their order (`Some(Null)` for a row that is gone), `None` for an event whose key
+/// is another.
+pub(super) fn read_rows(
+    client: &mut Client,
+    statement: &Statement,
+    key: &[String],
+    by: &By,
+    wanted: &[Wanted],
+) -> Result<Vec<Option<Value>>, postgres::Error> {
+    let mut asked: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
+    let mut count = 0;
+    for w in wanted {
+        let exact = w.columns.len() == key.len()
+            && key.iter().all(|k| w.columns.iter().any(|(c, _)| c == k));
+        asked.push(exact.then(|| {
+            count += 1;
+            count - 1
+        }));
+    }
+    let mut rows: Vec<Value> = vec![Value::Null; count];
+    if count > 0 {
+        let exact = || wanted.iter().zip(&asked).filter(|(_, a)| a.is_some());
+        // Each row is parsed as it arrives, while the server still looks up the next keys.
+        let mut found = match by {
+            By::Json => {
+                let keys: Vec<&str> = exact().map(|(w, _)| w.key.as_str()).collect();
+                client.query_raw(statement, [&keys as &(dyn ToSql + Sync)])?
+            }
+            By::Columns(raw) => {
+                let arrays: Vec<Vec<Option<String>>> = key
+                    .iter()
+                    .zip(raw)
+                    .map(|(k, raw)| exact().map(|(w, _)| key_text(w, k, *raw)).collect())
+                    .collect();
+                client.query_raw(statement, arrays.iter().map(|a| a as &(dyn ToSql + Sync)))?
+            }
+        };
+        while let Some(row) = found.next()? {
+            let number: i64 = row.get(0);
+            let text: &str = row.get(1);
+            let slot = usize::try_from(number - 1)
+                .ok()
+                .and_then(|i| rows.get_mut(i));
+            if let Some(slot) = slot {
+                *slot = serde_json::from_str(text).unwrap_or(Value::Null);
+            }
+        }
+    }
+    Ok(asked
+        .into_iter()
+        .map(|slot| slot.map(|i| std::mem::take(&mut rows[i])))
+        .collect())
+}
+
+/// The value of key column `column` in an event, as the text the server casts to the column's
+/// type, as `json_populate_record` would read it: a JSON string's content, other JSON as
+/// written (a number digit for digit), `null` as NULL; for a `json` or `jsonb` column (`raw`),
+/// the JSON as written.
+fn key_text(w: &Wanted, column: &str, raw: bool) -> Option<String> {
+    let (_, json) = w.columns.iter().find(|(c, _)| c == column)?;
+    if json == "null" {
+        return None;
+    }
+    if !raw && json.starts_with('"') {
+        return serde_json::from_str(json).ok();
+    }
+    Some(json.clone())
+}
+
+/// Checks that the table is watched on `channel` and prepares the statement that reads the
+/// rows of many keys by that watch's key. The keys are numbered by `WITH ORDINALITY` and each
+/// row found comes back with its key's number; each key is looked up on its own (`OFFSET 0`
+/// keeps the planner from hashing the whole table instead). See [`By`] for how keys go.
+pub(super) fn prepare(
+    client: &mut Client,
+    channel: &str,
+    schema: &str,
+    table: &str,
+) -> Result<Entry, String> {
+    let watch = watch::watch_of(client, schema, table).map_err(|e| format!("{e:#}"))?;
+    let Some(marker) = watch.filter(|m| m.channel == channel && !m.key.is_empty()) else {
+        return Ok(Entry::Refused(Instant::now()));
+    };
+    let types = key_types(client, schema, table, &marker.key).map_err(|e| describe_pg_error(&e))?;
+    let table = format!("{}.{}", quote_ident(schema), quote_ident(table));
+    let (sql, by) = match types {
+        Some(types) => (
+            by_columns(&table, &marker.key, &types),
+            By::Columns(types.into_iter().map(|t| t.raw).collect()),
+        ),
+        None => (by_json(&table, &marker.key), By::Json),
+    };
+    let statement = client.prepare(&sql).map_err(|e| describe_pg_error(&e))?;
+    Ok(Entry::Ready {
+        statement,
+        key: marker.key,
+        by,
+    })
+}
+
+/// A key column's type, as the catalog says in this session.
+struct KeyType {
+    /// `format_type`'s name for it, valid in this session. Without a typmod, but given as -1
+    /// rather than NULL: NULL names `bpchar` `character`, which a cast reads as `character(1)`
+    /// (and `bit` as `bit(1)`).
+    name: String,
+    /// A `json` or `jsonb` column (or a domain over one): it takes the key's JSON as written.
+    raw: bool,
+}
+
+/// The types of the key columns, in key order; None when a column is not there (the statement
+/// by JSON then fails with the server's own words) or when one is of an array or composite
+/// type (or a domain over one), which `json_populate_record` reads in its own way.
+fn key_types(
+    client: &mut Client,
+    schema: &str,
+    table: &str,
+    key: &[String],
+) -> Result<Option<Vec<KeyType>>, postgres::Error> {
+    let rows = client.query(
+        "WITH RECURSIVE c(name, typ, base) AS ( \
+             SELECT a.attname::pg_catalog.text, a.atttypid, a.atttypid \
+               FROM pg_catalog.pg_attribute a \
+               JOIN pg_catalog.pg_class r ON r.oid = a.attrelid \
+               JOIN pg_catalog.pg_namespace s ON s.oid = r.relnamespace \
+              WHERE s.nspname::pg_catalog.text = $1 AND r.relname::pg_catalog.text = $2 \
+                AND a.attname::pg_catalog.text = ANY($3) AND a.attnum > 0 \
+                AND NOT a.attisdropped \
+             UNION ALL \
+             SELECT c.name, c.typ, t.typbasetype \
+               FROM c JOIN pg_catalog.pg_type t ON t.oid = c.base WHERE t.typtype = 'd') \
+         SELECT c.name, pg_catalog.format_type(c.typ, -1), \
+                c.base IN ('pg_catalog.json'::pg_catalog.regtype, \
+                           'pg_catalog.jsonb'::pg_catalog.regtype), \
+                t.typtype IN ('c', 'p') OR t.typelem <> 0 \
+           FROM c JOIN pg_catalog.pg_type t ON t.oid = c.base WHERE t.typtype <> 'd'",
+        &[&schema, &table, &key],
+    )?;
+    let mut types = Vec::with_capacity(key.len());
+    for column in key {
+        let Some(row) = rows.iter().find(|r| r.get::<_, &str>(0) == column) else {
+            return Ok(None);
+        };
+        if row.get::<_, bool>(3) {
+            return Ok(None);
+        }
+        types.push(KeyType {
+            name: row.get(1),
+            raw: row.get(2),
+        });
+    }
+    Ok(Some(types))
+}
+
+/// The statement for [`By::Columns`]: `$1`, `$2`... the text arrays of each key column, each
+/// element cast to the column's type. It also returns the key columns, so that a change of
+/// their type (which the casts would outlive) makes the server refuse it as changed.
+fn by_columns(table: &str, key: &[String], types: &[KeyType]) -> String {
+    let arrays: Vec<String> = (1..=key.len())
+        .map(|i| format!("pg_catalog.unnest(${i}::pg_catalog.text[])"))
+        .collect();
+    let names: Vec<String> = (1..=key.len()).map(|i| format!("k{i}")).collect();
+    let outputs: Vec<String> = key
+        .iter()
+        .map(|c| format!(", t.{}", quote_ident(c)))
+        .collect();
+    let matches: Vec<String> = key
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (c, t))| format!("t.{} = u.k{}::{}", quote_ident(c), i + 1, t.name))
+        .collect();
+    format!(
+        "SELECT u.n, r.* \
+           FROM ROWS FROM ({}) WITH ORDINALITY AS u({}, n) \
+                CROSS JOIN LATERAL \
+                (SELECT pg_catalog.to_json(t)::pg_catalog.text{} FROM {table} AS t \
+                  WHERE {} OFFSET 0) AS r",
+        arrays.join(", "),
+        names.join(", "),
+        outputs.concat(),
+        matches.join(" AND ")
+    )
+}
+
+/// The statement for [`By::Json`]: `$1` the array of the keys' JSON.
+fn by_json(table: &str, key: &[String]) -> String {
+    let matches: Vec<String> = key
+        .iter()
+        .map(|c| format!("t.{0} = k.{0}", quote_ident(c)))
+        .collect();
+    format!(
+        "SELECT u.n, r.j \
+           FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(j, n) \
+                CROSS JOIN LATERAL \
+                (SELECT pg_catalog.to_json(t)::pg_catalog.text AS j \
+                   FROM pg_catalog.json_populate_record(NULL::{table}, u.j::pg_catalog.json) \
+                        AS k, {table} AS t \
+                  WHERE {} OFFSET 0) AS r",
+        matches.join(" AND ")
+    )
+}
