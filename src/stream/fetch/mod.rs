@@ -9,7 +9,10 @@
 //! with its number, so rows are matched to events whatever order the server returns them in.
 //! Events are still written in the order received.
 //!
-//! The connection, and what is known of each watch, are the `reader`'s.
+//! The rows are read on the `fetch` thread, which owns the connection (`reader`). The loop
+//! hands it the batch it will write next, when it has already taken it from the queue, before
+//! waiting for the rows of the one it is about to write: the thread reads the next batch's
+//! rows while the loop writes, and goes on to them without waiting for the loop.
 //!
 //! Owns: which events are fetched, the per-table prepared statements (`statement`), and what a
 //! failure does (a stderr line, the events written without `new`; never the end of the run).
@@ -28,10 +31,26 @@ use crate::notification::Notification;
 use crate::pg::ConnSettings;
 use reader::Reader;
 use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, Sender, channel};
 
-/// `--fetch` as the loop sees it: the rows of a batch.
+/// `--fetch` as the loop sees it: the rows of a batch, the next batch's read meanwhile.
 pub(super) struct Fetcher {
-    reader: Reader,
+    how: How,
+    /// The batches given to the thread and not yet waited for, in order, and whether each
+    /// had any events to read: the one being written's successor, at most two.
+    pending: VecDeque<(Identity, bool)>,
+}
+
+/// Where the rows are read.
+enum How {
+    /// On the `fetch` thread, which owns the connection: one job at a time, answered in turn.
+    Thread {
+        jobs: Sender<Vec<Group>>,
+        found: Receiver<Found>,
+    },
+    /// Here, when that thread could not be started.
+    Here(Box<Reader>),
 }
 
 /// The events of a batch that ask for a row of one table on one channel: one query.
@@ -45,20 +64,104 @@ struct Group {
 /// The rows read for a batch: each event's place in it and its row (`Null`: no such row).
 type Found = Vec<(usize, Value)>;
 
+/// Which batch it is: where its events are, how many, and when the first was received. Two
+/// batches alive at once are never at the same place, and a batch keeps its place when moved;
+/// the rest tells a later batch that happens to be given the same memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Identity(usize, usize, jiff::Timestamp);
+
+fn identity(batch: &[Notification]) -> Option<Identity> {
+    let first = batch.first()?;
+    Some(Identity(
+        batch.as_ptr() as usize,
+        batch.len(),
+        first.received_at,
+    ))
+}
+
 impl Fetcher {
     pub(super) fn new(settings: &ConnSettings, listening_on: ListeningOn) -> Fetcher {
+        let (jobs, take) = channel::<Vec<Group>>();
+        let (give, found) = channel();
+        let mut reader = Reader::new(settings, listening_on.clone());
+        let started = std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn(move || {
+                for job in take {
+                    if give.send(reader.read_job(job)).is_err() {
+                        return;
+                    }
+                }
+            });
+        let how = match started {
+            Ok(_) => How::Thread { jobs, found },
+            Err(_) => How::Here(Box::new(Reader::new(settings, listening_on))),
+        };
         Fetcher {
-            reader: Reader::new(settings, listening_on),
+            how,
+            pending: VecDeque::new(),
         }
     }
 
     /// Sets `fetched` on every event of `batch` whose row can and may be read: one query per
-    /// (channel, table) for the whole batch.
-    pub(super) fn fetch_batch(&mut self, batch: &mut [Notification]) {
-        for (i, row) in self.reader.read_job(groups(batch)) {
+    /// (channel, table) for the whole batch. `next` is the batch the loop will write after
+    /// this one, if it has it already: its rows are read while this one is written (the thread
+    /// goes on to it as soon as it is done with this one).
+    pub(super) fn fetch_batch(
+        &mut self,
+        batch: &mut [Notification],
+        next: Option<&[Notification]>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let found = match &mut self.how {
+            How::Here(reader) => reader.read_job(groups(batch)),
+            How::Thread { .. } => {
+                let this = identity(batch);
+                if self.pending.front().map(|(id, _)| *id) != this {
+                    // Read ahead for a batch that did not come (not expected): dropped.
+                    while let Some((_, sent)) = self.pending.pop_front() {
+                        self.wait(sent);
+                    }
+                    self.send(batch);
+                }
+                if let Some(next) = next
+                    && self.pending.len() < 2
+                {
+                    self.send(next);
+                }
+                match self.pending.pop_front() {
+                    Some((_, sent)) => self.wait(sent),
+                    None => Vec::new(),
+                }
+            }
+        };
+        for (i, row) in found {
             if let Some(n) = batch.get_mut(i) {
                 n.fetched = Some(row);
             }
+        }
+    }
+
+    /// Gives the thread the batch's job if it has events to read, and notes it as pending.
+    fn send(&mut self, batch: &[Notification]) {
+        let How::Thread { jobs, .. } = &self.how else {
+            return;
+        };
+        let Some(id) = identity(batch) else {
+            return;
+        };
+        let job = groups(batch);
+        let sent = !job.is_empty() && jobs.send(job).is_ok();
+        self.pending.push_back((id, sent));
+    }
+
+    /// The thread's answer to the job sent, if one was (nothing if the thread is gone).
+    fn wait(&self, sent: bool) -> Found {
+        match &self.how {
+            How::Thread { found, .. } if sent => found.recv().unwrap_or_default(),
+            _ => Vec::new(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The reading side of `--fetch`: the connection (always to the
+//! The reading side of `--fetch`, on a thread of its own: the connection (always to the
 //! server the source listens on, reopened at most once a second), what is known of each
 //! (channel, table), and the warnings, one line per problem.
 
@@ -23,7 +23,7 @@ const RECONNECT: Duration = Duration::from_secs(1);
 /// A (channel, schema, table): a watch as `--fetch` knows it.
 type TableOf = (String, String, String);
 
-/// The connection and what is known of each watch.
+/// The connection and what is known of each watch: the `fetch` thread owns it.
 pub(super) struct Reader {
     settings: ConnSettings,
     /// Where the source listens: rows are read on that server, not on another of the list
