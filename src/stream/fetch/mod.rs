@@ -31,6 +31,8 @@ use crate::notification::Notification;
 use crate::pg::ConnSettings;
 use reader::Reader;
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
@@ -56,13 +58,25 @@ enum How {
 /// The events of a batch that ask for a row of one table on one channel: one query.
 struct Group {
     channel: String,
+    schema: String,
+    table: String,
     /// Where each event is in the batch.
     at: Vec<usize>,
-    wanted: Vec<Wanted>,
+    /// Each event's key, as it wrote it (a JSON object).
+    keys: Vec<String>,
 }
 
-/// The rows read for a batch: each event's place in it and its row (`Null`: no such row).
-type Found = Vec<(usize, Value)>;
+/// The rows read for a batch, as the server wrote them (JSON), in one string: for each event
+/// whose row was read, its place in the batch and where its row is. They are parsed by the
+/// loop's thread, which also drops them, so that the reading thread does only the reading.
+#[derive(Default)]
+struct Found {
+    text: String,
+    rows: Vec<(usize, Place)>,
+}
+
+/// Where a row is in [`Found::text`]; `None`: there is no such row.
+type Place = Option<std::ops::Range<usize>>;
 
 /// Which batch it is: where its events are, how many, and when the first was received. Two
 /// batches alive at once are never at the same place, and a batch keeps its place when moved;
@@ -133,13 +147,16 @@ impl Fetcher {
                 }
                 match self.pending.pop_front() {
                     Some((_, sent)) => self.wait(sent),
-                    None => Vec::new(),
+                    None => Found::default(),
                 }
             }
         };
-        for (i, row) in found {
+        for (i, place) in found.rows {
+            let row = place
+                .and_then(|at| found.text.get(at))
+                .and_then(|json| serde_json::from_str(json).ok());
             if let Some(n) = batch.get_mut(i) {
-                n.fetched = Some(row);
+                n.fetched = Some(row.unwrap_or(Value::Null));
             }
         }
     }
@@ -161,33 +178,35 @@ impl Fetcher {
     fn wait(&self, sent: bool) -> Found {
         match &self.how {
             How::Thread { found, .. } if sent => found.recv().unwrap_or_default(),
-            _ => Vec::new(),
+            _ => Found::default(),
         }
     }
 }
 
 /// The events of a batch that ask for a row, by (channel, schema, table), each group in the
-/// order received.
+/// order received. Only what is needed is parsed: this runs for every event of a `--fetch`
+/// stream; the keys are read on the `fetch` thread.
 fn groups(batch: &[Notification]) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, n) in batch.iter().enumerate() {
-        let Some(wanted) = wanted(&n.payload) else {
+        let Some(event) = wanted(&n.payload) else {
             continue;
         };
         let same = |g: &&mut Group| {
-            g.channel == n.channel
-                && g.wanted[0].schema == wanted.schema
-                && g.wanted[0].table == wanted.table
+            g.channel == n.channel && g.schema == event.schema && g.table == event.table
         };
+        let key = event.key.to_owned();
         match groups.iter_mut().find(same) {
             Some(group) => {
                 group.at.push(i);
-                group.wanted.push(wanted);
+                group.keys.push(key);
             }
             None => groups.push(Group {
                 channel: n.channel.clone(),
+                schema: event.schema.into_owned(),
+                table: event.table.into_owned(),
                 at: vec![i],
-                wanted: vec![wanted],
+                keys: vec![key],
             }),
         }
     }
@@ -195,35 +214,32 @@ fn groups(batch: &[Notification]) -> Vec<Group> {
 }
 
 /// What an event asks for: the row of `schema.table` with this key.
-struct Wanted {
-    schema: String,
-    table: String,
-    /// The key's columns: each name, and its value as the event wrote it (JSON).
-    columns: Vec<(String, String)>,
-    /// The key, as the event wrote it (JSON).
-    key: String,
+struct Wanted<'a> {
+    schema: Cow<'a, str>,
+    table: Cow<'a, str>,
+    /// The key, as the event wrote it: a JSON object with at least one member.
+    key: &'a str,
 }
 
 /// The parts of a `watch-table` event that `--fetch` reads; the rest is skipped unparsed.
 #[derive(serde::Deserialize)]
 struct Event<'a> {
     #[serde(borrow)]
-    op: std::borrow::Cow<'a, str>,
+    op: Cow<'a, str>,
     #[serde(borrow)]
-    schema: std::borrow::Cow<'a, str>,
+    schema: Cow<'a, str>,
     #[serde(borrow)]
-    table: std::borrow::Cow<'a, str>,
+    table: Cow<'a, str>,
     #[serde(borrow)]
-    key: Option<&'a serde_json::value::RawValue>,
+    key: Option<&'a RawValue>,
     #[serde(default)]
     truncated: Option<Value>,
     #[serde(default)]
     new: Option<serde::de::IgnoredAny>,
 }
 
-/// The event in a payload, if it is a row event with a key and without the row. Only what is
-/// needed is parsed: this runs for every event of a `--fetch` stream.
-fn wanted(payload: &str) -> Option<Wanted> {
+/// The event in a payload, if it is a row event with a key and without the row.
+fn wanted(payload: &str) -> Option<Wanted<'_>> {
     if !payload.starts_with('{') {
         return None;
     }
@@ -236,21 +252,12 @@ fn wanted(payload: &str) -> Option<Wanted> {
         return None;
     }
     let key = event.key?.get();
-    let columns: std::collections::BTreeMap<
-        std::borrow::Cow<'_, str>,
-        &serde_json::value::RawValue,
-    > = serde_json::from_str(key).ok()?;
-    if columns.is_empty() {
-        return None;
-    }
-    Some(Wanted {
-        schema: event.schema.into_owned(),
-        table: event.table.into_owned(),
-        columns: columns
-            .into_iter()
-            .map(|(c, v)| (c.into_owned(), v.get().to_owned()))
-            .collect(),
-        key: key.to_owned(),
+    // Valid JSON: an object, and not an empty one, when a member's name follows the brace.
+    let members = key.strip_prefix('{')?.trim_start().starts_with('"');
+    members.then_some(Wanted {
+        schema: event.schema,
+        table: event.table,
+        key,
     })
 }
 
@@ -261,8 +268,7 @@ mod tests {
     #[test]
     fn only_row_events_without_the_row_are_fetched() {
         let w = wanted(r#"{"op":"UPDATE","schema":"s","table":"t","key":{"id":1}}"#).unwrap();
-        assert_eq!((w.schema.as_str(), w.table.as_str()), ("s", "t"));
-        assert_eq!(w.columns, [("id".to_owned(), "1".to_owned())]);
+        assert_eq!((w.schema.as_ref(), w.table.as_ref()), ("s", "t"));
         assert_eq!(w.key, r#"{"id":1}"#);
         let truncated =
             r#"{"op":"INSERT","schema":"s","table":"t","key":{"id":1},"truncated":true}"#;
@@ -272,6 +278,9 @@ mod tests {
             r#"{"op":"TRUNCATE","schema":"s","table":"t","key":null}"#,
             r#"{"op":"INSERT","schema":"s","table":"t","key":null,"truncated":true}"#,
             r#"{"op":"INSERT","schema":"s","table":"t","key":{}}"#,
+            r#"{"op":"INSERT","schema":"s","table":"t","key":{ }}"#,
+            r#"{"op":"INSERT","schema":"s","table":"t","key":[1]}"#,
+            r#"{"op":"INSERT","schema":"s","table":"t","key":"id"}"#,
             r#"{"op":"INSERT","table":"t","key":{"id":1}}"#,
             "[1]",
             "hello",

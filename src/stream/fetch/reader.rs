@@ -3,14 +3,13 @@
 //! (channel, table), and the warnings, one line per problem.
 
 use super::statement::{Entry, outdated_by_ddl, prepare, read_rows};
-use super::{Found, Group, Wanted};
+use super::{Found, Group, Place};
 use crate::msg;
 use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
 use crate::stream::source::ListeningOn;
 use crate::watch::display_name;
 use postgres::Client;
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
@@ -51,13 +50,13 @@ impl Reader {
         }
     }
 
-    /// The rows of one batch's groups, one query per group: each event's place in the batch
-    /// and its row (`Null`: gone), for the events whose row was read.
+    /// The rows of one batch's groups, one query per group, for the events whose row was
+    /// read.
     pub(super) fn read_job(&mut self, job: Vec<Group>) -> Found {
-        let mut found = Vec::new();
+        let mut found = Found::default();
         for group in job {
-            match self.read(&group.channel, group.wanted) {
-                Ok(Some(rows)) => found.extend(
+            match self.read(&group, &mut found.text) {
+                Ok(Some(rows)) => found.rows.extend(
                     group
                         .at
                         .into_iter()
@@ -77,19 +76,22 @@ impl Reader {
         }
     }
 
-    /// The rows of the events of one table, in their order (`Some(Null)` for a row that is
-    /// gone, `None` for an event whose key is not the watch's), None when nothing is fetched
-    /// here now, or the problem to report.
+    /// The rows of the events of one table, appended to `text`: where each event's row is,
+    /// in their order (`Some(None)` for a row that is gone, `None` for an event whose key is
+    /// not the watch's), None when nothing is fetched here now, or the problem to report.
     fn read(
         &mut self,
-        channel: &str,
-        wanted: Vec<Wanted>,
-    ) -> Result<Option<Vec<Option<Value>>>, String> {
-        let Some(first) = wanted.first() else {
-            return Ok(Some(Vec::new()));
-        };
-        let (schema, table) = (first.schema.clone(), first.table.clone());
-        let name = display_name(&schema, &table);
+        group: &Group,
+        text: &mut String,
+    ) -> Result<Option<Vec<Option<Place>>>, String> {
+        let Group {
+            channel,
+            schema,
+            table,
+            keys,
+            ..
+        } = group;
+        let name = display_name(schema, table);
         // Compared in place: this runs for every event, a clone only when connecting.
         let moved = {
             let on = self
@@ -131,7 +133,7 @@ impl Reader {
         let Some(client) = self.client.as_mut() else {
             return Ok(None);
         };
-        let id = (channel.to_owned(), schema.clone(), table.clone());
+        let id = (channel.clone(), schema.clone(), table.clone());
         // A second try only when the first found its statement outdated by DDL: prepared
         // again at once, the batch is read if it can be, else one line says why.
         let mut retried = false;
@@ -142,7 +144,7 @@ impl Reader {
                 Some(Entry::Ready { .. }) => false,
             };
             if stale {
-                let entry = prepare(client, channel, &schema, &table)
+                let entry = prepare(client, channel, schema, table)
                     .map_err(|e| format!("--fetch cannot read rows of {name}: {e}"))?;
                 self.tables.insert(id.clone(), entry);
             }
@@ -153,7 +155,7 @@ impl Reader {
                     escape_controls(&quote_ident(channel))
                 ));
             };
-            match read_rows(client, statement, key, by, &wanted) {
+            match read_rows(client, statement, key, by, keys, text) {
                 Ok(rows) => {
                     if rows.iter().any(Option::is_none) {
                         let key_names = key.join(", ");

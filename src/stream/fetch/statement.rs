@@ -1,13 +1,15 @@
 //! The statements of `--fetch`: the catalog lookups that choose how a table's keys are sent,
 //! the SQL that reads the rows of many keys at once, and running it for one table's events.
 
-use super::Wanted;
+use super::Place;
 use crate::pg::{describe_pg_error, quote_ident};
 use crate::watch;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Statement};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// What is known about one (channel, schema, table).
@@ -47,74 +49,88 @@ pub(super) fn outdated_by_ddl(e: &postgres::Error) -> bool {
     })
 }
 
-/// Runs the statement for the events that have exactly the watch's key: the row of each
-/// event, in their order (`Some(Null)` for a row that is gone), `None` for an event whose key
-/// is another.
+/// A key as an event wrote it: each column and its value (JSON).
+type Key<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+
+/// Runs the statement for the events whose key (`keys`, as the events wrote them) has exactly
+/// the watch's columns, each row's JSON appended to `text`: where the row of each event is, in
+/// their order (`Some(None)` for a row that is gone), `None` for an event whose key is another.
 pub(super) fn read_rows(
     client: &mut Client,
     statement: &Statement,
     key: &[String],
     by: &By,
-    wanted: &[Wanted],
-) -> Result<Vec<Option<Value>>, postgres::Error> {
-    let mut asked: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
-    let mut count = 0;
-    for w in wanted {
-        let exact = w.columns.len() == key.len()
-            && key.iter().all(|k| w.columns.iter().any(|(c, _)| c == k));
-        asked.push(exact.then(|| {
-            count += 1;
-            count - 1
-        }));
+    keys: &[String],
+    text: &mut String,
+) -> Result<Vec<Option<Place>>, postgres::Error> {
+    let mut exact: Vec<(&str, Key<'_>)> = Vec::with_capacity(keys.len());
+    let mut asked: Vec<Option<usize>> = Vec::with_capacity(keys.len());
+    for json in keys {
+        let columns: Option<Key<'_>> = serde_json::from_str(json).ok();
+        match columns {
+            Some(columns)
+                if columns.len() == key.len()
+                    && key.iter().all(|k| columns.contains_key(k.as_str())) =>
+            {
+                asked.push(Some(exact.len()));
+                exact.push((json, columns));
+            }
+            _ => asked.push(None),
+        }
     }
-    let mut rows: Vec<Value> = vec![Value::Null; count];
+    let count = exact.len();
+    let mut rows: Vec<Place> = vec![None; count];
     if count > 0 {
-        let exact = || wanted.iter().zip(&asked).filter(|(_, a)| a.is_some());
-        // Each row is parsed as it arrives, while the server still looks up the next keys.
         let mut found = match by {
             By::Json => {
-                let keys: Vec<&str> = exact().map(|(w, _)| w.key.as_str()).collect();
+                let keys: Vec<&str> = exact.iter().map(|(json, _)| *json).collect();
                 client.query_raw(statement, [&keys as &(dyn ToSql + Sync)])?
             }
             By::Columns(raw) => {
                 let arrays: Vec<Vec<Option<String>>> = key
                     .iter()
                     .zip(raw)
-                    .map(|(k, raw)| exact().map(|(w, _)| key_text(w, k, *raw)).collect())
+                    .map(|(k, raw)| {
+                        exact
+                            .iter()
+                            .map(|(_, columns)| key_text(columns.get(k.as_str())?, *raw))
+                            .collect()
+                    })
                     .collect();
                 client.query_raw(statement, arrays.iter().map(|a| a as &(dyn ToSql + Sync)))?
             }
         };
         while let Some(row) = found.next()? {
             let number: i64 = row.get(0);
-            let text: &str = row.get(1);
             let slot = usize::try_from(number - 1)
                 .ok()
                 .and_then(|i| rows.get_mut(i));
             if let Some(slot) = slot {
-                *slot = serde_json::from_str(text).unwrap_or(Value::Null);
+                let start = text.len();
+                text.push_str(row.get(1));
+                *slot = Some(start..text.len());
             }
         }
     }
     Ok(asked
         .into_iter()
-        .map(|slot| slot.map(|i| std::mem::take(&mut rows[i])))
+        .map(|slot| slot.map(|i| rows[i].take()))
         .collect())
 }
 
-/// The value of key column `column` in an event, as the text the server casts to the column's
-/// type, as `json_populate_record` would read it: a JSON string's content, other JSON as
-/// written (a number digit for digit), `null` as NULL; for a `json` or `jsonb` column (`raw`),
-/// the JSON as written.
-fn key_text(w: &Wanted, column: &str, raw: bool) -> Option<String> {
-    let (_, json) = w.columns.iter().find(|(c, _)| c == column)?;
+/// A key column's value in an event, as the text the server casts to the column's type, as
+/// `json_populate_record` would read it: a JSON string's content, other JSON as written (a
+/// number digit for digit), `null` as NULL; for a `json` or `jsonb` column (`raw`), the JSON
+/// as written.
+fn key_text(value: &RawValue, raw: bool) -> Option<String> {
+    let json = value.get();
     if json == "null" {
         return None;
     }
     if !raw && json.starts_with('"') {
         return serde_json::from_str(json).ok();
     }
-    Some(json.clone())
+    Some(json.to_owned())
 }
 
 /// Checks that the table is watched on `channel` and prepares the statement that reads the
@@ -249,4 +265,30 @@ fn by_json(table: &str, key: &[String]) -> String {
                   WHERE {} OFFSET 0) AS r",
         matches.join(" AND ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_become_the_text_json_populate_record_would_read() {
+        let key: Key<'_> = serde_json::from_str(
+            r#"{"s":"it's \"q\" \\ \u00e9 \ud83d\ude00","n":9007199254740993,"f":1.50,"b":true,"z":null,"o":{"a":[1,"x"]}}"#,
+        )
+        .unwrap();
+        let text = |column: &str, raw: bool| key_text(key[column], raw);
+        assert_eq!(text("s", false).unwrap(), "it's \"q\" \\ \u{e9} \u{1f600}");
+        assert_eq!(text("n", false).unwrap(), "9007199254740993");
+        assert_eq!(text("f", false).unwrap(), "1.50");
+        assert_eq!(text("b", false).unwrap(), "true");
+        assert_eq!(text("z", false), None);
+        assert_eq!(text("z", true), None);
+        assert_eq!(text("o", false).unwrap(), r#"{"a":[1,"x"]}"#);
+        // A json or jsonb column takes a string as JSON, quotes and escapes kept.
+        assert_eq!(
+            text("s", true).unwrap(),
+            r#""it's \"q\" \\ \u00e9 \ud83d\ude00""#
+        );
+    }
 }
