@@ -101,6 +101,7 @@ impl Fetcher {
         let started = std::thread::Builder::new()
             .name("fetch".into())
             .spawn(move || {
+                reader.connect_early();
                 for job in take {
                     if give.send(reader.read_job(job)).is_err() {
                         return;

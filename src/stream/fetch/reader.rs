@@ -2,7 +2,7 @@
 //! server the source listens on, reopened at most once a second), what is known of each
 //! (channel, table), and the warnings, one line per problem.
 
-use super::statement::{Entry, outdated_by_ddl, prepare, read_rows};
+use super::statement::{Entry, outdated_by_ddl, prepare, read_rows, warm_up};
 use super::{Found, Group, Place};
 use crate::msg;
 use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
@@ -76,22 +76,31 @@ impl Reader {
         }
     }
 
-    /// The rows of the events of one table, appended to `text`: where each event's row is,
-    /// in their order (`Some(None)` for a row that is gone, `None` for an event whose key is
-    /// not the watch's), None when nothing is fetched here now, or the problem to report.
-    fn read(
-        &mut self,
-        group: &Group,
-        text: &mut String,
-    ) -> Result<Option<Vec<Option<Place>>>, String> {
-        let Group {
-            channel,
-            schema,
-            table,
-            keys,
-            ..
-        } = group;
-        let name = display_name(schema, table);
+    /// Connects at the start, when the source already listens, and warms the new session up,
+    /// so that the first events do not wait for either; a failure is said, and connecting is
+    /// tried again for the first events (at most once a second, as after any failure).
+    pub(super) fn connect_early(&mut self) {
+        let listening = self
+            .listening_on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if !listening {
+            return;
+        }
+        match self.connect() {
+            Ok(_) => {
+                if let Some(client) = self.client.as_mut() {
+                    warm_up(client);
+                }
+            }
+            Err(message) => self.say(message),
+        }
+    }
+
+    /// Makes sure of a connection to the server the source listens on: whether there is one,
+    /// none while waiting to try again, or why connecting failed.
+    fn connect(&mut self) -> Result<bool, String> {
         // Compared in place: this runs for every event, a clone only when connecting.
         let moved = {
             let on = self
@@ -108,7 +117,7 @@ impl Reader {
             self.client = None;
             self.tables.clear();
             if Instant::now() < self.next_connect {
-                return Ok(None);
+                return Ok(false);
             }
             self.next_connect = Instant::now() + RECONNECT;
             let listening_on = self
@@ -129,6 +138,28 @@ impl Reader {
                 .map_err(|e| format!("--fetch: {}", describe_pg_error(&e)))?;
             self.said.clear();
             self.client = Some(client);
+        }
+        Ok(true)
+    }
+
+    /// The rows of the events of one table, appended to `text`: where each event's row is,
+    /// in their order (`Some(None)` for a row that is gone, `None` for an event whose key is
+    /// not the watch's), None when nothing is fetched here now, or the problem to report.
+    fn read(
+        &mut self,
+        group: &Group,
+        text: &mut String,
+    ) -> Result<Option<Vec<Option<Place>>>, String> {
+        let Group {
+            channel,
+            schema,
+            table,
+            keys,
+            ..
+        } = group;
+        let name = display_name(schema, table);
+        if !self.connect()? {
+            return Ok(None);
         }
         let Some(client) = self.client.as_mut() else {
             return Ok(None);
