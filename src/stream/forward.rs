@@ -46,6 +46,11 @@ pub(super) fn run(
         while let Some(event) = events.next() {
             match event {
                 Event::Notifications(mut batch) => {
+                    if fetcher.is_some() && events.peek().is_none() {
+                        // What came meanwhile is taken now, so that --fetch reads the rows
+                        // of the next batch while this one is written.
+                        events = queue.try_take().into_iter().peekable();
+                    }
                     fetch(&mut fetcher, &mut batch, events.peek());
                     if counter.write(out, &batch)? {
                         out.flush()?;
