@@ -7,7 +7,9 @@
 //! which `json_populate_record` reads in its own way, the keys' JSON as one array instead).
 //! They are numbered, each key is looked up by the index on its own, and each row comes back
 //! with its number, so rows are matched to events whatever order the server returns them in.
-//! Events are still written in the order received.
+//! Each row comes as `to_json` writes it, or, when every column of the table is an integer, a
+//! boolean or text, as its columns, from which the same JSON is written here (cheaper for the
+//! server). Events are still written in the order received.
 //!
 //! The rows are read on the `fetch` thread, which owns the connection (`reader`). The loop
 //! hands it the batch it will write next, when it has already taken it from the queue, before
@@ -66,12 +68,13 @@ struct Group {
     keys: Vec<String>,
 }
 
-/// The rows read for a batch, as the server wrote them (JSON), in one string: for each event
-/// whose row was read, its place in the batch and where its row is. They are parsed by the
-/// loop's thread, which also drops them, so that the reading thread does only the reading.
+/// The rows read for a batch, as JSON text (`to_json`'s, or the same written from the row's
+/// columns), one after the other: for each event whose row was read, its place in the batch
+/// and where its row is. They are parsed by the loop's thread, which also drops them, so that
+/// the reading thread does only the reading.
 #[derive(Default)]
 struct Found {
-    text: String,
+    text: Vec<u8>,
     rows: Vec<(usize, Place)>,
 }
 
@@ -155,7 +158,7 @@ impl Fetcher {
         for (i, place) in found.rows {
             let row = place
                 .and_then(|at| found.text.get(at))
-                .and_then(|json| serde_json::from_str(json).ok());
+                .and_then(|json| serde_json::from_slice(json).ok());
             if let Some(n) = batch.get_mut(i) {
                 n.fetched = Some(row.unwrap_or(Value::Null));
             }

@@ -148,7 +148,7 @@ impl Reader {
     fn read(
         &mut self,
         group: &Group,
-        text: &mut String,
+        text: &mut Vec<u8>,
     ) -> Result<Option<Vec<Option<Place>>>, String> {
         let Group {
             channel,
@@ -179,14 +179,20 @@ impl Reader {
                     .map_err(|e| format!("--fetch cannot read rows of {name}: {e}"))?;
                 self.tables.insert(id.clone(), entry);
             }
-            let Some(Entry::Ready { statement, key, by }) = self.tables.get(&id) else {
+            let Some(Entry::Ready {
+                statement,
+                key,
+                by,
+                row,
+            }) = self.tables.get(&id)
+            else {
                 return Err(format!(
                     "--fetch does not read rows of {name} for events on channel {}: pgnotify \
                      does not watch that table on that channel (a forged or stale event?)",
                     escape_controls(&quote_ident(channel))
                 ));
             };
-            match read_rows(client, statement, key, by, keys, text) {
+            match read_rows(client, statement, key, by, row, keys, text) {
                 Ok(rows) => {
                     if rows.iter().any(Option::is_none) {
                         let key_names = key.join(", ");
