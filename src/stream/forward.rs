@@ -42,11 +42,16 @@ pub(super) fn run(
                 return Ok(Exit::Timeout);
             }
         }
-        let mut events = events.into_iter();
+        let mut events = events.into_iter().peekable();
         while let Some(event) = events.next() {
             match event {
                 Event::Notifications(mut batch) => {
-                    fetch(&mut fetcher, &mut batch);
+                    if fetcher.is_some() && events.peek().is_none() {
+                        // What came meanwhile is taken now, so that --fetch reads the rows
+                        // of the next batch while this one is written.
+                        events = queue.try_take().into_iter().peekable();
+                    }
+                    fetch(&mut fetcher, &mut batch, events.peek());
                     if counter.write(out, &batch)? {
                         out.flush()?;
                         return Ok(Exit::Success);
@@ -86,10 +91,11 @@ fn drain(
     counter: &mut Counter,
     mut fetcher: Option<&mut Fetcher>,
 ) -> Result<()> {
-    for event in events {
+    let mut events = events.peekable();
+    while let Some(event) = events.next() {
         match event {
             Event::Notifications(mut batch) => {
-                fetch(&mut fetcher, &mut batch);
+                fetch(&mut fetcher, &mut batch, events.peek());
                 if counter.write(out, &batch)? {
                     break;
                 }
@@ -102,10 +108,15 @@ fn drain(
     Ok(())
 }
 
-/// `--fetch`: adds the rows to a batch before it is written (one query per table).
-fn fetch(fetcher: &mut Option<&mut Fetcher>, batch: &mut [Notification]) {
+/// `--fetch`: adds the rows to a batch before it is written (one query per table); those of
+/// the next event, if it is a batch too, are read while this one is written.
+fn fetch(fetcher: &mut Option<&mut Fetcher>, batch: &mut [Notification], next: Option<&Event>) {
     if let Some(fetcher) = fetcher {
-        fetcher.fetch_batch(batch);
+        let next = match next {
+            Some(Event::Notifications(next)) => Some(next.as_slice()),
+            _ => None,
+        };
+        fetcher.fetch_batch(batch, next);
     }
 }
 
