@@ -109,6 +109,11 @@ impl Encoder {
         }
     }
 
+    /// Another encoder with the same settings, for a second writer of the same stream.
+    pub(crate) fn twin(&self) -> Encoder {
+        Encoder::new(self.format, self.style, self.json)
+    }
+
     /// The same presentation in another format (the console's `format` command).
     pub(crate) fn reformat(&self, format: Format) -> Encoder {
         Encoder::new(format, self.style, self.json)

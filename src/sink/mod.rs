@@ -19,7 +19,7 @@ mod stdout;
 pub(crate) use exec::Exec;
 pub(crate) use peer::Peer;
 pub(crate) use server::Server;
-pub(crate) use stdout::Stdout;
+pub(crate) use stdout::{Express, Stdout};
 
 use crate::notification::{Gap, Notification};
 use anyhow::Result;

@@ -36,7 +36,8 @@ pub(super) fn run(
         let mut events = queue.try_take();
         if events.is_empty() {
             out.flush()?;
-            events = queue.take(counter.deadline());
+            events = queue.take(counter.deadline(), counter.left());
+            counter.received += queue.take_expressed();
             if events.is_empty() {
                 msg::info(&counter.timeout_message());
                 return Ok(Exit::Timeout);
@@ -135,6 +136,13 @@ impl Counter {
             // A timeout too large to add is no timeout.
             deadline: until.timeout.and_then(deadline::after),
         }
+    }
+
+    /// How many more may be written before the one that reaches `--count` (None: no count).
+    fn left(&self) -> Option<u64> {
+        self.until
+            .count
+            .map(|count| count.saturating_sub(self.received).saturating_sub(1))
     }
 
     /// The deadline still in force: without `--count`, the first notification disarms it.

@@ -72,12 +72,23 @@ pub(crate) struct StreamSettings {
 pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit> {
     let destination = settings.destination;
     let encoder = settings.encoder;
+    // Main only writes what arrives (and counts it): the source may write it itself while main
+    // is idle (see sink::Express), but not what waits for --fetch's rows.
+    let express = destination == Destination::Stdout && !settings.fetch;
     let started = start(
         conn,
         settings.source,
         settings.until,
         settings.overflow,
-        |queue| open_sink(&destination, encoder, queue),
+        |queue| {
+            if let Some(lane) = express
+                .then(|| sink::Express::open(encoder.twin()))
+                .flatten()
+            {
+                queue.open_express_lane(lane);
+            }
+            open_sink(&destination, encoder, queue)
+        },
     )?;
     started.run(settings.fetch)
 }

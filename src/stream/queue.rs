@@ -12,8 +12,9 @@
 use crate::deadline;
 use crate::msg;
 use crate::notification::{Drops, Gap, Notification};
+use crate::sink::Express;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Something the main loop must act on.
@@ -60,6 +61,9 @@ pub(super) struct Queue {
     /// Set with the reason when an [`Event::Overflowed`] is pushed: a sink waiting for its
     /// reader gives up at the next line boundary (`sink::StopWriting`).
     stop_writing: Arc<OnceLock<String>>,
+    /// The source's express lane to a stdout pipe, when the run has one ([`Express`]); only
+    /// the source thread uses it.
+    express: Mutex<Option<Express>>,
 }
 
 #[derive(Default)]
@@ -69,6 +73,16 @@ struct State {
     drops: Drops,
     /// When the block policy last said so on stderr (at most once a minute).
     block_warned: Option<Instant>,
+    /// The main loop waits for events, everything it took written and flushed.
+    main_idle: bool,
+    /// The source is writing a batch by the express lane: main takes nothing meanwhile.
+    source_writing: bool,
+    /// How many notifications the express lane may write while main waits (`--count`: one
+    /// fewer than are left, so that main writes the last and ends the run); zero while main
+    /// waits with a deadline, which a notification may change.
+    express_budget: Option<u64>,
+    /// Notifications the express lane wrote that main has not counted yet.
+    expressed: u64,
 }
 
 /// The memory notifications hold until written: each one's struct and its strings' heap
@@ -92,7 +106,62 @@ impl Queue {
             limit,
             policy,
             stop_writing: Arc::default(),
+            express: Mutex::new(None),
         })
+    }
+
+    /// Lets the source write small batches to stdout itself while the main loop is idle
+    /// ([`Express`]). Only for a run whose main loop does nothing with a notification but
+    /// write it: no `--count`, `--timeout` or `--fetch`.
+    pub(super) fn open_express_lane(&self, express: Express) {
+        *self.express.lock().unwrap_or_else(PoisonError::into_inner) = Some(express);
+    }
+
+    /// The express lane: writes `batch` when nothing is queued, no drop is to be reported and
+    /// main is idle, so the stream's order is kept. Returns the batch when it must be queued.
+    fn express(&self, batch: Vec<Notification>) -> Option<Vec<Notification>> {
+        let mut lane = self.express.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(express) = lane.as_mut() else {
+            return Some(batch);
+        };
+        {
+            let mut state = self.lock();
+            let clear = state.events.is_empty()
+                && state.main_idle
+                && !state.source_writing
+                && state
+                    .express_budget
+                    .is_none_or(|left| left >= batch.len() as u64)
+                && !state.drops.dropping()
+                && self.stop_writing.get().is_none();
+            if !clear {
+                drop(state);
+                drop(lane);
+                return Some(batch);
+            }
+            state.source_writing = true;
+        }
+        let written = express.write(&batch);
+        let mut state = self.lock();
+        state.source_writing = false;
+        if let Ok(true) = written {
+            let n = batch.len() as u64;
+            state.expressed += n;
+            if let Some(left) = state.express_budget.as_mut() {
+                *left -= n;
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+        match written {
+            Ok(true) => None,
+            Ok(false) => Some(batch),
+            // The main loop's sink writes it, and says what is wrong.
+            Err(_) => {
+                *lane = None;
+                Some(batch)
+            }
+        }
     }
 
     /// What tells a sink to stop waiting for its reader (see [`Event::Overflowed`]).
@@ -126,6 +195,9 @@ impl Queue {
     /// full. An error (`--on-overflow exit`) says why the run must end now: the main loop may
     /// be stuck writing to the slow output, so the caller ends the program itself.
     pub(super) fn push_notifications(&self, batch: Vec<Notification>) -> Result<(), String> {
+        let Some(batch) = self.express(batch) else {
+            return Ok(());
+        };
         let size = cost(&batch);
         let mut state = self.lock();
         if state.bytes > 0 && state.bytes + size > self.limit {
@@ -185,13 +257,33 @@ impl Queue {
 
     /// Takes every queued event, waiting until there is one or `deadline` passes (then the
     /// result is empty). `None` waits as long as it takes.
-    pub(super) fn take(&self, deadline: Option<Instant>) -> Vec<Event> {
-        let empty = |s: &mut State| s.events.is_empty();
-        let (state, timed_out) = deadline::wait_while(&self.changed, self.lock(), deadline, empty);
-        if timed_out {
+    /// Main is idle while it waits here: the source may write up to `budget` notifications by
+    /// the express lane meanwhile (`None`: any number; none while a deadline runs, since a
+    /// notification may lift it), and events are taken only once it is done. What it wrote is
+    /// counted by [`Queue::take_expressed`].
+    pub(super) fn take(&self, deadline: Option<Instant>, budget: Option<u64>) -> Vec<Event> {
+        let mut state = self.lock();
+        state.main_idle = true;
+        state.express_budget = match deadline {
+            Some(_) => Some(0),
+            None => budget,
+        };
+        let empty = |s: &mut State| s.events.is_empty() || s.source_writing;
+        let (mut state, timed_out) = deadline::wait_while(&self.changed, state, deadline, empty);
+        if state.source_writing {
+            // Timed out during an express write (one non-blocking write): it ends first.
+            state = deadline::wait_while(&self.changed, state, None, |s| s.source_writing).0;
+        }
+        state.main_idle = false;
+        if timed_out && state.events.is_empty() {
             return Vec::new();
         }
         self.take_locked(state)
+    }
+
+    /// How many notifications the express lane wrote since this was last asked.
+    pub(super) fn take_expressed(&self) -> u64 {
+        std::mem::take(&mut self.lock().expressed)
     }
 
     /// Takes every queued event without waiting.
@@ -319,10 +411,10 @@ mod tests {
         let queue = Queue::new(1000, Overflow::Drop);
         assert!(
             queue
-                .take(Some(Instant::now() + Duration::from_millis(20)))
+                .take(Some(Instant::now() + Duration::from_millis(20)), None)
                 .is_empty()
         );
         queue.push(Event::OutputClosed);
-        assert_eq!(queue.take(None).len(), 1);
+        assert_eq!(queue.take(None, None).len(), 1);
     }
 }

@@ -302,6 +302,60 @@ fn a_stalled_reader_does_not_pin_the_server_queue() {
 }
 
 #[test]
+fn order_and_count_hold_whether_the_source_or_the_main_loop_writes() {
+    // Single notifications, each its own commit, go out by the source thread itself while the
+    // main loop is idle (the express lane); bursts into a slow shell reader fill the pipe and
+    // go through the queue. Switching between the two, nothing is lost, duplicated or
+    // reordered, and --count ends the run at exactly its number.
+    let (rounds, singles, burst) = (20u32, 50u32, 500u32);
+    let total = rounds * (singles + burst);
+    let server = Server::start();
+    let mut run = server
+        .shell(&format!(
+            r#""$PGNOTIFY" "$@" -v pipe seq --count {total} --on-overflow block |
+               while IFS= read -r line; do printf '%s\n' "$line"; done"#
+        ))
+        .spawn();
+    run.wait_stderr("listening on");
+    let mut client = server.client();
+    let one = client.prepare("SELECT pg_notify('seq', $1)").unwrap();
+    let mut next = 1u32;
+    for _ in 0..rounds {
+        for _ in 0..singles {
+            client.execute(&one, &[&next.to_string()]).unwrap();
+            next += 1;
+        }
+        client
+            .execute(
+                "SELECT count(pg_notify('seq', g::text)) FROM generate_series($1::int, $2::int) g",
+                &[&(next as i32), &((next + burst - 1) as i32)],
+            )
+            .unwrap();
+        next += burst;
+    }
+    let (status, out) = run.finish();
+    assert_eq!(status.code(), Some(0), "{}", run.report());
+    let payloads: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<crate::support::Record>(l)
+                .unwrap()
+                .payload
+        })
+        .collect();
+    let expected: Vec<String> = (1..=total).map(|i| i.to_string()).collect();
+    if payloads != expected {
+        let at = payloads.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "{} lines, first difference at {at:?}: {:?}{}",
+            payloads.len(),
+            at.map(|i| &payloads[i.saturating_sub(2)..(i + 3).min(payloads.len())]),
+            run.report()
+        );
+    }
+}
+
+#[test]
 fn overflow_block_policy_keeps_everything_and_says_so() {
     let server = Server::start();
     let mut pipe = server

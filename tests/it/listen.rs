@@ -388,11 +388,12 @@ fn sigint_and_sigterm_flush_everything_received_and_exit_130_and_143() {
     for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
         let mut listener = server.pgnotify().args(["-v", "listen", "s"]).spawn();
         listener.wait_ready();
-        // Nobody reads stdout yet: most of these wait inside pgnotify when the signal comes.
+        // Nobody reads stdout yet: most of these wait inside pgnotify when the signal comes
+        // (about 700 kB as the queue counts them: within its 1 MiB, so none is dropped).
         server
             .client()
             .batch_execute(
-                "SELECT pg_notify('s', i || repeat('.', 200)) FROM generate_series(1, 3000) i",
+                "SELECT pg_notify('s', i || repeat('.', 200)) FROM generate_series(1, 2000) i",
             )
             .unwrap();
         server.wait_until("the server to hand everything over", || {
@@ -425,7 +426,7 @@ fn sigint_and_sigterm_flush_everything_received_and_exit_130_and_143() {
             .collect();
         assert_eq!(
             payloads.len(),
-            3000,
+            2000,
             "every notification received is written before the exit"
         );
         for (i, payload) in payloads.iter().enumerate() {
