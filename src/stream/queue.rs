@@ -112,7 +112,8 @@ impl Queue {
 
     /// Lets the source write small batches to stdout itself while the main loop is idle
     /// ([`Express`]). Only for a run whose main loop does nothing with a notification but
-    /// write it: no `--count`, `--timeout` or `--fetch`.
+    /// write and count it (no `--fetch`); `--count` and `--timeout` bound it through
+    /// [`Queue::take`]'s budget.
     pub(super) fn open_express_lane(&self, express: Express) {
         *self.express.lock().unwrap_or_else(PoisonError::into_inner) = Some(express);
     }
