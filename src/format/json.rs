@@ -22,7 +22,40 @@ struct Record<'a> {
     pub(crate) pid: i32,
     pub(crate) received_at: Micros,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) data: Option<serde_json::Value>,
+    pub(crate) data: Option<Data<'a>>,
+}
+
+/// `data`: the payload parsed as JSON, and a fetched row as its `new` member, written in place
+/// of the payload's own `new` or after its last member (where inserting it would put it),
+/// borrowed rather than copied into the parsed payload.
+enum Data<'a> {
+    Payload(serde_json::Value),
+    WithRow(
+        serde_json::Map<String, serde_json::Value>,
+        &'a serde_json::Value,
+    ),
+}
+
+impl Serialize for Data<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (object, row) = match self {
+            Data::Payload(value) => return value.serialize(s),
+            Data::WithRow(object, row) => (object, row),
+        };
+        let replaced = object.contains_key("new");
+        let mut map = s.serialize_map(Some(object.len() + usize::from(!replaced)))?;
+        for (key, value) in object {
+            match key == "new" {
+                true => map.serialize_entry(key, row)?,
+                false => map.serialize_entry(key, value)?,
+            }
+        }
+        if !replaced {
+            map.serialize_entry("new", row)?;
+        }
+        map.end()
+    }
 }
 
 /// The NDJSON record of a gap.
@@ -95,12 +128,12 @@ pub(super) fn write(
 }
 
 /// The payload parsed as JSON, with the fetched row (if any) as `new`.
-fn with_fetched(n: &Notification) -> Option<serde_json::Value> {
-    let mut data: serde_json::Value = serde_json::from_str(&n.payload).ok()?;
-    if let (Some(row), Some(object)) = (&n.fetched, data.as_object_mut()) {
-        object.insert("new".to_owned(), row.clone());
-    }
-    Some(data)
+fn with_fetched(n: &Notification) -> Option<Data<'_>> {
+    let data: serde_json::Value = serde_json::from_str(&n.payload).ok()?;
+    Some(match (data, &n.fetched) {
+        (serde_json::Value::Object(object), Some(row)) => Data::WithRow(object, row),
+        (data, _) => Data::Payload(data),
+    })
 }
 
 pub(crate) fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
@@ -124,6 +157,31 @@ pub(crate) fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetched_row_is_new_where_inserting_it_would_put_it() {
+        let row = serde_json::json!({"id": 7, "note": "n\"q"});
+        for payload in [
+            r#"{"op":"INSERT","key":{"id":7},"z":1}"#,
+            r#"{"op":"UPDATE","new":null,"key":{"id":7}}"#,
+            r#"[1,2]"#,
+            r#""text""#,
+        ] {
+            let n = Notification {
+                channel: "c".into(),
+                payload: payload.into(),
+                pid: 1,
+                received_at: jiff::Timestamp::UNIX_EPOCH,
+                fetched: Some(row.clone()),
+            };
+            let mut data: serde_json::Value = serde_json::from_str(payload).unwrap();
+            if let Some(object) = data.as_object_mut() {
+                object.insert("new".to_owned(), row.clone());
+            }
+            let written = serde_json::to_string(&with_fetched(&n).unwrap()).unwrap();
+            assert_eq!(written, serde_json::to_string(&data).unwrap(), "{payload}");
+        }
+    }
 
     #[test]
     fn one_line_with_the_contract_fields() {
