@@ -94,11 +94,7 @@ pub(crate) struct Express {
 impl Express {
     /// The lane, when stdout is a pipe.
     pub(crate) fn open(encoder: Encoder) -> Option<Express> {
-        let stdout = io::stdout();
-        if stdout.is_terminal() {
-            return None;
-        }
-        let (pipe, _) = open_pipe(&stdout)?;
+        let (pipe, _) = open_pipe(&io::stdout())?;
         Some(Express {
             pipe,
             encoder,

@@ -136,8 +136,6 @@ impl Queue {
                 && !state.drops.dropping()
                 && self.stop_writing.get().is_none();
             if !clear {
-                drop(state);
-                drop(lane);
                 return Some(batch);
             }
             state.source_writing = true;
