@@ -131,7 +131,7 @@ fn install(
     let same = installed.marker.as_ref() == Some(marker)
         && installed.triggers == marker.trigger_names()
         && installed.function.as_ref().is_some_and(|f| {
-            f.sql() == table.function_sql() && f.body == watch::stored_body(marker)
+            f.sql() == table.function_sql() && f.body == watch::stored_body(table, marker)
         });
     if same {
         msg::note(&format!("already watching {what}; nothing changed"));

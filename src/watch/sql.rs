@@ -172,6 +172,12 @@ fn payload_named(op: Option<Op>, members: &[Member], schema: &str, table: &str) 
     parts.push(Piece::Sql(schema.to_owned()));
     parts.push(Piece::text(",\"table\":"));
     parts.push(Piece::Sql(table.to_owned()));
+    push_members(&mut parts, members);
+    join(&parts)
+}
+
+/// The members as pieces after the ones in `parts`, then `}`.
+fn push_members(parts: &mut Vec<Piece>, members: &[Member]) {
     for member in members {
         match member {
             Member::Always(name, value) => {
@@ -188,6 +194,20 @@ fn payload_named(op: Option<Op>, members: &[Member], schema: &str, table: &str) 
         }
     }
     parts.push(Piece::text("}"));
+}
+
+/// A payload in the statement function's fast path: the same text as `statement_payload`
+/// while the table keeps the names it had at the install, which are written into the
+/// template (no `to_json` of them at each call; `fast_send` checks the names).
+fn fast_payload(table: &Table, op: Op, members: &[Member]) -> String {
+    let json = |name: &str| serde_json::to_string(name).unwrap_or_default();
+    let mut parts = vec![Piece::text(format!(
+        "{{\"op\":\"{}\",\"schema\":{},\"table\":{}",
+        op.sql(),
+        json(&table.schema),
+        json(&table.name)
+    ))];
+    push_members(&mut parts, members);
     join(&parts)
 }
 
@@ -203,10 +223,10 @@ fn payload_named(op: Option<Op>, members: &[Member], schema: &str, table: &str) 
 /// statements (the op test, the payload, the size check, the send), all evaluated as simple
 /// expressions; the send is an assignment because `PERFORM` would start an executor; the
 /// rare oversized event is rebuilt in a branch that is only prepared when it runs.
-pub(super) fn function_body(marker: &Marker) -> String {
+pub(super) fn function_body(table: &Table, marker: &Marker) -> String {
     match marker.triggers {
         Kind::Row => row_body(marker),
-        Kind::Statement => statement_body(marker),
+        Kind::Statement => statement_body(table, marker),
     }
 }
 
@@ -385,195 +405,284 @@ fn statement_payload(op: Op, members: &[Member]) -> String {
 /// steps); the function checks that both tables have as many rows as were paired, and if not
 /// sends the stale events of the DDL fallback instead of guessing.
 ///
+/// Two paths, for the cost of a single-row statement, which is mostly the preparing of each
+/// query's expressions at every call:
+/// - **The fast path** sends every event as built, with nothing checked in SQL: `pg_notify`
+///   itself refuses an event of 8000 bytes or more, and an UPDATE's row that found no pair,
+///   or any row of a table renamed since the install (whose names the fast path writes as
+///   text), is sent to no channel, which `pg_notify` refuses as well (both
+///   `invalid_parameter_value`).
+/// - On that refusal, the block's subtransaction takes back what the fast path sent, and
+///   **the checked path** sends the statement's events again, each checked for size (the key
+///   with `"truncated": true`, or without the key) and the UPDATE's pairs counted (never
+///   guessed: stale events when they do not pair). A fast path that succeeds sent exactly what
+///   the checked path would have: every event under 8000 bytes, every row paired.
+/// - On any other error (DDL since the install), the stale events.
+///
 /// Names: `#variable_conflict use_variable`, so that a column named like a variable changes
 /// nothing; every column is written qualified by the alias of its table.
-fn statement_body(marker: &Marker) -> String {
-    use Member::{Always, When};
-    let rows = marker.rows;
+fn statement_body(table: &Table, marker: &Marker) -> String {
+    use Member::Always;
     let mut b = String::new();
+    let channel = quote_literal(&marker.channel);
+    let names = "pgnotify_s := pg_catalog.to_json(TG_TABLE_SCHEMA)::pg_catalog.text;\n    \
+                 pgnotify_t := pg_catalog.to_json(TG_TABLE_NAME)::pg_catalog.text;";
     let _ = writeln!(b, "#variable_conflict use_variable");
     let _ = writeln!(b, "DECLARE");
-    let _ = writeln!(
-        b,
-        "  pgnotify_s pg_catalog.text := pg_catalog.to_json(TG_TABLE_SCHEMA)::pg_catalog.text;"
-    );
-    let _ = writeln!(
-        b,
-        "  pgnotify_t pg_catalog.text := pg_catalog.to_json(TG_TABLE_NAME)::pg_catalog.text;"
-    );
+    let _ = writeln!(b, "  pgnotify_s pg_catalog.text;");
+    let _ = writeln!(b, "  pgnotify_t pg_catalog.text;");
     let _ = writeln!(b, "  pgnotify_m pg_catalog.int8;");
     let _ = writeln!(b, "  pgnotify_n pg_catalog.int8;");
     let _ = writeln!(b, "  sent pg_catalog.bool;");
     let _ = writeln!(b, "BEGIN");
     if marker.events.contains(&Op::Truncate) {
         let _ = writeln!(b, "  IF TG_OP = 'TRUNCATE' THEN");
-        let truncate = statement_payload(Op::Truncate, &[Always("key", vec![Piece::text("null")])]);
+        let truncate = payload(
+            Some(Op::Truncate),
+            &[Always("key", vec![Piece::text("null")])],
+        );
         let _ = writeln!(
             b,
-            "    sent := pg_catalog.pg_notify({}, {truncate}) IS NULL;",
-            quote_literal(&marker.channel)
+            "    sent := pg_catalog.pg_notify({channel}, {truncate}) IS NULL;"
         );
         let _ = writeln!(b, "    RETURN NULL;");
         let _ = writeln!(b, "  END IF;");
     }
+    let ops: Vec<Op> = [Op::Insert, Op::Update, Op::Delete]
+        .into_iter()
+        .filter(|op| marker.events.contains(op))
+        .collect();
+    let branches = |b: &mut String, indent: &str, query: &dyn Fn(Op) -> String| {
+        for (i, op) in ops.iter().enumerate() {
+            let keyword = if i == 0 { "IF" } else { "ELSIF" };
+            let _ = writeln!(b, "{indent}{keyword} TG_OP = '{}' THEN", op.sql());
+            let _ = writeln!(b, "{}", query(*op));
+        }
+        if !ops.is_empty() {
+            let _ = writeln!(b, "{indent}END IF;");
+        }
+    };
     let _ = writeln!(b, "BEGIN");
-    let mut first = true;
-    for op in &marker.events {
-        let keyword = if first { "IF" } else { "ELSIF" };
-        let mut members = Vec::new();
-        let query = match op {
-            Op::Truncate => continue,
-            Op::Insert | Op::Delete => {
-                let (table, row) = match op {
-                    Op::Insert => (NEW_TABLE, "n"),
-                    _ => (OLD_TABLE, "o"),
-                };
-                members.push(Always("key", key_parts(marker, row)));
-                if rows {
-                    let name = if *op == Op::Insert { "new" } else { "old" };
-                    members.push(Always(name, image_parts(marker, row)));
-                }
-                let p = statement_payload(*op, &members);
-                let keys = key_columns(marker, row);
-                let query = format!("SELECT {p} AS p{keys} FROM {table} {row} OFFSET 0");
-                format!("      {}", send_each(marker, *op, &query, false))
-            }
-            Op::Update => {
-                // Paired by position (see above): each column the events need, as JSON, in
-                // one array per table (each a scan in the table's order), zipped by
-                // `ROWS FROM (unnest(...), ...)`, which pads the shorter with NULLs. No join: the plan, made once and cached for statements of every
-                // size, is the same for one row and a million. Never a whole-row value, whose
-                // fields PostgreSQL reads wrong after a column was dropped.
-                let mut arrays = Vec::new();
-                let mut names = Vec::new();
-                for (side, table) in [("o", OLD_TABLE), ("n", NEW_TABLE)] {
-                    let mut push = |name: String, value: String| {
-                        arrays.push(format!(
-                            "pg_catalog.unnest(ARRAY(SELECT {value} FROM {table} {side}))"
-                        ));
-                        names.push(name);
-                    };
-                    push(format!("pgnotify_{side}"), "true".to_owned());
-                    for (i, c) in marker.key.iter().enumerate() {
-                        let value = format!("pg_catalog.to_json({side}.{})", quote_ident(c));
-                        push(format!("pgnotify_{side}k{}", i + 1), value);
-                    }
-                    match (rows, &marker.columns) {
-                        (false, _) => {}
-                        (true, None) => push(
-                            format!("pgnotify_{side}j"),
-                            format!("pg_catalog.to_json({side})"),
-                        ),
-                        (true, Some(image)) => {
-                            for (i, c) in image.iter().enumerate() {
-                                let value =
-                                    format!("pg_catalog.to_json({side}.{})", quote_ident(c));
-                                push(format!("pgnotify_{side}c{}", i + 1), value);
-                            }
-                        }
-                    }
-                }
-                members.push(Always("key", paired_key(marker, "n")));
-                let old_key = paired_key(marker, "o");
-                members.push(When(paired_key_changed(marker), "old_key", old_key));
-                if rows {
-                    members.push(Always("old", paired_image(marker, "o")));
-                    members.push(Always("new", paired_image(marker, "n")));
-                }
-                let p = statement_payload(Op::Update, &members);
-                // `send_each` wants the key's values as k1, ...: JSON here, which `to_json`
-                // leaves as it is.
-                let keys: String = (1..=marker.key.len())
-                    .map(|i| format!(", u.pgnotify_nk{i} AS k{i}"))
-                    .collect();
-                let pairs = format!(
-                    "SELECT {p} AS p{keys},\n          \
-                     u.pgnotify_o IS NULL OR u.pgnotify_n IS NULL AS unpaired\n        \
-                     FROM ROWS FROM (\n          {}\n        ) AS u({}) OFFSET 0",
-                    arrays.join(",\n          "),
-                    names.join(", ")
-                );
-                let send = send_each(marker, Op::Update, &pairs, true);
-                format!(
-                    "      {send}\n      \
-                     IF pgnotify_m > 0 THEN\n        \
-                     RAISE EXCEPTION 'pgnotify: the old and new rows of an UPDATE did not pair';\n      \
-                     END IF;"
-                )
-            }
-        };
-        first = false;
-        let _ = writeln!(b, "    {keyword} TG_OP = '{}' THEN", op.sql());
-        let _ = writeln!(b, "{query}");
-    }
-    if !first {
-        let _ = writeln!(b, "    END IF;");
-    }
+    branches(&mut b, "  ", &|op| fast_send(table, marker, op));
+    let _ = writeln!(b, "EXCEPTION");
     let _ = writeln!(
         b,
-        "EXCEPTION WHEN OTHERS THEN\n  -- DDL since the install (a column named here renamed or dropped): never fail the\n  \
-         -- user's write. Each row's event says so, with the key if its columns are still there."
+        "  WHEN invalid_parameter_value THEN\n    \
+         -- pg_notify refused an event of 8000 bytes or more, or an UPDATE's row without a\n    \
+         -- pair: the statement's events again, each one checked.\n    {names}"
     );
-    let stale = |key: Piece| Always("stale", vec![Piece::text("true")]).after(key);
-    let channel = quote_literal(&marker.channel);
-    let _ = writeln!(b, "  BEGIN");
-    let mut first = true;
-    for (op, table, row) in [
-        (Op::Insert, NEW_TABLE, "n"),
-        (Op::Update, NEW_TABLE, "n"),
-        (Op::Delete, OLD_TABLE, "o"),
-    ] {
-        if !marker.events.contains(&op) {
-            continue;
-        }
-        let keyword = if first { "IF" } else { "ELSIF" };
-        first = false;
-        let bare = statement_payload(op, &stale(Piece::text("null")));
-        let p = statement_payload(
-            op,
-            &stale(key_by_name(marker, &format!("pg_catalog.to_json({row})"))),
-        );
-        let _ = writeln!(b, "    {keyword} TG_OP = '{}' THEN", op.sql());
-        let _ = writeln!(
-            b,
-            "      PERFORM pg_catalog.pg_notify({channel}, CASE WHEN pg_catalog.octet_length(x.p) < 8000 \
-             THEN x.p ELSE {bare} END)\n        FROM (SELECT {p} AS p FROM {table} {row} OFFSET 0) x;"
-        );
-    }
-    if !first {
-        let _ = writeln!(b, "    END IF;");
-    }
-    let _ = writeln!(b, "  EXCEPTION WHEN OTHERS THEN");
+    let _ = writeln!(b, "    BEGIN");
+    branches(&mut b, "      ", &|op| checked_send(marker, op));
+    let _ = writeln!(b, "    EXCEPTION WHEN OTHERS THEN");
+    stale_sends(&mut b, marker, &ops, "      ");
+    let _ = writeln!(b, "    END;");
     let _ = writeln!(
         b,
-        "    -- The last resort: only what the trigger itself knows."
+        "  WHEN OTHERS THEN\n    \
+         -- DDL since the install (a column named here renamed or dropped): never fail the\n    \
+         -- user's write. Each row's event says so, with the key if its columns are still there.\n    {names}"
     );
-    let mut first = true;
-    for (op, table) in [
-        (Op::Insert, NEW_TABLE),
-        (Op::Update, NEW_TABLE),
-        (Op::Delete, OLD_TABLE),
-    ] {
-        if !marker.events.contains(&op) {
-            continue;
-        }
-        let keyword = if first { "IF" } else { "ELSIF" };
-        first = false;
-        let bare = statement_payload(op, &stale(Piece::text("null")));
-        let _ = writeln!(b, "    {keyword} TG_OP = '{}' THEN", op.sql());
-        let _ = writeln!(
-            b,
-            "      PERFORM pg_catalog.pg_notify({channel}, {bare}) FROM {table};"
-        );
-    }
-    if !first {
-        let _ = writeln!(b, "    END IF;");
-    }
-    let _ = writeln!(b, "  END;");
+    stale_sends(&mut b, marker, &ops, "    ");
     let _ = writeln!(b, "END;");
     let _ = writeln!(b, "  RETURN NULL;");
     let _ = write!(b, "END;");
     b
+}
+
+/// The members of an INSERT's or a DELETE's event (the transition table's row `row`), and
+/// that table.
+fn single_members(marker: &Marker, op: Op) -> (&'static str, &'static str, Vec<Member>) {
+    let (table, row, name) = match op {
+        Op::Insert => (NEW_TABLE, "n", "new"),
+        _ => (OLD_TABLE, "o", "old"),
+    };
+    let mut members = vec![Member::Always("key", key_parts(marker, row))];
+    if marker.rows {
+        members.push(Member::Always(name, image_parts(marker, row)));
+    }
+    (table, row, members)
+}
+
+/// The members of an UPDATE's event, from the columns of `update_pairs`.
+fn update_members(marker: &Marker) -> Vec<Member> {
+    use Member::{Always, When};
+    let mut members = vec![Always("key", paired_key(marker, "n"))];
+    let old_key = paired_key(marker, "o");
+    members.push(When(paired_key_changed(marker), "old_key", old_key));
+    if marker.rows {
+        members.push(Always("old", paired_image(marker, "o")));
+        members.push(Always("new", paired_image(marker, "n")));
+    }
+    members
+}
+
+/// An UPDATE's old and new rows paired by position (see `statement_body`): each column the
+/// events need, as JSON, in one array per table (each a scan in the table's order), zipped by
+/// `ROWS FROM (unnest(...), ...)`, which pads the shorter with NULLs. No join: the plan, made
+/// once and cached for statements of every size, is the same for one row and a million. Never
+/// a whole-row value, whose fields PostgreSQL reads wrong after a column was dropped.
+///
+/// `markers`: also a `true` per row of each table (`pgnotify_o`, `pgnotify_n`), NULL only
+/// where a row found no pair, whatever its values. Without them, the key's JSON stands in:
+/// never NULL for a key column, which is NOT NULL, but after DDL it may be, and then the row
+/// only looks unpaired, which sends it down the checked path, never a wrong event.
+fn update_pairs(marker: &Marker, markers: bool) -> String {
+    let mut arrays = Vec::new();
+    let mut names = Vec::new();
+    for (side, table) in [("o", OLD_TABLE), ("n", NEW_TABLE)] {
+        let mut push = |name: String, value: String| {
+            arrays.push(format!(
+                "pg_catalog.unnest(ARRAY(SELECT {value} FROM {table} {side}))"
+            ));
+            names.push(name);
+        };
+        if markers {
+            push(format!("pgnotify_{side}"), "true".to_owned());
+        }
+        for (i, c) in marker.key.iter().enumerate() {
+            let value = format!("pg_catalog.to_json({side}.{})", quote_ident(c));
+            push(format!("pgnotify_{side}k{}", i + 1), value);
+        }
+        match (marker.rows, &marker.columns) {
+            (false, _) => {}
+            (true, None) => push(
+                format!("pgnotify_{side}j"),
+                format!("pg_catalog.to_json({side})"),
+            ),
+            (true, Some(image)) => {
+                for (i, c) in image.iter().enumerate() {
+                    let value = format!("pg_catalog.to_json({side}.{})", quote_ident(c));
+                    push(format!("pgnotify_{side}c{}", i + 1), value);
+                }
+            }
+        }
+    }
+    format!(
+        "ROWS FROM (\n          {}\n        ) AS u({})",
+        arrays.join(",\n          "),
+        names.join(", ")
+    )
+}
+
+/// The fast path's query for `op` (see `statement_body`).
+fn fast_send(table: &Table, marker: &Marker, op: Op) -> String {
+    // The table's names as installed, tested at each row: after a rename the channel is NULL,
+    // which `pg_notify` refuses, and the checked path sends the events with the names as
+    // they are now.
+    let channel = format!(
+        "CASE WHEN TG_TABLE_SCHEMA = {} AND TG_TABLE_NAME = {}{} THEN {} END",
+        quote_literal(&table.schema),
+        quote_literal(&table.name),
+        match op {
+            Op::Update => " AND u.pgnotify_ok1 IS NOT NULL AND u.pgnotify_nk1 IS NOT NULL",
+            _ => "",
+        },
+        quote_literal(&marker.channel)
+    );
+    match op {
+        Op::Update => {
+            let p = fast_payload(table, op, &update_members(marker));
+            format!(
+                "    PERFORM pg_catalog.pg_notify({channel},
+        {p})
+      FROM {};",
+                update_pairs(marker, false)
+            )
+        }
+        _ => {
+            let (from, row, members) = single_members(marker, op);
+            let p = fast_payload(table, op, &members);
+            format!(
+                "    PERFORM pg_catalog.pg_notify({channel},
+        {p})
+      FROM {from} {row};"
+            )
+        }
+    }
+}
+
+/// The checked path's query for `op` (see `statement_body`).
+fn checked_send(marker: &Marker, op: Op) -> String {
+    match op {
+        Op::Update => {
+            let p = statement_payload(Op::Update, &update_members(marker));
+            // `send_each` wants the key's values as k1, ...: JSON here, which `to_json`
+            // leaves as it is.
+            let keys: String = (1..=marker.key.len())
+                .map(|i| format!(", u.pgnotify_nk{i} AS k{i}"))
+                .collect();
+            let pairs = format!(
+                "SELECT {p} AS p{keys},\n          \
+                 u.pgnotify_o IS NULL OR u.pgnotify_n IS NULL AS unpaired\n        \
+                 FROM {} OFFSET 0",
+                update_pairs(marker, true)
+            );
+            let send = send_each(marker, Op::Update, &pairs, true);
+            format!(
+                "        {send}\n        \
+                 IF pgnotify_m > 0 THEN\n          \
+                 RAISE EXCEPTION 'pgnotify: the old and new rows of an UPDATE did not pair';\n        \
+                 END IF;"
+            )
+        }
+        _ => {
+            let (table, row, members) = single_members(marker, op);
+            let p = statement_payload(op, &members);
+            let keys = key_columns(marker, row);
+            let query = format!("SELECT {p} AS p{keys} FROM {table} {row} OFFSET 0");
+            format!("        {}", send_each(marker, op, &query, false))
+        }
+    }
+}
+
+/// The stale events of the DDL fallback, as a block of its own: each row's event with the
+/// key if its columns are still there, or, if even that fails, only what the trigger knows.
+fn stale_sends(b: &mut String, marker: &Marker, ops: &[Op], indent: &str) {
+    use Member::Always;
+    let stale = |key: Piece| Always("stale", vec![Piece::text("true")]).after(key);
+    let channel = quote_literal(&marker.channel);
+    let table_of = |op: Op| match op {
+        Op::Delete => (OLD_TABLE, "o"),
+        _ => (NEW_TABLE, "n"),
+    };
+    let _ = writeln!(b, "{indent}BEGIN");
+    for (i, op) in ops.iter().enumerate() {
+        let keyword = if i == 0 { "IF" } else { "ELSIF" };
+        let (table, row) = table_of(*op);
+        let bare = statement_payload(*op, &stale(Piece::text("null")));
+        let p = statement_payload(
+            *op,
+            &stale(key_by_name(marker, &format!("pg_catalog.to_json({row})"))),
+        );
+        let _ = writeln!(b, "{indent}  {keyword} TG_OP = '{}' THEN", op.sql());
+        let _ = writeln!(
+            b,
+            "{indent}    PERFORM pg_catalog.pg_notify({channel}, CASE WHEN pg_catalog.octet_length(x.p) < 8000 \
+             THEN x.p ELSE {bare} END)\n{indent}      FROM (SELECT {p} AS p FROM {table} {row} OFFSET 0) x;"
+        );
+    }
+    if !ops.is_empty() {
+        let _ = writeln!(b, "{indent}  END IF;");
+    }
+    let _ = writeln!(b, "{indent}EXCEPTION WHEN OTHERS THEN");
+    let _ = writeln!(
+        b,
+        "{indent}  -- The last resort: only what the trigger itself knows."
+    );
+    for (i, op) in ops.iter().enumerate() {
+        let keyword = if i == 0 { "IF" } else { "ELSIF" };
+        let (table, _) = table_of(*op);
+        let bare = statement_payload(*op, &stale(Piece::text("null")));
+        let _ = writeln!(b, "{indent}  {keyword} TG_OP = '{}' THEN", op.sql());
+        let _ = writeln!(
+            b,
+            "{indent}    PERFORM pg_catalog.pg_notify({channel}, {bare}) FROM {table};"
+        );
+    }
+    if !ops.is_empty() {
+        let _ = writeln!(b, "{indent}  END IF;");
+    }
+    let _ = writeln!(b, "{indent}END;");
 }
 
 /// The key of one side of an UPDATE's pair (`o` or `n`), from its JSON columns.
@@ -655,7 +764,7 @@ impl Script {
 
 /// The install script, one transaction: replaces whatever of ours is there.
 pub(crate) fn install_sql(table: &Table, marker: &Marker, installed: &Installed) -> Script {
-    let body = function_body(marker);
+    let body = function_body(table, marker);
     let tag = dollar_tag(&body);
     let function = table.function_sql();
     let comment = quote_literal(&marker.comment());
@@ -736,8 +845,8 @@ pub(crate) fn drop_sql(table: &Table, installed: &Installed) -> Script {
 
 /// The function body as the catalog will store it (`prosrc`): what the install compares to
 /// decide that nothing needs to change.
-pub(crate) fn stored_body(marker: &Marker) -> String {
-    format!("\n{}\n", function_body(marker))
+pub(crate) fn stored_body(table: &Table, marker: &Marker) -> String {
+    format!("\n{}\n", function_body(table, marker))
 }
 
 #[cfg(test)]
@@ -745,16 +854,58 @@ mod tests {
     use super::*;
     use crate::watch::tests::marker;
 
+    fn table() -> Table {
+        Table {
+            oid: 1,
+            schema: "My \"s\" 100%".into(),
+            name: "it's".into(),
+            partitioned: false,
+            inheritance: false,
+        }
+    }
+
     #[test]
     fn the_body_quotes_names_and_calls_only_pg_catalog() {
-        let body = function_body(&marker(true));
+        let body = function_body(&table(), &marker(true));
         assert!(body.contains(r#"NEW."We""ird""#), "{body}");
         assert!(body.contains("pg_catalog.pg_notify('it''s', p)"), "{body}");
-        for call in ["format(", "to_json(", "octet_length(", "pg_notify("] {
-            for (i, _) in body.match_indices(call) {
-                assert!(body[..i].ends_with("pg_catalog."), "unqualified {call}");
+        let statement = Marker {
+            triggers: Kind::Statement,
+            ..marker(true)
+        };
+        for body in [body, function_body(&table(), &statement)] {
+            for call in [
+                "format(",
+                "to_json(",
+                "octet_length(",
+                "pg_notify(",
+                "unnest(",
+            ] {
+                for (i, _) in body.match_indices(call) {
+                    assert!(body[..i].ends_with("pg_catalog."), "unqualified {call}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_statement_fast_path_writes_the_names_as_json_and_checks_them_as_literals() {
+        let statement = Marker {
+            triggers: Kind::Statement,
+            ..marker(false)
+        };
+        let body = function_body(&table(), &statement);
+        // JSON in the template (its % doubled for format, its backslashes for E''), SQL
+        // literals in the test.
+        assert!(
+            body.contains(r#"E'{"op":"INSERT","schema":"My \\"s\\" 100%%","table":"it''s","key":"#),
+            "{body}"
+        );
+        assert!(
+            body.contains(r#"CASE WHEN TG_TABLE_SCHEMA = 'My "s" 100%' AND TG_TABLE_NAME = 'it''s' THEN 'it''s' END"#),
+            "{body}"
+        );
+        assert!(body.contains("WHEN invalid_parameter_value THEN"), "{body}");
     }
 
     #[test]

@@ -44,9 +44,11 @@ also_with_auto_triggers!(
     list_marks_a_watch_that_ddl_left_behind_as_stale_until_it_is_installed_again,
     no_ddl_on_a_watched_table_makes_a_write_fail,
     ddl_the_events_follow_sends_no_stale_events,
+    a_renamed_or_moved_table_names_itself_in_every_kind_of_event,
     bulk_statements_send_every_row_in_order,
     an_update_that_changes_keys_pairs_old_and_new_rows,
     a_bulk_of_oversized_rows_sends_each_as_its_key,
+    an_oversized_row_amid_a_statement_leaves_its_neighbours_whole_once_and_in_order,
     ddl_after_the_install_leaves_bulk_writes_working,
     partitions_and_inheritance_get_row_triggers_and_say_why,
     an_upsert_sends_the_same_events_grouped_by_operation_with_statement_triggers,
@@ -1091,6 +1093,152 @@ fn ddl_the_events_follow_sends_no_stale_events() {
     assert_eq!(e["new"]["extra"], json!({"a": 1}), "{e}");
     assert_eq!(e["table"], "t2", "{e}");
     assert!(e.get("stale").is_none(), "{e}");
+}
+
+#[test]
+fn a_renamed_or_moved_table_names_itself_in_every_kind_of_event() {
+    // Statement triggers write the names the table had at the install into their fastest
+    // query: after a rename or a move to another schema, every op, in single-row and bulk
+    // statements, must name the table as it is now.
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); CREATE SCHEMA \"Other\"")
+        .unwrap();
+    server.watch_table(&["t"]);
+    let mut t = pipe(&server, "t", 10, &[]);
+    db.batch_execute(
+        "ALTER TABLE t RENAME TO \"T 2\";
+         INSERT INTO \"T 2\" VALUES (1, 'x');
+         UPDATE \"T 2\" SET id = 2;
+         ALTER TABLE \"T 2\" SET SCHEMA \"Other\";
+         INSERT INTO \"Other\".\"T 2\" SELECT g, 'y' FROM generate_series(3, 5) g;
+         UPDATE \"Other\".\"T 2\" SET v = 'z' WHERE id IN (2, 3);
+         DELETE FROM \"Other\".\"T 2\" WHERE id IN (4, 5);
+         DELETE FROM \"Other\".\"T 2\" WHERE id = 2;",
+    )
+    .unwrap();
+    let expected = [
+        ("INSERT", "public", json!({"id": 1}), None),
+        ("UPDATE", "public", json!({"id": 2}), Some(json!({"id": 1}))),
+        ("INSERT", "Other", json!({"id": 3}), None),
+        ("INSERT", "Other", json!({"id": 4}), None),
+        ("INSERT", "Other", json!({"id": 5}), None),
+    ];
+    for (op, schema, key, old_key) in expected {
+        let e = event(&mut t);
+        assert_eq!(
+            (&e["op"], &e["schema"], &e["table"]),
+            (&json!(op), &json!(schema), &json!("T 2")),
+            "{e}"
+        );
+        assert_eq!(e["key"], key, "{e}");
+        assert_eq!(e.get("old_key"), old_key.as_ref(), "{e}");
+        assert!(e.get("stale").is_none(), "{e}");
+    }
+    // The UPDATE and the DELETEs: in scan order within a statement.
+    let mut rest: Vec<(String, Value)> = (0..5)
+        .map(|_| event(&mut t))
+        .inspect(|e| {
+            assert_eq!(
+                (&e["schema"], &e["table"]),
+                (&json!("Other"), &json!("T 2")),
+                "{e}"
+            );
+            assert!(
+                e.get("stale").is_none() && e.get("old_key").is_none(),
+                "{e}"
+            );
+        })
+        .map(|e| (e["op"].as_str().unwrap().to_owned(), e["key"].clone()))
+        .collect();
+    rest[..2].sort_by_key(|(_, k)| k.to_string());
+    rest[2..4].sort_by_key(|(_, k)| k.to_string());
+    let ops: Vec<(&str, Value)> = rest.iter().map(|(o, k)| (o.as_str(), k.clone())).collect();
+    assert_eq!(
+        ops,
+        [
+            ("UPDATE", json!({"id": 2})),
+            ("UPDATE", json!({"id": 3})),
+            ("DELETE", json!({"id": 4})),
+            ("DELETE", json!({"id": 5})),
+            ("DELETE", json!({"id": 2})),
+        ]
+    );
+    t.expect_exit(0);
+}
+
+#[test]
+fn an_oversized_row_amid_a_statement_leaves_its_neighbours_whole_once_and_in_order() {
+    // Statement triggers send a statement's events from one query and, when one of them is
+    // too big to send, take them all back and send them again, each checked: the small rows
+    // on either side must arrive whole, once each, in order, for INSERT, UPDATE (a key change
+    // among them) and DELETE alike.
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE docs (id text PRIMARY KEY, body text)")
+        .unwrap();
+    server.watch_table(&["docs", "--rows"]);
+    let mut pipe = pipe(&server, "docs", 10, &[]);
+    db.batch_execute(
+        "INSERT INTO docs VALUES ('a', 'x'), ('big', repeat('é', 10000)), ('b', 'y');
+         UPDATE docs SET id = id || '2';
+         DELETE FROM docs;
+         INSERT INTO docs VALUES ('end', 'x');",
+    )
+    .expect("the writes must succeed");
+    let mut inserted = Vec::new();
+    for _ in 0..3 {
+        inserted.push(event(&mut pipe));
+    }
+    assert_eq!(inserted[0]["new"], json!({"id": "a", "body": "x"}));
+    assert_eq!(
+        inserted[1],
+        json!({"op": "INSERT", "schema": "public", "table": "docs", "key": {"id": "big"},
+               "truncated": true})
+    );
+    assert_eq!(inserted[2]["new"], json!({"id": "b", "body": "y"}));
+    // An UPDATE and a DELETE meet the rows in scan order, which after the UPDATE is its own.
+    let updated: Vec<Value> = (0..3).map(|_| event(&mut pipe)).collect();
+    let deleted: Vec<Value> = (0..3).map(|_| event(&mut pipe)).collect();
+    for e in &updated {
+        let id = e["key"]["id"].as_str().unwrap_or_default().to_owned();
+        let old = id.trim_end_matches('2');
+        if e.get("truncated").is_some() {
+            assert_eq!(
+                *e,
+                json!({"op": "UPDATE", "schema": "public", "table": "docs",
+                       "key": {"id": "big2"}, "truncated": true})
+            );
+        } else {
+            assert_eq!(e["old_key"], json!({"id": old}), "{e}");
+            assert_eq!(e["old"]["id"], json!(old), "{e}");
+            assert_eq!(e["new"]["id"], json!(id), "{e}");
+        }
+    }
+    let keys = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["key"]["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let mut sorted = keys(&updated);
+    sorted.sort();
+    assert_eq!(sorted, ["a2", "b2", "big2"]);
+    assert_eq!(
+        keys(&deleted),
+        keys(&updated),
+        "a DELETE of all meets the rows in the same order"
+    );
+    for e in &deleted {
+        assert_eq!(e["op"], "DELETE");
+        assert_eq!(
+            e.get("truncated").is_some(),
+            e["key"]["id"] == "big2",
+            "{e}"
+        );
+    }
+    assert_eq!(event(&mut pipe)["key"], json!({"id": "end"}));
+    pipe.expect_exit(0);
 }
 
 /// The payloads of the next `n` records.
