@@ -7,7 +7,8 @@
 #
 # Three measures:
 #  1. in the server: a procedure runs the statements and COMMITs after each one. No client,
-#     no round trips, no scheduler wake-ups: the steadiest measure of CPU per statement. Two
+#     no round trips, no scheduler wake-ups: the steadiest measure of CPU per statement; then
+#     the same for each operation alone, without a listener. Two
 #     more tables mark the floor of any PL/pgSQL trigger: one that only sends a constant
 #     notification, with and without a fixed search_path. A third has pgnotify's key-only
 #     trigger without its DDL guard (the exception block), to show what the guard costs.
@@ -171,6 +172,42 @@ for listening in no yes; do
   measure "$rounds" in_server $tables $floors $unguarded
   echo "  in the server, $what: a procedure, COMMIT after each statement, 60000 statements x $rounds rounds, median us per statement:"
   report $tables $floors $unguarded
+done
+
+kill "$listener" 2> /dev/null && wait "$listener" 2> /dev/null || true
+listener=""
+# The same, one operation at a time (no listener): where statement triggers cost more for a
+# single row. An UPDATE's function pairs its two transition tables, which no row trigger needs.
+# The rows an UPDATE or DELETE needs are inserted first, untimed, with triggers off.
+for t in $tables; do
+  "$psql" -Xq -v ON_ERROR_STOP=1 <<SQL
+CREATE PROCEDURE one_$t(n int, op text, INOUT us float8 DEFAULT NULL) LANGUAGE plpgsql AS \$\$
+DECLARE t0 timestamptz;
+BEGIN
+  TRUNCATE $t;
+  IF op <> 'INSERT' THEN
+    SET LOCAL session_replication_role = replica;
+    INSERT INTO $t SELECT g, 1, 'a note of some forty characters or so..' FROM generate_series(1, n) g;
+    COMMIT;
+  END IF;
+  t0 := clock_timestamp();
+  FOR i IN 1..n LOOP
+    CASE op
+      WHEN 'INSERT' THEN INSERT INTO $t VALUES (i, 1, 'a note of some forty characters or so..');
+      WHEN 'UPDATE' THEN UPDATE $t SET qty = qty + 1 WHERE id = i;
+      ELSE DELETE FROM $t WHERE id = i;
+    END CASE;
+    COMMIT;
+  END LOOP;
+  us := extract(epoch FROM clock_timestamp() - t0) * 1e6 / n;
+END \$\$;
+SQL
+done
+one_op() { "$psql" -XAtc "CALL one_$1(20000, '$op')" | awk '{ printf "%.2f", $1 }'; }
+for op in INSERT UPDATE DELETE; do
+  measure "$rounds" one_op $tables
+  echo "  in the server, no listener, single-row ${op}s only, 20000 statements x $rounds rounds, median us per statement:"
+  report $tables
 done
 
 # pgbench: us per statement (the inverse of throughput) of one run with $clients writers.
