@@ -452,18 +452,8 @@ fn statement_body(table: &Table, marker: &Marker) -> String {
         .into_iter()
         .filter(|op| marker.events.contains(op))
         .collect();
-    let branches = |b: &mut String, indent: &str, query: &dyn Fn(Op) -> String| {
-        for (i, op) in ops.iter().enumerate() {
-            let keyword = if i == 0 { "IF" } else { "ELSIF" };
-            let _ = writeln!(b, "{indent}{keyword} TG_OP = '{}' THEN", op.sql());
-            let _ = writeln!(b, "{}", query(*op));
-        }
-        if !ops.is_empty() {
-            let _ = writeln!(b, "{indent}END IF;");
-        }
-    };
     let _ = writeln!(b, "BEGIN");
-    branches(&mut b, "  ", &|op| fast_send(table, marker, op));
+    branches(&mut b, &ops, "  ", |op| fast_send(table, marker, op));
     let _ = writeln!(b, "EXCEPTION");
     let _ = writeln!(
         b,
@@ -472,7 +462,7 @@ fn statement_body(table: &Table, marker: &Marker) -> String {
          -- pair: the statement's events again, each one checked.\n    {names}"
     );
     let _ = writeln!(b, "    BEGIN");
-    branches(&mut b, "      ", &|op| checked_send(marker, op));
+    branches(&mut b, &ops, "      ", |op| checked_send(marker, op));
     let _ = writeln!(b, "    EXCEPTION WHEN OTHERS THEN");
     stale_sends(&mut b, marker, &ops, "      ");
     let _ = writeln!(b, "    END;");
@@ -583,9 +573,7 @@ fn fast_send(table: &Table, marker: &Marker, op: Op) -> String {
         Op::Update => {
             let p = fast_payload(table, op, &update_members(marker));
             format!(
-                "    PERFORM pg_catalog.pg_notify({channel},
-        {p})
-      FROM {};",
+                "    PERFORM pg_catalog.pg_notify({channel},\n        {p})\n      FROM {};",
                 update_pairs(marker, false)
             )
         }
@@ -593,9 +581,7 @@ fn fast_send(table: &Table, marker: &Marker, op: Op) -> String {
             let (from, row, members) = single_members(marker, op);
             let p = fast_payload(table, op, &members);
             format!(
-                "    PERFORM pg_catalog.pg_notify({channel},
-        {p})
-      FROM {from} {row};"
+                "    PERFORM pg_catalog.pg_notify({channel},\n        {p})\n      FROM {from} {row};"
             )
         }
     }
@@ -645,44 +631,47 @@ fn stale_sends(b: &mut String, marker: &Marker, ops: &[Op], indent: &str) {
         Op::Delete => (OLD_TABLE, "o"),
         _ => (NEW_TABLE, "n"),
     };
+    let bare = |op: Op| statement_payload(op, &stale(Piece::text("null")));
+    let inner = format!("{indent}  ");
     let _ = writeln!(b, "{indent}BEGIN");
-    for (i, op) in ops.iter().enumerate() {
-        let keyword = if i == 0 { "IF" } else { "ELSIF" };
-        let (table, row) = table_of(*op);
-        let bare = statement_payload(*op, &stale(Piece::text("null")));
+    branches(b, ops, &inner, |op| {
+        let (table, row) = table_of(op);
         let p = statement_payload(
-            *op,
+            op,
             &stale(key_by_name(marker, &format!("pg_catalog.to_json({row})"))),
         );
-        let _ = writeln!(b, "{indent}  {keyword} TG_OP = '{}' THEN", op.sql());
-        let _ = writeln!(
-            b,
-            "{indent}    PERFORM pg_catalog.pg_notify({channel}, CASE WHEN pg_catalog.octet_length(x.p) < 8000 \
-             THEN x.p ELSE {bare} END)\n{indent}      FROM (SELECT {p} AS p FROM {table} {row} OFFSET 0) x;"
-        );
-    }
-    if !ops.is_empty() {
-        let _ = writeln!(b, "{indent}  END IF;");
-    }
+        format!(
+            "{inner}  PERFORM pg_catalog.pg_notify({channel}, CASE WHEN pg_catalog.octet_length(x.p) < 8000 \
+             THEN x.p ELSE {} END)\n{inner}    FROM (SELECT {p} AS p FROM {table} {row} OFFSET 0) x;",
+            bare(op)
+        )
+    });
     let _ = writeln!(b, "{indent}EXCEPTION WHEN OTHERS THEN");
     let _ = writeln!(
         b,
         "{indent}  -- The last resort: only what the trigger itself knows."
     );
+    branches(b, ops, &inner, |op| {
+        let (table, _) = table_of(op);
+        format!(
+            "{inner}  PERFORM pg_catalog.pg_notify({channel}, {}) FROM {table};",
+            bare(op)
+        )
+    });
+    let _ = writeln!(b, "{indent}END;");
+}
+
+/// `IF TG_OP = 'INSERT' THEN ... ELSIF ... END IF;` at `indent`, a branch per op of `ops`,
+/// each the statements `query` writes for it; nothing when `ops` is empty.
+fn branches(b: &mut String, ops: &[Op], indent: &str, query: impl Fn(Op) -> String) {
     for (i, op) in ops.iter().enumerate() {
         let keyword = if i == 0 { "IF" } else { "ELSIF" };
-        let (table, _) = table_of(*op);
-        let bare = statement_payload(*op, &stale(Piece::text("null")));
-        let _ = writeln!(b, "{indent}  {keyword} TG_OP = '{}' THEN", op.sql());
-        let _ = writeln!(
-            b,
-            "{indent}    PERFORM pg_catalog.pg_notify({channel}, {bare}) FROM {table};"
-        );
+        let _ = writeln!(b, "{indent}{keyword} TG_OP = '{}' THEN", op.sql());
+        let _ = writeln!(b, "{}", query(*op));
     }
     if !ops.is_empty() {
-        let _ = writeln!(b, "{indent}  END IF;");
+        let _ = writeln!(b, "{indent}END IF;");
     }
-    let _ = writeln!(b, "{indent}END;");
 }
 
 /// The key of one side of an UPDATE's pair (`o` or `n`), from its JSON columns.
