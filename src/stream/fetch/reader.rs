@@ -11,7 +11,7 @@ use crate::stream::source::ListeningOn;
 use crate::watch::display_name;
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
-use std::sync::PoisonError;
+use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a "this table is not watched on that channel" answer is trusted.
@@ -70,6 +70,13 @@ impl Reader {
         found
     }
 
+    /// The server the source listens on now (none while it connects).
+    fn listening_on(&self) -> MutexGuard<'_, Option<Target>> {
+        self.listening_on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn say(&mut self, message: String) {
         if self.said.insert(message.clone()) {
             msg::warn(&message);
@@ -80,12 +87,7 @@ impl Reader {
     /// so that the first events do not wait for either; a failure is said, and connecting is
     /// tried again for the first events (at most once a second, as after any failure).
     pub(super) fn connect_early(&mut self) {
-        let listening = self
-            .listening_on
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some();
-        if !listening {
+        if self.listening_on().is_none() {
             return;
         }
         match self.connect() {
@@ -103,10 +105,7 @@ impl Reader {
     fn connect(&mut self) -> Result<bool, String> {
         // Compared in place: this runs for every event, a clone only when connecting.
         let moved = {
-            let on = self
-                .listening_on
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let on = self.listening_on();
             on.is_some() && *on != self.connected_to
         };
         if moved {
@@ -120,11 +119,7 @@ impl Reader {
                 return Ok(false);
             }
             self.next_connect = Instant::now() + RECONNECT;
-            let listening_on = self
-                .listening_on
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let listening_on = self.listening_on().clone();
             let settings = match &listening_on {
                 Some(target) => self.settings.only(target),
                 None => self.settings.clone(),
