@@ -203,7 +203,6 @@ done
 
 runs=30
 echo "start-up: median of $runs runs, from exec to the line that says LISTEN was answered"
-median() { sort -n | awk '{ t[NR] = $1 } END { print t[int((NR + 1) / 2)] }'; }
 startup() {
   local name=$1 key=$2 marker=$3; shift 3
   local ns; ns=$(time_to_line "$runs" "$marker" stderr "$@" | median)

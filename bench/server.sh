@@ -14,6 +14,8 @@ stop=$(printf '%s\n' "$settings" | sed -n 's/^# stop and remove the server: //p'
 psql=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1)
 psql=${psql:-psql}
 now() { date +%s%N; }
+# The median of the numbers on stdin, one a line (the lower middle of an even count).
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 # time_to_line RUNS MARKER STREAM COMMAND...: RUNS timed runs after 3 untimed ones, each from
 # exec to the first line on STREAM (stdout or stderr) that holds MARKER, one duration (ns) a
 # line on stdout; the command is then stopped (SIGTERM) and reaped, untimed. The way to time

@@ -8,10 +8,10 @@
 # Three measures:
 #  1. in the server: a procedure runs the statements and COMMITs after each one. No client,
 #     no round trips, no scheduler wake-ups: the steadiest measure of CPU per statement; then
-#     the same for each operation alone, without a listener. Two
-#     more tables mark the floor of any PL/pgSQL trigger: one that only sends a constant
-#     notification, with and without a fixed search_path. A third has pgnotify's key-only
-#     trigger without its DDL guard (the exception block), to show what the guard costs.
+#     the same for each operation alone, without a listener. Two more tables mark the floor
+#     of any PL/pgSQL trigger: one that only sends a constant notification, with and without
+#     a fixed search_path. A third has pgnotify's key-only trigger without its DDL guard (the
+#     exception block), to show what the guard costs.
 #  2. pgbench, 1 and 4 writers (each statement a round trip, as applications do).
 #  3. the trigger alone: a 100,000-row INSERT, UPDATE and DELETE, each rolled back, per row.
 # Rounds alternate the tables so drift hits all alike; the median round is reported.
@@ -108,7 +108,6 @@ done
 # rows. Index scans keep every statement alike, round after round.
 export PGOPTIONS='-c enable_seqscan=off'
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 label() {
   case $1 in
     plain) echo "unwatched" ;;
