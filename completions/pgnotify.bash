@@ -16,6 +16,9 @@ _pgnotify() {
             ",$1")
                 cmd="pgnotify"
                 ;;
+            pgnotify,consumers)
+                cmd="pgnotify__subcmd__consumers"
+                ;;
             pgnotify,demo)
                 cmd="pgnotify__subcmd__demo"
                 ;;
@@ -33,6 +36,9 @@ _pgnotify() {
                 ;;
             pgnotify,watch-table)
                 cmd="pgnotify__subcmd__watch__subcmd__table"
+                ;;
+            pgnotify__subcmd__help,consumers)
+                cmd="pgnotify__subcmd__help__subcmd__consumers"
                 ;;
             pgnotify__subcmd__help,demo)
                 cmd="pgnotify__subcmd__help__subcmd__demo"
@@ -59,12 +65,78 @@ _pgnotify() {
 
     case "${cmd}" in
         pgnotify)
-            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe demo help"
+            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe consumers demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -U)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pgnotify__subcmd__consumers)
+            opts="-d -h -p -U -w -W -q -v -? --drop --prune --install --grant-writer --grant-consumer --print-sql --max-lag --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --drop)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grant-writer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grant-consumer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-lag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -159,8 +231,22 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__help)
-            opts="listen notify watch-table pipe demo help"
+            opts="listen notify watch-table pipe consumers demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pgnotify__subcmd__help__subcmd__consumers)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -257,7 +343,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__listen)
-            opts="-i -x -j -c -t -d -h -p -U -w -W -q -v -? --interactive --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-i -x -j -c -t -d -h -p -U -w -W -q -v -? --interactive --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,6 +397,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "drop block exit" -- "${cur}"))
                     return 0
                     ;;
+                --consumer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -355,7 +445,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__notify)
-            opts="-l -b -t -d -h -p -U -w -W -q -v -? --lines --batch --timeout --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-l -b -t -d -h -p -U -w -W -q -v -? --lines --batch --timeout --durable --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -421,7 +511,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__pipe)
-            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -479,6 +569,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "drop block exit" -- "${cur}"))
                     return 0
                     ;;
+                --consumer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -523,7 +617,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__watch__subcmd__table)
-            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --triggers --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --triggers --durable --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -41,6 +41,7 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "listen" -d 'Print
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "notify" -d 'Send a notification (payload from the argument, or stdin with "-")'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "consumers" -d 'List durable consumers with their lag, or look after the outbox'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l format -d 'Output format [default: text on a terminal, json otherwise]' -r -f -a "text\t'One line per notification: local time, channel, sender PID, payload'
@@ -56,6 +57,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l heartbeat -
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l on-overflow -d 'When the output is too slow and 1 MiB of notifications wait for it for a second: drop (count them, report a gap), block (stop reading the server), or exit (status 1)' -r -f -a "drop\t'Drop notifications, count them, and report the count in a gap record and on stderr'
 block\t'Stop reading the server until there is room (holds back the server\'s queue)'
 exit\t'End the run with status 1'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l consumer -d 'Durable delivery: read the events that `--durable` senders stored on the CHANNELs, as the consumer NAME, whose checkpoint is kept in the database. First every stored event NAME has not acknowledged, then new ones as they commit, whole transactions in transaction-id order; each NDJSON line carries the event\'s "id" and its transaction\'s "xid". An event is acknowledged once its line is written and flushed; after a crash the unacknowledged tail comes again, nothing is skipped. Stdout only (not --connect, --serve or --exec yet); --on-overflow does not apply: a slow reader is waited for' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s p -l port -d 'Server port [default: 5432]' -r
@@ -84,6 +86,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l color -d 'W
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s l -l lines -d 'Send one notification per line of standard input'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l durable -d 'Store each event in the database\'s outbox (the pgnotify schema, created on first use) in the same transaction, for `pipe --consumer` to read even if it is down now; the NOTIFY only wakes consumers. Payloads may then be up to 64 MiB, and every line of --lines is an event, repeated or not'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s W -l password -d 'Prompt for a password (without echo) before connecting'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s q -l quiet -d 'Print only errors on stderr, no warnings'
@@ -105,6 +108,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color 
 always\t'Always colour text output'
 never\t'Never colour'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l rows -d 'Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE). Every role that can connect can read them'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l durable -d 'Store each event in the database\'s outbox (the pgnotify schema, created on first use) in the writing transaction, for `pipe --consumer` to read even if it was down; the NOTIFY only wakes consumers. No 8000-byte limit: an event is never truncated. If the writer may not store it (see `pgnotify consumers --grant-writer`), the write fails rather than lose the event. Row triggers only'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l print-sql -d 'Print the SQL that would run (one transaction) and change nothing'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l drop -d 'Remove the trigger and function pgnotify installed on TABLE (nothing else)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l list -d 'List the watched tables (all, or only TABLE) with channel, events and mode: a table on a terminal, NDJSON elsewhere'
@@ -125,6 +129,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l heartbeat -d 
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l on-overflow -d 'When the output is too slow and 1 MiB of notifications wait for it for a second: drop (count them, report a gap), block (stop reading the server), or exit (status 1)' -r -f -a "drop\t'Drop notifications, count them, and report the count in a gap record and on stderr'
 block\t'Stop reading the server until there is room (holds back the server\'s queue)'
 exit\t'End the run with status 1'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l consumer -d 'Durable delivery: read the events that `--durable` senders stored on the CHANNELs, as the consumer NAME, whose checkpoint is kept in the database. First every stored event NAME has not acknowledged, then new ones as they commit, whole transactions in transaction-id order; each NDJSON line carries the event\'s "id" and its transaction\'s "xid". An event is acknowledged once its line is written and flushed; after a crash the unacknowledged tail comes again, nothing is skipped. Stdout only (not --connect, --serve or --exec yet); --on-overflow does not apply: a slow reader is waited for' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s p -l port -d 'Server port [default: 5432]' -r
@@ -141,6 +146,26 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s W -l password
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l drop -d 'Remove the consumer NAME: its checkpoint is deleted, and its unread events are kept only for the other consumers of their channels' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l grant-writer -d 'Grant ROLE what a --durable sender needs' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l grant-consumer -d 'Grant ROLE what a --consumer reader needs' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l max-lag -d 'A consumer whose oldest unread event is older than this is stale' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l prune -d 'Delete now the events that every consumer of their channel has acknowledged'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l install -d 'Create the pgnotify schema (what the first --durable or --consumer would do)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l print-sql -d 'With --install or a grant: print the SQL instead of running it'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l json -d 'NDJSON even on a terminal'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s p -l port -d 'Server port [default: 5432]' -r
@@ -155,9 +180,10 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s W -l password
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "listen" -d 'Print notifications as they arrive'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "notify" -d 'Send a notification (payload from the argument, or stdin with "-")'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "listen" -d 'Print notifications as they arrive'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "notify" -d 'Send a notification (payload from the argument, or stdin with "-")'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "consumers" -d 'List durable consumers with their lag, or look after the outbox'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -72,6 +72,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             cmd::watch_table::run(config::watch_table(args), &connection()?)
         }
         Command::Pipe(args) => cmd::pipe::run(config::pipe(args), &connection()?),
+        Command::Consumers(args) => cmd::consumers::run(config::consumers(args), &connection()?),
         Command::Demo(args) => cmd::demo::run(config::demo(args)),
     }
 }

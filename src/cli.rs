@@ -102,6 +102,7 @@ pub(crate) enum Command {
     Notify(NotifyArgs),
     WatchTable(WatchTableArgs),
     Pipe(PipeArgs),
+    Consumers(ConsumersArgs),
     Demo(DemoArgs),
 }
 
@@ -145,7 +146,7 @@ pub(crate) struct ListenArgs {
 
     /// An interactive console on a terminal: events above a prompt, commands typed live.
     /// History is kept in $XDG_DATA_HOME/pgnotify/history (~/.local/share/pgnotify/history).
-    #[arg(short = 'i', long, conflicts_with_all = ["exec", "count", "timeout"])]
+    #[arg(short = 'i', long, conflicts_with_all = ["exec", "count", "timeout", "consumer"])]
     pub(crate) interactive: bool,
 
     /// Output format [default: text on a terminal, json otherwise].
@@ -185,7 +186,7 @@ pub(crate) struct ExecArgs {
     /// payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID.
     /// For a gap it runs with PGNOTIFY_GAP set and the gap record on stdin. A failing command
     /// is reported on stderr; the run goes on.
-    #[arg(short = 'x', long, value_name = "COMMAND")]
+    #[arg(short = 'x', long, value_name = "COMMAND", conflicts_with = "consumer")]
     pub(crate) exec: Option<String>,
 
     /// With --exec: run up to N commands at once (1: one after the other, in order).
@@ -222,6 +223,16 @@ pub(crate) struct SourceArgs {
     /// (stderr still says so).
     #[arg(long)]
     pub(crate) no_gap_records: bool,
+
+    /// Durable delivery: read the events that `--durable` senders stored on the CHANNELs, as
+    /// the consumer NAME, whose checkpoint is kept in the database. First every stored event
+    /// NAME has not acknowledged, then new ones as they commit, whole transactions in
+    /// transaction-id order; each NDJSON line carries the event's "id" and its transaction's
+    /// "xid". An event is acknowledged once its line is written and flushed; after a crash the
+    /// unacknowledged tail comes again, nothing is skipped. Stdout only (not --connect,
+    /// --serve or --exec yet); --on-overflow does not apply: a slow reader is waited for.
+    #[arg(long, value_name = "NAME", help_heading = "Durable delivery")]
+    pub(crate) consumer: Option<String>,
 }
 
 /// A duration that may be 0 (off).
@@ -373,6 +384,13 @@ pub(crate) struct NotifyArgs {
     /// 10s, 5m), saying what was committed by then. Recommended in cron jobs.
     #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) timeout: Option<Duration>,
+
+    /// Store each event in the database's outbox (the pgnotify schema, created on first use)
+    /// in the same transaction, for `pipe --consumer` to read even if it is down now; the
+    /// NOTIFY only wakes consumers. Payloads may then be up to 64 MiB, and every line of
+    /// --lines is an event, repeated or not.
+    #[arg(long)]
+    pub(crate) durable: bool,
 }
 
 const WATCH_TABLE_EXAMPLES: &str = "\
@@ -443,6 +461,14 @@ pub(crate) struct WatchTableArgs {
     #[arg(long, value_enum, value_name = "KIND", default_value = "row")]
     pub(crate) triggers: TriggersArg,
 
+    /// Store each event in the database's outbox (the pgnotify schema, created on first use)
+    /// in the writing transaction, for `pipe --consumer` to read even if it was down; the
+    /// NOTIFY only wakes consumers. No 8000-byte limit: an event is never truncated. If the
+    /// writer may not store it (see `pgnotify consumers --grant-writer`), the write fails
+    /// rather than lose the event. Row triggers only.
+    #[arg(long, conflicts_with_all = ["list", "drop"])]
+    pub(crate) durable: bool,
+
     /// Print the SQL that would run (one transaction) and change nothing.
     #[arg(long, conflicts_with = "list")]
     pub(crate) print_sql: bool,
@@ -505,13 +531,13 @@ pub(crate) struct PipeArgs {
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
     /// wait for it (4 MiB), then are dropped and counted in a gap record. A new connection
     /// starts with a "peer" gap record: an upper bound of what the lost one took unread.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec", "consumer"])]
     pub(crate) connect: Option<String>,
 
     /// Serve the lines to every TCP client that connects, from the moment it connects, instead
     /// of stdout. A port alone listens on 127.0.0.1; name another address to open it wider.
     /// A client that stops reading is disconnected (after 1 MiB).
-    #[arg(long, value_name = "[ADDR:]PORT", conflicts_with = "exec")]
+    #[arg(long, value_name = "[ADDR:]PORT", conflicts_with_all = ["exec", "consumer"])]
     pub(crate) serve: Option<String>,
 
     #[command(flatten)]
@@ -522,6 +548,74 @@ pub(crate) struct PipeArgs {
 
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+}
+
+const CONSUMERS_EXAMPLES: &str = "\
+Examples:
+  pgnotify notify --durable jobs '{\"id\":42}'       store an event, even with no consumer running
+  pgnotify pipe --consumer worker jobs             every stored event not yet read, then live ones
+  pgnotify consumers                             each consumer's place and lag
+  pgnotify consumers --drop old-worker           stop keeping events for a consumer gone for good
+  pgnotify consumers --grant-writer app          let the role app store durable events
+  pgnotify consumers --install --print-sql       show the schema's DDL";
+
+/// List durable consumers with their lag, or look after the outbox.
+///
+/// Durable delivery keeps events in tables of a `pgnotify` schema in this database:
+/// `notify --durable` and `watch-table --durable` store them in the writer's own transaction,
+/// and `pipe --consumer NAME` (or `listen --consumer NAME`) reads them, keeping its checkpoint
+/// there too, so a consumer that was down, killed or cut off sees every event at least once.
+///
+/// Without an option, lists every consumer: its channels, the events stored after its
+/// checkpoint (PENDING), the age of the oldest of them (LAG), and when it last ran; a table
+/// on a terminal, NDJSON elsewhere. A consumer behind by more than --max-lag is stale: its
+/// events are kept for it and hold back retention; each is named on stderr with the command
+/// that drops it, and the exit status is 1.
+///
+/// Running consumers delete, in batches, the events that every consumer of their channel has
+/// acknowledged; --prune does the same at once. Events of a channel no consumer follows are
+/// kept for the first one that will.
+///
+/// The schema is created on first use by a role with CREATE on the database, or with
+/// --install. Other roles need a grant: --grant-writer ROLE (USAGE on the schema, INSERT on
+/// pgnotify.events) or --grant-consumer ROLE (SELECT and DELETE on pgnotify.events; SELECT,
+/// INSERT and UPDATE on pgnotify.consumers). Nothing is granted to PUBLIC.
+#[derive(Debug, Args)]
+#[command(after_help = CONSUMERS_EXAMPLES)]
+#[command(group = clap::ArgGroup::new("action").multiple(false))]
+pub(crate) struct ConsumersArgs {
+    /// Remove the consumer NAME: its checkpoint is deleted, and its unread events are kept
+    /// only for the other consumers of their channels.
+    #[arg(long, value_name = "NAME", group = "action")]
+    pub(crate) drop: Option<String>,
+
+    /// Delete now the events that every consumer of their channel has acknowledged.
+    #[arg(long, group = "action")]
+    pub(crate) prune: bool,
+
+    /// Create the pgnotify schema (what the first --durable or --consumer would do).
+    #[arg(long, group = "action")]
+    pub(crate) install: bool,
+
+    /// Grant ROLE what a --durable sender needs.
+    #[arg(long, value_name = "ROLE", group = "action")]
+    pub(crate) grant_writer: Option<String>,
+
+    /// Grant ROLE what a --consumer reader needs.
+    #[arg(long, value_name = "ROLE", group = "action")]
+    pub(crate) grant_consumer: Option<String>,
+
+    /// With --install or a grant: print the SQL instead of running it.
+    #[arg(long)]
+    pub(crate) print_sql: bool,
+
+    /// A consumer whose oldest unread event is older than this is stale.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub(crate) max_lag: Duration,
+
+    /// NDJSON even on a terminal.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 const DEMO_EXAMPLES: &str = "\

@@ -3,9 +3,10 @@
 //! `ValueEnum` of `cli` is translated here into its plain twin in the domain.
 
 use crate::cli::{
-    ColorArg, ConnArgs, DemoArgs, ExecArgs, FormatArg, ListenArgs, NotifyArgs, OpArg, OverflowArg,
-    PipeArgs, SourceArgs, TriggersArg, WaitArgs, WatchTableArgs,
+    ColorArg, ConnArgs, ConsumersArgs, DemoArgs, ExecArgs, FormatArg, ListenArgs, NotifyArgs,
+    OpArg, OverflowArg, PipeArgs, SourceArgs, TriggersArg, WaitArgs, WatchTableArgs,
 };
+use crate::durable::Grantee;
 use crate::format::{ColorChoice, ColorEnv, Encoder, Format, JsonOptions, Style, use_color};
 use crate::pg::{ConnOptions, PasswordPrompt};
 use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until};
@@ -170,6 +171,7 @@ pub(crate) fn pipe(args: &PipeArgs) -> PipeSettings {
             encoder,
             overflow: overflow(args.source.on_overflow),
             fetch: args.fetch,
+            consumer: args.source.consumer.clone(),
             destination: match (&args.connect, &args.serve) {
                 (Some(address), _) => Destination::Connect(address.clone()),
                 (None, Some(spec)) => Destination::Serve(spec.clone()),
@@ -227,6 +229,7 @@ pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
         ),
         overflow: overflow(args.source.on_overflow),
         fetch: args.fetch,
+        consumer: args.source.consumer.clone(),
         destination: exec_or_stdout(&args.exec, &args.source),
     })
 }
@@ -250,6 +253,8 @@ pub(crate) struct NotifySettings {
     pub(crate) input: Input,
     /// `--timeout`: the bound on connecting and sending.
     pub(crate) timeout: Option<std::time::Duration>,
+    /// `--durable`: store each event in the outbox, and notify only to wake consumers.
+    pub(crate) durable: bool,
 }
 
 pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
@@ -270,6 +275,7 @@ pub(crate) fn notify(args: &NotifyArgs) -> NotifySettings {
         channel: args.channel.clone(),
         input,
         timeout: args.timeout,
+        durable: args.durable,
     }
 }
 
@@ -307,12 +313,49 @@ pub(crate) enum WatchAction {
         columns: Option<Vec<String>>,
         /// `--triggers auto`: statement triggers where they send the same events.
         statement_triggers: bool,
+        /// `--durable`: store events in the outbox.
+        durable: bool,
     },
     Drop,
     List {
         /// NDJSON even on a terminal.
         json: bool,
     },
+}
+
+/// What `consumers` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ConsumersAction {
+    List,
+    Drop(String),
+    Prune,
+    Install,
+    Grant(String, Grantee),
+}
+
+/// Everything `consumers` needs besides the connection.
+pub(crate) struct ConsumersSettings {
+    pub(crate) action: ConsumersAction,
+    pub(crate) print_sql: bool,
+    pub(crate) max_lag: Duration,
+    pub(crate) json: bool,
+}
+
+pub(crate) fn consumers(args: &ConsumersArgs) -> ConsumersSettings {
+    let action = match (&args.drop, &args.grant_writer, &args.grant_consumer) {
+        (Some(name), _, _) => ConsumersAction::Drop(name.clone()),
+        (_, Some(role), _) => ConsumersAction::Grant(role.clone(), Grantee::Writer),
+        (_, _, Some(role)) => ConsumersAction::Grant(role.clone(), Grantee::Consumer),
+        _ if args.prune => ConsumersAction::Prune,
+        _ if args.install => ConsumersAction::Install,
+        _ => ConsumersAction::List,
+    };
+    ConsumersSettings {
+        action,
+        print_sql: args.print_sql,
+        max_lag: args.max_lag,
+        json: args.json,
+    }
 }
 
 /// Everything `watch-table` needs besides the connection.
@@ -336,6 +379,7 @@ pub(crate) fn watch_table(args: &WatchTableArgs) -> WatchTableSettings {
             rows: args.rows,
             columns: args.columns.clone(),
             statement_triggers: args.triggers == TriggersArg::Auto,
+            durable: args.durable,
         }
     };
     WatchTableSettings {

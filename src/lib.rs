@@ -38,6 +38,7 @@ mod cli;
 mod cmd;
 mod config;
 mod deadline;
+mod durable;
 mod exit;
 mod format;
 pub mod generate;

@@ -18,6 +18,18 @@ pub(crate) struct Notification {
     pub(crate) received_at: jiff::Timestamp,
     /// With `--fetch`: the changed row as it is now, read by its key (`Null`: no such row).
     pub(crate) fetched: Option<serde_json::Value>,
+    /// With `--consumer`: where the event is stored in the outbox.
+    pub(crate) stored: Option<Position>,
+}
+
+/// A durable event's place in the outbox (`durable`): its transaction's id, then its own id.
+/// Every consumer sees events in this order, and its checkpoint is the last one it wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Position {
+    /// The id of the transaction that stored the event (`pg_current_xact_id()`).
+    pub(crate) xid: u64,
+    /// The event's own id, in the order its transaction stored it.
+    pub(crate) id: i64,
 }
 
 /// Why notifications may be missing from the stream.

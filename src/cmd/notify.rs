@@ -5,6 +5,7 @@
 //! Channel and payloads are checked before any round trip.
 
 use crate::config::{Input, NotifySettings};
+use crate::durable::{self, statements};
 use crate::exit::{ConnectionError, Exit, TimedOut, UsageError};
 use crate::msg;
 use crate::pg::{
@@ -153,19 +154,68 @@ fn humanize(d: Duration) -> String {
     }
 }
 
+/// The limits a payload is held to: PostgreSQL's for a notification, or the outbox's for a
+/// durable event, whose payload is a row and not a notification.
+#[derive(Clone, Copy)]
+struct Limits {
+    durable: bool,
+}
+
+impl Limits {
+    fn max(self) -> usize {
+        match self.durable {
+            true => durable::MAX_PAYLOAD_BYTES,
+            false => MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    fn check(self, payload: &str) -> Result<()> {
+        match self.durable {
+            false => check_payload(payload),
+            true if payload.len() > durable::MAX_PAYLOAD_BYTES => bail!(
+                "payload is {} bytes long; a durable event holds at most {} bytes",
+                payload.len(),
+                durable::MAX_PAYLOAD_BYTES
+            ),
+            true if payload.contains('\0') => {
+                bail!("payload contains a NUL byte, which PostgreSQL text cannot hold")
+            }
+            true => Ok(()),
+        }
+    }
+
+    /// How the limit reads in an error.
+    fn describe(self) -> String {
+        match self.durable {
+            false => format!("PostgreSQL's limit is {MAX_PAYLOAD_BYTES} bytes (less than 8000)"),
+            true => format!(
+                "a durable event holds at most {} bytes",
+                durable::MAX_PAYLOAD_BYTES
+            ),
+        }
+    }
+}
+
 fn send(settings: NotifySettings, conn: &ConnSettings, progress: &Progress) -> Result<Exit> {
+    let limits = Limits {
+        durable: settings.durable,
+    };
     let payload = match settings.input {
-        Input::Lines { batch } => return send_lines(&settings.channel, batch, conn, progress),
+        Input::Lines { batch } => {
+            return send_lines(&settings.channel, batch, limits, conn, progress);
+        }
         Input::Argument(payload) => {
             // A PAYLOAD argument is malformed on its face: a usage error, as a bad channel is;
             // a payload read from stdin is data, and a bad one a runtime error.
-            check_payload(&payload).map_err(|e| UsageError(format!("{e:#}")))?;
+            limits
+                .check(&payload)
+                .map_err(|e| UsageError(format!("{e:#}")))?;
             payload
         }
         Input::Empty => String::new(),
         Input::Stdin => {
-            let payload = read_stdin()?;
-            check_payload(&payload)?;
+            let payload = read_stdin(limits)?;
+            limits.check(&payload)?;
             payload
         }
     };
@@ -173,15 +223,22 @@ fn send(settings: NotifySettings, conn: &ConnSettings, progress: &Progress) -> R
     let pg::Connection {
         mut client, target, ..
     } = pg::connect(conn)?;
+    if limits.durable {
+        durable::ensure(&mut client)?;
+    }
     if !progress.begin_send() {
         return Ok(Exit::Timeout);
     }
+    let (sql, what) = match limits.durable {
+        true => (statements::STORE_ONE, "could not store the durable event"),
+        false => (NOTIFY_ONE, "could not send the notification"),
+    };
     client
         .execute_typed(
-            NOTIFY_ONE,
+            sql,
             &[(&settings.channel, Type::TEXT), (&payload, Type::TEXT)],
         )
-        .map_err(|e| send_error("could not send the notification", &e, &target))?;
+        .map_err(|e| send_error(what, &e, &target))?;
     Ok(Exit::Success)
 }
 
@@ -199,6 +256,9 @@ fn send_error(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Error
         ))
         .into();
     }
+    if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        return anyhow!("{what}: {:#}", durable::no_access(e));
+    }
     anyhow!("{what}: {}", describe_pg_error(e))
 }
 
@@ -207,21 +267,25 @@ fn send_error(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Error
 const STDIN_LIMIT: usize = 64 * 1024;
 
 /// All of stdin as the payload, with one trailing newline removed.
-fn read_stdin() -> Result<String> {
+fn read_stdin(limits: Limits) -> Result<String> {
+    let limit = match limits.durable {
+        true => limits.max() + 2,
+        false => STDIN_LIMIT,
+    };
     let mut bytes = Vec::new();
     std::io::stdin()
         .lock()
-        .take(STDIN_LIMIT as u64)
+        .take(limit as u64)
         .read_to_end(&mut bytes)
         .context("could not read the payload from standard input")?;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
     }
-    if bytes.len() >= STDIN_LIMIT {
+    if bytes.len() >= limit - usize::from(limits.durable) {
         anyhow::bail!(
-            "the payload on standard input is more than {} bytes long; PostgreSQL's limit is \
-             {MAX_PAYLOAD_BYTES} bytes (less than 8000)",
-            STDIN_LIMIT - 1
+            "the payload on standard input is more than {} bytes long; {}",
+            limit - 1 - usize::from(limits.durable),
+            limits.describe()
         );
     }
     String::from_utf8(bytes).map_err(|e| {
@@ -232,16 +296,13 @@ fn read_stdin() -> Result<String> {
     })
 }
 
-/// The most bytes read for one line of `--lines`: a payload one byte over the limit and its
-/// newline, so that the error for an 8000-byte line can still give its exact size.
-const LINE_LIMIT: usize = MAX_PAYLOAD_BYTES + 2;
-
 /// Lines of stdin, read and checked one batch at a time.
 struct LineReader<R> {
     reader: BufReader<R>,
     batch: usize,
     line: u64,
     buf: Vec<u8>,
+    limits: Limits,
     /// Whether more input can be read without waiting.
     ready: fn() -> bool,
 }
@@ -257,10 +318,12 @@ impl<R: Read> LineReader<R> {
                 break;
             }
             self.buf.clear();
-            // At most one byte past the longest line that could be sent: an endless line is
-            // refused once it is that long, never read whole into memory.
+            // At most one byte past the longest line that could be sent and its newline (so
+            // that the error for a line one byte too long can still give its exact size): an
+            // endless line is refused once it is that long, never read whole into memory.
+            let line_limit = self.limits.max() + 2;
             let read = (&mut self.reader)
-                .take(LINE_LIMIT as u64)
+                .take(line_limit as u64)
                 .read_until(b'\n', &mut self.buf)
                 .context("could not read standard input")?;
             if read == 0 {
@@ -269,17 +332,19 @@ impl<R: Read> LineReader<R> {
             self.line += 1;
             if self.buf.last() == Some(&b'\n') {
                 self.buf.pop();
-            } else if read == LINE_LIMIT {
+            } else if read == line_limit {
                 bail!(
-                    "line {}: payload is more than {} bytes long; PostgreSQL's limit is \
-                     {MAX_PAYLOAD_BYTES} bytes (less than 8000)",
+                    "line {}: payload is more than {} bytes long; {}",
                     self.line,
-                    LINE_LIMIT - 1
+                    line_limit - 1,
+                    self.limits.describe()
                 );
             }
             let payload = String::from_utf8(std::mem::take(&mut self.buf))
                 .map_err(|_| anyhow!("line {} is not valid UTF-8", self.line))?;
-            check_payload(&payload).with_context(|| format!("line {}", self.line))?;
+            self.limits
+                .check(&payload)
+                .with_context(|| format!("line {}", self.line))?;
             payloads.push(payload);
         }
         Ok(payloads)
@@ -289,6 +354,7 @@ impl<R: Read> LineReader<R> {
 fn send_lines(
     channel: &str,
     batch: usize,
+    limits: Limits,
     conn: &ConnSettings,
     progress: &Progress,
 ) -> Result<Exit> {
@@ -298,6 +364,7 @@ fn send_lines(
         batch,
         line: 0,
         buf: Vec::new(),
+        limits,
         ready: stdin_ready,
     };
     let mut sent: u64 = 0;
@@ -306,12 +373,27 @@ fn send_lines(
     let pg::Connection {
         mut client, target, ..
     } = pg::connect(conn)?;
+    if limits.durable {
+        durable::ensure(&mut client).map_err(|e| unsent(e, sent))?;
+    }
+    let sql = match limits.durable {
+        true => statements::STORE_MANY,
+        false => NOTIFY_MANY,
+    };
     let statement = client
-        .prepare_typed(NOTIFY_MANY, &[Type::TEXT, Type::TEXT_ARRAY])
-        .map_err(|e| send_error("could not prepare the notifications", &e, &target))?;
+        .prepare_typed(sql, &[Type::TEXT, Type::TEXT_ARRAY])
+        .map_err(|e| {
+            unsent(
+                send_error("could not prepare the notifications", &e, &target),
+                sent,
+            )
+        })?;
     let mut folded = 0;
     while !payloads.is_empty() {
-        folded += repeated(&payloads);
+        // Durable events are rows: each line is one, repeated or not.
+        if !limits.durable {
+            folded += repeated(&payloads);
+        }
         if !progress.begin_send() {
             return Ok(Exit::Timeout);
         }
@@ -333,7 +415,11 @@ fn send_lines(
              delivers each channel+payload pair once per transaction (use --batch 1 to send every line)"
         ));
     }
-    msg::info(&format!("sent {sent} notifications on {channel:?}"));
+    let what = match limits.durable {
+        true => "durable events",
+        false => "notifications",
+    };
+    msg::info(&format!("sent {sent} {what} on {channel:?}"));
     Ok(Exit::Success)
 }
 
@@ -375,6 +461,7 @@ mod tests {
             batch: size,
             line: 0,
             buf: Vec::new(),
+            limits: Limits { durable: false },
             ready: || true,
         };
         let mut out = Vec::new();
@@ -422,6 +509,7 @@ mod tests {
             batch: 10,
             line: 0,
             buf: Vec::new(),
+            limits: Limits { durable: false },
             ready: || true,
         };
         let err = format!("{:#}", lines.next_batch().unwrap_err());

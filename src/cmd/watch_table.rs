@@ -6,7 +6,9 @@
 //! half-way leaves nothing behind. Installing what is already installed changes nothing and
 //! takes no lock.
 
+use super::print;
 use crate::config::{WatchAction, WatchTableSettings};
+use crate::durable;
 use crate::exit::{Exit, StdoutError, UsageError};
 use crate::msg;
 use crate::pg::{self, ConnSettings, check_channel, describe_pg_error, quote_ident};
@@ -40,6 +42,7 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                 rows,
                 columns,
                 statement_triggers,
+                durable,
             },
             Some(table),
         ) => {
@@ -72,11 +75,16 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
             // (`row_triggers_needed`). Not the default: a single-row statement costs more
             // with them (README, "Row or statement triggers").
             let row_ops = events.iter().any(|op| *op != watch::Op::Truncate);
-            let triggers =
-                match statement_triggers && row_ops && table.row_triggers_needed(&key).is_none() {
-                    true => Kind::Statement,
-                    false => Kind::Row,
-                };
+            // Durable events are stored by row triggers (the statement function's fast path
+            // relies on pg_notify's refusals, which an INSERT does not make).
+            let triggers = match statement_triggers
+                && !durable
+                && row_ops
+                && table.row_triggers_needed(&key).is_none()
+            {
+                true => Kind::Statement,
+                false => Kind::Row,
+            };
             let marker = Marker {
                 version: 1,
                 channel: channel.unwrap_or_else(|| table.name.clone()),
@@ -85,6 +93,7 @@ pub(crate) fn run(settings: WatchTableSettings, conn: &ConnSettings) -> Result<E
                 columns,
                 key,
                 triggers,
+                durable,
             };
             install(
                 client,
@@ -111,6 +120,9 @@ fn install(
     let needed = table.row_triggers_needed(&marker.key);
     let triggers = match (marker.triggers, needed) {
         (Kind::Statement, _) => "statement triggers".to_owned(),
+        (Kind::Row, _) if statement_triggers && marker.durable => {
+            "row triggers: --durable stores events with row triggers".to_owned()
+        }
         (Kind::Row, Some(why)) if statement_triggers => format!("row triggers: {why}"),
         (Kind::Row, _) => "row triggers".to_owned(),
     };
@@ -126,7 +138,19 @@ fn install(
     );
     let sql = watch::install_sql(table, marker, &installed);
     if print_sql {
-        return print(&sql.text());
+        let mut text = String::new();
+        if marker.durable && durable::found(client)? == durable::Found::Missing {
+            text.push_str(
+                "-- First, in a transaction of its own: the pgnotify schema for durable delivery.\n",
+            );
+            text.push_str(&durable::install_script());
+            text.push('\n');
+        }
+        text.push_str(&sql.text());
+        return print(&text);
+    }
+    if marker.durable {
+        durable::ensure(client)?;
     }
     let same = installed.marker.as_ref() == Some(marker)
         && installed.triggers == marker.trigger_names()
@@ -141,7 +165,13 @@ fn install(
     if replacing && let Some(why) = watch::ownership_missing(client, table, &installed)? {
         bail!("cannot replace the watch on {}: {why}", table.display());
     }
-    if marker.rows {
+    if marker.rows && marker.durable {
+        msg::note(&format!(
+            "--rows --durable stores row data in pgnotify.events: the roles that may read it \
+             (consumers) see it, whatever their privileges on {}",
+            table.display()
+        ));
+    } else if marker.rows {
         msg::warn(&format!(
             "--rows puts row data in every notification: any role that can connect to this \
              database can LISTEN on {} and read it, whatever its privileges on {}",
@@ -240,25 +270,11 @@ fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Res
             ]
         })
         .collect();
-    let header = ["TABLE", "CHANNEL", "EVENTS", "TRIGGERS", "MODE"].map(String::from);
-    let widths: Vec<usize> = (0..5)
-        .map(|i| {
-            std::iter::once(&header)
-                .chain(&rows)
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
-    }
-    Ok(())
+    super::write_aligned(
+        out,
+        ["TABLE", "CHANNEL", "EVENTS", "TRIGGERS", "MODE"],
+        &rows,
+    )
 }
 
 /// A partition reached by its partitioned table's watch (through PostgreSQL's cloned
@@ -291,14 +307,6 @@ fn run_script(client: &mut postgres::Client, script: &Script) -> Result<(), post
         transaction.batch_execute(statement)?;
     }
     transaction.commit()
-}
-
-fn print(sql: &str) -> Result<Exit> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(sql.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(StdoutError)?;
-    Ok(Exit::Success)
 }
 
 /// The server's message, with a hint for the errors users meet: missing privileges, a busy

@@ -21,6 +21,11 @@ struct Record<'a> {
     pub(crate) payload: &'a str,
     pub(crate) pid: i32,
     pub(crate) received_at: Micros,
+    /// With `--consumer`: the event's id in the outbox, and its transaction's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) xid: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) data: Option<Data<'a>>,
 }
@@ -100,6 +105,8 @@ pub(super) fn write(
         payload: &n.payload,
         pid: n.pid,
         received_at: Micros(n.received_at),
+        id: n.stored.map(|s| s.id),
+        xid: n.stored.map(|s| s.xid),
         data: if data || n.fetched.is_some() {
             with_fetched(n)
         } else {
@@ -173,6 +180,7 @@ mod tests {
                 pid: 1,
                 received_at: jiff::Timestamp::UNIX_EPOCH,
                 fetched: Some(row.clone()),
+                stored: None,
             };
             let mut data: serde_json::Value = serde_json::from_str(payload).unwrap();
             if let Some(object) = data.as_object_mut() {
@@ -191,6 +199,7 @@ mod tests {
             pid: 4242,
             received_at: "2026-11-24T01:02:03.456789Z".parse().unwrap(),
             fetched: None,
+            stored: None,
         };
         let mut out = Vec::new();
         write(&mut out, &n, false, false).unwrap();
@@ -212,6 +221,7 @@ mod tests {
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
+            stored: None,
         };
         let mut out = Vec::new();
         write(&mut out, &n, false, true).unwrap();
@@ -234,6 +244,7 @@ mod tests {
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
+            stored: None,
         };
         let mut out = Vec::new();
         write(&mut out, &n, true, false).unwrap();

@@ -38,6 +38,7 @@ mod tests {
             pid: 8448,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
+            stored: None,
         };
         let mut out = Vec::new();
         write(&mut out, &n, Style::default()).unwrap();

@@ -42,6 +42,7 @@ mod tests {
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: Some(serde_json::json!({"id": 1})),
+            stored: None,
         };
         let mut out = Vec::new();
         let style = Style {

@@ -69,6 +69,7 @@ mod tests {
             pid: 7,
             received_at: "2026-11-24T01:02:03.456789Z".parse().unwrap(),
             fetched: None,
+            stored: None,
         }
     }
 

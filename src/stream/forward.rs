@@ -8,12 +8,15 @@
 
 use super::fetch::Fetcher;
 use super::queue::{Event, Queue};
+use super::replay::Acks;
 use crate::deadline;
 use crate::exit::Exit;
 use crate::msg;
 use crate::notification::Notification;
+use crate::notification::Position;
 use crate::sink::Sink;
 use anyhow::Result;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// When `listen` or `pipe` stops by itself.
@@ -35,7 +38,7 @@ pub(super) fn run(
     loop {
         let mut events = queue.try_take();
         if events.is_empty() {
-            out.flush()?;
+            counter.flush(out)?;
             events = queue.take(counter.deadline(), counter.left());
             counter.received += queue.take_expressed();
             if events.is_empty() {
@@ -54,7 +57,7 @@ pub(super) fn run(
                     }
                     fetch(&mut fetcher, &mut batch, events.peek());
                     if counter.write(out, &batch)? {
-                        out.flush()?;
+                        counter.flush(out)?;
                         return Ok(Exit::Success);
                     }
                     queue.written(&batch);
@@ -76,7 +79,7 @@ pub(super) fn run(
                     return Err(error);
                 }
                 Event::Overflowed(error) => {
-                    out.flush()?;
+                    counter.flush(out)?;
                     return Err(error);
                 }
             }
@@ -105,8 +108,7 @@ fn drain(
             _ => {}
         }
     }
-    out.flush()?;
-    Ok(())
+    counter.flush(out)
 }
 
 /// `--fetch`: adds the rows to a batch before it is written (one query per table); those of
@@ -126,6 +128,9 @@ pub(super) struct Counter {
     until: Until,
     received: u64,
     deadline: Option<Instant>,
+    /// With `--consumer`: where acknowledgements go, and the last event written.
+    acks: Option<Arc<Acks>>,
+    written: Option<Position>,
 }
 
 impl Counter {
@@ -135,7 +140,24 @@ impl Counter {
             received: 0,
             // A timeout too large to add is no timeout.
             deadline: until.timeout.and_then(deadline::after),
+            acks: None,
+            written: None,
         }
+    }
+
+    /// `--consumer`: each flush acknowledges what was written before it.
+    pub(super) fn acknowledging(mut self, acks: Arc<Acks>) -> Counter {
+        self.acks = Some(acks);
+        self
+    }
+
+    /// Flushes the sink; then what was written is delivered, and acknowledged.
+    fn flush(&mut self, out: &mut dyn Sink) -> Result<()> {
+        out.flush()?;
+        if let (Some(acks), Some(at)) = (&self.acks, self.written) {
+            acks.flushed(at);
+        }
+        Ok(())
     }
 
     /// How many more may be written before the one that reaches `--count` (None: no count).
@@ -157,6 +179,9 @@ impl Counter {
     fn write(&mut self, out: &mut dyn Sink, batch: &[Notification]) -> Result<bool> {
         for n in batch {
             out.write(n)?;
+            if n.stored.is_some() {
+                self.written = n.stored;
+            }
             self.received += 1;
             if Some(self.received) == self.until.count {
                 return Ok(true);

@@ -239,6 +239,7 @@ mod tests {
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
+            stored: None,
         };
         let kept = beat.filter(vec![n("hb", "7"), n("jobs", "x"), n("hb", "6")], "hb");
         assert_eq!(kept, vec![n("jobs", "x")]);

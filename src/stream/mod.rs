@@ -17,6 +17,7 @@ mod fetch;
 mod forward;
 mod heartbeat;
 mod queue;
+mod replay;
 mod source;
 mod stdout_watch;
 
@@ -66,6 +67,8 @@ pub(crate) struct StreamSettings {
     pub(crate) destination: Destination,
     /// `--fetch`: read the rows of `watch-table` events.
     pub(crate) fetch: bool,
+    /// `--consumer NAME`: read the outbox as this consumer instead of listening.
+    pub(crate) consumer: Option<String>,
 }
 
 /// Runs `listen` or `pipe` to its end.
@@ -74,10 +77,13 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
     let encoder = settings.encoder;
     // Main only writes what arrives (and counts it): the source may write it itself while main
     // is idle (see sink::Express), but not what waits for --fetch's rows.
-    let express = destination == Destination::Stdout && !settings.fetch;
+    // Nor what a consumer acknowledges after main's flush.
+    let express =
+        destination == Destination::Stdout && !settings.fetch && settings.consumer.is_none();
     let started = start(
         conn,
         settings.source,
+        settings.consumer,
         settings.until,
         settings.overflow,
         |queue| {
@@ -101,7 +107,7 @@ pub(crate) fn start_console(
     overflow: Overflow,
     out: Box<dyn Sink>,
 ) -> Result<Started> {
-    start(conn, source, Until::default(), overflow, |_| Ok(out))
+    start(conn, source, None, Until::default(), overflow, |_| Ok(out))
 }
 
 /// A stream that listens (or, with `--wait`, tries to), whose loop has not begun.
@@ -112,11 +118,14 @@ pub(crate) struct Started {
     control: Arc<Control>,
     listening_on: source::ListeningOn,
     counter: forward::Counter,
+    /// With `--consumer`: what was written, for the reader to acknowledge.
+    acks: Option<Arc<replay::Acks>>,
 }
 
 fn start(
     conn: &ConnSettings,
     source: SourceSettings,
+    consumer: Option<String>,
     until: Until,
     overflow: Overflow,
     out: impl FnOnce(&Arc<Queue>) -> Result<Box<dyn Sink>>,
@@ -135,22 +144,43 @@ fn start(
     // -W asks first, as psql does and notify --timeout does: typing is not connecting.
     pg::ask_password_first(conn)?;
     // --timeout counts from the start: connecting must not outlast it.
-    let counter = forward::Counter::new(until);
+    let mut counter = forward::Counter::new(until);
     let conn = match until.timeout {
         Some(t) => conn.bounded_by(t),
         None => conn.clone(),
+    };
+    // A consumer's events wait in the outbox while the output is slow: nothing is dropped.
+    let overflow = match consumer {
+        Some(_) => Overflow::Wait,
+        None => overflow,
     };
     let queue = Queue::new(QUEUE_BYTES, overflow);
     let out = out(&queue)?;
     let listening_on = source::ListeningOn::default();
     let control = Control::new(source.channels.clone(), Arc::clone(&queue));
-    source::start(
-        &conn,
-        source,
-        Arc::clone(&queue),
-        Arc::clone(&listening_on),
-        Arc::clone(&control),
-    )?;
+    let mut acks = None;
+    match consumer {
+        Some(name) => {
+            let shared = Arc::new(replay::Acks::default());
+            counter = counter.acknowledging(Arc::clone(&shared));
+            replay::start(
+                &conn,
+                source,
+                name,
+                Arc::clone(&queue),
+                Arc::clone(&shared),
+                Arc::clone(&listening_on),
+            )?;
+            acks = Some(shared);
+        }
+        None => source::start(
+            &conn,
+            source,
+            Arc::clone(&queue),
+            Arc::clone(&listening_on),
+            Arc::clone(&control),
+        )?,
+    }
     let signals = Arc::clone(&queue);
     signals::deliver_to(move |signal| {
         signals.push(Event::Signal(signal));
@@ -163,6 +193,7 @@ fn start(
         control,
         listening_on,
         counter,
+        acks,
     })
 }
 
@@ -180,6 +211,7 @@ impl Started {
             mut out,
             listening_on,
             counter,
+            acks,
             ..
         } = self;
         let mut fetcher =
@@ -187,6 +219,10 @@ impl Started {
         let outcome = forward::run(&queue, out.as_mut(), counter, fetcher.as_mut());
         // Also after a failure: TCP backlogs get their chance, --exec children are reaped.
         let finished = out.finish();
+        if let Some(acks) = acks {
+            // What was flushed is acknowledged; what is still queued is read again next time.
+            acks.close(&queue);
+        }
         outcome.and_then(|exit| finished.map(|()| exit))
     }
 }

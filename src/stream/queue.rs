@@ -47,6 +47,9 @@ pub(crate) enum Overflow {
     Block,
     /// End the run with status 1.
     Exit,
+    /// Wait for room, saying nothing: the `--consumer` reader, whose events stay in the
+    /// outbox until they are read.
+    Wait,
 }
 
 /// How long a full queue may hold the source back before the overflow policy applies.
@@ -221,6 +224,9 @@ impl Queue {
         size: usize,
     ) -> MutexGuard<'a, State> {
         let full = |s: &mut State| s.bytes > 0 && s.bytes + size > self.limit;
+        if self.policy == Overflow::Wait {
+            return deadline::wait_while(&self.changed, state, None, full).0;
+        }
         if self.policy == Overflow::Block {
             if state
                 .block_warned
@@ -285,6 +291,16 @@ impl Queue {
         std::mem::take(&mut self.lock().expressed)
     }
 
+    /// At the end of a run: lets go of every queued event unwritten, so that a source waiting
+    /// for room goes on (and sees that the run ends).
+    pub(super) fn discard(&self) {
+        let mut state = self.lock();
+        state.events.clear();
+        state.bytes = 0;
+        drop(state);
+        self.changed.notify_all();
+    }
+
     /// Takes every queued event without waiting.
     pub(super) fn try_take(&self) -> Vec<Event> {
         self.take_locked(self.lock())
@@ -336,6 +352,7 @@ mod tests {
                 pid: 1,
                 received_at: jiff::Timestamp::UNIX_EPOCH,
                 fetched: None,
+                stored: None,
             })
             .collect()
     }

@@ -576,5 +576,6 @@ fn received(n: &tokio_postgres::Notification) -> Notification {
         pid: n.process_id(),
         received_at: jiff::Timestamp::now(),
         fetched: None,
+        stored: None,
     }
 }

@@ -117,6 +117,10 @@ pub(crate) struct Marker {
     /// Row or statement triggers (absent in markers of earlier versions: row).
     #[serde(default)]
     pub(crate) triggers: Kind,
+    /// `--durable`: events are stored in the outbox, and the NOTIFY only wakes consumers
+    /// (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) durable: bool,
 }
 
 impl Marker {
@@ -133,10 +137,14 @@ impl Marker {
 
     /// "key" or "rows" or "rows (a, b)", for `--list` and messages.
     pub(crate) fn mode(&self) -> String {
-        match (&self.rows, &self.columns) {
+        let mode = match (&self.rows, &self.columns) {
             (false, _) => "key".to_owned(),
             (true, None) => "rows".to_owned(),
             (true, Some(columns)) => format!("rows ({})", columns.join(", ")),
+        };
+        match self.durable {
+            true => format!("{mode}, durable"),
+            false => mode,
         }
     }
 
@@ -308,6 +316,7 @@ pub(super) mod tests {
             columns: None,
             key: vec!["id".into(), "We\"ird".into()],
             triggers: Kind::Row,
+            durable: false,
         }
     }
 

@@ -277,6 +277,18 @@ fn row_body(marker: &Marker) -> String {
     let _ = writeln!(b, "  ELSE");
     let _ = writeln!(b, "    RETURN NULL;");
     let _ = writeln!(b, "  END IF;");
+    // A durable event is a row, not a notification: it has no size limit to fall back from.
+    if !marker.durable {
+        oversized(&mut b, marker);
+    }
+    row_tail(&mut b, marker);
+    b
+}
+
+/// PostgreSQL refuses payloads of 8000 bytes or more: the row function sends the key instead,
+/// and never fails the user's write.
+fn oversized(b: &mut String, marker: &Marker) {
+    use Member::Always;
     let _ = writeln!(
         b,
         "  -- PostgreSQL refuses payloads of 8000 bytes or more: never fail the user's write."
@@ -300,6 +312,11 @@ fn row_body(marker: &Marker) -> String {
     let _ = writeln!(b, "      p := {};", payload(None, &[null, truncated()]));
     let _ = writeln!(b, "    END IF;");
     let _ = writeln!(b, "  END IF;");
+}
+
+/// The rest of the row function: the stale fallbacks, then the send.
+fn row_tail(b: &mut String, marker: &Marker) {
+    use Member::Always;
     let _ = writeln!(
         b,
         "EXCEPTION WHEN OTHERS THEN\n  -- DDL since the install (a column named here renamed or dropped): never fail the\n  \
@@ -331,14 +348,27 @@ fn row_body(marker: &Marker) -> String {
     let _ = writeln!(b, "    p := {bare};");
     let _ = writeln!(b, "  END;");
     let _ = writeln!(b, "END;");
-    let _ = writeln!(
-        b,
-        "  sent := pg_catalog.pg_notify({}, p) IS NULL;",
-        quote_literal(&marker.channel)
-    );
+    let channel = quote_literal(&marker.channel);
+    match marker.durable {
+        false => {
+            let _ = writeln!(b, "  sent := pg_catalog.pg_notify({channel}, p) IS NULL;");
+        }
+        true => {
+            // Outside the exception block: if the event cannot be stored (no privilege), the
+            // write fails rather than lose it.
+            let _ = writeln!(
+                b,
+                "  INSERT INTO pgnotify.events (channel, payload) VALUES ({channel}, p);"
+            );
+            let _ = writeln!(
+                b,
+                "  sent := pg_catalog.pg_notify({}, {channel}) IS NULL;",
+                quote_literal(crate::durable::WAKE_CHANNEL)
+            );
+        }
+    }
     let _ = writeln!(b, "  RETURN NULL;");
     let _ = write!(b, "END;");
-    b
 }
 
 /// The transition tables' names, as the statement triggers declare them.
@@ -860,6 +890,7 @@ mod tests {
         assert!(body.contains("pg_catalog.pg_notify('it''s', p)"), "{body}");
         let statement = Marker {
             triggers: Kind::Statement,
+            durable: false,
             ..marker(true)
         };
         for body in [body, function_body(&table(), &statement)] {
@@ -881,6 +912,7 @@ mod tests {
     fn the_statement_fast_path_writes_the_names_as_json_and_checks_them_as_literals() {
         let statement = Marker {
             triggers: Kind::Statement,
+            durable: false,
             ..marker(false)
         };
         let body = function_body(&table(), &statement);

@@ -17,20 +17,27 @@ const WINGS: &[(&str, &[&str])] = &[
     ("cli", &[]),
     (
         "config",
-        &["cli", "stream", "format", "pg", "watch", "LEAVES"],
+        &[
+            "cli", "stream", "format", "pg", "watch", "durable", "LEAVES",
+        ],
     ),
     ("generate", &["cli", "LEAVES"]),
     // One module per command; the console (`listen -i`) is a sink of its own.
     (
         "cmd",
         &[
-            "config", "stream", "watch", "format", "sink", "pg", "LEAVES",
+            "config", "stream", "watch", "durable", "format", "sink", "pg", "LEAVES",
         ],
     ),
     // The listen/pipe engine.
-    ("stream", &["pg", "watch", "format", "sink", "LEAVES"]),
+    (
+        "stream",
+        &["pg", "watch", "durable", "format", "sink", "LEAVES"],
+    ),
     // watch-table's model, SQL and catalog queries.
-    ("watch", &["pg", "LEAVES"]),
+    ("watch", &["pg", "durable", "LEAVES"]),
+    // The durable outbox: its DDL and every statement on it.
+    ("durable", &["pg", "LEAVES"]),
     // Destinations, and encoders: no PostgreSQL, no engine.
     ("sink", &["format", "LEAVES"]),
     ("format", &["LEAVES"]),

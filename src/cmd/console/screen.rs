@@ -447,6 +447,7 @@ mod tests {
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
+            stored: None,
         }
     }
 

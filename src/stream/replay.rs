@@ -1,0 +1,514 @@
+//! `--consumer NAME`: the source that reads the outbox (`durable`) instead of listening. It
+//! replays what the consumer has not acknowledged, then follows new events as NOTIFY wakes it,
+//! on the same queries, so there is no seam between replay and live where an event could fall.
+//!
+//! Acknowledging: the main loop says, after each flush, which event it has written
+//! ([`Acks::flushed`]); this thread stores that as the consumer's checkpoint, at most every
+//! [`STORE_EVERY`], and once more when the run ends ([`Acks::close`]). A crash repeats at most
+//! what was written since the last store; nothing is skipped. It also deletes, in batches, the
+//! events every consumer has acknowledged.
+//!
+//! A lost connection is re-established like the listening source's, and costs nothing: the
+//! reading resumes after the last event queued. No gap record is written, because none is lost.
+
+use super::queue::{Event, Queue};
+use super::source::{ListeningOn, SourceSettings};
+use crate::backoff::backoff;
+use crate::deadline;
+use crate::durable::{self, Position, WAKE_CHANNEL, statements};
+use crate::exit::{ConnectionError, Rejected};
+use crate::msg;
+use crate::notification::Notification;
+use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
+use anyhow::{Context, Result, anyhow};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::Type;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Events read in one query.
+const BATCH: i64 = 2000;
+/// The longest a checkpoint waits to be stored while events are acknowledged.
+const STORE_EVERY: Duration = Duration::from_millis(200);
+/// How often a consumer with nothing to acknowledge says it is alive (`seen_at`).
+const SEEN_EVERY: Duration = Duration::from_secs(30);
+/// How often acknowledged events are deleted, and how many per statement.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+const PRUNE_BATCH: i64 = 10_000;
+/// The longest wait for a wake-up before looking anyway (a NOTIFY lost while reconnecting).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often to look while events wait for an older transaction (which may send no NOTIFY).
+const HELD_POLL: Duration = Duration::from_millis(50);
+/// How long events may wait for an open transaction before stderr says so, and how often it
+/// says so again while they wait.
+const HELD_SAY_AFTER: Duration = Duration::from_secs(10);
+const HELD_SAY_EVERY: Duration = Duration::from_secs(60);
+/// The slice of a wait after which the end of the run and acknowledgements are looked at.
+const SLICE: Duration = Duration::from_millis(100);
+/// How long the end of a run waits for the last checkpoint to be stored.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// What the main loop has written, and what this thread has stored.
+#[derive(Default)]
+pub(super) struct Acks {
+    state: Mutex<AckState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct AckState {
+    /// The last event written and flushed by the main loop.
+    written: Option<Position>,
+    /// The checkpoint as stored in the database.
+    stored: Option<Position>,
+    /// The run is ending: store the checkpoint now and stop.
+    closing: bool,
+    /// The reading thread has ended.
+    gone: bool,
+}
+
+impl Acks {
+    fn lock(&self) -> MutexGuard<'_, AckState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The main loop wrote and flushed every event up to `at`.
+    pub(super) fn flushed(&self, at: Position) {
+        let mut state = self.lock();
+        if state.written.is_none_or(|w| w < at) {
+            state.written = Some(at);
+        }
+    }
+
+    /// Ends the run: the last checkpoint is stored (waiting at most [`CLOSE_WAIT`]), and what
+    /// is still queued is let go. Says on stderr when the checkpoint could not be stored.
+    pub(super) fn close(&self, queue: &Queue) {
+        self.lock().closing = true;
+        self.changed.notify_all();
+        // The reader may wait for room in the queue: nothing will take it now.
+        queue.discard();
+        let state = self.lock();
+        let pending = |s: &mut AckState| !s.gone && s.written.is_some() && s.stored < s.written;
+        let (state, _) =
+            deadline::wait_while(&self.changed, state, deadline::after(CLOSE_WAIT), pending);
+        if state.written.is_some() && state.stored < state.written {
+            msg::warn(
+                "could not store the consumer's last checkpoint: the events written since the \
+                 last one stored will be delivered again",
+            );
+        }
+    }
+
+    fn stored(&self, at: Position) {
+        self.lock().stored = Some(at);
+        self.changed.notify_all();
+    }
+
+    fn gone(&self) {
+        self.lock().gone = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Connects (unless `--wait`), registers the consumer, and starts the reading thread.
+pub(super) fn start(
+    conn: &ConnSettings,
+    settings: SourceSettings,
+    name: String,
+    queue: Arc<Queue>,
+    acks: Arc<Acks>,
+    listening_on: ListeningOn,
+) -> Result<()> {
+    durable::check_consumer_name(&name)?;
+    let replay = Replay {
+        conn: conn.clone(),
+        settings,
+        name,
+        queue,
+        acks,
+        listening_on,
+    };
+    let first = match replay.settings.wait {
+        true => None,
+        false => Some(replay.open(&replay.conn)?),
+    };
+    std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || {
+            replay.run(first);
+            replay.acks.gone();
+        })
+        .context("could not start the reading thread")?;
+    Ok(())
+}
+
+struct Replay {
+    conn: ConnSettings,
+    settings: SourceSettings,
+    name: String,
+    queue: Arc<Queue>,
+    acks: Arc<Acks>,
+    listening_on: ListeningOn,
+}
+
+/// A connection with the consumer registered and the wake-up channel listened on.
+struct Session {
+    client: postgres::Client,
+    target: Target,
+    /// The consumer's checkpoint when it was registered.
+    checkpoint: Position,
+}
+
+/// Why a session ended.
+enum Ended {
+    /// The run is over and the checkpoint stored.
+    Closed,
+    /// The connection was lost: reconnect.
+    Lost(String),
+    /// The run cannot go on.
+    Fatal(anyhow::Error),
+}
+
+impl Replay {
+    fn run(&self, first: Option<Session>) {
+        let reconnect = self
+            .conn
+            .without_deadline()
+            .with_default("connect_timeout", "10")
+            .without_prompt();
+        let mut session = first;
+        // Where reading resumes: after the last event queued (what is queued is still written).
+        let mut from = session.as_ref().map(|s| s.checkpoint);
+        let mut down: Option<(Instant, u32)> = session.is_none().then(|| (Instant::now(), 0));
+        loop {
+            let current = match session.take() {
+                Some(current) => current,
+                None => match self.open(&reconnect) {
+                    Ok(current) => {
+                        if let Some((since, _)) = down.take()
+                            && from.is_some()
+                        {
+                            msg::warn(&format!(
+                                "reconnected after {:.1} s; the consumer resumes where it was \
+                                 (durable: nothing is lost)",
+                                since.elapsed().as_secs_f64()
+                            ));
+                        }
+                        from.get_or_insert(current.checkpoint);
+                        current
+                    }
+                    Err(e) => {
+                        let (since, attempts) = down.get_or_insert((Instant::now(), 0));
+                        let rejected = e.chain().any(|c| c.is::<Rejected>())
+                            || !e.chain().any(|c| c.is::<ConnectionError>());
+                        let exhausted = self
+                            .settings
+                            .max_downtime
+                            .is_some_and(|max| since.elapsed() >= max);
+                        if rejected || exhausted || self.closing() {
+                            let e = match exhausted && !rejected {
+                                true => ConnectionError(format!(
+                                    "gave up reconnecting after {:.1} s (--max-downtime): {e:#}",
+                                    since.elapsed().as_secs_f64()
+                                ))
+                                .into(),
+                                false => e,
+                            };
+                            self.queue.push(Event::Fatal(e));
+                            return;
+                        }
+                        if *attempts == 0 {
+                            msg::warn(&format!("could not connect yet: {e:#}; retrying"));
+                        } else {
+                            msg::info(&format!(
+                                "connection attempt {} failed: {e:#}",
+                                *attempts + 1
+                            ));
+                        }
+                        *attempts += 1;
+                        std::thread::sleep(backoff(*attempts).max(Duration::from_millis(100)));
+                        continue;
+                    }
+                },
+            };
+            let mut at = from.unwrap_or(current.checkpoint);
+            let ended = self.serve(current, &mut at);
+            from = Some(at);
+            match ended {
+                Ended::Closed => return,
+                Ended::Fatal(e) => {
+                    self.queue.push(Event::Fatal(e));
+                    return;
+                }
+                Ended::Lost(why) => {
+                    msg::warn(&format!("{why}; reconnecting"));
+                    down = Some((Instant::now(), 0));
+                }
+            }
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.acks.lock().closing
+    }
+
+    /// Connects, makes sure the schema is there, registers the consumer (or takes up its
+    /// place), and listens for wake-ups.
+    fn open(&self, conn: &ConnSettings) -> Result<Session> {
+        let pg::Connection {
+            mut client, target, ..
+        } = pg::connect(conn)?;
+        durable::ensure(&mut client)?;
+        let row = client
+            .query_one(statements::REGISTER, &[&self.name, &self.settings.channels])
+            .map_err(|e| sql_error("could not register the consumer", &e))?;
+        let checkpoint = position(row.get(0), row.get(1))?;
+        let new: bool = row.get(2);
+        client
+            .batch_execute(&format!("LISTEN {}", quote_ident(WAKE_CHANNEL)))
+            .map_err(|e| lost_or_sql("could not LISTEN for wake-ups", &e, &target))?;
+        *self
+            .listening_on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(target.clone());
+        let channels = self.settings.channels.join(", ");
+        match new {
+            true => msg::info(&format!(
+                "consumer {:?} is new: it reads every stored event on {channels}",
+                self.name
+            )),
+            false => msg::info(&format!(
+                "consumer {:?} reads {channels} after event {} (transaction {})",
+                self.name, checkpoint.id, checkpoint.xid
+            )),
+        }
+        Ok(Session {
+            client,
+            target,
+            checkpoint,
+        })
+    }
+
+    /// Reads, queues and acknowledges until the run ends or the connection is lost.
+    fn serve(&self, session: Session, at: &mut Position) -> Ended {
+        let Session {
+            mut client, target, ..
+        } = session;
+        let lost = |what: &str, e: &postgres::Error| -> Ended {
+            match lost_or_sql(what, e, &target).downcast::<ConnectionError>() {
+                Ok(lost) => Ended::Lost(lost.0),
+                Err(other) => Ended::Fatal(other),
+            }
+        };
+        let read = match client.prepare_typed(
+            statements::READ,
+            &[Type::TEXT, Type::INT8, Type::TEXT_ARRAY, Type::INT8],
+        ) {
+            Ok(read) => read,
+            Err(e) => return lost("could not read the outbox", &e),
+        };
+        let channels = &self.settings.channels;
+        let mut stored = self.acks.lock().stored;
+        let mut last_store = Instant::now();
+        let mut last_seen = Instant::now();
+        let mut last_prune = Instant::now();
+        let mut pruned_at = stored;
+        let mut held_since: Option<Instant> = None;
+        let mut held_said: Option<Instant> = None;
+        loop {
+            let (written, closing) = {
+                let state = self.acks.lock();
+                (state.written, state.closing)
+            };
+            if let Some(w) = written
+                && stored.is_none_or(|s| s < w)
+                && (closing || last_store.elapsed() >= STORE_EVERY)
+            {
+                match client.execute(
+                    statements::CHECKPOINT,
+                    &[&self.name, &w.xid.to_string(), &w.id],
+                ) {
+                    Ok(0) => {
+                        return Ended::Fatal(anyhow!(
+                            "consumer {:?} was dropped while it ran (pgnotify consumers \
+                             --drop); stopping",
+                            self.name
+                        ));
+                    }
+                    Ok(_) => {
+                        stored = Some(w);
+                        self.acks.stored(w);
+                        last_store = Instant::now();
+                        last_seen = last_store;
+                    }
+                    Err(e) => return lost("could not store the checkpoint", &e),
+                }
+            }
+            if closing {
+                return Ended::Closed;
+            }
+            if last_seen.elapsed() >= SEEN_EVERY {
+                if let Err(e) = client.execute(statements::SEEN, &[&self.name]) {
+                    return lost("could not update the consumer", &e);
+                }
+                last_seen = Instant::now();
+            }
+            if stored != pruned_at && last_prune.elapsed() >= PRUNE_EVERY {
+                if let Err(e) = prune(&mut client) {
+                    return lost("could not delete acknowledged events", &e);
+                }
+                pruned_at = stored;
+                last_prune = Instant::now();
+            }
+            let rows = match client.query(&read, &[&at.xid.to_string(), &at.id, channels, &BATCH]) {
+                Ok(rows) => rows,
+                Err(e) => return lost("could not read the outbox", &e),
+            };
+            let full = rows.len() as i64 == BATCH;
+            if !rows.is_empty() {
+                let received_at = jiff::Timestamp::now();
+                let mut batch = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let stored = match position(row.get(0), row.get(1)) {
+                        Ok(p) => p,
+                        Err(e) => return Ended::Fatal(e),
+                    };
+                    batch.push(Notification {
+                        channel: row.get(2),
+                        payload: row.get(3),
+                        pid: row.get(4),
+                        received_at,
+                        fetched: None,
+                        stored: Some(stored),
+                    });
+                }
+                if let Some(last) = batch.last().and_then(|n| n.stored) {
+                    *at = last;
+                }
+                // Waits for room (the outbox keeps what the output has not taken).
+                if let Err(why) = self.queue.push_notifications(batch) {
+                    return Ended::Fatal(anyhow!(why));
+                }
+                if full {
+                    continue;
+                }
+            }
+            let held: i64 = match client.query_one(statements::HELD, &[channels]) {
+                Ok(row) => row.get(0),
+                Err(e) => return lost("could not read the outbox", &e),
+            };
+            if held > 0 {
+                let since = *held_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= HELD_SAY_AFTER
+                    && held_said.is_none_or(|t| t.elapsed() >= HELD_SAY_EVERY)
+                {
+                    say_blocker(&mut client, held);
+                    held_said = Some(Instant::now());
+                }
+            } else {
+                held_since = None;
+                held_said = None;
+            }
+            let wait = if held > 0 { HELD_POLL } else { IDLE_POLL };
+            if let Err(e) = wait_for_wakeup(&mut client, wait, || {
+                let state = self.acks.lock();
+                state.closing || state.written > stored
+            }) {
+                return lost("lost the connection while waiting", &e);
+            }
+        }
+    }
+}
+
+/// Waits up to `wait` for a wake-up, in slices, returning early when `stop` says so; takes
+/// every wake-up already received.
+fn wait_for_wakeup(
+    client: &mut postgres::Client,
+    wait: Duration,
+    stop: impl Fn() -> bool,
+) -> Result<(), postgres::Error> {
+    let started = Instant::now();
+    loop {
+        let slice = SLICE.min(wait.saturating_sub(started.elapsed()));
+        let mut notifications = client.notifications();
+        let woken = notifications.timeout_iter(slice).next()?.is_some();
+        // Wake-ups that came together count once.
+        let mut rest = notifications.iter();
+        while rest.next()?.is_some() {}
+        if woken || started.elapsed() >= wait || stop() {
+            return Ok(());
+        }
+    }
+}
+
+/// Deletes acknowledged events in batches, a few at most per call so that reading goes on.
+fn prune(client: &mut postgres::Client) -> Result<(), postgres::Error> {
+    for _ in 0..10 {
+        let deleted = client.execute(statements::PRUNE, &[&PRUNE_BATCH])?;
+        if deleted < PRUNE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Says which open transaction holds delivery back.
+fn say_blocker(client: &mut postgres::Client, held: i64) {
+    let who = match client.query_opt(statements::BLOCKER, &[]) {
+        Ok(Some(row)) => {
+            let pid: i32 = row.get(0);
+            let app: Option<String> = row.get(1);
+            let age: Option<f64> = row.get(2);
+            let age = age.map_or("an unknown time".to_owned(), |s| format!("{s:.0} s"));
+            match pid {
+                0 => format!("{} open for {age}", app.unwrap_or_default()),
+                pid => format!(
+                    "the transaction of pid {pid} ({}) open for {age}",
+                    app.filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| "no application name".into())
+                ),
+            }
+        }
+        _ => "a transaction still open (its session is not visible to this role)".to_owned(),
+    };
+    msg::warn(&format!(
+        "{held} committed events wait for {who}: durable delivery keeps transaction order, so \
+         nothing committed after it began is delivered until it ends"
+    ));
+}
+
+/// A position as the outbox stores it.
+fn position(xid: String, id: i64) -> Result<Position> {
+    let xid = xid
+        .parse()
+        .map_err(|_| anyhow!("the outbox holds a transaction id pgnotify cannot read: {xid:?}"))?;
+    Ok(Position { xid, id })
+}
+
+/// An SQL error in a setup step: a permission error names the grant that fixes it.
+fn sql_error(what: &str, e: &postgres::Error) -> anyhow::Error {
+    match e.code() {
+        Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            anyhow!("{what}: {:#}", durable::no_access(e))
+        }
+        _ => anyhow!("{what}: {}", describe_pg_error(e)),
+    }
+}
+
+/// A failed query: a lost connection ([`ConnectionError`]), or an SQL error.
+fn lost_or_sql(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Error {
+    let lost = e.is_closed()
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+        || (e.as_db_error().is_none()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()));
+    match lost {
+        true => ConnectionError(format!(
+            "{what}: lost the connection to {}: {}",
+            target.describe(),
+            describe_pg_error(e)
+        ))
+        .into(),
+        false => sql_error(what, e),
+    }
+}

@@ -1,0 +1,744 @@
+//! Durable delivery against a real server: events stored by `notify --durable` and
+//! `watch-table --durable`, read by `pipe --consumer` after being down, killed, cut off by a
+//! server restart, with transactions committing out of order, rolled back, held open; two
+//! consumers, retention, privileges, the schema's version.
+
+use crate::support::{PATIENCE, Running, Server};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A consumer's NDJSON line: the contract's fields, and the event's place in the outbox.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Event {
+    channel: String,
+    payload: String,
+    pid: i32,
+    #[allow(dead_code)]
+    received_at: String,
+    id: i64,
+    xid: u64,
+    #[serde(default)]
+    #[allow(dead_code)]
+    data: Option<Value>,
+}
+
+impl Event {
+    fn at(&self) -> (u64, i64) {
+        (self.xid, self.id)
+    }
+}
+
+fn parse(line: &str, run: &Running) -> Event {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}{}", run.report()))
+}
+
+/// `pipe --consumer NAME CHANNELS... -v`, running.
+fn consumer(server: &Server, name: &str, channels: &[&str]) -> Running {
+    let mut cmd = server.pgnotify();
+    cmd.args(["-v", "pipe", "--consumer", name]).args(channels);
+    cmd.spawn()
+}
+
+fn read_events(run: &mut Running, n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|_| {
+            let line = run.read_line();
+            parse(&line, run)
+        })
+        .collect()
+}
+
+/// Reads until nothing comes for `quiet`, then stops the consumer cleanly (SIGTERM, 143).
+fn drain(run: &mut Running, quiet: Duration) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(line) = run.try_read_line_within(quiet) {
+        events.push(parse(&line, run));
+    }
+    run.signal(Signal::SIGTERM);
+    let (status, rest) = run.finish();
+    assert_eq!(status.code(), Some(143), "{}", run.report());
+    for line in rest.lines() {
+        events.push(parse(line, run));
+    }
+    events
+}
+
+/// Stores each payload as a durable event on `channel` (`notify --durable --lines`).
+fn store(server: &Server, channel: &str, payloads: &[String]) {
+    let mut input = payloads.join("\n");
+    input.push('\n');
+    server
+        .pgnotify()
+        .args(["notify", "--durable", "--lines", channel])
+        .stdin(input)
+        .run()
+        .success();
+}
+
+fn numbered(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn payloads(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.payload.clone()).collect()
+}
+
+fn assert_in_outbox_order(events: &[Event], run: &Running) {
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].at() < pair[1].at(),
+            "out of order: {:?} then {:?}{}",
+            pair[0],
+            pair[1],
+            run.report()
+        );
+    }
+}
+
+fn outbox_rows(server: &Server) -> i64 {
+    server
+        .psql("SELECT count(*) FROM pgnotify.events")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn events_stored_while_no_consumer_runs_are_delivered_once_in_order() {
+    let server = Server::start();
+    // No consumer exists yet: the argument, stdin and --lines all store.
+    server
+        .pgnotify()
+        .args(["notify", "--durable", "jobs", "first"])
+        .run()
+        .success()
+        .stderr_has("created the pgnotify schema");
+    server
+        .pgnotify()
+        .args(["notify", "--durable", "jobs", "-"])
+        .stdin("from stdin\n")
+        .run()
+        .success();
+    // Repeated lines are events each (the NOTIFY would fold them; the outbox does not).
+    store(
+        &server,
+        "jobs",
+        &["same".into(), "same".into(), "last".into()],
+    );
+    store(&server, "other", &["not for this consumer".into()]);
+    let mut run = consumer(&server, "worker", &["jobs"]);
+    let events = read_events(&mut run, 5);
+    assert_eq!(
+        payloads(&events),
+        ["first", "from stdin", "same", "same", "last"],
+        "{}",
+        run.report()
+    );
+    assert_in_outbox_order(&events, &run);
+    assert!(events.iter().all(|e| e.channel == "jobs" && e.pid > 0));
+    // Events of one transaction share its xid.
+    assert_eq!(events[2].xid, events[4].xid);
+    assert_ne!(events[0].xid, events[1].xid);
+    let rest = drain(&mut run, Duration::from_millis(700));
+    assert!(rest.is_empty(), "nothing more: {rest:?}");
+    // Stopped cleanly: exactly once. A new event is all the next run gets.
+    store(&server, "jobs", &["after".into()]);
+    let mut again = consumer(&server, "worker", &["jobs"]);
+    let events = drain(&mut again, Duration::from_millis(1500));
+    assert_eq!(payloads(&events), ["after"], "{}", again.report());
+}
+
+#[test]
+fn a_live_consumer_gets_new_events_and_a_rolled_back_write_leaves_none() {
+    let server = Server::start();
+    server.psql("CREATE TABLE orders (id int PRIMARY KEY, note text)");
+    server.watch_table(&["orders", "--durable"]);
+    let mut run = consumer(&server, "c", &["orders"]);
+    run.wait_stderr("is new");
+    let mut client = server.client();
+    client
+        .batch_execute("BEGIN; INSERT INTO orders VALUES (1, 'gone'); ROLLBACK")
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO orders VALUES (2, 'kept')")
+        .unwrap();
+    let started = Instant::now();
+    let event = read_events(&mut run, 1).remove(0);
+    let payload: Value = serde_json::from_str(&event.payload).unwrap();
+    assert_eq!(payload["op"], "INSERT");
+    assert_eq!(payload["key"]["id"], 2, "{}", run.report());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "woken by the NOTIFY, not found by a late poll"
+    );
+    client
+        .batch_execute("UPDATE orders SET note = 'x' WHERE id = 2; DELETE FROM orders")
+        .unwrap();
+    let ops: Vec<String> = read_events(&mut run, 2)
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.payload).unwrap()["op"].to_string())
+        .collect();
+    assert_eq!(ops, ["\"UPDATE\"", "\"DELETE\""]);
+    assert!(drain(&mut run, Duration::from_millis(500)).is_empty());
+    assert_eq!(
+        server.psql("SELECT count(*) FROM pgnotify.events WHERE payload LIKE '%gone%'"),
+        "0"
+    );
+}
+
+#[test]
+fn a_megabyte_event_is_stored_and_delivered_whole() {
+    let server = Server::start();
+    let big = "x".repeat(1 << 20);
+    server
+        .pgnotify()
+        .args(["notify", "--durable", "big", "-"])
+        .stdin(big.clone())
+        .run()
+        .success();
+    server.psql("CREATE TABLE docs (id int PRIMARY KEY, body text)");
+    server.watch_table(&["docs", "--durable", "--rows"]);
+    server.psql("INSERT INTO docs VALUES (1, repeat('y', 1048576))");
+    let mut run = consumer(&server, "c", &["big", "docs"]);
+    let events = read_events(&mut run, 2);
+    assert_eq!(events[0].payload, big);
+    let row: Value = serde_json::from_str(&events[1].payload).unwrap();
+    assert_eq!(row["new"]["body"].as_str().unwrap().len(), 1 << 20);
+    assert!(row.get("truncated").is_none(), "never truncated");
+    drain(&mut run, Duration::from_millis(300));
+}
+
+#[test]
+fn a_transaction_that_commits_late_is_delivered_before_later_ones_and_never_skipped() {
+    let server = Server::start();
+    server.psql("CREATE TABLE t (id int PRIMARY KEY)");
+    server.watch_table(&["t", "--durable", "--events", "insert"]);
+    let mut run = consumer(&server, "c", &["t"]);
+    run.wait_stderr("is new");
+    // A takes its transaction id first and stays open; B commits after it.
+    let mut a = server.client();
+    a.batch_execute("SET application_name = 'late-writer'; BEGIN; INSERT INTO t VALUES (1)")
+        .unwrap();
+    let a_pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    server.psql("INSERT INTO t VALUES (2)");
+    server.psql("INSERT INTO t VALUES (3)");
+    assert!(
+        run.try_read_line_within(Duration::from_millis(1500))
+            .is_none(),
+        "B and C wait for A: delivering them first would let A's event fall behind the \
+         checkpoint{}",
+        run.report()
+    );
+    let said = run.wait_stderr("committed events wait for");
+    assert!(
+        said.contains(&format!("pid {a_pid}")) && said.contains("late-writer"),
+        "names the open transaction: {said}"
+    );
+    a.batch_execute("COMMIT").unwrap();
+    let keys: Vec<i64> = read_events(&mut run, 3)
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.payload).unwrap()["key"]["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(keys, [1, 2, 3], "transaction order{}", run.report());
+    assert!(drain(&mut run, Duration::from_millis(500)).is_empty());
+}
+
+#[test]
+fn replay_runs_into_live_without_a_seam() {
+    let server = Server::start();
+    store(&server, "jobs", &numbered("old-", 0..3000));
+    let writer = {
+        let conninfo = server.cluster.conninfo();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+            for i in 0..300 {
+                let batch: Vec<String> = (0..10).map(|j| format!("new-{}", i * 10 + j)).collect();
+                client
+                    .execute(
+                        "WITH e AS (INSERT INTO pgnotify.events (channel, payload) \
+                         SELECT 'jobs', p FROM unnest($1::text[]) WITH ORDINALITY u(p, n) \
+                         ORDER BY n RETURNING 1) SELECT pg_notify('pgnotify.durable', 'jobs')",
+                        &[&batch],
+                    )
+                    .unwrap();
+            }
+        })
+    };
+    let mut run = consumer(&server, "c", &["jobs"]);
+    let events = read_events(&mut run, 6000);
+    writer.join().unwrap();
+    assert_in_outbox_order(&events, &run);
+    let mut expected = numbered("old-", 0..3000);
+    expected.extend(numbered("new-", 0..3000));
+    assert_eq!(payloads(&events), expected);
+    assert!(drain(&mut run, Duration::from_millis(700)).is_empty());
+}
+
+/// Lines of a killed consumer's stdout: whole lines only (a kill may cut the last one, whose
+/// event was then not acknowledged).
+fn whole_lines(rest: &str) -> Vec<&str> {
+    match rest.rfind('\n') {
+        Some(end) => rest[..end].lines().collect(),
+        None => Vec::new(),
+    }
+}
+
+#[test]
+fn a_consumer_killed_mid_stream_repeats_at_most_its_unacknowledged_tail() {
+    let server = Server::start();
+    let all = numbered("e", 0..20_000);
+    store(&server, "jobs", &all);
+    let mut seen: Vec<Event> = Vec::new();
+    let mut repeated = 0;
+    for round in 0..4 {
+        let mut run = consumer(&server, "c", &["jobs"]);
+        let mut got = read_events(&mut run, 1500 + round * 700);
+        run.signal(Signal::SIGKILL);
+        let (_, rest) = run.finish();
+        got.extend(whole_lines(&rest).into_iter().map(|l| parse(l, &run)));
+        assert_in_outbox_order(&got, &run);
+        // A restart begins at or before where the last one stopped, never after it.
+        if let Some(last) = seen.last() {
+            assert!(
+                got[0].at() <= (last.xid, last.id + 1),
+                "round {round} skipped: began at {:?} after {:?}",
+                got[0],
+                last
+            );
+            repeated += got.iter().filter(|e| e.at() <= last.at()).count();
+        }
+        let last = seen.last().map(Event::at);
+        seen.extend(got.into_iter().filter(|e| last.is_none_or(|l| e.at() > l)));
+    }
+    let mut run = consumer(&server, "c", &["jobs"]);
+    let rest = drain(&mut run, Duration::from_millis(1500));
+    if let Some(last) = seen.last() {
+        repeated += rest.iter().filter(|e| e.at() <= last.at()).count();
+    }
+    let last = seen.last().map(Event::at);
+    seen.extend(rest.into_iter().filter(|e| last.is_none_or(|l| e.at() > l)));
+    assert_eq!(payloads(&seen), all, "every event, in order, none lost");
+    eprintln!("after 4 kills -9: {repeated} events delivered twice");
+    assert!(repeated < 20_000, "only tails repeat");
+}
+
+#[test]
+fn a_server_restart_mid_stream_loses_nothing_and_writes_no_gap_record() {
+    let server = Server::start();
+    store(&server, "jobs", &numbered("a", 0..200));
+    let mut run = consumer(&server, "c", &["jobs"]);
+    let mut events = read_events(&mut run, 200);
+    server.pg_ctl(&["restart", "-m", "immediate"]);
+    run.wait_stderr("reconnecting");
+    store(&server, "jobs", &numbered("b", 0..200));
+    run.wait_stderr("nothing is lost");
+    // The lines parse as events (a gap record would not): no gap record.
+    events.extend(read_events(&mut run, 200));
+    let mut expected = numbered("a", 0..200);
+    expected.extend(numbered("b", 0..200));
+    assert_eq!(payloads(&events), expected, "{}", run.report());
+    assert!(drain(&mut run, Duration::from_millis(700)).is_empty());
+}
+
+#[test]
+fn two_consumers_each_get_everything_and_retention_keeps_what_a_slow_one_has_not_read() {
+    let server = Server::start();
+    let all = numbered("e", 0..5000);
+    store(&server, "jobs", &all);
+    let fast = server
+        .pgnotify()
+        .args(["pipe", "--consumer", "fast", "--count", "5000", "jobs"])
+        .run();
+    fast.success();
+    let slow = server
+        .pgnotify()
+        .args(["pipe", "--consumer", "slow", "--count", "1", "jobs"])
+        .run();
+    slow.success();
+    server
+        .pgnotify()
+        .args(["consumers", "--prune"])
+        .run()
+        .success()
+        .stderr_has("deleted 1 events");
+    assert_eq!(
+        outbox_rows(&server),
+        4999,
+        "the slow consumer's events are kept"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let listed = server
+        .pgnotify()
+        .args(["consumers", "--max-lag", "1s"])
+        .run();
+    listed
+        .code(1)
+        .stderr_has("consumer \"slow\" is behind")
+        .stderr_has("pgnotify consumers --drop slow");
+    let rows: BTreeMap<String, Value> = listed
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["name"].as_str().unwrap().to_owned(), v)
+        })
+        .collect();
+    assert_eq!(rows["fast"]["pending"], 0);
+    assert_eq!(rows["fast"]["stale"], false);
+    assert_eq!(rows["slow"]["pending"], 4999);
+    assert_eq!(rows["slow"]["stale"], true);
+    // The slow one still gets all of its events, its own place kept.
+    let mut run = consumer(&server, "slow", &["jobs"]);
+    let events = drain(&mut run, Duration::from_millis(1500));
+    assert_eq!(payloads(&events), all[1..].to_vec());
+    // Once both have read everything, running consumers delete it themselves.
+    let mut live = consumer(&server, "fast", &["jobs"]);
+    store(&server, "jobs", &numbered("n", 0..3000));
+    let mut other = consumer(&server, "slow", &["jobs"]);
+    assert_eq!(read_events(&mut live, 3000).len(), 3000);
+    assert_eq!(read_events(&mut other, 3000).len(), 3000);
+    server.wait_until("the outbox to empty", || outbox_rows(&server) == 0);
+    drain(&mut live, Duration::from_millis(200));
+    drain(&mut other, Duration::from_millis(200));
+    server
+        .pgnotify()
+        .args(["consumers", "--drop", "slow"])
+        .run()
+        .success();
+    server
+        .pgnotify()
+        .args(["consumers", "--drop", "slow"])
+        .run()
+        .code(1)
+        .stderr_has("no consumer named \"slow\"");
+}
+
+#[test]
+fn privileges_are_granted_by_a_command_and_a_writer_without_them_fails_its_write() {
+    let server = Server::start();
+    server.psql(
+        "CREATE ROLE plain LOGIN; CREATE ROLE writer LOGIN; CREATE ROLE reader LOGIN; \
+         CREATE TABLE t (id int PRIMARY KEY); GRANT INSERT ON t TO plain, writer",
+    );
+    server.watch_table(&["t", "--durable"]);
+    let as_role = |role: &str| {
+        let mut cmd = server.pgnotify();
+        cmd.args(["-U", role]);
+        cmd
+    };
+    as_role("plain")
+        .args(["notify", "--durable", "jobs", "x"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("permission denied for schema pgnotify")
+        .stderr_has("--grant-writer");
+    // The trigger cannot store the event: the write fails rather than lose it.
+    let denied = server.psql_as_client(
+        &format!(
+            "host={} port={} user=plain dbname=postgres",
+            server.cluster.socket_dir().display(),
+            server.cluster.port()
+        ),
+        "INSERT INTO t VALUES (1)",
+    );
+    assert!(
+        denied
+            .stderr
+            .contains("permission denied for schema pgnotify"),
+        "{}",
+        denied.report()
+    );
+    assert_eq!(server.psql("SELECT count(*) FROM t"), "0");
+    for (flag, role) in [("--grant-writer", "writer"), ("--grant-consumer", "reader")] {
+        server
+            .pgnotify()
+            .args(["consumers", flag, role])
+            .run()
+            .success();
+    }
+    let grants = server.psql(
+        "SELECT grantee || ':' || string_agg(privilege_type, ',' ORDER BY privilege_type) \
+         FROM information_schema.role_table_grants WHERE table_schema = 'pgnotify' \
+         AND grantee <> 'postgres' GROUP BY grantee, table_name ORDER BY 1",
+    );
+    assert!(!grants.contains("PUBLIC"), "{grants}");
+    as_role("writer")
+        .args(["notify", "--durable", "t", "by writer"])
+        .run()
+        .success();
+    server.psql_as_client(
+        &format!(
+            "host={} port={} user=writer dbname=postgres",
+            server.cluster.socket_dir().display(),
+            server.cluster.port()
+        ),
+        "INSERT INTO t VALUES (2)",
+    );
+    as_role("plain")
+        .args(["pipe", "--consumer", "p", "t"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("--grant-consumer");
+    let read = as_role("reader")
+        .args(["pipe", "--consumer", "r", "--count", "2", "t"])
+        .run();
+    read.success();
+    assert_eq!(read.stdout.lines().count(), 2, "{}", read.report());
+    assert!(read.stdout.contains("by writer"));
+}
+
+#[test]
+fn the_schema_is_versioned_shown_by_print_sql_and_a_newer_one_is_refused() {
+    let server = Server::start();
+    let sql = server
+        .pgnotify()
+        .args(["consumers", "--install", "--print-sql"])
+        .run();
+    sql.success();
+    assert!(sql.stdout.contains("CREATE TABLE pgnotify.events"));
+    assert!(
+        sql.stdout
+            .contains("INSERT INTO pgnotify.schema_version (version) VALUES (1)")
+    );
+    server.psql("CREATE TABLE t (id int PRIMARY KEY)");
+    let sql = server
+        .pgnotify()
+        .args(["watch-table", "t", "--durable", "--print-sql"])
+        .run();
+    sql.success();
+    assert!(sql.stdout.contains("CREATE SCHEMA IF NOT EXISTS pgnotify"));
+    assert!(sql.stdout.contains("INSERT INTO pgnotify.events"));
+    assert_eq!(
+        server.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgnotify'"),
+        "0",
+        "printing changes nothing"
+    );
+    server
+        .pgnotify()
+        .args(["consumers", "--install"])
+        .run()
+        .success();
+    assert_eq!(
+        server.psql("SELECT version FROM pgnotify.schema_version"),
+        "1"
+    );
+    server.psql("UPDATE pgnotify.schema_version SET version = 99");
+    for args in [
+        &["notify", "--durable", "jobs", "x"][..],
+        &["pipe", "--consumer", "c", "jobs"],
+        &["consumers"],
+    ] {
+        server
+            .pgnotify()
+            .args(args)
+            .run()
+            .code(1)
+            .one_line_error()
+            .stderr_has("version 99, newer than this pgnotify");
+    }
+}
+
+#[test]
+fn consumer_flags_that_cannot_work_are_usage_errors() {
+    let server = Server::start();
+    for args in [
+        &[
+            "pipe",
+            "--consumer",
+            "c",
+            "--connect",
+            "127.0.0.1:9",
+            "jobs",
+        ][..],
+        &["pipe", "--consumer", "c", "--serve", "0", "jobs"],
+        &["pipe", "--consumer", "c", "--exec", "true", "jobs"],
+        &["listen", "-i", "--consumer", "c", "jobs"],
+        &["pipe", "--consumer", "", "jobs"],
+        &["consumers", "--drop", "a", "--prune"],
+    ] {
+        server.pgnotify().args(args).run().code(2);
+    }
+}
+
+#[test]
+fn listen_reads_as_a_consumer_too() {
+    let server = Server::start();
+    store(&server, "jobs", &["one".into(), "two".into()]);
+    let out = server
+        .pgnotify()
+        .args([
+            "listen",
+            "--consumer",
+            "l",
+            "--json",
+            "--count",
+            "2",
+            "jobs",
+        ])
+        .run();
+    out.success();
+    let got: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["payload"].to_string())
+        .collect();
+    assert_eq!(got, ["\"one\"", "\"two\""]);
+    // --count acknowledged exactly what it wrote.
+    store(&server, "jobs", &["three".into()]);
+    let out = server
+        .pgnotify()
+        .args([
+            "listen",
+            "--consumer",
+            "l",
+            "--format",
+            "raw",
+            "--count",
+            "1",
+            "jobs",
+        ])
+        .run();
+    out.success();
+    assert_eq!(out.stdout, "three\n");
+}
+
+/// A small generator for the randomized test, seeded from the clock and printed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn randomized_writers_and_a_consumer_killed_at_random_lose_nothing_and_deliver_no_rollback() {
+    let server = Server::start();
+    server.psql("CREATE TABLE r (id bigint PRIMARY KEY)");
+    server.watch_table(&["r", "--durable", "--events", "insert"]);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    let committed = Arc::new(Mutex::new(HashSet::new()));
+    let rolled_back = Arc::new(Mutex::new(HashSet::new()));
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let conninfo = server.cluster.conninfo();
+            let (committed, rolled_back) = (Arc::clone(&committed), Arc::clone(&rolled_back));
+            std::thread::spawn(move || {
+                let mut rng = Rng(seed.wrapping_mul(w + 7) | 1);
+                let mut client = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
+                for t in 0..120u64 {
+                    let ids: Vec<i64> = (0..1 + rng.below(5))
+                        .map(|k| (w * 1_000_000 + t * 100 + k) as i64)
+                        .collect();
+                    let mut tx = client.transaction().unwrap();
+                    for id in &ids {
+                        tx.execute("INSERT INTO r VALUES ($1)", &[id]).unwrap();
+                        std::thread::sleep(Duration::from_millis(rng.below(8)));
+                    }
+                    std::thread::sleep(Duration::from_millis(rng.below(30)));
+                    match rng.below(4) {
+                        0 => {
+                            tx.rollback().unwrap();
+                            rolled_back.lock().unwrap().extend(ids);
+                        }
+                        _ => {
+                            tx.commit().unwrap();
+                            committed.lock().unwrap().extend(ids);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let key = |e: &Event| -> i64 {
+        serde_json::from_str::<Value>(&e.payload).unwrap()["key"]["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let mut rng = Rng(seed);
+    let mut delivered: Vec<i64> = Vec::new();
+    let mut last_clean: Option<(u64, i64)> = None;
+    let mut kills = 0;
+    let deadline = Instant::now() + PATIENCE * 3;
+    while writers.iter().any(|w| !w.is_finished()) {
+        assert!(Instant::now() < deadline, "writers did not finish");
+        let mut run = consumer(&server, "rnd", &["r"]);
+        let mut got = Vec::new();
+        let stop_after = Instant::now() + Duration::from_millis(100 + rng.below(900));
+        while Instant::now() < stop_after {
+            if let Some(line) = run.try_read_line_within(Duration::from_millis(50)) {
+                got.push(parse(&line, &run));
+            }
+        }
+        let clean = rng.below(3) == 0;
+        let (_, rest) = match clean {
+            true => {
+                run.signal(Signal::SIGTERM);
+                run.finish()
+            }
+            false => {
+                kills += 1;
+                run.signal(Signal::SIGKILL);
+                run.finish()
+            }
+        };
+        got.extend(whole_lines(&rest).into_iter().map(|l| parse(l, &run)));
+        assert_in_outbox_order(&got, &run);
+        if let (Some(after), Some(first)) = (last_clean, got.first()) {
+            assert!(
+                first.at() > after,
+                "a clean stop is exactly once: {first:?} again after {after:?}"
+            );
+        }
+        last_clean = match clean {
+            true => got.last().map(Event::at).or(last_clean),
+            false => None,
+        };
+        delivered.extend(got.iter().map(key));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut run = consumer(&server, "rnd", &["r"]);
+    delivered.extend(drain(&mut run, Duration::from_millis(1500)).iter().map(key));
+    let committed = committed.lock().unwrap();
+    let rolled_back = rolled_back.lock().unwrap();
+    let got: BTreeSet<i64> = delivered.iter().copied().collect();
+    let missing: Vec<_> = committed.iter().filter(|id| !got.contains(id)).collect();
+    assert!(missing.is_empty(), "seed {seed}: lost {missing:?}");
+    let forged: Vec<_> = got.iter().filter(|id| rolled_back.contains(id)).collect();
+    assert!(
+        forged.is_empty(),
+        "seed {seed}: rolled back yet delivered {forged:?}"
+    );
+    assert_eq!(got.len(), committed.len(), "seed {seed}: nothing else");
+    eprintln!(
+        "{} committed, {} rolled back, {} deliveries ({} repeated) over {kills} kills",
+        committed.len(),
+        rolled_back.len(),
+        delivered.len(),
+        delivered.len() - got.len()
+    );
+}
