@@ -186,7 +186,7 @@ pub(crate) struct ExecArgs {
     /// payload on its stdin and in PGNOTIFY_PAYLOAD, with PGNOTIFY_CHANNEL and PGNOTIFY_PID.
     /// For a gap it runs with PGNOTIFY_GAP set and the gap record on stdin. A failing command
     /// is reported on stderr; the run goes on.
-    #[arg(short = 'x', long, value_name = "COMMAND", conflicts_with = "consumer")]
+    #[arg(short = 'x', long, value_name = "COMMAND")]
     pub(crate) exec: Option<String>,
 
     /// With --exec: run up to N commands at once (1: one after the other, in order).
@@ -228,9 +228,11 @@ pub(crate) struct SourceArgs {
     /// the consumer NAME, whose checkpoint is kept in the database. First every stored event
     /// NAME has not acknowledged, then new ones as they commit, whole transactions in
     /// transaction-id order; each NDJSON line carries the event's "id" and its transaction's
-    /// "xid". An event is acknowledged once its line is written and flushed; after a crash the
-    /// unacknowledged tail comes again, nothing is skipped. Stdout only (not --connect,
-    /// --serve or --exec yet); --on-overflow does not apply: a slow reader is waited for.
+    /// "xid". An event is acknowledged once its line is written and flushed, or with --exec
+    /// once its command exits 0 (a failing one is run again, backing off from 1 s to 30 s;
+    /// with --jobs N only an unbroken run of successes from the first is acknowledged). After
+    /// a crash the unacknowledged tail comes again; nothing is skipped. Not with --connect or
+    /// --serve. --on-overflow does not apply: a slow reader is waited for.
     #[arg(long, value_name = "NAME", help_heading = "Durable delivery")]
     pub(crate) consumer: Option<String>,
 }

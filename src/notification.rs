@@ -32,6 +32,32 @@ pub(crate) struct Position {
     pub(crate) id: i64,
 }
 
+/// With `--consumer`: how far delivery has got. Every event up to the mark is delivered (its
+/// line written and flushed, its command exited 0); the reader stores it as the consumer's
+/// checkpoint. It only moves forward.
+#[derive(Debug, Default)]
+pub(crate) struct Watermark(std::sync::Mutex<Option<Position>>);
+
+impl Watermark {
+    /// Every event up to `at` is delivered.
+    pub(crate) fn advance(&self, at: Position) {
+        let mut mark = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if mark.is_none_or(|m| m < at) {
+            *mark = Some(at);
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<Position> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Why notifications may be missing from the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum GapKind {

@@ -14,46 +14,107 @@
 use super::Sink;
 use crate::format::write_gap_record;
 use crate::msg;
-use crate::notification::{Gap, Notification};
+use crate::notification::{Gap, Notification, Position, Watermark};
 use anyhow::{Result, anyhow};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub(crate) struct Exec {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     gaps: bool,
+    /// With `--consumer`: which events' commands have succeeded (the workers' copy is set
+    /// when the stream asks the sink to acknowledge).
+    ledger: Option<Arc<Ledger>>,
+    shared_ledger: Arc<Mutex<Option<Arc<Ledger>>>>,
+    /// The run is ending: failed commands are not retried any more.
+    ending: Arc<AtomicBool>,
 }
 
 /// What a command runs for.
 enum Job {
-    Notification(Notification),
+    /// A notification, and with `--consumer` its number in the ledger.
+    Notification(Notification, Option<u64>),
     /// The gap's kind and its NDJSON record.
     Gap(&'static str, Vec<u8>),
 }
+
+/// `--consumer`: the events handed to commands, in order, and which have succeeded. The mark
+/// moves over the longest run of successes from the first event, so that with `--jobs N` an
+/// event is acknowledged only when every event before it is too.
+struct Ledger {
+    state: Mutex<LedgerState>,
+    mark: Arc<Watermark>,
+}
+
+#[derive(Default)]
+struct LedgerState {
+    next: u64,
+    /// Handed out and not yet acknowledged: the event's place, and whether it succeeded.
+    open: BTreeMap<u64, (Option<Position>, bool)>,
+}
+
+impl Ledger {
+    fn open(&self, at: Option<Position>) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = state.next;
+        state.next += 1;
+        state.open.insert(seq, (at, false));
+        seq
+    }
+
+    fn succeeded(&self, seq: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = state.open.get_mut(&seq) {
+            entry.1 = true;
+        }
+        while let Some(entry) = state.open.first_entry() {
+            if !entry.get().1 {
+                break;
+            }
+            if let (_, (Some(at), _)) = entry.remove_entry() {
+                self.mark.advance(at);
+            }
+        }
+    }
+}
+
+/// With `--consumer`: the first pause before a failed command runs again, and the longest.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 impl Exec {
     /// Starts `jobs` workers that run `command` for each notification (and gap) handed to them.
     pub(crate) fn start(command: &str, jobs: usize, gaps: bool) -> io::Result<Exec> {
         let (tx, rx) = mpsc::sync_channel::<Job>(0);
         let rx = Arc::new(Mutex::new(rx));
+        let ending = Arc::new(AtomicBool::new(false));
+        let ledger: Arc<Mutex<Option<Arc<Ledger>>>> = Arc::default();
         let mut workers = Vec::with_capacity(jobs);
         for i in 0..jobs {
             let rx = Arc::clone(&rx);
             let command = command.to_owned();
+            let ending = Arc::clone(&ending);
+            let ledger = Arc::clone(&ledger);
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("exec-{i}"))
-                    .spawn(move || work(&command, &rx))?,
+                    .spawn(move || work(&command, &rx, &ending, &ledger))?,
             );
         }
         Ok(Exec {
             jobs: Some(tx),
             workers,
             gaps,
+            ledger: None,
+            shared_ledger: ledger,
+            ending,
         })
     }
 
@@ -68,32 +129,47 @@ impl Exec {
     }
 }
 
-fn work(command: &str, jobs: &Mutex<Receiver<Job>>) {
+fn work(
+    command: &str,
+    jobs: &Mutex<Receiver<Job>>,
+    ending: &AtomicBool,
+    ledger: &Mutex<Option<Arc<Ledger>>>,
+) {
     loop {
         let next = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
         match next {
-            Ok(Job::Notification(n)) => {
-                let mut cmd = shell(command);
-                cmd.env("PGNOTIFY_CHANNEL", &n.channel)
-                    .env("PGNOTIFY_PID", n.pid.to_string())
-                    .env("PGNOTIFY_PAYLOAD", &n.payload);
-                let what = format!(
-                    "a notification on {:?} from server process {}",
-                    n.channel, n.pid
-                );
-                match &n.fetched {
-                    // --fetch read the row: it is the input, one JSON line (null: gone).
-                    Some(row) => {
-                        cmd.env("PGNOTIFY_FETCHED", "1");
-                        let mut input = serde_json::to_vec(row).unwrap_or_default();
-                        input.push(b'\n');
-                        execute(cmd, &input, &what);
+            Ok(Job::Notification(n, Some(seq))) => {
+                // --consumer: again until it succeeds (or the run ends), then acknowledged.
+                let mut pause = RETRY_FIRST;
+                while !run_for(command, &n) {
+                    if ending.load(Ordering::Relaxed) {
+                        break;
                     }
-                    None => execute(cmd, n.payload.as_bytes(), &what),
+                    msg::warn(&format!(
+                        "retrying in {} s: the event is acknowledged only once its command \
+                         succeeds (--consumer)",
+                        pause.as_secs()
+                    ));
+                    let until = Instant::now() + pause;
+                    while Instant::now() < until && !ending.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    pause = (pause * 2).min(RETRY_MAX);
                 }
+                if let Some(ledger) = ledger
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    && !ending.load(Ordering::Relaxed)
+                {
+                    ledger.succeeded(seq);
+                }
+            }
+            Ok(Job::Notification(n, None)) => {
+                run_for(command, &n);
             }
             Ok(Job::Gap(kind, record)) => {
                 let mut cmd = shell(command);
@@ -102,6 +178,28 @@ fn work(command: &str, jobs: &Mutex<Receiver<Job>>) {
             }
             Err(_) => return,
         }
+    }
+}
+
+/// Runs the command for one notification; true when it exited 0.
+fn run_for(command: &str, n: &Notification) -> bool {
+    let mut cmd = shell(command);
+    cmd.env("PGNOTIFY_CHANNEL", &n.channel)
+        .env("PGNOTIFY_PID", n.pid.to_string())
+        .env("PGNOTIFY_PAYLOAD", &n.payload);
+    let what = format!(
+        "a notification on {:?} from server process {}",
+        n.channel, n.pid
+    );
+    match &n.fetched {
+        // --fetch read the row: it is the input, one JSON line (null: gone).
+        Some(row) => {
+            cmd.env("PGNOTIFY_FETCHED", "1");
+            let mut input = serde_json::to_vec(row).unwrap_or_default();
+            input.push(b'\n');
+            execute(cmd, &input, &what)
+        }
+        None => execute(cmd, n.payload.as_bytes(), &what),
     }
 }
 
@@ -120,13 +218,13 @@ fn shell(command: &str) -> Command {
     cmd
 }
 
-/// Runs the command with `input` on its stdin and waits for it.
-fn execute(mut cmd: Command, input: &[u8], what: &str) {
+/// Runs the command with `input` on its stdin and waits for it; true when it exited 0.
+fn execute(mut cmd: Command, input: &[u8], what: &str) -> bool {
     let mut child = match cmd.stdin(Stdio::piped()).spawn() {
         Ok(child) => child,
         Err(e) => {
             msg::warn(&format!("could not run the --exec command: {e}"));
-            return;
+            return false;
         }
     };
     if let Some(mut stdin) = child.stdin.take() {
@@ -134,15 +232,22 @@ fn execute(mut cmd: Command, input: &[u8], what: &str) {
         let _ = stdin.write_all(input);
     }
     match child.wait() {
-        Ok(status) if status.success() => {}
-        Ok(status) => msg::warn(&format!("the --exec command failed ({status}) for {what}")),
-        Err(e) => msg::warn(&format!("could not wait for the --exec command: {e}")),
+        Ok(status) if status.success() => true,
+        Ok(status) => {
+            msg::warn(&format!("the --exec command failed ({status}) for {what}"));
+            false
+        }
+        Err(e) => {
+            msg::warn(&format!("could not wait for the --exec command: {e}"));
+            false
+        }
     }
 }
 
 impl Sink for Exec {
     fn write(&mut self, n: &Notification) -> Result<()> {
-        self.send(Job::Notification(n.clone()))
+        let seq = self.ledger.as_ref().map(|ledger| ledger.open(n.stored));
+        self.send(Job::Notification(n.clone(), seq))
     }
 
     /// Runs the command for the gap too (PGNOTIFY_GAP set), unless `--no-gap-records`.
@@ -157,6 +262,24 @@ impl Sink for Exec {
 
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// `--consumer`: an event is acknowledged once its command exits 0.
+    fn acknowledges(&mut self, mark: &Arc<Watermark>) -> bool {
+        let ledger = Arc::new(Ledger {
+            state: Mutex::default(),
+            mark: Arc::clone(mark),
+        });
+        *self
+            .shared_ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&ledger));
+        self.ledger = Some(ledger);
+        true
+    }
+
+    fn ending(&mut self) {
+        self.ending.store(true, Ordering::Relaxed);
     }
 
     /// Lets the running commands finish, and reaps them.

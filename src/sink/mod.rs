@@ -21,8 +21,9 @@ pub(crate) use peer::Peer;
 pub(crate) use server::Server;
 pub(crate) use stdout::{Express, Stdout};
 
-use crate::notification::{Gap, Notification};
+use crate::notification::{Gap, Notification, Watermark};
 use anyhow::Result;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long the end of a run waits for network destinations to take what is buffered.
@@ -40,4 +41,14 @@ pub(crate) trait Sink {
     fn finish(&mut self) -> Result<()> {
         self.flush()
     }
+    /// With `--consumer`: a sink that knows when an event is delivered (a command exited 0)
+    /// advances `mark` itself and returns true. Otherwise an event is delivered once written
+    /// and flushed, and the loop advances it.
+    fn acknowledges(&mut self, mark: &Arc<Watermark>) -> bool {
+        let _ = mark;
+        false
+    }
+    /// The run is ending (a signal, a fatal error): stop anything that would hold it (a
+    /// command retried until it succeeds).
+    fn ending(&mut self) {}
 }

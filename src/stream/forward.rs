@@ -8,12 +8,10 @@
 
 use super::fetch::Fetcher;
 use super::queue::{Event, Queue};
-use super::replay::Acks;
 use crate::deadline;
 use crate::exit::Exit;
 use crate::msg;
-use crate::notification::Notification;
-use crate::notification::Position;
+use crate::notification::{Notification, Position, Watermark};
 use crate::sink::Sink;
 use anyhow::Result;
 use std::sync::Arc;
@@ -61,20 +59,24 @@ pub(super) fn run(
                         return Ok(Exit::Success);
                     }
                     queue.written(&batch);
+                    counter.acknowledge_batch(out)?;
                 }
                 Event::Gap(gap) => out.write_gap(&gap)?,
                 Event::Signal(signal) => {
+                    out.ending();
                     drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
                     return Ok(Exit::for_signal(signal));
                 }
                 Event::OutputClosed => return Ok(Exit::Success),
                 Event::Quit => {
+                    out.ending();
                     // The person asked to leave: what is queued is shown without waiting
                     // for --fetch to read its rows (a hung fetch must not hold the exit).
                     drain(events.chain(queue.try_take()), out, &mut counter, None)?;
                     return Ok(Exit::Success);
                 }
                 Event::Fatal(error) => {
+                    out.ending();
                     drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
                     return Err(error);
                 }
@@ -128,8 +130,9 @@ pub(super) struct Counter {
     until: Until,
     received: u64,
     deadline: Option<Instant>,
-    /// With `--consumer`: where acknowledgements go, and the last event written.
-    acks: Option<Arc<Acks>>,
+    /// With `--consumer`, unless the sink acknowledges itself: the mark each flush advances,
+    /// and the last event written.
+    mark: Option<Arc<Watermark>>,
     written: Option<Position>,
 }
 
@@ -140,24 +143,34 @@ impl Counter {
             received: 0,
             // A timeout too large to add is no timeout.
             deadline: until.timeout.and_then(deadline::after),
-            acks: None,
+            mark: None,
             written: None,
         }
     }
 
     /// `--consumer`: each flush acknowledges what was written before it.
-    pub(super) fn acknowledging(mut self, acks: Arc<Acks>) -> Counter {
-        self.acks = Some(acks);
+    pub(super) fn acknowledging(mut self, mark: Arc<Watermark>) -> Counter {
+        self.mark = Some(mark);
         self
     }
 
     /// Flushes the sink; then what was written is delivered, and acknowledged.
     fn flush(&mut self, out: &mut dyn Sink) -> Result<()> {
         out.flush()?;
-        if let (Some(acks), Some(at)) = (&self.acks, self.written) {
-            acks.flushed(at);
+        if let (Some(mark), Some(at)) = (&self.mark, self.written) {
+            mark.advance(at);
         }
         Ok(())
+    }
+
+    /// `--consumer`: every batch is flushed, and so acknowledged, once written: a stream that
+    /// never lets the loop idle (a replay) would otherwise acknowledge nothing until it ends,
+    /// and a crash would repeat all of it.
+    fn acknowledge_batch(&mut self, out: &mut dyn Sink) -> Result<()> {
+        match self.mark.is_some() {
+            true => self.flush(out),
+            false => Ok(()),
+        }
     }
 
     /// How many more may be written before the one that reaches `--count` (None: no count).

@@ -155,14 +155,16 @@ fn start(
         None => overflow,
     };
     let queue = Queue::new(QUEUE_BYTES, overflow);
-    let out = out(&queue)?;
+    let mut out = out(&queue)?;
     let listening_on = source::ListeningOn::default();
     let control = Control::new(source.channels.clone(), Arc::clone(&queue));
     let mut acks = None;
     match consumer {
         Some(name) => {
             let shared = Arc::new(replay::Acks::default());
-            counter = counter.acknowledging(Arc::clone(&shared));
+            if !out.acknowledges(&shared.mark()) {
+                counter = counter.acknowledging(shared.mark());
+            }
             replay::start(
                 &conn,
                 source,

@@ -218,6 +218,28 @@ impl Queue {
         Ok(())
     }
 
+    /// For a source that can wait (the `--consumer` reader): queues `batch` if there is room
+    /// within `wait`, else gives it back.
+    pub(super) fn offer(
+        &self,
+        batch: Vec<Notification>,
+        wait: Duration,
+    ) -> Option<Vec<Notification>> {
+        let size = cost(&batch);
+        let state = self.lock();
+        let full = |s: &mut State| s.bytes > 0 && s.bytes + size > self.limit;
+        let (mut state, _) =
+            deadline::wait_while(&self.changed, state, deadline::after(wait), full);
+        if full(&mut state) {
+            return Some(batch);
+        }
+        state.bytes += size;
+        state.events.push_back(Event::Notifications(batch));
+        drop(state);
+        self.changed.notify_all();
+        None
+    }
+
     fn wait_for_room<'a>(
         &self,
         mut state: MutexGuard<'a, State>,

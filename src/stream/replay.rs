@@ -18,7 +18,7 @@ use crate::deadline;
 use crate::durable::{self, Position, WAKE_CHANNEL, statements};
 use crate::exit::{ConnectionError, Rejected};
 use crate::msg;
-use crate::notification::Notification;
+use crate::notification::{Notification, Watermark};
 use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
 use anyhow::{Context, Result, anyhow};
 use postgres::fallible_iterator::FallibleIterator;
@@ -48,17 +48,16 @@ const SLICE: Duration = Duration::from_millis(100);
 /// How long the end of a run waits for the last checkpoint to be stored.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// What the main loop has written, and what this thread has stored.
+/// How far delivery has got (the sink's or the loop's mark), and what this thread has stored.
 #[derive(Default)]
 pub(super) struct Acks {
+    mark: Arc<Watermark>,
     state: Mutex<AckState>,
     changed: Condvar,
 }
 
 #[derive(Default)]
 struct AckState {
-    /// The last event written and flushed by the main loop.
-    written: Option<Position>,
     /// The checkpoint as stored in the database.
     stored: Option<Position>,
     /// The run is ending: store the checkpoint now and stop.
@@ -72,12 +71,9 @@ impl Acks {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The main loop wrote and flushed every event up to `at`.
-    pub(super) fn flushed(&self, at: Position) {
-        let mut state = self.lock();
-        if state.written.is_none_or(|w| w < at) {
-            state.written = Some(at);
-        }
+    /// The mark that the sink (or the loop, after each flush) advances.
+    pub(super) fn mark(&self) -> Arc<Watermark> {
+        Arc::clone(&self.mark)
     }
 
     /// Ends the run: the last checkpoint is stored (waiting at most [`CLOSE_WAIT`]), and what
@@ -88,10 +84,11 @@ impl Acks {
         // The reader may wait for room in the queue: nothing will take it now.
         queue.discard();
         let state = self.lock();
-        let pending = |s: &mut AckState| !s.gone && s.written.is_some() && s.stored < s.written;
+        let written = self.mark.get();
+        let pending = |s: &mut AckState| !s.gone && written.is_some() && s.stored < written;
         let (state, _) =
             deadline::wait_while(&self.changed, state, deadline::after(CLOSE_WAIT), pending);
-        if state.written.is_some() && state.stored < state.written {
+        if written.is_some() && state.stored < written {
             msg::warn(
                 "could not store the consumer's last checkpoint: the events written since the \
                  last one stored will be delivered again",
@@ -308,57 +305,16 @@ impl Replay {
             Err(e) => return lost("could not read the outbox", &e),
         };
         let channels = &self.settings.channels;
-        let mut stored = self.acks.lock().stored;
-        let mut last_store = Instant::now();
-        let mut last_seen = Instant::now();
-        let mut last_prune = Instant::now();
-        let mut pruned_at = stored;
+        let mut upkeep = Upkeep::new(self.acks.lock().stored);
         let mut held_since: Option<Instant> = None;
         let mut held_said: Option<Instant> = None;
         loop {
-            let (written, closing) = {
-                let state = self.acks.lock();
-                (state.written, state.closing)
-            };
-            if let Some(w) = written
-                && stored.is_none_or(|s| s < w)
-                && (closing || last_store.elapsed() >= STORE_EVERY)
-            {
-                match client.execute(
-                    statements::CHECKPOINT,
-                    &[&self.name, &w.xid.to_string(), &w.id],
-                ) {
-                    Ok(0) => {
-                        return Ended::Fatal(anyhow!(
-                            "consumer {:?} was dropped while it ran (pgnotify consumers \
-                             --drop); stopping",
-                            self.name
-                        ));
-                    }
-                    Ok(_) => {
-                        stored = Some(w);
-                        self.acks.stored(w);
-                        last_store = Instant::now();
-                        last_seen = last_store;
-                    }
-                    Err(e) => return lost("could not store the checkpoint", &e),
-                }
+            let closing = self.closing();
+            if let Err(ended) = upkeep.run(self, &mut client, closing, &lost) {
+                return ended;
             }
             if closing {
                 return Ended::Closed;
-            }
-            if last_seen.elapsed() >= SEEN_EVERY {
-                if let Err(e) = client.execute(statements::SEEN, &[&self.name]) {
-                    return lost("could not update the consumer", &e);
-                }
-                last_seen = Instant::now();
-            }
-            if stored != pruned_at && last_prune.elapsed() >= PRUNE_EVERY {
-                if let Err(e) = prune(&mut client) {
-                    return lost("could not delete acknowledged events", &e);
-                }
-                pruned_at = stored;
-                last_prune = Instant::now();
             }
             let rows = match client.query(&read, &[&at.xid.to_string(), &at.id, channels, &BATCH]) {
                 Ok(rows) => rows,
@@ -385,9 +341,20 @@ impl Replay {
                 if let Some(last) = batch.last().and_then(|n| n.stored) {
                     *at = last;
                 }
-                // Waits for room (the outbox keeps what the output has not taken).
-                if let Err(why) = self.queue.push_notifications(batch) {
-                    return Ended::Fatal(anyhow!(why));
+                // Waits for room (the outbox keeps what the output has not taken), storing
+                // what the output acknowledges meanwhile.
+                let mut batch = Some(batch);
+                while let Some(waiting) = batch.take() {
+                    batch = self.queue.offer(waiting, SLICE);
+                    if batch.is_some() {
+                        let closing = self.closing();
+                        if let Err(ended) = upkeep.run(self, &mut client, closing, &lost) {
+                            return ended;
+                        }
+                        if closing {
+                            return Ended::Closed;
+                        }
+                    }
                 }
                 if full {
                     continue;
@@ -411,12 +378,85 @@ impl Replay {
             }
             let wait = if held > 0 { HELD_POLL } else { IDLE_POLL };
             if let Err(e) = wait_for_wakeup(&mut client, wait, || {
-                let state = self.acks.lock();
-                state.closing || state.written > stored
+                self.closing() || self.acks.mark.get() > upkeep.stored
             }) {
                 return lost("lost the connection while waiting", &e);
             }
         }
+    }
+}
+
+/// The consumer's upkeep between reads: its checkpoint stored, its liveness, retention.
+struct Upkeep {
+    /// The checkpoint as stored.
+    stored: Option<Position>,
+    last_store: Instant,
+    last_seen: Instant,
+    last_prune: Instant,
+    /// The checkpoint when this consumer last deleted what all had read.
+    pruned_at: Option<Position>,
+}
+
+impl Upkeep {
+    fn new(stored: Option<Position>) -> Upkeep {
+        let now = Instant::now();
+        Upkeep {
+            stored,
+            last_store: now,
+            last_seen: now,
+            last_prune: now,
+            pruned_at: stored,
+        }
+    }
+
+    /// Stores the checkpoint when it moved (at most every [`STORE_EVERY`], at once when
+    /// `closing`), says the consumer is alive, deletes what every consumer has read.
+    fn run(
+        &mut self,
+        replay: &Replay,
+        client: &mut postgres::Client,
+        closing: bool,
+        lost: &dyn Fn(&str, &postgres::Error) -> Ended,
+    ) -> Result<(), Ended> {
+        if let Some(w) = replay.acks.mark.get()
+            && self.stored.is_none_or(|s| s < w)
+            && (closing || self.last_store.elapsed() >= STORE_EVERY)
+        {
+            match client.execute(
+                statements::CHECKPOINT,
+                &[&replay.name, &w.xid.to_string(), &w.id],
+            ) {
+                Ok(0) => {
+                    return Err(Ended::Fatal(anyhow!(
+                        "consumer {:?} was dropped while it ran (pgnotify consumers --drop); \
+                         stopping",
+                        replay.name
+                    )));
+                }
+                Ok(_) => {
+                    self.stored = Some(w);
+                    replay.acks.stored(w);
+                    self.last_store = Instant::now();
+                    self.last_seen = self.last_store;
+                }
+                Err(e) => return Err(lost("could not store the checkpoint", &e)),
+            }
+        }
+        if closing {
+            return Ok(());
+        }
+        if self.last_seen.elapsed() >= SEEN_EVERY {
+            client
+                .execute(statements::SEEN, &[&replay.name])
+                .map_err(|e| lost("could not update the consumer", &e))?;
+            self.last_seen = Instant::now();
+        }
+        if self.stored != self.pruned_at && self.last_prune.elapsed() >= PRUNE_EVERY {
+            prune(client).map_err(|e| lost("could not delete acknowledged events", &e))?;
+            self.pruned_at = self.stored;
+            self.last_prune = Instant::now();
+        }
+        Ok(())
     }
 }
 
