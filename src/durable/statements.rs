@@ -17,15 +17,25 @@ SELECT pg_catalog.count(*), pg_catalog.pg_notify('pgnotify.durable', $1) FROM e"
 
 /// The next events after a position ($1 xid as text, $2 id) on the channels ($3), at most $4,
 /// only of transactions older than this statement's snapshot's xmin: those have all ended, so
-/// no event can still appear before the last one read.
+/// no event can still appear before the last one read. Their payloads take at most $5 bytes
+/// together, or the first one alone when it is larger.
 pub(crate) const READ: &str = "\
-SELECT e.xid::pg_catalog.text, e.id, e.channel, e.payload, e.pid
-  FROM pgnotify.events e
- WHERE (e.xid, e.id) > ($1::pg_catalog.text::pg_catalog.xid8, $2)
-   AND e.xid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-   AND e.channel OPERATOR(pg_catalog.=) ANY ($3)
- ORDER BY e.xid, e.id
- LIMIT $4";
+SELECT b.xid, b.id, b.channel, b.payload, b.pid
+  FROM (SELECT e.xid::pg_catalog.text AS xid, e.id, e.channel, e.payload, e.pid,
+               pg_catalog.sum(pg_catalog.octet_length(e.payload)) OVER (ORDER BY e.xid, e.id)
+                 OPERATOR(pg_catalog.-) pg_catalog.octet_length(e.payload) AS before
+          FROM pgnotify.events e
+         WHERE (e.xid, e.id) > ($1::pg_catalog.text::pg_catalog.xid8, $2)
+           AND e.xid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+           AND e.channel OPERATOR(pg_catalog.=) ANY ($3)
+         ORDER BY e.xid, e.id
+         LIMIT $4) b
+ WHERE b.before < $5";
+
+/// Takes a consumer's name for this session, so that a second process with the same name
+/// cannot race it for the checkpoint: true when taken.
+pub(crate) const CLAIM: &str = "\
+SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('pgnotify consumer ' || $1, 0))";
 
 /// How many committed events on the channels ($1) wait for an older transaction to end.
 pub(crate) const HELD: &str = "\

@@ -26,8 +26,10 @@ use postgres::types::Type;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Events read in one query.
+/// Events read in one query, and the payload bytes they may hold together (a larger event is
+/// read alone).
 const BATCH: i64 = 2000;
+const BATCH_BYTES: i64 = 1 << 20;
 /// The longest a checkpoint waits to be stored while events are acknowledged.
 const STORE_EVERY: Duration = Duration::from_millis(200);
 /// How often a consumer with nothing to acknowledge says it is alive (`seen_at`).
@@ -148,6 +150,18 @@ struct Replay {
     listening_on: ListeningOn,
 }
 
+/// Another session holds the consumer's name.
+#[derive(Debug)]
+struct Busy(String);
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Busy {}
+
 /// A connection with the consumer registered and the wake-up channel listened on.
 struct Session {
     client: postgres::Client,
@@ -196,8 +210,11 @@ impl Replay {
                     }
                     Err(e) => {
                         let (since, attempts) = down.get_or_insert((Instant::now(), 0));
+                        // The name still held: by the session just lost, until the server
+                        // notices that it is gone.
+                        let busy = e.chain().any(|c| c.is::<Busy>());
                         let rejected = e.chain().any(|c| c.is::<Rejected>())
-                            || !e.chain().any(|c| c.is::<ConnectionError>());
+                            || !(busy || e.chain().any(|c| c.is::<ConnectionError>()));
                         let exhausted = self
                             .settings
                             .max_downtime
@@ -256,6 +273,18 @@ impl Replay {
             mut client, target, ..
         } = pg::connect(conn)?;
         durable::ensure(&mut client)?;
+        let claimed: bool = client
+            .query_one(statements::CLAIM, &[&self.name])
+            .map_err(|e| lost_or_sql("could not claim the consumer's name", &e, &target))?
+            .get(0);
+        if !claimed {
+            return Err(Busy(format!(
+                "consumer {:?} is running already (another process holds its name, and two \
+                 would race for its checkpoint); stop it, or use another name",
+                self.name
+            ))
+            .into());
+        }
         let row = client
             .query_one(statements::REGISTER, &[&self.name, &self.settings.channels])
             .map_err(|e| sql_error("could not register the consumer", &e))?;
@@ -299,7 +328,13 @@ impl Replay {
         };
         let read = match client.prepare_typed(
             statements::READ,
-            &[Type::TEXT, Type::INT8, Type::TEXT_ARRAY, Type::INT8],
+            &[
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT_ARRAY,
+                Type::INT8,
+                Type::INT8,
+            ],
         ) {
             Ok(read) => read,
             Err(e) => return lost("could not read the outbox", &e),
@@ -316,11 +351,17 @@ impl Replay {
             if closing {
                 return Ended::Closed;
             }
-            let rows = match client.query(&read, &[&at.xid.to_string(), &at.id, channels, &BATCH]) {
+            let rows = match client.query(
+                &read,
+                &[&at.xid.to_string(), &at.id, channels, &BATCH, &BATCH_BYTES],
+            ) {
                 Ok(rows) => rows,
                 Err(e) => return lost("could not read the outbox", &e),
             };
-            let full = rows.len() as i64 == BATCH;
+            // Fewer than asked for is all there is, unless the next did not fit in BATCH_BYTES:
+            // then the rows read hold at least that much.
+            let bytes: usize = rows.iter().map(|r| r.get::<_, &str>(3).len()).sum();
+            let full = rows.len() as i64 == BATCH || bytes as i64 >= BATCH_BYTES;
             if !rows.is_empty() {
                 let received_at = jiff::Timestamp::now();
                 let mut batch = Vec::with_capacity(rows.len());

@@ -584,6 +584,64 @@ fn consumer_flags_that_cannot_work_are_usage_errors() {
 }
 
 #[test]
+fn a_second_process_with_the_same_name_is_refused_while_the_first_runs() {
+    let server = Server::start();
+    let mut first = consumer(&server, "only", &["jobs"]);
+    first.wait_stderr("is new");
+    server
+        .pgnotify()
+        .args(["pipe", "--consumer", "only", "jobs"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("consumer \"only\" is running already");
+    first.signal(Signal::SIGTERM);
+    first.finish();
+    let mut second = consumer(&server, "only", &["jobs"]);
+    second.wait_stderr("consumer \"only\"");
+    drain(&mut second, Duration::from_millis(100));
+}
+
+/// Events far larger than a batch's byte bound are read a few at a time: memory stays near
+/// the queue's bound, not the backlog's size.
+#[test]
+fn a_backlog_of_large_events_is_replayed_in_bounded_memory() {
+    let server = Server::start();
+    server.psql("CREATE TABLE docs (id int PRIMARY KEY, body text)");
+    server.watch_table(&["docs", "--durable", "--rows"]);
+    // 120 events of 512 KiB: 60 MiB stored, 60 times the bound of one read.
+    server.psql(
+        "INSERT INTO docs SELECT i, repeat(md5(i::text), 16384) FROM generate_series(1, 120) i",
+    );
+    let mut run = consumer(&server, "big", &["docs"]);
+    let pid = run.pid();
+    let mut peak = 0;
+    for i in 0..120 {
+        // Checked whole now and then: parsing 512 KiB lines is slow in a debug build.
+        let line = run.read_line();
+        assert!(line.len() > 512 * 1024, "{}", run.report());
+        if i % 40 == 0 {
+            let e = parse(&line, &run);
+            let row: Value = serde_json::from_str(&e.payload).unwrap();
+            assert_eq!(row["key"]["id"], i + 1);
+        }
+        if i % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let hwm: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap();
+        peak = peak.max(hwm);
+    }
+    drain(&mut run, Duration::from_millis(300));
+    eprintln!("peak RSS replaying 60 MiB of events: {peak} KiB");
+    assert!(peak < 40 * 1024, "peak RSS {peak} KiB for a 60 MiB backlog");
+}
+
+#[test]
 fn listen_reads_as_a_consumer_too() {
     let server = Server::start();
     store(&server, "jobs", &["one".into(), "two".into()]);
