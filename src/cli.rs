@@ -632,7 +632,9 @@ Examples:
 /// directory (as the postgres user when run as root), runs `pgnotify listen` and shows it
 /// receiving what `pgnotify notify` sends; then creates a table, watches it with `pgnotify
 /// watch-table`, writes rows from a second connection and shows `pgnotify pipe --fetch`
-/// streaming the changes as JSON. Then it stops the server and removes the directory,
+/// streaming the changes as JSON; then durable delivery: a consumer reads a stored job and
+/// stops, more jobs are stored meanwhile, and it catches up when it runs again. Then it
+/// stops the server and removes the directory,
 /// also on Ctrl-C or an error. Needs the server binaries (Debian/Ubuntu: apt-get install
 /// postgresql); it does not touch any other server.
 #[derive(Debug, Args)]

@@ -8,7 +8,8 @@
 //! to a command and is the one way out for an error; `generate` writes completions and man
 //! pages from `cli`.
 //!
-//! **`cmd`**: one module per command (`listen`, `notify`, `pipe`, `watch_table`, `demo`), each
+//! **`cmd`**: one module per command (`listen`, `notify`, `pipe`, `watch_table`, `consumers`,
+//! `demo`), each
 //! `run(settings, &ConnSettings) -> Result<Exit>`.
 //!
 //! **`stream`**: the listen/pipe engine. The source thread connects, LISTENs, reads the
@@ -22,6 +23,9 @@
 //!
 //! **`watch`**: `watch-table`'s model, the trigger's SQL, and the catalog lookups that
 //! `watch-table` and `--fetch` share.
+//!
+//! **`durable`**: the outbox of durable delivery in the `pgnotify` schema: its versioned DDL,
+//! grants, and every statement that stores, reads, acknowledges and prunes events.
 //!
 //! **`pg`**: everything that speaks PostgreSQL or follows libpq's conventions: connection
 //! settings (conninfo, URI, PG* variables, password and service files), connecting,

@@ -1,5 +1,6 @@
 //! `demo`: show `listen` receiving what `notify` sends, then `watch-table` and `pipe --fetch`
-//! turning a table's changes into JSON events, against a private throwaway server; then remove
+//! turning a table's changes into JSON events, then a durable consumer stopped, events stored
+//! meanwhile, and the consumer catching up, against a private throwaway server; then remove
 //! the server (also on Ctrl-C or an error, through `tempdb::Cluster`'s cleanup).
 //!
 //! The demo runs this very binary as child processes, with the command lines it prints, so what
@@ -191,11 +192,86 @@ fn show_table(
         std::thread::sleep(Duration::from_millis(300));
     }
     let exit = wait_listener(&mut pipe, rx)?;
-    if exit == Exit::Success {
-        say("$ pgnotify watch-table orders --drop");
-        send(cluster, &["watch-table", "orders", "--drop"], "")?;
+    if exit != Exit::Success {
+        return Ok(exit);
     }
-    Ok(exit)
+    say("$ pgnotify watch-table orders --drop");
+    send(cluster, &["watch-table", "orders", "--drop"], "")?;
+    show_durable(cluster, settings.keep, rx)
+}
+
+/// The durable steps: the shell line shown, the arguments, and standard input.
+const DURABLE_STEPS: &[(&str, &[&str], &str)] = &[
+    (
+        "pgnotify notify --durable jobs 'job 1'",
+        &["notify", "--durable", "jobs", "job 1"],
+        "",
+    ),
+    (
+        "pgnotify pipe --consumer worker jobs --count 1",
+        &["pipe", "--consumer", "worker", "jobs", "--count", "1"],
+        "",
+    ),
+    (
+        "printf 'job 2\\njob 3\\n' | pgnotify notify --durable --lines jobs",
+        &["notify", "--durable", "--lines", "jobs"],
+        "job 2\njob 3\n",
+    ),
+    (
+        "pgnotify pipe --consumer worker jobs --count 2",
+        &["pipe", "--consumer", "worker", "jobs", "--count", "2"],
+        "",
+    ),
+];
+
+/// Durable delivery: a consumer reads, stops, misses nothing written while it was down, and
+/// catches up when it runs again.
+fn show_durable(cluster: &Cluster, keep: bool, rx: &Receiver<DemoEvent>) -> Result<Exit> {
+    say("durable delivery: events kept in the database until each consumer has read them");
+    for (i, (shown, args, input)) in DURABLE_STEPS.iter().enumerate() {
+        if let Ok(DemoEvent::Stop(signal)) = rx.try_recv() {
+            return Ok(Exit::for_signal(signal));
+        }
+        match i {
+            2 => say("the consumer is down now; events written meanwhile wait for it:"),
+            3 => say("the consumer runs again and catches up, from where it stopped:"),
+            _ => {}
+        }
+        say(&format!("$ {shown}"));
+        run_to_end(cluster, args, input, keep)?;
+    }
+    say("$ pgnotify consumers");
+    let listed = pgnotify(cluster)
+        .arg("consumers")
+        .stdin(Stdio::null())
+        .output()
+        .context("could not run pgnotify consumers")?;
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        say(line);
+    }
+    Ok(Exit::Success)
+}
+
+/// Runs `pgnotify ARGS` to its end with `input` on its stdin, its stdout on the demo's (on
+/// stderr with `--keep`).
+fn run_to_end(cluster: &Cluster, args: &[&str], input: &str, keep: bool) -> Result<()> {
+    let mut child = pgnotify(cluster)
+        .args(args)
+        .args(["--timeout", "30s"])
+        .stdin(Stdio::piped())
+        .stdout(listener_stdout(keep)?)
+        .spawn()
+        .with_context(|| format!("could not run pgnotify {}", args[0]))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .with_context(|| format!("could not write to pgnotify {}", args[0]))?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`pgnotify {}` exited with {status}", args.join(" "));
+    }
+    Ok(())
 }
 
 /// Starts `pgnotify -v ARGS` (listen or pipe), shows its stderr, and waits until it listens.

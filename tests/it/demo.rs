@@ -54,7 +54,7 @@ fn demo_round_trips_and_removes_everything() {
         ]
     );
     // Then the table part: watch-table's events, as pipe --fetch prints them.
-    let events: Vec<(String, String)> = records[5..]
+    let events: Vec<(String, String)> = records[5..9]
         .iter()
         .map(|r| {
             let data = r.data.as_ref().expect("--fetch adds data");
@@ -68,6 +68,37 @@ fn demo_round_trips_and_removes_everything() {
     assert_eq!(first["new"]["item"], "tea", "{}", out.report());
     assert!(records[8].data.as_ref().unwrap()["new"].is_null());
     assert!(out.stderr.contains("stopped watching public.orders"));
+    // Then durable delivery: a consumer reads job 1, stops, and catches up on jobs 2 and 3,
+    // which were written while it was down.
+    let jobs: Vec<(String, i64)> = records[9..]
+        .iter()
+        .map(|r| {
+            (
+                r.payload.clone(),
+                r.id.expect("durable events carry their id"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            ("job 1".into(), 1),
+            ("job 2".into(), 2),
+            ("job 3".into(), 3)
+        ],
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.stderr.contains("the consumer is down now"),
+        "{}",
+        out.report()
+    );
+    assert!(
+        out.stderr.contains("\"name\":\"worker\""),
+        "the consumers list: {}",
+        out.report()
+    );
     // It ends by pointing at the console, on a server that stays.
     let last = out.stderr.lines().last().unwrap_or_default();
     assert!(
@@ -255,7 +286,7 @@ fn demo_with_a_closed_stderr_still_runs_to_its_end() {
     // Its messages and its listener's lines go to stderr; writing them must never fail the demo.
     let out = Cmd::new().arg("demo").closed_stderr().run();
     out.success();
-    assert_eq!(out.records().len(), 9, "{}", out.report());
+    assert_eq!(out.records().len(), 12, "{}", out.report());
 }
 
 #[test]

@@ -701,6 +701,11 @@ pub struct Record {
     pub received_at: String,
     #[serde(default)]
     pub data: Option<serde_json::Value>,
+    /// With `--consumer`: the event's id in the outbox, and its transaction's.
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub xid: Option<u64>,
 }
 
 /// A gap record as the NDJSON contract has it.
