@@ -100,7 +100,7 @@ ms() {
   sql -c '\timing on' -c "$2" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -1
   sql -c "TRUNCATE $1; TRUNCATE pgnotify.events" > /dev/null
 }
-single=2000
+single=5000
 for t in plain key durable; do : > "$work/bulk_$t"; : > "$work/one_$t"; done
 for r in $(seq "$rounds"); do
   for t in plain key durable; do

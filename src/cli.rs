@@ -228,11 +228,13 @@ pub(crate) struct SourceArgs {
     /// the consumer NAME, whose checkpoint is kept in the database. First every stored event
     /// NAME has not acknowledged, then new ones as they commit, whole transactions in
     /// transaction-id order; each NDJSON line carries the event's "id" and its transaction's
-    /// "xid". An event is acknowledged once its line is written and flushed, or with --exec
-    /// once its command exits 0 (a failing one is run again, backing off from 1 s to 30 s;
-    /// with --jobs N only an unbroken run of successes from the first is acknowledged). After
-    /// a crash the unacknowledged tail comes again; nothing is skipped. Not with --connect or
-    /// --serve. --on-overflow does not apply: a slow reader is waited for.
+    /// "xid". An event is acknowledged once its line is written and flushed to stdout; with
+    /// --exec once its command exits 0 (a failing one is run again, backing off from 1 s to
+    /// 30 s; with --jobs N only an unbroken run of successes from the first is acknowledged);
+    /// with --connect once the peer must have read it (a lost connection begins again with
+    /// what it may not have read). After a crash the unacknowledged tail comes again; nothing
+    /// is skipped. Not with --serve. --on-overflow does not apply: a slow reader is waited
+    /// for.
     #[arg(long, value_name = "NAME", help_heading = "Durable delivery")]
     pub(crate) consumer: Option<String>,
 }
@@ -533,7 +535,7 @@ pub(crate) struct PipeArgs {
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
     /// wait for it (4 MiB), then are dropped and counted in a gap record. A new connection
     /// starts with a "peer" gap record: an upper bound of what the lost one took unread.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec", "consumer"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec"])]
     pub(crate) connect: Option<String>,
 
     /// Serve the lines to every TCP client that connects, from the moment it connects, instead

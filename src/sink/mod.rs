@@ -4,11 +4,14 @@
 //! - `stdout`: buffered, flushed per batch (per line on a terminal);
 //! - `exec`: a command per notification (`--exec`, `--jobs`);
 //! - `peer` (`--connect`) and `server` (`--serve`): NDJSON over TCP, each destination with a
-//!   bounded `backlog` of its own written by its own thread; `socket` holds their TCP helpers.
+//!   bounded `backlog` of its own written by its own thread; `socket` holds their TCP helpers;
+//! - `acked_peer`: `--connect` for a durable consumer, which acknowledges a line only once
+//!   the peer must have read it.
 //!
 //! Owns: writing, flushing, per-destination buffering and its drop accounting. Does not own:
 //! encodings (`format`), PostgreSQL or the engine: nothing here imports `pg` or `stream`.
 
+mod acked_peer;
 mod backlog;
 mod exec;
 mod peer;
@@ -16,6 +19,7 @@ mod server;
 mod socket;
 mod stdout;
 
+pub(crate) use acked_peer::AckedPeer;
 pub(crate) use exec::Exec;
 pub(crate) use peer::Peer;
 pub(crate) use server::Server;

@@ -223,7 +223,7 @@ fn merge(earlier: Option<Gap>, later: Option<Gap>) -> Option<Gap> {
 /// The most bytes a lost connection can have taken with it: what this socket's send buffer
 /// holds and what the peer's receive buffer can (the largest this kernel allows: a peer
 /// elsewhere is assumed to allow no more).
-fn risk_window(stream: &TcpStream) -> usize {
+pub(super) fn risk_window(stream: &TcpStream) -> usize {
     use nix::sys::socket::{getsockopt, sockopt};
     let send = getsockopt(stream, sockopt::SndBuf).unwrap_or(4 << 20);
     send + receive_max()
@@ -306,7 +306,7 @@ fn notification_lines(bytes: &[u8]) -> u64 {
     lines.filter(|l| !l.starts_with(b"{\"gap\":")).count() as u64
 }
 
-fn open_peer(address: &str) -> io::Result<TcpStream> {
+pub(super) fn open_peer(address: &str) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in address.to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {

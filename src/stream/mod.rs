@@ -78,8 +78,8 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
     // Main only writes what arrives (and counts it): the source may write it itself while main
     // is idle (see sink::Express), but not what waits for --fetch's rows.
     // Nor what a consumer acknowledges after main's flush.
-    let express =
-        destination == Destination::Stdout && !settings.fetch && settings.consumer.is_none();
+    let consumer = settings.consumer.is_some();
+    let express = destination == Destination::Stdout && !settings.fetch && !consumer;
     let started = start(
         conn,
         settings.source,
@@ -93,7 +93,7 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
             {
                 queue.open_express_lane(lane);
             }
-            open_sink(&destination, encoder, queue)
+            open_sink(&destination, encoder, queue, consumer)
         },
     )?;
     started.run(settings.fetch)
@@ -233,8 +233,13 @@ fn open_sink(
     destination: &Destination,
     encoder: Encoder,
     queue: &Arc<Queue>,
+    consumer: bool,
 ) -> Result<Box<dyn Sink>> {
     Ok(match destination {
+        // A consumer's peer is written by the loop itself, and acknowledges what it read.
+        Destination::Connect(address) if consumer => {
+            Box::new(sink::AckedPeer::connect(address, encoder)?)
+        }
         Destination::Stdout => {
             stdout_watch::start(Arc::clone(queue));
             Box::new(sink::Stdout::new(encoder, queue.stop_writing()))

@@ -46,7 +46,7 @@ const HELD_POLL: Duration = Duration::from_millis(50);
 const HELD_SAY_AFTER: Duration = Duration::from_secs(10);
 const HELD_SAY_EVERY: Duration = Duration::from_secs(60);
 /// The slice of a wait after which the end of the run and acknowledgements are looked at.
-const SLICE: Duration = Duration::from_millis(100);
+const SLICE: Duration = Duration::from_millis(20);
 /// How long the end of a run waits for the last checkpoint to be stored.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 

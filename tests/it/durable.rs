@@ -867,3 +867,165 @@ fn exec_acknowledges_only_commands_that_succeeded_in_an_unbroken_run() {
     let mut last = consumer(&server, "x", &["jobs"]);
     assert!(drain(&mut last, Duration::from_millis(1000)).is_empty());
 }
+
+/// A TCP peer on loopback: each connection's lines, read until the connection ends; `cut`
+/// drops the first connection after that many lines, and `close` says whether it closes its
+/// end once pgnotify half-closes (else it keeps the socket open).
+fn tcp_peer(cut: Option<usize>, close: bool) -> (u16, std::thread::JoinHandle<Vec<Vec<String>>>) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        for (n, stream) in listener.incoming().enumerate() {
+            let stream = stream.unwrap();
+            let mut lines = Vec::new();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                lines.push(line.trim_end().to_owned());
+                if n == 0 && Some(lines.len()) == cut {
+                    break;
+                }
+            }
+            let done = n > 0 || cut.is_none();
+            connections.push(lines);
+            match close {
+                true => drop(stream),
+                // Never closed while the test runs: its end stays open after pgnotify's.
+                false => std::mem::forget(stream),
+            }
+            if done {
+                return connections;
+            }
+        }
+        connections
+    });
+    (port, thread)
+}
+
+#[test]
+fn a_tcp_peer_gets_every_event_and_a_clean_end_is_acknowledged_once_it_closes() {
+    let server = Server::start();
+    store(&server, "jobs", &numbered("e", 0..3000));
+    let (port, peer) = tcp_peer(None, true);
+    let address = format!("127.0.0.1:{port}");
+    server
+        .pgnotify()
+        .args([
+            "pipe",
+            "--consumer",
+            "t",
+            "--connect",
+            &address,
+            "--count",
+            "3000",
+            "jobs",
+        ])
+        .run()
+        .success();
+    let connections = peer.join().unwrap();
+    assert_eq!(connections.len(), 1);
+    let got: Vec<String> = connections[0]
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["payload"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(got, numbered("e", 0..3000));
+    // The peer closed after reading everything: all of it is acknowledged, exactly once.
+    store(&server, "jobs", &["next".into()]);
+    let mut run = consumer(&server, "t", &["jobs"]);
+    assert_eq!(
+        payloads(&drain(&mut run, Duration::from_millis(1000))),
+        ["next"]
+    );
+}
+
+#[test]
+fn a_lost_tcp_peer_gets_what_it_may_not_have_read_again_and_nothing_is_missed() {
+    let server = Server::start();
+    store(&server, "jobs", &numbered("e", 0..3000));
+    // The peer drops its first connection after 700 lines, unread data and all.
+    let (port, peer) = tcp_peer(Some(700), true);
+    let address = format!("127.0.0.1:{port}");
+    let mut cmd = server.pgnotify();
+    cmd.args([
+        "-v",
+        "pipe",
+        "--consumer",
+        "t",
+        "--connect",
+        &address,
+        "jobs",
+    ]);
+    let mut run = cmd.spawn();
+    run.wait_stderr("connected to the TCP peer");
+    std::thread::sleep(Duration::from_millis(500));
+    // The next write finds the connection gone: a new one begins with what the lost one may
+    // not have had read.
+    store(&server, "jobs", &numbered("f", 0..10));
+    run.wait_stderr("lost the TCP peer");
+    run.wait_stderr("connected to the TCP peer");
+    std::thread::sleep(Duration::from_millis(500));
+    run.signal(Signal::SIGTERM);
+    assert_eq!(run.finish().0.code(), Some(143), "{}", run.report());
+    let connections = peer.join().unwrap();
+    assert_eq!(connections.len(), 2, "{}", run.report());
+    let payloads_of = |c: &[String]| -> Vec<String> {
+        c.iter()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["payload"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let (first, second) = (payloads_of(&connections[0]), payloads_of(&connections[1]));
+    assert_eq!(first, numbered("e", 0..700));
+    let mut expected = numbered("e", 0..3000);
+    expected.extend(numbered("f", 0..10));
+    // Everything the first connection carried beyond what the peer read is in the socket
+    // buffers' window: all of it comes again, in order, then the new events.
+    assert_eq!(second, expected, "{}", run.report());
+    // The peer closed after the half-close: all acknowledged.
+    let mut again = consumer(&server, "t", &["jobs"]);
+    assert!(drain(&mut again, Duration::from_millis(1000)).is_empty());
+}
+
+#[test]
+fn a_tcp_peer_that_never_closes_leaves_its_tail_unacknowledged() {
+    let server = Server::start();
+    store(&server, "jobs", &numbered("e", 0..100));
+    let (port, _peer) = tcp_peer(None, false);
+    let address = format!("127.0.0.1:{port}");
+    server
+        .pgnotify()
+        .args([
+            "pipe",
+            "--consumer",
+            "t",
+            "--connect",
+            &address,
+            "--count",
+            "100",
+            "jobs",
+        ])
+        .run()
+        .success()
+        .stderr_has("did not close its end");
+    // Nothing proved the peer read them: they come again.
+    let mut run = consumer(&server, "t", &["jobs"]);
+    assert_eq!(
+        payloads(&drain(&mut run, Duration::from_millis(1000))),
+        numbered("e", 0..100)
+    );
+}
