@@ -175,6 +175,20 @@ fn newer(v: i32) -> anyhow::Error {
 
 /// Creates the schema, unless another session just did.
 pub(crate) fn install(client: &mut postgres::Client) -> Result<()> {
+    // Transaction ids as `xid8` and `pg_current_xact_id()` came with PostgreSQL 13.
+    let version: i32 = client
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')::pg_catalog.int4",
+            &[],
+        )?
+        .get(0);
+    if version < 130_000 {
+        bail!(
+            "durable delivery needs PostgreSQL 13 or later (this server is {}.{})",
+            version / 10_000,
+            version / 100 % 100
+        );
+    }
     let mut tx = client.transaction()?;
     tx.batch_execute(&format!(
         "SELECT pg_catalog.pg_advisory_xact_lock({INSTALL_LOCK})"

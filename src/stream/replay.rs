@@ -47,6 +47,9 @@ const HELD_SAY_AFTER: Duration = Duration::from_secs(10);
 const HELD_SAY_EVERY: Duration = Duration::from_secs(60);
 /// The slice of a wait after which the end of the run and acknowledgements are looked at.
 const SLICE: Duration = Duration::from_millis(20);
+/// An attempt that failed faster than this was answered at once, and the next one waits at
+/// most this long.
+const ANSWERED_AT_ONCE: Duration = Duration::from_secs(1);
 /// How long the end of a run waits for the last checkpoint to be stored.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -191,10 +194,12 @@ impl Replay {
         // Where reading resumes: after the last event queued (what is queued is still written).
         let mut from = session.as_ref().map(|s| s.checkpoint);
         let mut down: Option<(Instant, u32)> = session.is_none().then(|| (Instant::now(), 0));
+        // How long the last attempt took: one answered at once is retried soon.
+        let mut tried = Duration::ZERO;
         loop {
             let current = match session.take() {
                 Some(current) => current,
-                None => match self.open(&reconnect) {
+                None => match self.timed_open(&reconnect, &mut tried) {
                     Ok(current) => {
                         if let Some((since, _)) = down.take()
                             && from.is_some()
@@ -240,7 +245,16 @@ impl Replay {
                             ));
                         }
                         *attempts += 1;
-                        std::thread::sleep(backoff(*attempts).max(Duration::from_millis(100)));
+                        // A server that answered at once (refused, starting up) is tried again
+                        // within a second; the longer backoff is for attempts that time out.
+                        let mut pause = backoff(*attempts).max(Duration::from_millis(100));
+                        if tried < ANSWERED_AT_ONCE {
+                            pause = pause.min(ANSWERED_AT_ONCE);
+                        }
+                        if let Some(max) = self.settings.max_downtime {
+                            pause = pause.min(max.saturating_sub(since.elapsed()));
+                        }
+                        std::thread::sleep(pause);
                         continue;
                     }
                 },
@@ -260,6 +274,13 @@ impl Replay {
                 }
             }
         }
+    }
+
+    fn timed_open(&self, conn: &ConnSettings, took: &mut Duration) -> Result<Session> {
+        let started = Instant::now();
+        let result = self.open(conn);
+        *took = started.elapsed();
+        result
     }
 
     fn closing(&self) -> bool {

@@ -1029,3 +1029,130 @@ fn a_tcp_peer_that_never_closes_leaves_its_tail_unacknowledged() {
         numbered("e", 0..100)
     );
 }
+
+#[test]
+fn ddl_after_a_durable_install_still_never_fails_a_write_and_its_events_say_stale() {
+    let server = Server::start();
+    server.psql("CREATE TABLE t (id int PRIMARY KEY, note text)");
+    server.watch_table(&["t", "--durable"]);
+    server.psql("ALTER TABLE t RENAME COLUMN id TO ident");
+    server.psql("INSERT INTO t VALUES (1, 'after the rename')");
+    let mut run = consumer(&server, "c", &["t"]);
+    let event = read_events(&mut run, 1).remove(0);
+    let payload: Value = serde_json::from_str(&event.payload).unwrap();
+    assert_eq!(payload["stale"], true, "{payload}");
+    assert_eq!(payload["op"], "INSERT");
+    drain(&mut run, Duration::from_millis(300));
+}
+
+#[test]
+fn odd_consumer_and_channel_names_are_bound_never_spliced() {
+    let server = Server::start();
+    let (name, channel) = ("it's \"x\" ü; DROP TABLE y", "Or\"ders'; --");
+    store(&server, channel, &["one".into()]);
+    let out = server
+        .pgnotify()
+        .args(["pipe", "--consumer", name, "--count", "1", channel])
+        .run();
+    out.success();
+    assert!(
+        out.stdout.contains("\"payload\":\"one\""),
+        "{}",
+        out.report()
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    store(&server, channel, &["two".into()]);
+    std::thread::sleep(Duration::from_millis(1100));
+    server
+        .pgnotify()
+        .args(["consumers", "--max-lag", "1s"])
+        .run()
+        .code(1)
+        .stderr_has("pgnotify consumers --drop 'it'\\''s \"x\" ü; DROP TABLE y'");
+    server
+        .pgnotify()
+        .args(["consumers", "--drop", name])
+        .run()
+        .success();
+    assert_eq!(server.psql("SELECT count(*) FROM pgnotify.consumers"), "0");
+}
+
+#[test]
+fn a_consumer_waits_for_a_server_that_is_down_and_gives_up_after_max_downtime() {
+    let server = Server::start();
+    store(&server, "jobs", &["before".into()]);
+    server.pg_ctl(&["stop", "-m", "fast"]);
+    let mut cmd = server.pgnotify();
+    cmd.args(["-v", "pipe", "--consumer", "w", "--wait", "jobs"]);
+    let mut waiting = cmd.spawn();
+    waiting.wait_stderr("could not connect yet");
+    let pid = waiting.pid();
+    let census = || {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        (threads, fds)
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let early = census();
+    // A refused connection is retried within a second: a few more attempts.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        census(),
+        early,
+        "threads and descriptors stay flat while retrying"
+    );
+    server.pg_ctl(&["start", "-w"]);
+    assert_eq!(payloads(&read_events(&mut waiting, 1)), ["before"]);
+    // Down for good: --max-downtime ends the run with status 3.
+    let mut cmd = server.pgnotify();
+    cmd.args(["pipe", "--consumer", "w2", "--max-downtime", "2s", "jobs"]);
+    let mut bounded = cmd.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    server.pg_ctl(&["stop", "-m", "immediate"]);
+    let started = Instant::now();
+    let (status, _) = bounded.finish();
+    assert_eq!(status.code(), Some(3), "{}", bounded.report());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    waiting.signal(Signal::SIGKILL);
+    waiting.finish();
+}
+
+#[test]
+fn consumers_without_a_schema_say_so_and_checkpoints_are_written_in_batches() {
+    let server = Server::start();
+    server
+        .pgnotify()
+        .args(["consumers"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("no pgnotify schema");
+    store(&server, "jobs", &numbered("e", 0..20_000));
+    let mut run = consumer(&server, "c", &["jobs"]);
+    assert_eq!(read_events(&mut run, 20_000).len(), 20_000);
+    drain(&mut run, Duration::from_millis(300));
+    let updates: i64 = server
+        .psql(
+            "SELECT pg_stat_force_next_flush(); \
+             SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgnotify.consumers'::regclass",
+        )
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("20,000 events acknowledged in {updates} checkpoint writes");
+    assert!(
+        (1..200).contains(&updates),
+        "{updates} checkpoint writes for 20,000 events: batched, never one per event"
+    );
+}
