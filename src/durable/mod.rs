@@ -186,7 +186,7 @@ pub(crate) fn install(client: &mut postgres::Client) -> Result<()> {
         bail!(
             "durable delivery needs PostgreSQL 13 or later (this server is {}.{})",
             version / 10_000,
-            version / 100 % 100
+            version % 10_000
         );
     }
     let mut tx = client.transaction()?;
