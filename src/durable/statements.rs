@@ -20,8 +20,8 @@ SELECT pg_catalog.count(*), pg_catalog.pg_notify('pgnotify.durable', $1) FROM e"
 /// no event can still appear before the last one read. Their payloads take at most $5 bytes
 /// together, or the first one alone when it is larger.
 pub(crate) const READ: &str = "\
-SELECT b.xid, b.id, b.channel, b.payload, b.pid
-  FROM (SELECT e.xid::pg_catalog.text AS xid, e.id, e.channel, e.payload, e.pid,
+SELECT b.xid::pg_catalog.text, b.id, b.channel, b.payload, b.pid
+  FROM (SELECT e.xid, e.id, e.channel, e.payload, e.pid,
                pg_catalog.sum(pg_catalog.octet_length(e.payload)) OVER (ORDER BY e.xid, e.id)
                  OPERATOR(pg_catalog.-) pg_catalog.octet_length(e.payload) AS before
           FROM pgnotify.events e
@@ -30,7 +30,8 @@ SELECT b.xid, b.id, b.channel, b.payload, b.pid
            AND e.channel OPERATOR(pg_catalog.=) ANY ($3)
          ORDER BY e.xid, e.id
          LIMIT $4) b
- WHERE b.before < $5";
+ WHERE b.before < $5
+ ORDER BY b.xid, b.id";
 
 /// Takes a consumer's name for this session, so that a second process with the same name
 /// cannot race it for the checkpoint: true when taken.

@@ -566,15 +566,7 @@ fn the_schema_is_versioned_shown_by_print_sql_and_a_newer_one_is_refused() {
 fn consumer_flags_that_cannot_work_are_usage_errors() {
     let server = Server::start();
     for args in [
-        &[
-            "pipe",
-            "--consumer",
-            "c",
-            "--connect",
-            "127.0.0.1:9",
-            "jobs",
-        ][..],
-        &["pipe", "--consumer", "c", "--serve", "0", "jobs"],
+        &["pipe", "--consumer", "c", "--serve", "0", "jobs"][..],
         &["listen", "-i", "--consumer", "c", "jobs"],
         &["pipe", "--consumer", "", "jobs"],
         &["consumers", "--drop", "a", "--prune"],
