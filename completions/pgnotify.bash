@@ -115,13 +115,17 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__consumers)
-            opts="-d -h -p -U -w -W -q -v -? --drop --prune --install --grant-writer --grant-consumer --print-sql --max-lag --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --drop-consumer --drop --prune --install --grant-writer --grant-consumer --print-sql --max-lag --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --drop)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drop-consumer)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
