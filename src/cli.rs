@@ -590,7 +590,12 @@ Examples:
 pub(crate) struct ConsumersArgs {
     /// Remove the consumer NAME: its checkpoint is deleted, and its unread events are kept
     /// only for the other consumers of their channels.
-    #[arg(long, value_name = "NAME", group = "action", visible_alias = "drop-consumer")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        group = "action",
+        visible_alias = "drop-consumer"
+    )]
     pub(crate) drop: Option<String>,
 
     /// Delete now the events that every consumer of their channel has acknowledged.

@@ -4,6 +4,16 @@
 //! that nobody asked for. `signal-hook`, because `ctrlc` cannot tell SIGINT from SIGTERM.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set when the first SIGINT/SIGTERM arrives: work that would hold the run (a command
+/// retried until it succeeds) gives up.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a SIGINT or SIGTERM has asked the run to end.
+pub(crate) fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
 
 type SignalSink = Box<dyn Fn(i32) -> bool + Send>;
 
@@ -23,6 +33,7 @@ pub(crate) fn install() -> std::io::Result<()> {
         .spawn(move || {
             let mut delivered = false;
             for signal in signals.forever() {
+                STOPPING.store(true, Ordering::Relaxed);
                 let taken = !delivered
                     && SIGNAL_SINK
                         .lock()

@@ -75,16 +75,8 @@ pub(crate) fn run(settings: ConsumersSettings, conn: &ConnSettings) -> Result<Ex
         }
         ConsumersAction::Prune => {
             require_schema(client)?;
-            let mut deleted = 0u64;
-            loop {
-                let n = client
-                    .execute(statements::PRUNE, &[&PRUNE_BATCH])
-                    .map_err(|e| sql_error("could not delete acknowledged events", &e))?;
-                deleted += n;
-                if n < PRUNE_BATCH as u64 {
-                    break;
-                }
-            }
+            let deleted = durable::prune(client, None)
+                .map_err(|e| sql_error("could not delete acknowledged events", &e))?;
             msg::note(&format!(
                 "deleted {deleted} events that every consumer of their channel has acknowledged"
             ));
@@ -96,8 +88,6 @@ pub(crate) fn run(settings: ConsumersSettings, conn: &ConnSettings) -> Result<Ex
         }
     }
 }
-
-const PRUNE_BATCH: i64 = 10_000;
 
 fn require_schema(client: &mut postgres::Client) -> Result<()> {
     match durable::found(client)? {

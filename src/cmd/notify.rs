@@ -224,7 +224,7 @@ fn send(settings: NotifySettings, conn: &ConnSettings, progress: &Progress) -> R
         mut client, target, ..
     } = pg::connect(conn)?;
     if limits.durable {
-        durable::ensure(&mut client)?;
+        durable_session(&mut client, &target)?;
     }
     if !progress.begin_send() {
         return Ok(Exit::Timeout);
@@ -240,6 +240,15 @@ fn send(settings: NotifySettings, conn: &ConnSettings, progress: &Progress) -> R
         )
         .map_err(|e| send_error(what, &e, &target))?;
     Ok(Exit::Success)
+}
+
+/// `--durable`: the schema in place, and commits that survive a server crash whatever the
+/// server's default (`synchronous_commit`): status 0 means the event is stored.
+fn durable_session(client: &mut postgres::Client, target: &Target) -> Result<()> {
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .map_err(|e| send_error("could not set up the session", &e, target))?;
+    durable::ensure(client)
 }
 
 /// A failed send: an SQL error (status 1), or a lost connection (status 3, naming the server).
@@ -374,7 +383,7 @@ fn send_lines(
         mut client, target, ..
     } = pg::connect(conn)?;
     if limits.durable {
-        durable::ensure(&mut client).map_err(|e| unsent(e, sent))?;
+        durable_session(&mut client, &target).map_err(|e| unsent(e, sent))?;
     }
     let sql = match limits.durable {
         true => statements::STORE_MANY,

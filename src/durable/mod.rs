@@ -227,6 +227,34 @@ pub(crate) fn install(client: &mut postgres::Client) -> Result<()> {
     Ok(())
 }
 
+/// How many events one prune statement deletes.
+pub(crate) const PRUNE_BATCH: i64 = 10_000;
+
+/// Deletes, in statements of [`PRUNE_BATCH`], the events every consumer of their channel has
+/// acknowledged: at most `rounds` statements (`None`: until none are left). Each runs with the
+/// consumers' table locked against new consumers, whose registration then waits for it: one
+/// registered meanwhile would otherwise see a hole cut into the events it is replaying.
+/// Returns how many were deleted.
+pub(crate) fn prune(
+    client: &mut postgres::Client,
+    rounds: Option<u32>,
+) -> Result<u64, postgres::Error> {
+    let mut deleted = 0;
+    let mut round = 0;
+    while rounds.is_none_or(|r| round < r) {
+        round += 1;
+        let mut tx = client.transaction()?;
+        tx.batch_execute("LOCK TABLE pgnotify.consumers IN SHARE MODE")?;
+        let n = tx.execute(statements::PRUNE, &[&PRUNE_BATCH])?;
+        tx.commit()?;
+        deleted += n;
+        if n < PRUNE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
 /// A consumer name: 1 to 63 bytes of UTF-8 without control characters.
 pub(crate) fn check_consumer_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {

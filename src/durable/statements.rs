@@ -34,9 +34,10 @@ SELECT b.xid::pg_catalog.text, b.id, b.channel, b.payload, b.pid
  ORDER BY b.xid, b.id";
 
 /// Takes a consumer's name for this session, so that a second process with the same name
-/// cannot race it for the checkpoint: true when taken.
+/// cannot race it for the checkpoint: true when taken; and this session's pid.
 pub(crate) const CLAIM: &str = "\
-SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('pgnotify consumer ' || $1, 0))";
+SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('pgnotify consumer ' || $1, 0)),
+       pg_catalog.pg_backend_pid()";
 
 /// How many committed events on the channels ($1) wait for an older transaction to end.
 pub(crate) const HELD: &str = "\
@@ -62,11 +63,33 @@ SELECT * FROM (
 ) o ORDER BY o.age DESC LIMIT 1";
 
 /// Registers a consumer ($1) on its channels ($2), or takes up its place; returns its
-/// checkpoint and whether it is new.
+/// checkpoint, its channels as stored, and whether this statement created it.
 pub(crate) const REGISTER: &str = "\
 INSERT INTO pgnotify.consumers AS c (name, channels) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET channels = EXCLUDED.channels, seen_at = pg_catalog.now()
-RETURNING c.xid::pg_catalog.text, c.id, c.acked_at IS NULL AND c.id OPERATOR(pg_catalog.=) 0";
+ON CONFLICT (name) DO UPDATE SET seen_at = pg_catalog.now()
+RETURNING c.xid::pg_catalog.text, c.id, c.channels, c.created_at OPERATOR(pg_catalog.=) pg_catalog.now()";
+
+/// A registered consumer ($1), on a reconnect: its checkpoint and channels; no row when it was
+/// dropped meanwhile.
+pub(crate) const LOOKUP: &str = "\
+SELECT c.xid::pg_catalog.text, c.id, c.channels, false
+  FROM pgnotify.consumers c WHERE c.name OPERATOR(pg_catalog.=) $1";
+
+/// Narrows a consumer ($1) to fewer channels ($2).
+pub(crate) const NARROW: &str = "\
+UPDATE pgnotify.consumers SET channels = $2 WHERE name OPERATOR(pg_catalog.=) $1";
+
+/// Ends the session ($2, this consumer's own previous one) that still holds the name of
+/// consumer $1 after its connection was lost; true when there was one to end.
+pub(crate) const TAKE_BACK: &str = "\
+SELECT pg_catalog.pg_terminate_backend(l.pid)
+  FROM pg_catalog.pg_locks l,
+       (SELECT pg_catalog.hashtextextended('pgnotify consumer ' || $1, 0) AS k) h
+ WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted
+   AND l.objsubid OPERATOR(pg_catalog.=) 1
+   AND l.classid OPERATOR(pg_catalog.=) ((h.k >> 32) & 4294967295)::pg_catalog.oid
+   AND l.objid OPERATOR(pg_catalog.=) (h.k & 4294967295)::pg_catalog.oid
+   AND l.pid OPERATOR(pg_catalog.=) $2";
 
 /// Moves a consumer's checkpoint forward (never back); no row: the consumer was dropped.
 pub(crate) const CHECKPOINT: &str = "\
@@ -94,6 +117,7 @@ WITH floor AS (
   SELECT e.xid, e.id
     FROM pgnotify.events e JOIN floor ON e.channel OPERATOR(pg_catalog.=) floor.ch
    WHERE (e.xid, e.id) <= (floor.xid, floor.id)
+   ORDER BY e.xid, e.id
    LIMIT $1
 )
 DELETE FROM pgnotify.events e USING doomed d WHERE e.xid = d.xid AND e.id = d.id";

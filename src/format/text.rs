@@ -45,6 +45,12 @@ impl Text {
         );
         line.push_str("  ");
         push(&mut line, Part::Quiet, &format!("pid={}", n.pid), color);
+        if let Some(stored) = n.stored {
+            // `--consumer`: the event's place in the outbox.
+            line.push_str("  ");
+            let place = format!("id={} xid={}", stored.id, stored.xid);
+            push(&mut line, Part::Quiet, &place, color);
+        }
         line.push_str("  ");
         push_payload(&mut line, &n.payload, color);
         if let Some(row) = &n.fetched {
@@ -94,6 +100,16 @@ mod tests {
             "2026-11-24 01:02:03.456  My Chan  pid=7  a\\nb\n"
         );
         assert!(line(&n, true).contains('\u{1b}'));
+    }
+
+    #[test]
+    fn a_durable_event_shows_its_place() {
+        let mut n = notification("jobs", "x");
+        n.stored = Some(crate::notification::Position { xid: 736, id: 17 });
+        assert_eq!(
+            line(&n, false),
+            "2026-11-24 01:02:03.456  jobs  pid=7  id=17 xid=736  x\n"
+        );
     }
 
     #[test]

@@ -68,9 +68,13 @@ impl AckedPeer {
     }
 
     /// Connects, unless connected, retrying with backoff for as long as it takes, and sends
-    /// the new connection what the lost one may not have delivered.
-    fn connect_now(&mut self) {
+    /// the new connection what the lost one may not have delivered; false when a signal ends
+    /// the run first.
+    fn connect_now(&mut self) -> bool {
         while self.stream.is_none() {
+            if crate::signals::stopping() {
+                return false;
+            }
             match open_peer(&self.address) {
                 Ok(stream) => {
                     msg::info(&format!("connected to the TCP peer {}", self.address));
@@ -88,10 +92,15 @@ impl AckedPeer {
                         ));
                     }
                     self.attempts += 1;
-                    std::thread::sleep(backoff(self.attempts).max(Duration::from_millis(100)));
+                    let until =
+                        Instant::now() + backoff(self.attempts).max(Duration::from_millis(100));
+                    while Instant::now() < until && !crate::signals::stopping() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                 }
             }
         }
+        true
     }
 
     /// Sends the unread lines of a lost connection again (a failure loses this one too).
@@ -156,7 +165,10 @@ impl Sink for AckedPeer {
         }
         let chunk = std::mem::take(&mut self.buf);
         loop {
-            self.connect_now();
+            if !self.connect_now() {
+                // The run ends: these lines are not acknowledged, and come again next time.
+                return Ok(());
+            }
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
@@ -188,6 +200,17 @@ impl Sink for AckedPeer {
         let Some(mut stream) = self.stream.take() else {
             return Ok(());
         };
+        // A peer that closed before being told the end may have left lines unread.
+        if hung_up(&stream) {
+            if !self.unread.is_empty() {
+                msg::warn(&format!(
+                    "the TCP peer {} closed the connection before the end: what it may not \
+                     have read is not acknowledged, and comes again on the next run",
+                    self.address
+                ));
+            }
+            return Ok(());
+        }
         let _ = stream.shutdown(Shutdown::Write);
         let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
         let deadline = Instant::now() + CLOSE_WAIT;
@@ -197,7 +220,14 @@ impl Sink for AckedPeer {
                 break format!("did not close its end within {} s", CLOSE_WAIT.as_secs());
             }
             match stream.read(&mut buf) {
+                // Its end closed after ours: it read everything, unless lines still on the
+                // way reach a closed socket, whose reset comes a moment later.
                 Ok(0) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if super::socket::reset(&stream) {
+                        break "reset the connection after closing it (lines may be unread)"
+                            .to_owned();
+                    }
                     self.window = 0;
                     self.settle();
                     return Ok(());

@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,14 @@ enum Job {
 /// event is acknowledged only when every event before it is too.
 struct Ledger {
     state: Mutex<LedgerState>,
+    /// Signalled when an event is acknowledged (the ledger may have room again).
+    acknowledged: Condvar,
     mark: Arc<Watermark>,
 }
+
+/// The most events handed to commands and not yet acknowledged: behind a command that keeps
+/// failing, the other workers go on only this far, so that the ledger stays bounded.
+const LEDGER_OPEN: usize = 10_000;
 
 #[derive(Default)]
 struct LedgerState {
@@ -61,8 +67,20 @@ struct LedgerState {
 }
 
 impl Ledger {
-    fn open(&self, at: Option<Position>) -> u64 {
+    /// Numbers the next event, waiting while [`LEDGER_OPEN`] are unacknowledged (not once the
+    /// run ends: its commands are then not run).
+    fn open(&self, at: Option<Position>, ending: &AtomicBool) -> u64 {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.open.len() >= LEDGER_OPEN
+            && !ending.load(Ordering::Relaxed)
+            && !crate::signals::stopping()
+        {
+            state = self
+                .acknowledged
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
         let seq = state.next;
         state.next += 1;
         state.open.insert(seq, (at, false));
@@ -82,6 +100,8 @@ impl Ledger {
                 self.mark.advance(at);
             }
         }
+        drop(state);
+        self.acknowledged.notify_all();
     }
 }
 
@@ -143,27 +163,32 @@ fn work(
         match next {
             Ok(Job::Notification(n, Some(seq))) => {
                 // --consumer: again until it succeeds (or the run ends), then acknowledged.
+                // Once the run ends, nothing more is begun: the events stay in the outbox.
+                let stop = || ending.load(Ordering::Relaxed) || crate::signals::stopping();
+                if stop() {
+                    continue;
+                }
                 let mut pause = RETRY_FIRST;
-                while !run_for(command, &n) {
-                    if ending.load(Ordering::Relaxed) {
-                        break;
-                    }
+                let mut succeeded = run_for(command, &n);
+                while !succeeded && !stop() {
                     msg::warn(&format!(
                         "retrying in {} s: the event is acknowledged only once its command \
                          succeeds (--consumer)",
                         pause.as_secs()
                     ));
                     let until = Instant::now() + pause;
-                    while Instant::now() < until && !ending.load(Ordering::Relaxed) {
+                    while Instant::now() < until && !stop() {
                         std::thread::sleep(Duration::from_millis(50));
                     }
                     pause = (pause * 2).min(RETRY_MAX);
+                    succeeded = !stop() && run_for(command, &n);
                 }
-                if let Some(ledger) = ledger
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                    && !ending.load(Ordering::Relaxed)
+                // A command that exited 0 is acknowledged, even as the run ends.
+                if succeeded
+                    && let Some(ledger) = ledger
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
                 {
                     ledger.succeeded(seq);
                 }
@@ -246,7 +271,10 @@ fn execute(mut cmd: Command, input: &[u8], what: &str) -> bool {
 
 impl Sink for Exec {
     fn write(&mut self, n: &Notification) -> Result<()> {
-        let seq = self.ledger.as_ref().map(|ledger| ledger.open(n.stored));
+        let seq = self
+            .ledger
+            .as_ref()
+            .map(|ledger| ledger.open(n.stored, &self.ending));
         self.send(Job::Notification(n.clone(), seq))
     }
 
@@ -268,6 +296,7 @@ impl Sink for Exec {
     fn acknowledges(&mut self, mark: &Arc<Watermark>) -> bool {
         let ledger = Arc::new(Ledger {
             state: Mutex::default(),
+            acknowledged: Condvar::new(),
             mark: Arc::clone(mark),
         });
         *self
@@ -282,8 +311,10 @@ impl Sink for Exec {
         self.ending.store(true, Ordering::Relaxed);
     }
 
-    /// Lets the running commands finish, and reaps them.
+    /// Lets the running commands finish, and reaps them. A command retried until it
+    /// succeeds (`--consumer`) is not run again: its event stays unacknowledged.
     fn finish(&mut self) -> Result<()> {
+        self.ending.store(true, Ordering::Relaxed);
         drop(self.jobs.take());
         for worker in self.workers.drain(..) {
             let _ = worker.join();

@@ -34,6 +34,21 @@ pub(super) fn hung_up(stream: &TcpStream) -> bool {
     }
 }
 
+/// True when the connection was reset (after an end of stream already read): the pending
+/// socket error, as a read without waiting reports it.
+pub(super) fn reset(stream: &TcpStream) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt};
+    getsockopt(stream, sockopt::SocketError).is_ok_and(|e| e != 0)
+        || matches!(
+            nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(stream),
+                &mut [0u8; 1],
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT
+            ),
+            Err(e) if e != nix::errno::Errno::EAGAIN
+        )
+}
+
 /// Writes `chunk[*offset..]`, advancing `offset` as bytes go out.
 pub(super) fn write_from(
     stream: &mut TcpStream,

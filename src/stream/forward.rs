@@ -64,7 +64,12 @@ pub(super) fn run(
                 Event::Gap(gap) => out.write_gap(&gap)?,
                 Event::Signal(signal) => {
                     out.ending();
-                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
+                    // A consumer's events not yet written stay in the outbox for the next
+                    // run: it stops at once, with what it wrote flushed and acknowledged.
+                    match counter.consumer {
+                        true => counter.flush(out)?,
+                        false => drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?,
+                    }
                     return Ok(Exit::for_signal(signal));
                 }
                 Event::OutputClosed => return Ok(Exit::Success),
@@ -134,6 +139,8 @@ pub(super) struct Counter {
     /// and the last event written.
     mark: Option<Arc<Watermark>>,
     written: Option<Position>,
+    /// `--consumer`: what is not written yet is read again next time.
+    consumer: bool,
 }
 
 impl Counter {
@@ -145,7 +152,14 @@ impl Counter {
             deadline: until.timeout.and_then(deadline::after),
             mark: None,
             written: None,
+            consumer: false,
         }
+    }
+
+    /// `--consumer`: a signal stops the run without writing what is queued.
+    pub(super) fn consuming(mut self) -> Counter {
+        self.consumer = true;
+        self
     }
 
     /// `--consumer`: each flush acknowledges what was written before it.

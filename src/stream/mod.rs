@@ -162,6 +162,7 @@ fn start(
     match consumer {
         Some(name) => {
             let shared = Arc::new(replay::Acks::default());
+            counter = counter.consuming();
             if !out.acknowledges(&shared.mark()) {
                 counter = counter.acknowledging(shared.mark());
             }

@@ -20,9 +20,10 @@ use crate::exit::{ConnectionError, Rejected};
 use crate::msg;
 use crate::notification::{Notification, Watermark};
 use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,6 @@ const STORE_EVERY: Duration = Duration::from_millis(200);
 const SEEN_EVERY: Duration = Duration::from_secs(30);
 /// How often acknowledged events are deleted, and how many per statement.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
-const PRUNE_BATCH: i64 = 10_000;
 /// The longest wait for a wake-up before looking anyway (a NOTIFY lost while reconnecting).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often to look while events wait for an older transaction (which may send no NOTIFY).
@@ -50,6 +50,9 @@ const SLICE: Duration = Duration::from_millis(20);
 /// An attempt that failed faster than this was answered at once, and the next one waits at
 /// most this long.
 const ANSWERED_AT_ONCE: Duration = Duration::from_secs(1);
+/// How long what the reader sent may go unacknowledged by the server's host before the
+/// connection is given up (libpq's `tcp_user_timeout`, unless set).
+const USER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the end of a run waits for the last checkpoint to be stored.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -123,12 +126,16 @@ pub(super) fn start(
 ) -> Result<()> {
     durable::check_consumer_name(&name)?;
     let replay = Replay {
-        conn: conn.clone(),
+        // The reader queries at least once a second: a query unanswered this long means the
+        // network is gone (a listener's heartbeat does this job on its connection).
+        conn: conn.with_default("tcp_user_timeout", &USER_TIMEOUT.as_millis().to_string()),
         settings,
         name,
         queue,
         acks,
         listening_on,
+        registered: AtomicBool::new(false),
+        session_pid: Mutex::new(None),
     };
     let first = match replay.settings.wait {
         true => None,
@@ -151,6 +158,10 @@ struct Replay {
     queue: Arc<Queue>,
     acks: Arc<Acks>,
     listening_on: ListeningOn,
+    /// Registered by this run: a reconnect finds the consumer, and stops if it was dropped.
+    registered: AtomicBool,
+    /// The server process of this run's last session, which holds the consumer's name.
+    session_pid: Mutex<Option<i32>>,
 }
 
 /// Another session holds the consumer's name.
@@ -293,12 +304,54 @@ impl Replay {
         let pg::Connection {
             mut client, target, ..
         } = pg::connect(conn)?;
-        durable::ensure(&mut client)?;
-        let claimed: bool = client
+        match self.set_up(&mut client, &target) {
+            Ok(checkpoint) => Ok(Session {
+                client,
+                target,
+                checkpoint,
+            }),
+            // Lost while setting up: retried like a failed connection.
+            Err(e) if client.is_closed() => Err(ConnectionError(format!(
+                "lost the connection to {} while setting up the consumer: {e:#}",
+                target.describe()
+            ))
+            .into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes sure the schema is there, claims the consumer's name, registers it (or, on a
+    /// reconnect, finds it), and listens for wake-ups; returns its checkpoint.
+    fn set_up(&self, client: &mut postgres::Client, target: &Target) -> Result<Position> {
+        // The consumer's own writes (its registration, its checkpoints) survive a server
+        // crash whatever the server's default; deletions are read-committed wherever the
+        // role's default isolation is stricter.
+        client
+            .batch_execute(
+                "SET synchronous_commit = on; \
+                 SET default_transaction_isolation = 'read committed'",
+            )
+            .map_err(|e| lost_or_sql("could not set up the session", &e, target))?;
+        durable::ensure(client)?;
+        let row = client
             .query_one(statements::CLAIM, &[&self.name])
-            .map_err(|e| lost_or_sql("could not claim the consumer's name", &e, &target))?
-            .get(0);
+            .map_err(|e| lost_or_sql("could not claim the consumer's name", &e, target))?;
+        let (claimed, pid): (bool, i32) = (row.get(0), row.get(1));
+        let previous = self
+            .session_pid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if !claimed {
+            // Our own session, lost but not yet noticed by the server, may still hold it:
+            // end that one, and the next attempt takes the name.
+            if let Some(old) = previous {
+                let _ = client.query(statements::TAKE_BACK, &[&self.name, &old]);
+                *self
+                    .session_pid
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(old);
+            }
             return Err(Busy(format!(
                 "consumer {:?} is running already (another process holds its name, and two \
                  would race for its checkpoint); stop it, or use another name",
@@ -306,34 +359,77 @@ impl Replay {
             ))
             .into());
         }
-        let row = client
-            .query_one(statements::REGISTER, &[&self.name, &self.settings.channels])
-            .map_err(|e| sql_error("could not register the consumer", &e))?;
+        *self
+            .session_pid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(pid);
+        let first = !self.registered.load(Ordering::Relaxed);
+        let row = match first {
+            true => client
+                .query_one(statements::REGISTER, &[&self.name, &self.settings.channels])
+                .map_err(|e| sql_error("could not register the consumer", &e))?,
+            false => client
+                .query_opt(statements::LOOKUP, &[&self.name])
+                .map_err(|e| sql_error("could not find the consumer", &e))?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "consumer {:?} was dropped while it ran (pgnotify consumers --drop); \
+                         stopping",
+                        self.name
+                    )
+                })?,
+        };
         let checkpoint = position(row.get(0), row.get(1))?;
-        let new: bool = row.get(2);
+        let stored: Vec<String> = row.get(2);
+        let new: bool = row.get(3);
+        let added: Vec<&String> = self
+            .settings
+            .channels
+            .iter()
+            .filter(|c| !stored.contains(c))
+            .collect();
+        if !added.is_empty() {
+            // One checkpoint for all its channels: a channel taken on now would start after
+            // it, skipping that channel's earlier events.
+            bail!(
+                "consumer {:?} follows {}, not {}: its place is past that channel's earlier \
+                 events, which it would skip; use another consumer name for it (or drop this \
+                 one with `pgnotify consumers --drop` to start over)",
+                self.name,
+                stored.join(", "),
+                added
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if stored.len() > self.settings.channels.len() {
+            client
+                .execute(statements::NARROW, &[&self.name, &self.settings.channels])
+                .map_err(|e| sql_error("could not update the consumer", &e))?;
+        }
+        self.registered.store(true, Ordering::Relaxed);
         client
             .batch_execute(&format!("LISTEN {}", quote_ident(WAKE_CHANNEL)))
-            .map_err(|e| lost_or_sql("could not LISTEN for wake-ups", &e, &target))?;
+            .map_err(|e| lost_or_sql("could not LISTEN for wake-ups", &e, target))?;
         *self
             .listening_on
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(target.clone());
         let channels = self.settings.channels.join(", ");
-        match new {
-            true => msg::info(&format!(
+        match (new, first) {
+            (true, _) => msg::info(&format!(
                 "consumer {:?} is new: it reads every stored event on {channels}",
                 self.name
             )),
-            false => msg::info(&format!(
+            (false, true) => msg::info(&format!(
                 "consumer {:?} reads {channels} after event {} (transaction {})",
                 self.name, checkpoint.id, checkpoint.xid
             )),
+            (false, false) => {}
         }
-        Ok(Session {
-            client,
-            target,
-            checkpoint,
-        })
+        Ok(checkpoint)
     }
 
     /// Reads, queues and acknowledges until the run ends or the connection is lost.
@@ -400,9 +496,9 @@ impl Replay {
                         stored: Some(stored),
                     });
                 }
-                if let Some(last) = batch.last().and_then(|n| n.stored) {
-                    *at = last;
-                }
+                // Reading resumes after this batch only once it is queued: a session lost
+                // while it waits for room must read it again.
+                let last = batch.last().and_then(|n| n.stored);
                 // Waits for room (the outbox keeps what the output has not taken), storing
                 // what the output acknowledges meanwhile.
                 let mut batch = Some(batch);
@@ -417,6 +513,9 @@ impl Replay {
                             return Ended::Closed;
                         }
                     }
+                }
+                if let Some(last) = last {
+                    *at = last;
                 }
                 if full {
                     continue;
@@ -514,7 +613,18 @@ impl Upkeep {
             self.last_seen = Instant::now();
         }
         if self.stored != self.pruned_at && self.last_prune.elapsed() >= PRUNE_EVERY {
-            prune(client).map_err(|e| lost("could not delete acknowledged events", &e))?;
+            // A few statements at most, so that reading goes on. A failure (a deadlock with
+            // another consumer's prune, a statement timeout) is tried again next time.
+            if let Err(e) = durable::prune(client, Some(10)) {
+                match lost("could not delete acknowledged events", &e) {
+                    Ended::Lost(why) => return Err(Ended::Lost(why)),
+                    _ => msg::warn(&format!(
+                        "could not delete acknowledged events (tried again in {} s): {}",
+                        PRUNE_EVERY.as_secs(),
+                        describe_pg_error(&e)
+                    )),
+                }
+            }
             self.pruned_at = self.stored;
             self.last_prune = Instant::now();
         }
@@ -541,17 +651,6 @@ fn wait_for_wakeup(
             return Ok(());
         }
     }
-}
-
-/// Deletes acknowledged events in batches, a few at most per call so that reading goes on.
-fn prune(client: &mut postgres::Client) -> Result<(), postgres::Error> {
-    for _ in 0..10 {
-        let deleted = client.execute(statements::PRUNE, &[&PRUNE_BATCH])?;
-        if deleted < PRUNE_BATCH as u64 {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// Says which open transaction holds delivery back.

@@ -337,9 +337,12 @@ fn row_tail(b: &mut String, marker: &Marker) {
             ))
         )
     );
-    let _ = writeln!(b, "    IF pg_catalog.octet_length(p) >= 8000 THEN");
-    let _ = writeln!(b, "      p := {bare};");
-    let _ = writeln!(b, "    END IF;");
+    // A durable event is a row: no limit to fall back from.
+    if !marker.durable {
+        let _ = writeln!(b, "    IF pg_catalog.octet_length(p) >= 8000 THEN");
+        let _ = writeln!(b, "      p := {bare};");
+        let _ = writeln!(b, "    END IF;");
+    }
     let _ = writeln!(b, "  EXCEPTION WHEN OTHERS THEN");
     let _ = writeln!(
         b,

@@ -1148,3 +1148,185 @@ fn consumers_without_a_schema_say_so_and_checkpoints_are_written_in_batches() {
         "{updates} checkpoint writes for 20,000 events: batched, never one per event"
     );
 }
+
+/// The consumer's session, by what it runs (only it reads the outbox here).
+fn consumer_backends(server: &Server) -> Vec<i32> {
+    let mut client = server.client();
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgnotify' \
+             AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn sessions_lost_while_a_slow_output_holds_a_batch_lose_nothing() {
+    let server = Server::start();
+    let all = numbered("e", 0..20_000);
+    store(&server, "jobs", &all);
+    let mut run = consumer(&server, "slow", &["jobs"]);
+    let mut got = Vec::new();
+    // Read slowly, so that the consumer holds a batch while it waits for room in its queue,
+    // storing checkpoints meanwhile; and end its session now and then.
+    for round in 0..40 {
+        got.extend(read_events(&mut run, 200));
+        std::thread::sleep(Duration::from_millis(30));
+        if round % 8 == 7 {
+            for pid in consumer_backends(&server) {
+                server.psql(&format!("SELECT pg_terminate_backend({pid})"));
+            }
+        }
+    }
+    got.extend(drain(&mut run, Duration::from_millis(1500)));
+    let lost = run.stderr().matches("reconnecting").count();
+    assert!(lost >= 3, "sessions were lost: {}", run.report());
+    let mut seen = BTreeSet::new();
+    let unique: Vec<String> = got
+        .iter()
+        .filter(|e| seen.insert(e.id))
+        .map(|e| e.payload.clone())
+        .collect();
+    assert_eq!(
+        unique, all,
+        "every event, in order, across five lost sessions"
+    );
+}
+
+#[test]
+fn a_consumer_takes_no_new_channel_but_may_drop_one_and_stops_once_dropped() {
+    let server = Server::start();
+    store(&server, "a", &["a1".into()]);
+    store(&server, "b", &["b1".into()]);
+    server
+        .pgnotify()
+        .args(["pipe", "--consumer", "c", "--count", "1", "a"])
+        .run()
+        .success();
+    // Its one checkpoint is past b1: taking b on now would skip it.
+    server
+        .pgnotify()
+        .args(["pipe", "--consumer", "c", "a", "b"])
+        .run()
+        .code(1)
+        .one_line_error()
+        .stderr_has("consumer \"c\" follows a, not b");
+    let mut fresh = consumer(&server, "d", &["a", "b"]);
+    assert_eq!(payloads(&read_events(&mut fresh, 2)), ["a1", "b1"]);
+    drain(&mut fresh, Duration::from_millis(200));
+    server
+        .pgnotify()
+        .args(["pipe", "--consumer", "d", "--timeout", "1s", "a"])
+        .run()
+        .code(124);
+    assert_eq!(
+        server.psql("SELECT channels FROM pgnotify.consumers WHERE name = 'd'"),
+        "{a}"
+    );
+    // Dropped while it runs: its next session finds it gone, and it stops.
+    let mut run = consumer(&server, "d", &["a"]);
+    run.wait_stderr("consumer \"d\"");
+    server
+        .pgnotify()
+        .args(["consumers", "--drop", "d"])
+        .run()
+        .success();
+    for pid in consumer_backends(&server) {
+        server.psql(&format!("SELECT pg_terminate_backend({pid})"));
+    }
+    let (status, _) = run.finish();
+    assert_eq!(status.code(), Some(1), "{}", run.report());
+    assert!(
+        run.stderr().contains("was dropped while it ran"),
+        "{}",
+        run.report()
+    );
+    assert_eq!(
+        server.psql("SELECT count(*) FROM pgnotify.consumers WHERE name = 'd'"),
+        "0",
+        "not registered again"
+    );
+}
+
+#[test]
+fn a_signal_stops_a_consumer_whose_command_keeps_failing_and_count_does_not_wait_for_it() {
+    let server = Server::start();
+    store(&server, "jobs", &numbered("e", 0..30));
+    let mut cmd = server.pgnotify();
+    cmd.args(["pipe", "--consumer", "x", "--exec", "exit 1", "jobs"]);
+    let mut run = cmd.spawn();
+    run.wait_stderr("retrying in 1 s");
+    let signalled = Instant::now();
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.finish();
+    assert_eq!(status.code(), Some(143), "{}", run.report());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the first signal stops it: {:?}",
+        signalled.elapsed()
+    );
+    let started = Instant::now();
+    server
+        .pgnotify()
+        .args([
+            "pipe",
+            "--consumer",
+            "x",
+            "--exec",
+            "exit 1",
+            "--count",
+            "1",
+            "jobs",
+        ])
+        .run()
+        .success();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing succeeded: all 30 are still there for the next run.
+    let mut again = consumer(&server, "x", &["jobs"]);
+    assert_eq!(drain(&mut again, Duration::from_millis(1000)).len(), 30);
+}
+
+#[test]
+fn a_session_the_server_still_keeps_after_a_cut_gives_back_the_consumers_name() {
+    let server = Server::start();
+    let proxy = crate::support::proxy::Proxy::start(server.cluster.port());
+    let port = proxy.port.to_string();
+    let mut run = server
+        .bare()
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-v", "pipe", "--consumer", "net", "jobs"])
+        .spawn();
+    run.wait_stderr("is new");
+    store(&server, "jobs", &["before".into()]);
+    assert_eq!(payloads(&read_events(&mut run, 1)), ["before"]);
+    // The consumer's connection is reset; the server's end stays open, so its session lives
+    // on, holding the consumer's name.
+    proxy.cut_client_side();
+    run.wait_stderr("reconnecting");
+    run.wait_stderr("running already");
+    store(&server, "jobs", &["after".into()]);
+    assert_eq!(
+        payloads(&read_events(&mut run, 1)),
+        ["after"],
+        "back, its old session ended: {}",
+        run.report()
+    );
+    drain(&mut run, Duration::from_millis(300));
+}

@@ -58,6 +58,16 @@ impl Proxy {
         }
     }
 
+    /// The client's side of the connections there is closed, while the server's stays open
+    /// and silent: the server goes on thinking its session's client is there.
+    pub fn cut_client_side(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.black_hole.store(true, Ordering::SeqCst);
+            let _ = link.client.shutdown(Shutdown::Both);
+            std::mem::forget(link.server);
+        }
+    }
+
     /// The connections there are reset (RST to both ends).
     pub fn reset(&self) {
         use nix::sys::socket::{setsockopt, sockopt};
