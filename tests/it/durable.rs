@@ -900,26 +900,29 @@ fn tcp_peer(cut: Option<usize>, close: bool) -> (u16, std::thread::JoinHandle<Ve
     (port, thread)
 }
 
+/// `pipe --consumer t --connect ADDRESS --count N jobs`, run to its end.
+fn to_peer(server: &Server, address: &str, count: usize) -> crate::support::Outcome {
+    let count = count.to_string();
+    let args = [
+        "pipe",
+        "--consumer",
+        "t",
+        "--connect",
+        address,
+        "--count",
+        &count,
+        "jobs",
+    ];
+    server.pgnotify().args(args).run()
+}
+
 #[test]
 fn a_tcp_peer_gets_every_event_and_a_clean_end_is_acknowledged_once_it_closes() {
     let server = Server::start();
     store(&server, "jobs", &numbered("e", 0..3000));
     let (port, peer) = tcp_peer(None, true);
     let address = format!("127.0.0.1:{port}");
-    server
-        .pgnotify()
-        .args([
-            "pipe",
-            "--consumer",
-            "t",
-            "--connect",
-            &address,
-            "--count",
-            "3000",
-            "jobs",
-        ])
-        .run()
-        .success();
+    to_peer(&server, &address, 3000).success();
     let connections = peer.join().unwrap();
     assert_eq!(connections.len(), 1);
     let got: Vec<String> = connections[0]
@@ -999,19 +1002,7 @@ fn a_tcp_peer_that_never_closes_leaves_its_tail_unacknowledged() {
     store(&server, "jobs", &numbered("e", 0..100));
     let (port, _peer) = tcp_peer(None, false);
     let address = format!("127.0.0.1:{port}");
-    server
-        .pgnotify()
-        .args([
-            "pipe",
-            "--consumer",
-            "t",
-            "--connect",
-            &address,
-            "--count",
-            "100",
-            "jobs",
-        ])
-        .run()
+    to_peer(&server, &address, 100)
         .success()
         .stderr_has("did not close its end");
     // Nothing proved the peer read them: they come again.
@@ -1300,17 +1291,7 @@ fn a_session_the_server_still_keeps_after_a_cut_gives_back_the_consumers_name() 
     let proxy = crate::support::proxy::Proxy::start(server.cluster.port());
     let port = proxy.port.to_string();
     let mut run = server
-        .bare()
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-        ])
+        .through(&port)
         .args(["-v", "pipe", "--consumer", "net", "jobs"])
         .spawn();
     run.wait_stderr("is new");

@@ -114,6 +114,23 @@ impl Server {
             .success();
     }
 
+    /// `pgnotify` reaching this server over TCP on 127.0.0.1 at `port` (a proxy's), as the
+    /// superuser.
+    pub fn through(&self, port: &str) -> Cmd {
+        let mut cmd = self.bare();
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-U",
+            tempdb::SUPERUSER,
+            "-d",
+            "postgres",
+        ]);
+        cmd
+    }
+
     /// `pgnotify` with no connection options: only the environment the test gives it.
     pub fn bare(&self) -> Cmd {
         let mut cmd = Cmd::new();
