@@ -9,6 +9,10 @@
 //!             signals, stdout watch ─┘
 //! ```
 //!
+//! With `--consumer`, `replay` is the source: it reads the durable outbox instead of
+//! listening, and stores as the consumer's checkpoint what the sink (or the loop, after each
+//! flush) marks delivered.
+//!
 //! Owns: LISTEN, reading, liveness, reconnects, the bounded queue and its overflow policy,
 //! stopping (count, timeout, signal, reader gone). Does not own: encodings or destinations.
 
