@@ -18,12 +18,15 @@ Examples:
   seq 100 | pgnotify -d shop notify --lines jobs send one notification per line
   pgnotify -d shop pipe jobs | consumer         NDJSON lines, gap records after reconnects
   pgnotify -d shop watch-table orders            a JSON event for every change to orders
-  pgnotify -d shop pipe orders --fetch           ... with the changed row, read with your rights";
+  pgnotify -d shop pipe orders --fetch           ... with the changed row, read with your rights
+  pgnotify -d shop notify --durable jobs x       store the event: kept until consumers read it
+  pgnotify -d shop pipe --consumer worker jobs   every stored event worker has not read, then live";
 
 /// PostgreSQL LISTEN/NOTIFY from the shell.
 ///
 /// Watch channels live, send notifications from scripts and cron jobs, forward them as NDJSON
-/// that survives lost connections, and turn table changes into JSON events. Connection
+/// that survives lost connections, and turn table changes into JSON events; with --durable and
+/// --consumer, keep events in the database until each consumer has read them. Connection
 /// options work like psql's, and libpq's PG* environment variables, password file and service
 /// file apply.
 #[derive(Debug, Parser)]
