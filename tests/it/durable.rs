@@ -1311,3 +1311,31 @@ fn a_session_the_server_still_keeps_after_a_cut_gives_back_the_consumers_name() 
     );
     drain(&mut run, Duration::from_millis(300));
 }
+
+#[test]
+fn fetch_reads_the_rows_of_durable_events_too() {
+    let server = Server::start();
+    server.psql("CREATE TABLE o (id int PRIMARY KEY, v text)");
+    server.watch_table(&["o", "--durable"]);
+    server.psql("INSERT INTO o VALUES (1, 'one'), (2, 'two'); DELETE FROM o WHERE id = 2");
+    let out = server
+        .pgnotify()
+        .args(["pipe", "--consumer", "f", "--fetch", "--count", "3", "o"])
+        .run();
+    out.success();
+    let rows: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["data"]["new"].clone())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            serde_json::json!({"id": 1, "v": "one"}),
+            Value::Null,
+            Value::Null
+        ],
+        "{}",
+        out.report()
+    );
+}
