@@ -146,7 +146,7 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s W -l password
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l drop -l drop-consumer -d 'Remove the consumer NAME: its checkpoint is deleted, and its unread events are kept only for the other consumers of their channels' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l drop -l drop-consumer -d 'Remove the consumer NAME: its checkpoint is deleted, and its unread events no longer hold back retention for the other consumers of their channels (a channel that no consumer follows any more keeps its events for the next one that will)' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l grant-writer -d 'Grant ROLE what a --durable sender needs' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l grant-consumer -d 'Grant ROLE what a --consumer reader needs' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l max-lag -d 'A consumer whose oldest unread event is older than this is stale' -r

@@ -591,8 +591,9 @@ Examples:
 #[command(after_help = CONSUMERS_EXAMPLES)]
 #[command(group = clap::ArgGroup::new("action").multiple(false))]
 pub(crate) struct ConsumersArgs {
-    /// Remove the consumer NAME: its checkpoint is deleted, and its unread events are kept
-    /// only for the other consumers of their channels.
+    /// Remove the consumer NAME: its checkpoint is deleted, and its unread events no longer
+    /// hold back retention for the other consumers of their channels (a channel that no
+    /// consumer follows any more keeps its events for the next one that will).
     #[arg(
         long,
         value_name = "NAME",

@@ -4,15 +4,23 @@
 //! that nobody asked for. `signal-hook`, because `ctrlc` cannot tell SIGINT from SIGTERM.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Set when the first SIGINT/SIGTERM arrives: work that would hold the run (a command
-/// retried until it succeeds) gives up.
-static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The first SIGINT/SIGTERM that arrived (0: none yet): work that would hold the run (a
+/// command retried until it succeeds) gives up.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
 /// Whether a SIGINT or SIGTERM has asked the run to end.
 pub(crate) fn stopping() -> bool {
-    STOPPING.load(Ordering::Relaxed)
+    received().is_some()
+}
+
+/// The first SIGINT or SIGTERM received, if one was.
+pub(crate) fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::Relaxed) {
+        0 => None,
+        signal => Some(signal),
+    }
 }
 
 type SignalSink = Box<dyn Fn(i32) -> bool + Send>;
@@ -33,7 +41,7 @@ pub(crate) fn install() -> std::io::Result<()> {
         .spawn(move || {
             let mut delivered = false;
             for signal in signals.forever() {
-                STOPPING.store(true, Ordering::Relaxed);
+                let _ = RECEIVED.compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed);
                 let taken = !delivered
                     && SIGNAL_SINK
                         .lock()

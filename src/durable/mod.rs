@@ -244,7 +244,10 @@ pub(crate) fn prune(
     while rounds.is_none_or(|r| round < r) {
         round += 1;
         let mut tx = client.transaction()?;
-        tx.batch_execute("LOCK TABLE pgnotify.consumers IN SHARE MODE")?;
+        // It gives way rather than queue everyone's checkpoints behind it for long.
+        tx.batch_execute(
+            "SET LOCAL lock_timeout = '1s'; LOCK TABLE pgnotify.consumers IN SHARE MODE",
+        )?;
         let n = tx.execute(statements::PRUNE, &[&PRUNE_BATCH])?;
         tx.commit()?;
         deleted += n;

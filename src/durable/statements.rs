@@ -39,12 +39,17 @@ pub(crate) const CLAIM: &str = "\
 SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended('pgnotify consumer ' || $1, 0)),
        pg_catalog.pg_backend_pid()";
 
-/// How many committed events on the channels ($1) wait for an older transaction to end.
+/// How many committed events on the channels ($1) wait for an older transaction to end,
+/// counted up to [`HELD_COUNTED`] (it runs 20 times a second while they wait).
 pub(crate) const HELD: &str = "\
-SELECT pg_catalog.count(*)
-  FROM pgnotify.events e
- WHERE e.xid >= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-   AND e.channel OPERATOR(pg_catalog.=) ANY ($1)";
+SELECT pg_catalog.count(*) FROM (
+  SELECT 1 FROM pgnotify.events e
+   WHERE e.xid >= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+     AND e.channel OPERATOR(pg_catalog.=) ANY ($1)
+   LIMIT 10001) h";
+
+/// The most held events [`HELD`] counts.
+pub(crate) const HELD_COUNTED: i64 = 10_001;
 
 /// The oldest transaction still open, as far as this role may see: pid, application, age in
 /// seconds (a prepared transaction has pid 0 and its gid as the application).

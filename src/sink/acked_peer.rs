@@ -78,6 +78,9 @@ impl AckedPeer {
             match open_peer(&self.address) {
                 Ok(stream) => {
                     msg::info(&format!("connected to the TCP peer {}", self.address));
+                    // Writes wait in slices, so that a signal is seen while the peer does not
+                    // read.
+                    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
                     self.window = risk_window(&stream);
                     self.attempts = 0;
                     self.stream = Some(stream);
@@ -111,9 +114,11 @@ impl AckedPeer {
         let failed = self
             .unread
             .iter()
-            .find_map(|(chunk, _)| write_from(stream, chunk, &mut 0).err());
-        if let Some(e) = failed {
-            self.lost(&e.to_string());
+            .find_map(|(chunk, _)| send(stream, chunk).err());
+        match failed {
+            Some(Sent::Lost(why)) => self.lost(&why),
+            Some(Sent::Stopped) => self.stream = None,
+            None => {}
         }
     }
 
@@ -141,6 +146,36 @@ impl AckedPeer {
                 mark.advance(*at);
             }
             self.unread.pop_front();
+        }
+    }
+}
+
+/// Why a chunk did not go out whole.
+enum Sent {
+    /// The connection is lost (why, in words).
+    Lost(String),
+    /// A signal ends the run while the peer does not read.
+    Stopped,
+}
+
+/// Writes `chunk` whole, in the socket's write-timeout slices, looking for a signal between
+/// them.
+fn send(stream: &mut TcpStream, chunk: &[u8]) -> Result<(), Sent> {
+    let mut offset = 0;
+    loop {
+        match write_from(stream, chunk, &mut offset) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if crate::signals::stopping() {
+                    return Err(Sent::Stopped);
+                }
+            }
+            Err(e) => return Err(Sent::Lost(e.to_string())),
         }
     }
 }
@@ -177,9 +212,14 @@ impl Sink for AckedPeer {
                 self.lost("closed the connection");
                 continue;
             }
-            match write_from(stream, &chunk, &mut 0) {
+            match send(stream, &chunk) {
                 Ok(()) => break,
-                Err(e) => self.lost(&e.to_string()),
+                Err(Sent::Lost(why)) => self.lost(&why),
+                // The run ends: these lines are not acknowledged, and come again next time.
+                Err(Sent::Stopped) => {
+                    self.stream = None;
+                    return Ok(());
+                }
             }
         }
         self.unread_bytes += chunk.len();

@@ -33,8 +33,11 @@ pub(crate) struct Exec {
     /// when the stream asks the sink to acknowledge).
     ledger: Option<Arc<Ledger>>,
     shared_ledger: Arc<Mutex<Option<Arc<Ledger>>>>,
-    /// The run is ending: failed commands are not retried any more.
+    /// The run is ending (a signal, a fatal error): no new command is begun.
     ending: Arc<AtomicBool>,
+    /// The run is over (`finish`): the commands handed out still run, but a failed one is
+    /// not retried.
+    finishing: Arc<AtomicBool>,
 }
 
 /// What a command runs for.
@@ -115,17 +118,21 @@ impl Exec {
         let (tx, rx) = mpsc::sync_channel::<Job>(0);
         let rx = Arc::new(Mutex::new(rx));
         let ending = Arc::new(AtomicBool::new(false));
+        let finishing = Arc::new(AtomicBool::new(false));
         let ledger: Arc<Mutex<Option<Arc<Ledger>>>> = Arc::default();
         let mut workers = Vec::with_capacity(jobs);
         for i in 0..jobs {
             let rx = Arc::clone(&rx);
             let command = command.to_owned();
-            let ending = Arc::clone(&ending);
+            let stops = Stops {
+                ending: Arc::clone(&ending),
+                finishing: Arc::clone(&finishing),
+            };
             let ledger = Arc::clone(&ledger);
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("exec-{i}"))
-                    .spawn(move || work(&command, &rx, &ending, &ledger))?,
+                    .spawn(move || work(&command, &rx, &stops, &ledger))?,
             );
         }
         Ok(Exec {
@@ -135,6 +142,7 @@ impl Exec {
             ledger: None,
             shared_ledger: ledger,
             ending,
+            finishing,
         })
     }
 
@@ -149,10 +157,28 @@ impl Exec {
     }
 }
 
+/// What tells a worker the run ends.
+struct Stops {
+    ending: Arc<AtomicBool>,
+    finishing: Arc<AtomicBool>,
+}
+
+impl Stops {
+    /// No new command: a signal, or the run failed.
+    fn ending(&self) -> bool {
+        self.ending.load(Ordering::Relaxed) || crate::signals::stopping()
+    }
+
+    /// No more retries: that, or the run is over.
+    fn no_retry(&self) -> bool {
+        self.ending() || self.finishing.load(Ordering::Relaxed)
+    }
+}
+
 fn work(
     command: &str,
     jobs: &Mutex<Receiver<Job>>,
-    ending: &AtomicBool,
+    stops: &Stops,
     ledger: &Mutex<Option<Arc<Ledger>>>,
 ) {
     loop {
@@ -164,10 +190,10 @@ fn work(
             Ok(Job::Notification(n, Some(seq))) => {
                 // --consumer: again until it succeeds (or the run ends), then acknowledged.
                 // Once the run ends, nothing more is begun: the events stay in the outbox.
-                let stop = || ending.load(Ordering::Relaxed) || crate::signals::stopping();
-                if stop() {
+                if stops.ending() {
                     continue;
                 }
+                let stop = || stops.no_retry();
                 let mut pause = RETRY_FIRST;
                 let mut succeeded = run_for(command, &n);
                 while !succeeded && !stop() {
@@ -314,7 +340,7 @@ impl Sink for Exec {
     /// Lets the running commands finish, and reaps them. A command retried until it
     /// succeeds (`--consumer`) is not run again: its event stays unacknowledged.
     fn finish(&mut self) -> Result<()> {
-        self.ending.store(true, Ordering::Relaxed);
+        self.finishing.store(true, Ordering::Relaxed);
         drop(self.jobs.take());
         for worker in self.workers.drain(..) {
             let _ = worker.join();

@@ -12,6 +12,7 @@ use crate::deadline;
 use crate::exit::Exit;
 use crate::msg;
 use crate::notification::{Notification, Position, Watermark};
+use crate::signals;
 use crate::sink::Sink;
 use anyhow::Result;
 use std::sync::Arc;
@@ -28,6 +29,25 @@ pub(crate) struct Until {
 }
 
 pub(super) fn run(
+    queue: &Queue,
+    out: &mut dyn Sink,
+    counter: Counter,
+    fetcher: Option<&mut Fetcher>,
+) -> Result<Exit> {
+    let consumer = counter.consumer;
+    match (
+        run_loop(queue, out, counter, fetcher),
+        consumer,
+        signals::received(),
+    ) {
+        // A consumer's output gave up at a signal (its reader did not read): that is the
+        // signal's exit, with what was flushed acknowledged.
+        (Err(_), true, Some(signal)) => Ok(Exit::for_signal(signal)),
+        (outcome, _, _) => outcome,
+    }
+}
+
+fn run_loop(
     queue: &Queue,
     out: &mut dyn Sink,
     mut counter: Counter,

@@ -189,7 +189,13 @@ fn start(
         )?,
     }
     let signals = Arc::clone(&queue);
+    // A consumer stops at once even while its output does not read: the sink gives up at a
+    // line boundary (nothing unflushed is acknowledged).
+    let stop = acks.is_some().then(|| queue.stop_writing());
     signals::deliver_to(move |signal| {
+        if let Some(stop) = &stop {
+            let _ = stop.set(format!("stopped by signal {signal}"));
+        }
         signals.push(Event::Signal(signal));
         true
     });

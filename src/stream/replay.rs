@@ -329,7 +329,8 @@ impl Replay {
         client
             .batch_execute(
                 "SET synchronous_commit = on; \
-                 SET default_transaction_isolation = 'read committed'",
+                 SET default_transaction_isolation = 'read committed'; \
+                 SET lock_timeout = 0; SET statement_timeout = 0",
             )
             .map_err(|e| lost_or_sql("could not set up the session", &e, target))?;
         durable::ensure(client)?;
@@ -671,6 +672,10 @@ fn say_blocker(client: &mut postgres::Client, held: i64) {
             }
         }
         _ => "a transaction still open (its session is not visible to this role)".to_owned(),
+    };
+    let held = match held >= statements::HELD_COUNTED {
+        true => "more than 10,000".to_owned(),
+        false => held.to_string(),
     };
     msg::warn(&format!(
         "{held} committed events wait for {who}: durable delivery keeps transaction order, so \

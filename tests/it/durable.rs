@@ -1339,3 +1339,132 @@ fn fetch_reads_the_rows_of_durable_events_too() {
         out.report()
     );
 }
+
+#[test]
+fn a_consumer_role_with_a_lock_timeout_waits_for_a_prune_instead_of_failing() {
+    let server = Server::start();
+    server
+        .pgnotify()
+        .args(["consumers", "--install"])
+        .run()
+        .success();
+    server.psql("CREATE ROLE c LOGIN; ALTER ROLE c SET lock_timeout = '100ms'");
+    server
+        .pgnotify()
+        .args(["consumers", "--grant-consumer", "c"])
+        .run()
+        .success();
+    let mut cmd = server.pgnotify();
+    cmd.args(["-U", "c", "-v", "pipe", "--consumer", "lt", "jobs"]);
+    let mut run = cmd.spawn();
+    run.wait_stderr("is new");
+    // What another consumer's prune holds, for longer than the role's lock_timeout.
+    let mut holder = server.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE pgnotify.consumers IN SHARE MODE")
+        .unwrap();
+    store(&server, "jobs", &["one".into()]);
+    assert_eq!(payloads(&read_events(&mut run, 1)), ["one"]);
+    std::thread::sleep(Duration::from_millis(800));
+    holder.batch_execute("COMMIT").unwrap();
+    store(&server, "jobs", &["two".into()]);
+    assert_eq!(
+        payloads(&read_events(&mut run, 1)),
+        ["two"],
+        "{}",
+        run.report()
+    );
+    drain(&mut run, Duration::from_millis(300));
+}
+
+#[test]
+fn a_signal_stops_a_consumer_whose_reader_or_peer_does_not_read() {
+    let server = Server::start();
+    let all = numbered(&"x".repeat(200), 0..5000);
+    store(&server, "jobs", &all);
+    // Its stdout pipe is full and nobody reads it.
+    let mut run = consumer(&server, "stalled", &["jobs"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = Instant::now();
+    run.signal(Signal::SIGTERM);
+    let (status, rest) = run.finish();
+    assert_eq!(status.code(), Some(143), "{}", run.report());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        signalled.elapsed()
+    );
+    // What the pipe held was written (and acknowledged); the rest comes next time: together,
+    // everything, none skipped.
+    let mut got: Vec<Event> = whole_lines(&rest)
+        .into_iter()
+        .map(|l| parse(l, &run))
+        .collect();
+    let mut again = consumer(&server, "stalled", &["jobs"]);
+    got.extend(drain(&mut again, Duration::from_millis(1500)));
+    let mut seen = BTreeSet::new();
+    let unique: Vec<String> = got
+        .iter()
+        .filter(|e| seen.insert(e.id))
+        .map(|e| e.payload.clone())
+        .collect();
+    assert_eq!(unique, all);
+    // A TCP peer that accepts and never reads.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let _held = std::thread::spawn(move || {
+        let conns: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(conns);
+    });
+    store(&server, "jobs", &numbered(&"y".repeat(500), 0..20_000));
+    let mut cmd = server.pgnotify();
+    cmd.args(["pipe", "--consumer", "peer", "--connect", &address, "jobs"]);
+    let mut to_peer = cmd.spawn();
+    std::thread::sleep(Duration::from_millis(2000));
+    let signalled = Instant::now();
+    to_peer.signal(Signal::SIGTERM);
+    let (status, _) = to_peer.finish();
+    assert_eq!(status.code(), Some(143), "{}", to_peer.report());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn exec_with_jobs_and_count_runs_and_acknowledges_exactly_count_commands() {
+    let server = Server::start();
+    store(&server, "jobs", &numbered("e", 0..40));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ran");
+    let command = format!("echo \"$PGNOTIFY_PAYLOAD\" >> {}", log.display());
+    for round in 0..5 {
+        server
+            .pgnotify()
+            .args([
+                "pipe",
+                "--consumer",
+                "n",
+                "--exec",
+                &command,
+                "--jobs",
+                "8",
+                "--count",
+                "8",
+                "jobs",
+            ])
+            .run()
+            .success();
+        let ran = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(ran.lines().count(), 8 * (round + 1), "round {round}: {ran}");
+    }
+    let mut ran: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ran.sort_by_key(|p| p[1..].parse::<u32>().unwrap());
+    assert_eq!(ran, numbered("e", 0..40), "each once, none skipped");
+}
