@@ -99,6 +99,16 @@ fn assert_in_outbox_order(events: &[Event], run: &Running) {
     }
 }
 
+/// The payloads of the events, each event once (by id), in the order first seen.
+fn unique_payloads(events: &[Event]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    events
+        .iter()
+        .filter(|e| seen.insert(e.id))
+        .map(|e| e.payload.clone())
+        .collect()
+}
+
 fn outbox_rows(server: &Server) -> i64 {
     server
         .psql("SELECT count(*) FROM pgnotify.events")
@@ -1176,12 +1186,7 @@ fn sessions_lost_while_a_slow_output_holds_a_batch_lose_nothing() {
     got.extend(drain(&mut run, Duration::from_millis(1500)));
     let lost = run.stderr().matches("reconnecting").count();
     assert!(lost >= 3, "sessions were lost: {}", run.report());
-    let mut seen = BTreeSet::new();
-    let unique: Vec<String> = got
-        .iter()
-        .filter(|e| seen.insert(e.id))
-        .map(|e| e.payload.clone())
-        .collect();
+    let unique = unique_payloads(&got);
     assert_eq!(
         unique, all,
         "every event, in order, across five lost sessions"
@@ -1402,12 +1407,7 @@ fn a_signal_stops_a_consumer_whose_reader_or_peer_does_not_read() {
         .collect();
     let mut again = consumer(&server, "stalled", &["jobs"]);
     got.extend(drain(&mut again, Duration::from_millis(1500)));
-    let mut seen = BTreeSet::new();
-    let unique: Vec<String> = got
-        .iter()
-        .filter(|e| seen.insert(e.id))
-        .map(|e| e.payload.clone())
-        .collect();
+    let unique = unique_payloads(&got);
     assert_eq!(unique, all);
     // A TCP peer that accepts and never reads.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
