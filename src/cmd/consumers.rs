@@ -23,8 +23,8 @@ pub(crate) fn run(settings: ConsumersSettings, conn: &ConnSettings) -> Result<Ex
             false => {
                 match durable::found(client)? {
                     durable::Found::Missing => durable::install(client)?,
-                    _ => {
-                        durable::ensure(client)?;
+                    durable::Found::Version(v) => {
+                        durable::usable(v)?;
                         msg::note(&format!(
                             "the pgnotify schema is already there (version {})",
                             durable::VERSION
@@ -61,7 +61,7 @@ pub(crate) fn run(settings: ConsumersSettings, conn: &ConnSettings) -> Result<Ex
             require_schema(client)?;
             let gone = client
                 .query_opt(statements::DROP, &[&name])
-                .map_err(|e| sql_error("could not drop the consumer", &e))?;
+                .map_err(|e| durable::sql_error("could not drop the consumer", &e))?;
             match gone {
                 Some(_) => {
                     msg::note(&format!(
@@ -76,7 +76,7 @@ pub(crate) fn run(settings: ConsumersSettings, conn: &ConnSettings) -> Result<Ex
         ConsumersAction::Prune => {
             require_schema(client)?;
             let deleted = durable::prune(client, None)
-                .map_err(|e| sql_error("could not delete acknowledged events", &e))?;
+                .map_err(|e| durable::sql_error("could not delete acknowledged events", &e))?;
             msg::note(&format!(
                 "deleted {deleted} events that every consumer of their channel has acknowledged"
             ));
@@ -96,16 +96,7 @@ fn require_schema(client: &mut postgres::Client) -> Result<()> {
              (it is created by the first --durable or --consumer, or by `pgnotify consumers \
              --install`)"
         ),
-        _ => durable::ensure(client),
-    }
-}
-
-fn sql_error(what: &str, e: &postgres::Error) -> anyhow::Error {
-    match e.code() {
-        Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            anyhow!("{what}: {:#}", durable::no_access(e))
-        }
-        _ => anyhow!("{what}: {}", describe_pg_error(e)),
+        durable::Found::Version(v) => durable::usable(v),
     }
 }
 
@@ -130,7 +121,7 @@ struct Consumer {
 fn list(client: &mut postgres::Client, max_lag: Duration, json: bool) -> Result<Exit> {
     let rows = client
         .query(statements::LIST, &[])
-        .map_err(|e| sql_error("could not list the consumers", &e))?;
+        .map_err(|e| durable::sql_error("could not list the consumers", &e))?;
     let mut consumers = Vec::with_capacity(rows.len());
     for row in rows {
         let xid: String = row.get(2);

@@ -238,7 +238,9 @@ fn show_durable(cluster: &Cluster, keep: bool, rx: &Receiver<DemoEvent>) -> Resu
             _ => {}
         }
         say(&format!("$ {shown}"));
-        run_to_end(cluster, args, input, keep)?;
+        // Bounded, as the demo's other children are: a newcomer need not type it.
+        let args = [*args, &["--timeout", "30s"]].concat();
+        run_to_end(cluster, &args, input, listener_stdout(keep)?)?;
     }
     say("$ pgnotify consumers");
     let listed = pgnotify(cluster)
@@ -250,28 +252,6 @@ fn show_durable(cluster: &Cluster, keep: bool, rx: &Receiver<DemoEvent>) -> Resu
         say(line);
     }
     Ok(Exit::Success)
-}
-
-/// Runs `pgnotify ARGS` to its end with `input` on its stdin, its stdout on the demo's (on
-/// stderr with `--keep`).
-fn run_to_end(cluster: &Cluster, args: &[&str], input: &str, keep: bool) -> Result<()> {
-    let mut child = pgnotify(cluster)
-        .args(args)
-        .args(["--timeout", "30s"])
-        .stdin(Stdio::piped())
-        .stdout(listener_stdout(keep)?)
-        .spawn()
-        .with_context(|| format!("could not run pgnotify {}", args[0]))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .with_context(|| format!("could not write to pgnotify {}", args[0]))?;
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("`pgnotify {}` exited with {status}", args.join(" "));
-    }
-    Ok(())
 }
 
 /// Starts `pgnotify -v ARGS` (listen or pipe), shows its stderr, and waits until it listens.
@@ -373,15 +353,21 @@ fn pgnotify(cluster: &Cluster) -> Command {
 }
 
 fn send(cluster: &Cluster, args: &[&str], input: &str) -> Result<()> {
+    run_to_end(cluster, args, input, Stdio::inherit())
+}
+
+/// Runs `pgnotify ARGS` to its end with `input` on its stdin and `stdout` as its stdout.
+fn run_to_end(cluster: &Cluster, args: &[&str], input: &str, stdout: Stdio) -> Result<()> {
     let mut child = pgnotify(cluster)
         .args(args)
         .stdin(Stdio::piped())
+        .stdout(stdout)
         .spawn()
-        .context("could not run pgnotify notify")?;
+        .with_context(|| format!("could not run pgnotify {}", args[0]))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input.as_bytes())
-            .context("could not write to pgnotify notify")?;
+            .with_context(|| format!("could not write to pgnotify {}", args[0]))?;
     }
     let status = child.wait()?;
     if !status.success() {

@@ -253,11 +253,7 @@ fn durable_session(client: &mut postgres::Client, target: &Target) -> Result<()>
 
 /// A failed send: an SQL error (status 1), or a lost connection (status 3, naming the server).
 fn send_error(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Error {
-    let lost = e.is_closed()
-        || e.code().is_some_and(|c| c.code().starts_with("57P"))
-        || (e.as_db_error().is_none()
-            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()));
-    if lost {
+    if pg::connection_lost(e) {
         let why = describe_pg_error(e);
         return ConnectionError(format!(
             "{what}: lost the connection to {}: {why}",
@@ -265,10 +261,7 @@ fn send_error(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Error
         ))
         .into();
     }
-    if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
-        return anyhow!("{what}: {:#}", durable::no_access(e));
-    }
-    anyhow!("{what}: {}", describe_pg_error(e))
+    durable::sql_error(what, e)
 }
 
 /// How much of stdin is read for one payload: enough to report an oversized payload's exact

@@ -152,17 +152,32 @@ pub(crate) fn no_access(e: &postgres::Error) -> anyhow::Error {
     )
 }
 
+/// An SQL error on the outbox: a permission error names the grant that fixes it.
+pub(crate) fn sql_error(what: &str, e: &postgres::Error) -> anyhow::Error {
+    match e.code() {
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE) => anyhow!("{what}: {:#}", no_access(e)),
+        _ => anyhow!("{what}: {}", describe_pg_error(e)),
+    }
+}
+
 /// Makes sure the schema is there at this version: creates it on first use, refuses one newer
 /// than this pgnotify knows.
 pub(crate) fn ensure(client: &mut postgres::Client) -> Result<()> {
     match found(client)? {
-        Found::Version(VERSION) => Ok(()),
-        Found::Version(v) if v > VERSION => Err(newer(v)),
-        Found::Version(v) => bail!(
+        Found::Missing => install(client),
+        Found::Version(v) => usable(v),
+    }
+}
+
+/// Whether a schema of version `v` is one this pgnotify can use.
+pub(crate) fn usable(v: i32) -> Result<()> {
+    match v {
+        VERSION => Ok(()),
+        v if v > VERSION => Err(newer(v)),
+        v => bail!(
             "the pgnotify schema in this database is version {v}, which no release of \
              pgnotify wrote; drop it (DROP SCHEMA pgnotify CASCADE) to start over"
         ),
-        Found::Missing => install(client),
     }
 }
 

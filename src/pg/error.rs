@@ -8,6 +8,15 @@ pub(crate) fn describe_pg_error(e: &postgres::Error) -> String {
     describe(e, None)
 }
 
+/// Whether a failed statement lost the connection (closed, the server shutting the session
+/// down, or an I/O failure) rather than failing as SQL.
+pub(crate) fn connection_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| c.code().starts_with("57P"))
+        || (e.as_db_error().is_none()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
+}
+
 /// [`describe_pg_error`] for a server known to be a hot standby or not (asked after it
 /// refused a write, 25006): a standby refuses DDL as "in a read-only transaction", the words
 /// of a session with `default_transaction_read_only` too.

@@ -22,7 +22,7 @@ mod tls;
 pub(crate) use connect::{
     Connection, ask_password_first, connect, connect_as, connect_timeout_of, forget_password,
 };
-pub(crate) use error::{describe_on, describe_pg_error};
+pub(crate) use error::{connection_lost, describe_on, describe_pg_error};
 pub(crate) use ident::{
     MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES, check_channel, check_payload, quote_ident, quote_literal,
 };

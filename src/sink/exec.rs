@@ -29,21 +29,15 @@ pub(crate) struct Exec {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     gaps: bool,
-    /// With `--consumer`: which events' commands have succeeded (the workers' copy is set
-    /// when the stream asks the sink to acknowledge).
+    /// With `--consumer`: which events' commands have succeeded (each job carries it).
     ledger: Option<Arc<Ledger>>,
-    shared_ledger: Arc<Mutex<Option<Arc<Ledger>>>>,
-    /// The run is ending (a signal, a fatal error): no new command is begun.
-    ending: Arc<AtomicBool>,
-    /// The run is over (`finish`): the commands handed out still run, but a failed one is
-    /// not retried.
-    finishing: Arc<AtomicBool>,
+    stops: Stops,
 }
 
 /// What a command runs for.
 enum Job {
-    /// A notification, and with `--consumer` its number in the ledger.
-    Notification(Notification, Option<u64>),
+    /// A notification, and with `--consumer` its number in the ledger and the ledger.
+    Notification(Notification, Option<(u64, Arc<Ledger>)>),
     /// The gap's kind and its NDJSON record.
     Gap(&'static str, Vec<u8>),
 }
@@ -72,12 +66,9 @@ struct LedgerState {
 impl Ledger {
     /// Numbers the next event, waiting while [`LEDGER_OPEN`] are unacknowledged (not once the
     /// run ends: its commands are then not run).
-    fn open(&self, at: Option<Position>, ending: &AtomicBool) -> u64 {
+    fn open(&self, at: Option<Position>, stops: &Stops) -> u64 {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        while state.open.len() >= LEDGER_OPEN
-            && !ending.load(Ordering::Relaxed)
-            && !crate::signals::stopping()
-        {
+        while state.open.len() >= LEDGER_OPEN && !stops.ending() {
             state = self
                 .acknowledged
                 .wait_timeout(state, Duration::from_millis(100))
@@ -117,22 +108,16 @@ impl Exec {
     pub(crate) fn start(command: &str, jobs: usize, gaps: bool) -> io::Result<Exec> {
         let (tx, rx) = mpsc::sync_channel::<Job>(0);
         let rx = Arc::new(Mutex::new(rx));
-        let ending = Arc::new(AtomicBool::new(false));
-        let finishing = Arc::new(AtomicBool::new(false));
-        let ledger: Arc<Mutex<Option<Arc<Ledger>>>> = Arc::default();
+        let stops = Stops::default();
         let mut workers = Vec::with_capacity(jobs);
         for i in 0..jobs {
             let rx = Arc::clone(&rx);
             let command = command.to_owned();
-            let stops = Stops {
-                ending: Arc::clone(&ending),
-                finishing: Arc::clone(&finishing),
-            };
-            let ledger = Arc::clone(&ledger);
+            let stops = stops.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("exec-{i}"))
-                    .spawn(move || work(&command, &rx, &stops, &ledger))?,
+                    .spawn(move || work(&command, &rx, &stops))?,
             );
         }
         Ok(Exec {
@@ -140,9 +125,7 @@ impl Exec {
             workers,
             gaps,
             ledger: None,
-            shared_ledger: ledger,
-            ending,
-            finishing,
+            stops,
         })
     }
 
@@ -157,7 +140,10 @@ impl Exec {
     }
 }
 
-/// What tells a worker the run ends.
+/// What tells a worker the run ends: `ending`, a signal or a failed run (no new command is
+/// begun); `finishing`, the run is over (the commands handed out still run, but a failed one
+/// is not retried).
+#[derive(Clone, Default)]
 struct Stops {
     ending: Arc<AtomicBool>,
     finishing: Arc<AtomicBool>,
@@ -175,19 +161,14 @@ impl Stops {
     }
 }
 
-fn work(
-    command: &str,
-    jobs: &Mutex<Receiver<Job>>,
-    stops: &Stops,
-    ledger: &Mutex<Option<Arc<Ledger>>>,
-) {
+fn work(command: &str, jobs: &Mutex<Receiver<Job>>, stops: &Stops) {
     loop {
         let next = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
         match next {
-            Ok(Job::Notification(n, Some(seq))) => {
+            Ok(Job::Notification(n, Some((seq, ledger)))) => {
                 // --consumer: again until it succeeds (or the run ends), then acknowledged.
                 // Once the run ends, nothing more is begun: the events stay in the outbox.
                 if stops.ending() {
@@ -210,12 +191,7 @@ fn work(
                     succeeded = !stop() && run_for(command, &n);
                 }
                 // A command that exited 0 is acknowledged, even as the run ends.
-                if succeeded
-                    && let Some(ledger) = ledger
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .as_ref()
-                {
+                if succeeded {
                     ledger.succeeded(seq);
                 }
             }
@@ -297,11 +273,11 @@ fn execute(mut cmd: Command, input: &[u8], what: &str) -> bool {
 
 impl Sink for Exec {
     fn write(&mut self, n: &Notification) -> Result<()> {
-        let seq = self
+        let ticket = self
             .ledger
             .as_ref()
-            .map(|ledger| ledger.open(n.stored, &self.ending));
-        self.send(Job::Notification(n.clone(), seq))
+            .map(|ledger| (ledger.open(n.stored, &self.stops), Arc::clone(ledger)));
+        self.send(Job::Notification(n.clone(), ticket))
     }
 
     /// Runs the command for the gap too (PGNOTIFY_GAP set), unless `--no-gap-records`.
@@ -320,27 +296,22 @@ impl Sink for Exec {
 
     /// `--consumer`: an event is acknowledged once its command exits 0.
     fn acknowledges(&mut self, mark: &Arc<Watermark>) -> bool {
-        let ledger = Arc::new(Ledger {
+        self.ledger = Some(Arc::new(Ledger {
             state: Mutex::default(),
             acknowledged: Condvar::new(),
             mark: Arc::clone(mark),
-        });
-        *self
-            .shared_ledger
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&ledger));
-        self.ledger = Some(ledger);
+        }));
         true
     }
 
     fn ending(&mut self) {
-        self.ending.store(true, Ordering::Relaxed);
+        self.stops.ending.store(true, Ordering::Relaxed);
     }
 
     /// Lets the running commands finish, and reaps them. A command retried until it
     /// succeeds (`--consumer`) is not run again: its event stays unacknowledged.
     fn finish(&mut self) -> Result<()> {
-        self.finishing.store(true, Ordering::Relaxed);
+        self.stops.finishing.store(true, Ordering::Relaxed);
         drop(self.jobs.take());
         for worker in self.workers.drain(..) {
             let _ = worker.join();

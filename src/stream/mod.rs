@@ -153,11 +153,6 @@ fn start(
         Some(t) => conn.bounded_by(t),
         None => conn.clone(),
     };
-    // A consumer's events wait in the outbox while the output is slow: nothing is dropped.
-    let overflow = match consumer {
-        Some(_) => Overflow::Wait,
-        None => overflow,
-    };
     let queue = Queue::new(QUEUE_BYTES, overflow);
     let mut out = out(&queue)?;
     let listening_on = source::ListeningOn::default();

@@ -47,9 +47,6 @@ pub(crate) enum Overflow {
     Block,
     /// End the run with status 1.
     Exit,
-    /// Wait for room, saying nothing: the `--consumer` reader, whose events stay in the
-    /// outbox until they are read.
-    Wait,
 }
 
 /// How long a full queue may hold the source back before the overflow policy applies.
@@ -246,9 +243,6 @@ impl Queue {
         size: usize,
     ) -> MutexGuard<'a, State> {
         let full = |s: &mut State| s.bytes > 0 && s.bytes + size > self.limit;
-        if self.policy == Overflow::Wait {
-            return deadline::wait_while(&self.changed, state, None, full).0;
-        }
         if self.policy == Overflow::Block {
             if state
                 .block_warned

@@ -2,8 +2,8 @@
 //! replays what the consumer has not acknowledged, then follows new events as NOTIFY wakes it,
 //! on the same queries, so there is no seam between replay and live where an event could fall.
 //!
-//! Acknowledging: the main loop says, after each flush, which event it has written
-//! ([`Acks::flushed`]); this thread stores that as the consumer's checkpoint, at most every
+//! Acknowledging: the sink, or the main loop after each flush, advances the [`Watermark`] of
+//! what is delivered; this thread stores it as the consumer's checkpoint, at most every
 //! [`STORE_EVERY`], and once more when the run ends ([`Acks::close`]). A crash repeats at most
 //! what was written since the last store; nothing is skipped. It also deletes, in batches, the
 //! events every consumer has acknowledged.
@@ -368,10 +368,10 @@ impl Replay {
         let row = match first {
             true => client
                 .query_one(statements::REGISTER, &[&self.name, &self.settings.channels])
-                .map_err(|e| sql_error("could not register the consumer", &e))?,
+                .map_err(|e| durable::sql_error("could not register the consumer", &e))?,
             false => client
                 .query_opt(statements::LOOKUP, &[&self.name])
-                .map_err(|e| sql_error("could not find the consumer", &e))?
+                .map_err(|e| durable::sql_error("could not find the consumer", &e))?
                 .ok_or_else(|| {
                     anyhow!(
                         "consumer {:?} was dropped while it ran (pgnotify consumers --drop); \
@@ -408,7 +408,7 @@ impl Replay {
         if stored.len() > self.settings.channels.len() {
             client
                 .execute(statements::NARROW, &[&self.name, &self.settings.channels])
-                .map_err(|e| sql_error("could not update the consumer", &e))?;
+                .map_err(|e| durable::sql_error("could not update the consumer", &e))?;
         }
         self.registered.store(true, Ordering::Relaxed);
         client
@@ -476,10 +476,7 @@ impl Replay {
                 Ok(rows) => rows,
                 Err(e) => return lost("could not read the outbox", &e),
             };
-            // Fewer than asked for is all there is, unless the next did not fit in BATCH_BYTES:
-            // then the rows read hold at least that much.
-            let bytes: usize = rows.iter().map(|r| r.get::<_, &str>(3).len()).sum();
-            let full = rows.len() as i64 == BATCH || bytes as i64 >= BATCH_BYTES;
+            let count = rows.len() as i64;
             if !rows.is_empty() {
                 let received_at = jiff::Timestamp::now();
                 let mut batch = Vec::with_capacity(rows.len());
@@ -497,6 +494,10 @@ impl Replay {
                         stored: Some(stored),
                     });
                 }
+                // Fewer than asked for is all there is, unless the next did not fit in
+                // BATCH_BYTES: then the rows read hold at least that much.
+                let bytes: usize = batch.iter().map(|n| n.payload.len()).sum();
+                let full = count == BATCH || bytes as i64 >= BATCH_BYTES;
                 // Reading resumes after this batch only once it is queued: a session lost
                 // while it waits for room must read it again.
                 let last = batch.last().and_then(|n| n.stored);
@@ -691,23 +692,10 @@ fn position(xid: String, id: i64) -> Result<Position> {
     Ok(Position { xid, id })
 }
 
-/// An SQL error in a setup step: a permission error names the grant that fixes it.
-fn sql_error(what: &str, e: &postgres::Error) -> anyhow::Error {
-    match e.code() {
-        Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            anyhow!("{what}: {:#}", durable::no_access(e))
-        }
-        _ => anyhow!("{what}: {}", describe_pg_error(e)),
-    }
-}
-
-/// A failed query: a lost connection ([`ConnectionError`]), or an SQL error.
+/// A failed query: a lost connection ([`ConnectionError`]; a connection exception, class
+/// 08, too), or an SQL error.
 fn lost_or_sql(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Error {
-    let lost = e.is_closed()
-        || e.code()
-            .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
-        || (e.as_db_error().is_none()
-            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()));
+    let lost = pg::connection_lost(e) || e.code().is_some_and(|c| c.code().starts_with("08"));
     match lost {
         true => ConnectionError(format!(
             "{what}: lost the connection to {}: {}",
@@ -715,6 +703,6 @@ fn lost_or_sql(what: &str, e: &postgres::Error, target: &Target) -> anyhow::Erro
             describe_pg_error(e)
         ))
         .into(),
-        false => sql_error(what, e),
+        false => durable::sql_error(what, e),
     }
 }
