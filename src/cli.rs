@@ -104,7 +104,7 @@ pub(crate) enum Command {
     Listen(ListenArgs),
     Notify(NotifyArgs),
     WatchTable(WatchTableArgs),
-    Pipe(PipeArgs),
+    Pipe(Box<PipeArgs>),
     Consumers(ConsumersArgs),
     Demo(DemoArgs),
 }
@@ -180,6 +180,77 @@ pub(crate) struct ListenArgs {
 
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+}
+
+/// `pipe`'s outputs for browsers and other web clients.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Web clients")]
+#[command(group = clap::ArgGroup::new("web").multiple(true).args(["websocket", "sse"]))]
+pub(crate) struct WebArgs {
+    /// Serve the lines to WebSocket clients, one text frame each (gap records too), from the
+    /// moment each connects. A port alone listens on 127.0.0.1; another address needs
+    /// --token-file. A client that stops reading is disconnected (after 1 MiB) with a close
+    /// frame; what clients send is ignored, but for pings and closes.
+    #[arg(long, value_name = "[ADDR:]PORT", conflicts_with_all = ["exec", "consumer"])]
+    pub(crate) websocket: Option<String>,
+
+    /// Serve the lines as Server-Sent Events, for `new EventSource(url)`: each named after
+    /// its channel (gap records: `gap`), its data the NDJSON object, with an id. A client that
+    /// comes back with Last-Event-ID first gets a "client" gap record counting what it missed.
+    /// The same port as --websocket serves both.
+    #[arg(long, value_name = "[ADDR:]PORT", conflicts_with_all = ["exec", "consumer"])]
+    pub(crate) sse: Option<String>,
+
+    /// Where the stream (and --page) is served; other paths are answered 404.
+    #[arg(long, value_name = "PATH", default_value = "/", value_parser = parse_path, requires = "web")]
+    pub(crate) path: String,
+
+    /// Serve a page showing the events live, per channel, with gap records, to a browser that
+    /// opens the stream's URL (EventSource and WebSocket clients still get the stream).
+    #[arg(long, requires = "web")]
+    pub(crate) page: bool,
+
+    /// Let clients ask only for channels matching GLOB (`*`, `?`); repeatable. A client asks
+    /// with ?channel=NAME (repeatable), else gets every allowed channel; asking for one not
+    /// allowed is answered 403.
+    #[arg(long, value_name = "GLOB", requires = "web")]
+    pub(crate) allow_channel: Vec<String>,
+
+    /// Require the token on the first line of FILE, as `Authorization: Bearer TOKEN` or
+    /// `?token=TOKEN` (EventSource cannot send headers), compared in constant time; needed to
+    /// listen on an address other than loopback.
+    #[arg(long, value_name = "FILE", requires = "web")]
+    pub(crate) token_file: Option<std::path::PathBuf>,
+
+    /// Let pages from ORIGIN (`https://app.example`, or `*`) read the stream; repeatable.
+    /// Pages of the stream's own origin always may; others are answered 403.
+    #[arg(long, value_name = "ORIGIN", requires = "web")]
+    pub(crate) allow_origin: Vec<String>,
+
+    /// Ping idle WebSocket clients (and send SSE clients a comment) this often; a WebSocket
+    /// client that answers nothing for twice as long is disconnected.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_keepalive)]
+    pub(crate) keepalive: Duration,
+}
+
+/// `--path`: an absolute path, without a query.
+fn parse_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/')
+        || s.contains(['?', '#'])
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("a path begins with / and has no ?, # or spaces".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--keepalive`: at least 100 ms.
+fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(d)
 }
 
 /// `--exec` and `--jobs`, shared by `listen` and `pipe`.
@@ -500,7 +571,9 @@ Examples:
   pgnotify pipe jobs --data | jq -c 'select(.payload) | .data'
   pgnotify pipe jobs orders --max-downtime 5m >> events.ndjson
   pgnotify pipe jobs --connect collector:7000         to a TCP peer, reconnecting
-  pgnotify pipe jobs --serve 7000                     to every client of 127.0.0.1:7000";
+  pgnotify pipe jobs --serve 7000                     to every client of 127.0.0.1:7000
+  pgnotify pipe jobs --sse 8080 --page                browsers: open http://127.0.0.1:8080/
+  pgnotify pipe jobs --websocket 8081 --stdout        WebSocket clients, and stdout too";
 
 /// Forward notifications as NDJSON, surviving lost connections.
 ///
@@ -516,8 +589,12 @@ Examples:
 ///
 /// The server is read on a thread of its own, so a slow reader of stdout never holds back the
 /// server's notification queue; see --on-overflow.
+///
+/// --connect, --serve, --websocket and --sse may be combined (with --stdout too): every
+/// output gets every line, from one PostgreSQL connection.
 #[derive(Debug, Args)]
 #[command(after_help = PIPE_EXAMPLES)]
+#[command(group = clap::ArgGroup::new("network").multiple(true).args(["connect", "serve", "websocket", "sse"]))]
 pub(crate) struct PipeArgs {
     /// Channels to forward, exactly as written.
     #[arg(required = true, value_name = "CHANNEL")]
@@ -538,7 +615,7 @@ pub(crate) struct PipeArgs {
     /// Send the lines to a TCP peer instead of stdout, reconnecting when it goes away; lines
     /// wait for it (4 MiB), then are dropped and counted in a gap record. A new connection
     /// starts with a "peer" gap record: an upper bound of what the lost one took unread.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["serve", "exec"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "exec")]
     pub(crate) connect: Option<String>,
 
     /// Serve the lines to every TCP client that connects, from the moment it connects, instead
@@ -546,6 +623,13 @@ pub(crate) struct PipeArgs {
     /// A client that stops reading is disconnected (after 1 MiB).
     #[arg(long, value_name = "[ADDR:]PORT", conflicts_with_all = ["exec", "consumer"])]
     pub(crate) serve: Option<String>,
+
+    /// With --connect, --serve, --websocket or --sse: write the lines to stdout as well.
+    #[arg(long, requires = "network", conflicts_with_all = ["exec", "consumer"])]
+    pub(crate) stdout: bool,
+
+    #[command(flatten)]
+    pub(crate) web: WebArgs,
 
     #[command(flatten)]
     pub(crate) exec: ExecArgs,

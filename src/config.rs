@@ -9,7 +9,7 @@ use crate::cli::{
 use crate::durable::Grantee;
 use crate::format::{ColorChoice, ColorEnv, Encoder, Format, JsonOptions, Style, use_color};
 use crate::pg::{ConnOptions, PasswordPrompt};
-use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until};
+use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until, WebSettings};
 use crate::watch::Op;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -152,10 +152,12 @@ fn history_file(
 
 /// `pipe`: always NDJSON (on a terminal, with what acts on it escaped, as `listen --json`).
 pub(crate) fn pipe(args: &PipeArgs) -> PipeSettings {
-    let to_terminal = args.connect.is_none()
-        && args.serve.is_none()
-        && args.exec.exec.is_none()
-        && std::io::stdout().is_terminal();
+    let networked = args.connect.is_some()
+        || args.serve.is_some()
+        || args.web.websocket.is_some()
+        || args.web.sse.is_some();
+    let to_terminal =
+        (!networked || args.stdout) && args.exec.exec.is_none() && std::io::stdout().is_terminal();
     let encoder = Encoder::new(
         Format::Json,
         Style {
@@ -172,12 +174,43 @@ pub(crate) fn pipe(args: &PipeArgs) -> PipeSettings {
             overflow: overflow(args.source.on_overflow),
             fetch: args.fetch,
             consumer: args.source.consumer.clone(),
-            destination: match (&args.connect, &args.serve) {
-                (Some(address), _) => Destination::Connect(address.clone()),
-                (None, Some(spec)) => Destination::Serve(spec.clone()),
-                (None, None) => exec_or_stdout(&args.exec, &args.source),
-            },
+            destination: pipe_destination(args, networked),
         },
+    }
+}
+
+/// Where `pipe` writes: one output, or several.
+fn pipe_destination(args: &PipeArgs, networked: bool) -> Destination {
+    if !networked {
+        return exec_or_stdout(&args.exec, &args.source);
+    }
+    let mut parts = Vec::new();
+    if args.stdout {
+        parts.push(Destination::Stdout);
+    }
+    if let Some(address) = &args.connect {
+        parts.push(Destination::Connect(address.clone()));
+    }
+    if let Some(spec) = &args.serve {
+        parts.push(Destination::Serve(spec.clone()));
+    }
+    let web = &args.web;
+    if web.websocket.is_some() || web.sse.is_some() {
+        parts.push(Destination::Web(Box::new(WebSettings {
+            websocket: web.websocket.clone(),
+            sse: web.sse.clone(),
+            path: web.path.clone(),
+            page: web.page,
+            allow_channels: web.allow_channel.clone(),
+            token_file: web.token_file.clone(),
+            allow_origins: web.allow_origin.clone(),
+            keepalive: web.keepalive,
+            channels: args.channels.clone(),
+        })));
+    }
+    match parts.len() {
+        1 => parts.remove(0),
+        _ => Destination::Many(parts),
     }
 }
 

@@ -69,6 +69,9 @@ pub(crate) enum GapKind {
     /// The connection to a `--connect` peer was lost: lines written to it may not have been
     /// read (`dropped` is then an upper bound).
     Peer,
+    /// A web client came back (SSE, with `Last-Event-ID`): the events sent while it was away
+    /// are missing from its stream (`dropped`).
+    Client,
 }
 
 impl GapKind {
@@ -78,6 +81,7 @@ impl GapKind {
             GapKind::Reconnect => "reconnect",
             GapKind::Overflow => "overflow",
             GapKind::Peer => "peer",
+            GapKind::Client => "client",
         }
     }
 }

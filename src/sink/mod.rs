@@ -6,7 +6,9 @@
 //! - `peer` (`--connect`) and `server` (`--serve`): NDJSON over TCP, each destination with a
 //!   bounded `backlog` of its own written by its own thread; `socket` holds their TCP helpers;
 //! - `acked_peer`: `--connect` for a durable consumer, which acknowledges a line only once
-//!   the peer must have read it.
+//!   the peer must have read it;
+//! - `web`: `--websocket` and `--sse`, for browsers, with their HTTP;
+//! - `tee`: several of these at once.
 //!
 //! Owns: writing, flushing, per-destination buffering and its drop accounting. Does not own:
 //! encodings (`format`), PostgreSQL or the engine: nothing here imports `pg` or `stream`.
@@ -18,12 +20,16 @@ mod peer;
 mod server;
 mod socket;
 mod stdout;
+mod tee;
+mod web;
 
 pub(crate) use acked_peer::AckedPeer;
 pub(crate) use exec::Exec;
 pub(crate) use peer::Peer;
 pub(crate) use server::Server;
 pub(crate) use stdout::{Express, Stdout};
+pub(crate) use tee::Tee;
+pub(crate) use web::{Web, WebSettings};
 
 use crate::notification::{Gap, Notification, Watermark};
 use anyhow::Result;

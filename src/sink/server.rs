@@ -6,7 +6,7 @@
 
 use super::FINISH_WAIT;
 use super::backlog::{Backlog, Chunked, Deliver, Popped};
-use super::socket::{host_port, hung_up, keepalive};
+use super::socket::{host_port, hung_up, keepalive, takes_data};
 use crate::deadline;
 use crate::exit::UsageError;
 use crate::format::Encoder;
@@ -36,7 +36,7 @@ struct Client {
 impl Server {
     /// Listens on `spec` (PORT, or ADDR:PORT) and starts accepting clients.
     pub(crate) fn serve(spec: &str, encoder: Encoder) -> Result<Chunked<Server>> {
-        let address = listen_address(spec)?;
+        let address = listen_address("--serve", spec)?;
         let listener =
             TcpListener::bind(address).with_context(|| format!("could not listen on {address}"))?;
         let local = listener.local_addr()?;
@@ -56,14 +56,15 @@ impl Server {
     }
 }
 
-/// `8080` means 127.0.0.1:8080: another address only when the user names it.
-fn listen_address(spec: &str) -> Result<SocketAddr> {
+/// `8080` means 127.0.0.1:8080: another address only when the user names it. `option` names
+/// the option in errors.
+pub(super) fn listen_address(option: &str, spec: &str) -> Result<SocketAddr> {
     if let Ok(port) = spec.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     let malformed = || {
         UsageError(format!(
-            "--serve needs PORT or ADDRESS:PORT, not \"{spec}\""
+            "{option} needs PORT or ADDRESS:PORT, not \"{spec}\""
         ))
     };
     // Port 0 is allowed here: it asks for a free one.
@@ -74,8 +75,8 @@ fn listen_address(spec: &str) -> Result<SocketAddr> {
     match spec.to_socket_addrs() {
         Ok(mut addresses) => addresses
             .next()
-            .ok_or_else(|| anyhow!("--serve {spec}: the name has no address")),
-        Err(e) => bail!("--serve {spec}: could not resolve the address: {e}"),
+            .ok_or_else(|| anyhow!("{option} {spec}: the name has no address")),
+        Err(e) => bail!("{option} {spec}: could not resolve the address: {e}"),
     }
 }
 
@@ -196,18 +197,6 @@ impl Deliver for Server {
     }
 }
 
-/// Whether the client's socket takes data now (its send buffer has room): a client that stops
-/// reading fills it, one that reads does not.
-fn takes_data(stream: &TcpStream) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
-        && fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,13 +204,13 @@ mod tests {
     #[test]
     fn listen_addresses_default_to_loopback() {
         assert_eq!(
-            listen_address("8080").unwrap(),
+            listen_address("--serve", "8080").unwrap(),
             "127.0.0.1:8080".parse().unwrap()
         );
         assert_eq!(
-            listen_address("0.0.0.0:9").unwrap(),
+            listen_address("--serve", "0.0.0.0:9").unwrap(),
             "0.0.0.0:9".parse().unwrap()
         );
-        assert!(listen_address("nonsense").is_err());
+        assert!(listen_address("--serve", "nonsense").is_err());
     }
 }

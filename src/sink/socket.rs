@@ -49,6 +49,18 @@ pub(super) fn reset(stream: &TcpStream) -> bool {
         )
 }
 
+/// Whether the client's socket takes data now (its send buffer has room): a client that stops
+/// reading fills it, one that reads does not.
+pub(super) fn takes_data(stream: &TcpStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
+}
+
 /// Writes `chunk[*offset..]`, advancing `offset` as bytes go out.
 pub(super) fn write_from(
     stream: &mut TcpStream,

@@ -25,6 +25,7 @@ mod replay;
 mod source;
 mod stdout_watch;
 
+pub(crate) use crate::sink::WebSettings;
 pub(crate) use control::{Ask, Control, Reply, names_of};
 pub(crate) use forward::Until;
 pub(crate) use queue::Overflow;
@@ -53,6 +54,10 @@ pub(crate) enum Destination {
     Connect(String),
     /// `--serve [ADDR:]PORT`
     Serve(String),
+    /// `--websocket`, `--sse`: web clients.
+    Web(Box<sink::WebSettings>),
+    /// Several of the others at once, each getting every line.
+    Many(Vec<Destination>),
     /// `--exec COMMAND --jobs N`
     Exec {
         command: String,
@@ -252,6 +257,13 @@ fn open_sink(
         }
         Destination::Connect(address) => Box::new(sink::Peer::connect(address, encoder)?),
         Destination::Serve(spec) => Box::new(sink::Server::serve(spec, encoder)?),
+        Destination::Web(settings) => Box::new(sink::Web::start(settings, encoder)?),
+        Destination::Many(parts) => Box::new(sink::Tee(
+            parts
+                .iter()
+                .map(|part| open_sink(part, encoder.twin(), queue, consumer))
+                .collect::<Result<_>>()?,
+        )),
         Destination::Exec {
             command,
             jobs,
