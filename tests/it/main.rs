@@ -28,3 +28,4 @@ mod terminal;
 mod tls;
 mod tls_edges;
 mod watch;
+mod web;

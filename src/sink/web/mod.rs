@@ -20,7 +20,7 @@ use super::FINISH_WAIT;
 use super::Sink;
 use super::backlog::Backlog;
 use super::server::listen_address;
-use super::socket::{keepalive, takes_data};
+use super::socket::{hung_up, keepalive, takes_data};
 use crate::deadline;
 use crate::exit::UsageError;
 use crate::format::{Encoder, write_gap_record};
@@ -33,7 +33,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many WebSocket and SSE clients may be connected at once; more are answered 503.
 const MAX_CLIENTS: usize = 256;
@@ -100,7 +100,7 @@ struct Hub {
     /// Connections still sending their request.
     reception: AtomicUsize,
     /// Client threads still running.
-    live: Arc<(Mutex<usize>, Condvar)>,
+    live: (Mutex<usize>, Condvar),
     /// Whether the sink writes gap records (so does a client's resume).
     gap_records: bool,
 }
@@ -154,7 +154,7 @@ struct Attached {
     backlog: Arc<Backlog>,
     end: Arc<AtomicU8>,
     name: String,
-    live: Arc<(Mutex<usize>, Condvar)>,
+    hub: Arc<Hub>,
 }
 
 impl Attached {
@@ -180,8 +180,13 @@ impl Attached {
 }
 
 impl Drop for Attached {
+    /// Its thread ends: the client's socket is given back at once, not at the next delivery.
     fn drop(&mut self) {
-        let (count, changed) = &*self.live;
+        self.backlog.close();
+        lock(&self.hub.clients)
+            .list
+            .retain(|c| !c.backlog.is_closed());
+        let (count, changed) = &self.hub.live;
         *lock(count) -= 1;
         changed.notify_all();
     }
@@ -323,17 +328,20 @@ impl Web {
                 history: sse::History::new(),
             }),
             reception: AtomicUsize::new(0),
-            live: Arc::new((Mutex::new(0), Condvar::new())),
+            live: (Mutex::new(0), Condvar::new()),
             gap_records: encoder.gap_records(),
         });
         for (_, listener, serves) in listeners {
             let local = listener.local_addr()?;
-            let what = match (serves.websocket, serves.sse) {
-                (true, true) => format!("WebSocket and SSE on ws:// and http://{local}"),
-                (true, false) => format!("WebSocket on ws://{local}"),
-                _ => format!("SSE on http://{local}"),
-            };
-            msg::note(&format!("serving {what}{}", settings.path));
+            if serves.websocket {
+                msg::note(&format!(
+                    "serving WebSocket on ws://{local}{}",
+                    settings.path
+                ));
+            }
+            if serves.sse {
+                msg::note(&format!("serving SSE on http://{local}{}", settings.path));
+            }
             if settings.page {
                 msg::note(&format!("the page is at http://{local}{}", settings.path));
             }
@@ -484,7 +492,7 @@ impl Sink for Web {
             backlog.close();
         }
         // Their threads say goodbye (a WebSocket close frame), for a moment.
-        let (count, changed) = &*self.hub.live;
+        let (count, changed) = &self.hub.live;
         let _ = deadline::wait_while(changed, lock(count), deadline::after(WRITE_STALL), |n| {
             *n > 0
         });
@@ -567,7 +575,18 @@ fn select(batch: &Batch, kind: Kind, selection: &Selection) -> Option<Arc<[u8]>>
 }
 
 fn accept(listener: &TcpListener, hub: &Arc<Hub>, serves: Serves) {
+    // Refused connections, kept open a moment so that the 503 is read, not lost to a reset.
+    let mut refused: std::collections::VecDeque<(TcpStream, Instant)> = Default::default();
     for stream in listener.incoming() {
+        while refused
+            .front()
+            .is_some_and(|(_, at)| at.elapsed() > Duration::from_secs(1))
+            || refused.len() > MAX_CLIENTS
+        {
+            if let Some((closing, _)) = refused.pop_front() {
+                hung_up(&closing);
+            }
+        }
         let mut stream = match stream {
             Ok(stream) => stream,
             Err(e) => {
@@ -583,6 +602,7 @@ fn accept(listener: &TcpListener, hub: &Arc<Hub>, serves: Serves) {
                 &mut stream,
                 "too many connections are sending their request: try again",
             );
+            refused.push_back((stream, Instant::now()));
             continue;
         }
         let thread_hub = Arc::clone(hub);
@@ -595,7 +615,8 @@ fn accept(listener: &TcpListener, hub: &Arc<Hub>, serves: Serves) {
     }
 }
 
-/// A 503 written without waiting, from the accepting thread.
+/// A 503 written without waiting, from the accepting thread; the connection is closed later
+/// (what the client sent is read first: closing with it unread would reset the connection).
 fn refuse(stream: &mut TcpStream, why: &str) {
     let _ = stream.set_nonblocking(true);
     let body = format!("{why}\n");
@@ -605,7 +626,7 @@ fn refuse(stream: &mut TcpStream, why: &str) {
          Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// Counts a connection in reception until its request is read.
@@ -627,7 +648,7 @@ impl Drop for Reception<'_> {
 }
 
 /// One connection: its request, then what it was admitted to.
-fn serve(mut stream: TcpStream, hub: &Hub, serves: Serves) {
+fn serve(mut stream: TcpStream, hub: &Arc<Hub>, serves: Serves) {
     let mut reception = Reception(&hub.reception, false);
     let Ok(address) = stream.peer_addr() else {
         return;
@@ -714,7 +735,7 @@ impl Hub {
     /// Registers a client, with its resume gap first when it came back (SSE); `None` when
     /// there are too many.
     fn attach(
-        &self,
+        self: &Arc<Hub>,
         kind: Kind,
         selection: Selection,
         stream: &TcpStream,
@@ -763,7 +784,7 @@ impl Hub {
             backlog,
             end,
             name,
-            live: Arc::clone(&self.live),
+            hub: Arc::clone(self),
         })
     }
 }

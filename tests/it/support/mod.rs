@@ -5,6 +5,7 @@
 
 pub mod proxy;
 pub mod terminal;
+pub mod web;
 
 use pgnotify::tempdb::{self, Cluster};
 use std::collections::HashMap;
