@@ -18,7 +18,8 @@
 //! to a sink until a count, a timeout, a signal or the reader leaving ends the run.
 //!
 //! **`sink`**: destinations — stdout, `--exec`, a TCP peer (`--connect`), TCP clients
-//! (`--serve`) — each network destination on a bounded backlog of its own. **`format`**:
+//! (`--serve`), WebSocket and SSE clients (`--websocket`, `--sse`), several at once — each
+//! network destination on a bounded backlog of its own. **`format`**:
 //! encoders — text, NDJSON, psql's sentences, the bare payload. Neither sees PostgreSQL or the engine.
 //!
 //! **`watch`**: `watch-table`'s model, the trigger's SQL, and the catalog lookups that

@@ -5,8 +5,8 @@
 //! ```text
 //!  server ──► source (thread) ──► Queue ──► forward (main thread) ──► Sink
 //!             heartbeat, reconnect,   ▲       --count, --timeout,       stdout, --exec,
-//!             gap records            │       --fetch                   --connect, --serve
-//!             signals, stdout watch ─┘
+//!             gap records            │       --fetch                   --connect, --serve,
+//!             signals, stdout watch ─┘                                 --websocket, --sse
 //! ```
 //!
 //! With `--consumer`, `replay` is the source: it reads the durable outbox instead of
