@@ -727,10 +727,10 @@ Examples:
 /// directory (as the postgres user when run as root), runs `pgnotify listen` and shows it
 /// receiving what `pgnotify notify` sends; then creates a table, watches it with `pgnotify
 /// watch-table`, writes rows from a second connection and shows `pgnotify pipe --fetch`
-/// streaming the changes as JSON; then durable delivery: a consumer reads a stored job and
-/// stops, more jobs are stored meanwhile, and it catches up when it runs again. Then it
-/// stops the server and removes the directory,
-/// also on Ctrl-C or an error. Needs the server binaries (Debian/Ubuntu: apt-get install
+/// streaming the changes as JSON (and to a live page's stream, `--sse 0 --page`, which the
+/// demo reads as a browser would); then durable delivery: a consumer reads a stored job and
+/// stops, more jobs are stored meanwhile, and it catches up when it runs again. Then it stops
+/// the server and removes the directory, also on Ctrl-C or an error. Needs the server binaries (Debian/Ubuntu: apt-get install
 /// postgresql); it does not touch any other server.
 #[derive(Debug, Args)]
 #[command(after_help = DEMO_EXAMPLES)]

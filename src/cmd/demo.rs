@@ -130,7 +130,7 @@ fn show(
         ORPHAN_DOWNTIME,
     ];
     let mut listener = match start_receiver(cluster, &listen, settings.keep, tx.clone(), rx)? {
-        Ok(listener) => listener,
+        Ok((listener, _)) => listener,
         Err(exit) => return Ok(exit),
     };
     if let Some(pause) = settings.pause
@@ -167,22 +167,36 @@ fn show_table(
     say("$ pgnotify watch-table orders");
     send(cluster, &["watch-table", "orders"], "")?;
     let count = WRITE_EVENTS.to_string();
-    say(&format!("$ pgnotify pipe orders --fetch --count {count} &"));
+    say(&format!(
+        "$ pgnotify pipe orders --fetch --count {count} --stdout --sse 0 --page &"
+    ));
     let args = [
         "pipe",
         "orders",
         "--fetch",
         "--count",
         &count,
+        "--stdout",
+        "--sse",
+        "0",
+        "--page",
         "--timeout",
         "30s",
         "--max-downtime",
         ORPHAN_DOWNTIME,
     ];
-    let mut pipe = match start_receiver(cluster, &args, settings.keep, tx, rx)? {
-        Ok(pipe) => pipe,
+    let (mut pipe, said) = match start_receiver(cluster, &args, settings.keep, tx, rx)? {
+        Ok(started) => started,
         Err(exit) => return Ok(exit),
     };
+    // The page's stream, read as a browser's EventSource reads it.
+    let address = said
+        .iter()
+        .find_map(|l| l.split("serving SSE on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .context("the pipe did not say where it serves SSE")?
+        .to_string();
+    let page = read_events(&address)?;
     say("writes from a second connection:");
     for write in WRITES {
         say(&format!("SQL> {write}"));
@@ -195,6 +209,17 @@ fn show_table(
     if exit != Exit::Success {
         return Ok(exit);
     }
+    let got = page
+        .join()
+        .map_err(|_| anyhow::anyhow!("the demo's SSE client failed"))??;
+    if got != WRITE_EVENTS {
+        bail!("the page's stream carried {got} of the {WRITE_EVENTS} events");
+    }
+    say(&format!(
+        "the page at http://{address}/ had the same {got} events, live over SSE; to watch \
+         them in a browser: pgnotify pipe orders --fetch --sse 8080 --page, then open \
+         http://127.0.0.1:8080/"
+    ));
     say("$ pgnotify watch-table orders --drop");
     send(cluster, &["watch-table", "orders", "--drop"], "")?;
     show_durable(cluster, settings.keep, rx)
@@ -254,15 +279,51 @@ fn show_durable(cluster: &Cluster, keep: bool, rx: &Receiver<DemoEvent>) -> Resu
     Ok(Exit::Success)
 }
 
-/// Starts `pgnotify -v ARGS` (listen or pipe), shows its stderr, and waits until it listens.
-/// `Err(exit)`: a signal stopped the demo first.
+/// Connects to the SSE stream at `address` as EventSource does, and counts, on a thread of
+/// its own, the events that are not gap records until the stream ends.
+fn read_events(address: &str) -> Result<std::thread::JoinHandle<Result<usize>>> {
+    let mut stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("could not connect to the page's stream at {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(40)))?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200 ") {
+        bail!("the page's stream answered {}", status.trim_end());
+    }
+    Ok(std::thread::spawn(move || {
+        let mut events = 0;
+        let mut gap = false;
+        for line in reader.lines() {
+            let line = line?;
+            gap = match line.strip_prefix("event: ") {
+                Some(name) => name == "gap",
+                None => gap,
+            };
+            if line.starts_with("data: ") && !gap {
+                events += 1;
+            }
+            if line.is_empty() {
+                gap = false;
+            }
+        }
+        Ok(events)
+    }))
+}
+
+/// Starts `pgnotify -v ARGS` (listen or pipe), shows its stderr, and waits until it listens;
+/// with what it said until then. `Err(exit)`: a signal stopped the demo first.
 fn start_receiver(
     cluster: &Cluster,
     args: &[&str],
     keep: bool,
     tx: mpsc::Sender<DemoEvent>,
     rx: &Receiver<DemoEvent>,
-) -> Result<Result<Child, Exit>> {
+) -> Result<Result<(Child, Vec<String>), Exit>> {
     let mut child = pgnotify(cluster)
         .arg("-v")
         .args(args)
@@ -272,13 +333,15 @@ fn start_receiver(
         .with_context(|| format!("could not start pgnotify {}", args[0]))?;
     forward_lines(&mut child, tx);
     let started = Instant::now();
+    let mut said = Vec::new();
     loop {
         match wait_event(rx, started + Duration::from_secs(20))? {
             DemoEvent::ListenerSaid(line) => {
                 show_line(&line);
                 if line.contains("listening on") {
-                    return Ok(Ok(child));
+                    return Ok(Ok((child, said)));
                 }
+                said.push(line);
             }
             DemoEvent::ListenerDone(id) if id == child.id() => {
                 let status = child.wait()?;

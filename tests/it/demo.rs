@@ -68,6 +68,13 @@ fn demo_round_trips_and_removes_everything() {
     assert_eq!(first["new"]["item"], "tea", "{}", out.report());
     assert!(records[8].data.as_ref().unwrap()["new"].is_null());
     assert!(out.stderr.contains("stopped watching public.orders"));
+    // The same events went to the page's stream, read by the demo as a browser would.
+    assert!(
+        out.stderr
+            .contains("/ had the same 4 events, live over SSE"),
+        "{}",
+        out.report()
+    );
     // Then durable delivery: a consumer reads job 1, stops, and catches up on jobs 2 and 3,
     // which were written while it was down.
     let jobs: Vec<(String, i64)> = records[9..]

@@ -710,21 +710,31 @@ fn serve(mut stream: TcpStream, hub: &Arc<Hub>, serves: Serves) {
     if kind == Kind::Sse {
         opening.extend_from_slice(sse::PREAMBLE);
     }
-    if stream.write_all(&opening).is_err() {
-        return;
-    }
     let name = match kind {
         Kind::WebSocket => format!("WebSocket client {address}"),
         Kind::Sse => format!("SSE client {address}"),
     };
-    let resume = (kind == Kind::Sse)
-        .then(|| request.header("last-event-id").map(str::to_string))
-        .flatten()
-        .or_else(|| request.query_all("lastEventId").next().map(str::to_string));
+    let resume = match kind {
+        Kind::Sse => request
+            .header("last-event-id")
+            .or_else(|| request.query_all("lastEventId").next())
+            .map(str::to_string),
+        Kind::WebSocket => None,
+    };
+    // Attached before its head is written: whatever is sent once it has the head, it gets.
     let Some(client) = hub.attach(kind, selection, &stream, name, resume.as_deref()) else {
-        let _ = stream.shutdown(Shutdown::Both);
+        Answer::text(
+            503,
+            format!("{MAX_CLIENTS} clients are connected already: try again"),
+        )
+        .with("Retry-After", "1")
+        .send(&mut stream, false);
         return;
     };
+    if stream.write_all(&opening).is_err() {
+        client.left("left");
+        return;
+    }
     match kind {
         Kind::WebSocket => websocket::run(stream, request.rest, &client, hub.rules.keepalive),
         Kind::Sse => sse::run(stream, &client, hub.rules.keepalive),
