@@ -103,6 +103,8 @@ struct Hub {
     live: (Mutex<usize>, Condvar),
     /// Whether the sink writes gap records (so does a client's resume).
     gap_records: bool,
+    /// Whether SSE is served (which keeps the history of what was sent).
+    sse: bool,
 }
 
 struct Clients {
@@ -330,6 +332,7 @@ impl Web {
             reception: AtomicUsize::new(0),
             live: (Mutex::new(0), Condvar::new()),
             gap_records: encoder.gap_records(),
+            sse: settings.sse.is_some(),
         });
         for (_, listener, serves) in listeners {
             let local = listener.local_addr()?;
@@ -450,9 +453,7 @@ impl Sink for Web {
             .map_or(OTHER, |i| i as u16);
         self.line.clear();
         self.encoder.write(&mut self.line, n)?;
-        // The name is taken from the notification, not self, for the borrow.
-        let name = n.channel.clone();
-        self.push(channel, &name)
+        self.push(channel, &n.channel)
     }
 
     fn write_gap(&mut self, gap: &Gap) -> Result<()> {
@@ -547,8 +548,10 @@ impl Hub {
             }
             false
         });
-        for item in &batch.items {
-            history.sent(item.channel);
+        if self.sse {
+            for item in &batch.items {
+                history.sent(item.channel);
+            }
         }
     }
 }

@@ -173,7 +173,9 @@ impl Frames {
     fn read(&mut self, stream: &TcpStream) -> Result<Heard, Broken> {
         let mut got = false;
         let mut pong = None;
-        loop {
+        // At most 64 KiB a call: a client that sends without pause does not keep its thread
+        // from writing to it.
+        for _ in 0..16 {
             if let Some(heard) = self.parse(&mut pong)? {
                 return Ok(heard);
             }
@@ -199,6 +201,7 @@ impl Frames {
                 Err(_) => return Err(Broken::Gone),
             }
         }
+        Ok(Heard::Something(pong))
     }
 
     /// Takes the complete frames from the buffer; `Some` when one closes the connection.
