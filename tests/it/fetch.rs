@@ -428,3 +428,32 @@ fn rows_of_plain_columns_are_what_to_json_makes_of_them() {
     pipe.expect_exit(0);
     assert!(!pipe.stderr().contains("--fetch"), "{}", pipe.report());
 }
+
+#[test]
+fn the_first_event_after_a_server_restart_gets_its_row() {
+    // The fetch connection dies with the server; the first batch after the restart finds
+    // that out by its query, and is read again on a new connection, not left without rows.
+    let server = Server::start();
+    server.psql("CREATE TABLE r (id int PRIMARY KEY, note text)");
+    server.watch_table(&["r"]);
+    let mut pipe = fetching(&server, "r", 2);
+    server.psql("INSERT INTO r VALUES (1, 'before')");
+    assert_eq!(events(&mut pipe, 1)[0].1["note"], "before");
+    server.pg_ctl(&["restart", "-m", "fast"]);
+    pipe.wait_stderr("reconnected after");
+    server.psql("INSERT INTO r VALUES (2, 'after')");
+    let line = pipe.read_line();
+    assert!(line.contains("\"gap\":\"reconnect\""), "{line}");
+    assert_eq!(
+        events(&mut pipe, 1)[0].1["note"],
+        "after",
+        "{}",
+        pipe.report()
+    );
+    pipe.expect_exit(0);
+    assert!(
+        !pipe.stderr().contains("could not read rows"),
+        "{}",
+        pipe.stderr()
+    );
+}

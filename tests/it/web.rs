@@ -3,7 +3,7 @@
 //! hygiene, and (in `browser`) a headless chromium on the page.
 
 use crate::support::web::{self, Sse, get, next_text, refused_status, request, served, websocket};
-use crate::support::{Line, Record, Running, Server};
+use crate::support::{Line, PATIENCE, Record, Running, Server};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -710,4 +710,132 @@ fn serve_websocket_sse_and_stdout_together_on_one_connection() {
         assert_eq!(pipe.read_record().payload, expected);
     }
     web::get(&address, "/nope", &[]);
+}
+
+/// The page in a real browser (headless chromium): rows inserted into a watched table appear
+/// in its DOM, per channel, and a PostgreSQL restart's gap record is shown.
+#[test]
+fn the_page_shows_table_changes_live_in_a_headless_browser() {
+    use crate::support::browser::Browser;
+    let server = Server::start();
+    server.psql("CREATE TABLE orders (id int PRIMARY KEY, item text)");
+    server.watch_table(&["orders"]);
+    let mut pipe = server
+        .pgnotify()
+        .args([
+            "-v", "pipe", "orders", "other", "--fetch", "--sse", "0", "--page",
+        ])
+        .spawn();
+    let address = served(&mut pipe, "http");
+    pipe.wait_ready();
+    let mut browser = Browser::open(&format!("http://{address}/")).unwrap();
+    browser
+        .wait_for(
+            "document.getElementById('state').textContent === 'live'",
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| panic!("{e}{}", pipe.report()));
+    let events = "[...document.querySelectorAll('section[data-channel=\"orders\"] li.event pre')]\
+                  .map(e => e.textContent)";
+    for i in 1..=3 {
+        server.psql(&format!(
+            "INSERT INTO orders VALUES ({i}, '<b>item {i}</b>')"
+        ));
+    }
+    server.notify("other", "<img src=x onerror=alert(1)>");
+    let shown = browser
+        .wait_for(&format!("{events}.length === 3 && {events}"), PATIENCE)
+        .unwrap_or_else(|e| panic!("{e}{}", pipe.report()));
+    // Newest first, each the payload parsed with its fetched row, as text.
+    let shown: Vec<String> = serde_json::from_value(shown).unwrap();
+    for (text, id) in shown.iter().zip([3, 2, 1]) {
+        assert!(text.contains(&format!("<b>item {id}</b>")), "{text}");
+        assert!(text.contains("\"INSERT\""), "{text}");
+    }
+    // Another channel has its own column; the markup in a payload is text, not HTML.
+    let other = browser
+        .wait_for(
+            "[...document.querySelectorAll('section[data-channel=\"other\"] li.event pre')]\
+             .map(e => e.textContent).join()",
+            PATIENCE,
+        )
+        .unwrap();
+    assert_eq!(other, "<img src=x onerror=alert(1)>");
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('img').length")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('total').textContent")
+            .unwrap(),
+        "4 events"
+    );
+    // A restart: the gap record is shown, and events go on.
+    server.pg_ctl(&["restart", "-m", "fast"]);
+    pipe.wait_stderr("reconnected");
+    let gap = browser
+        .wait_for(
+            "document.querySelector('#gaps li[data-gap=\"reconnect\"]')?.textContent",
+            PATIENCE,
+        )
+        .unwrap();
+    assert!(gap.as_str().unwrap().contains("gap (reconnect)"), "{gap}");
+    server.psql("INSERT INTO orders VALUES (4, 'after the restart')");
+    browser
+        .wait_for(
+            &format!("{events}.length === 4 && {events}[0].includes('after the restart')"),
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| {
+            let dom = browser.eval("document.body.innerText").unwrap_or_default();
+            panic!("{e}\n{dom}{}", pipe.report())
+        });
+}
+
+#[test]
+fn the_page_reads_a_websocket_stream_and_a_channel_selection_in_a_browser() {
+    use crate::support::browser::Browser;
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args([
+            "-v",
+            "pipe",
+            "a",
+            "b",
+            "--websocket",
+            "0",
+            "--page",
+            "--path",
+            "/live",
+        ])
+        .spawn();
+    let address = served(&mut pipe, "ws");
+    pipe.wait_ready();
+    let mut browser = Browser::open(&format!("http://{address}/live?channel=b")).unwrap();
+    browser
+        .wait_for(
+            "document.getElementById('state').textContent === 'live'",
+            PATIENCE,
+        )
+        .unwrap_or_else(|e| panic!("{e}{}", pipe.report()));
+    server.notify("a", "not for this page");
+    server.notify("b", "for this page");
+    let shown = browser
+        .wait_for(
+            "[...document.querySelectorAll('li.event pre')].map(e => e.textContent).join()",
+            PATIENCE,
+        )
+        .unwrap();
+    assert_eq!(shown, "for this page");
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('section')].map(s => s.dataset.channel).join()")
+            .unwrap(),
+        "b",
+        "only the channel asked for has a column"
+    );
 }

@@ -153,17 +153,18 @@ impl Reader {
             ..
         } = group;
         let name = display_name(schema, table);
-        if !self.connect()? {
-            return Ok(None);
-        }
-        let Some(client) = self.client.as_mut() else {
-            return Ok(None);
-        };
         let id = (channel.clone(), schema.clone(), table.clone());
-        // A second try only when the first found its statement outdated by DDL: prepared
-        // again at once, the batch is read if it can be, else one line says why.
+        // A second try only when the first found its statement outdated by DDL (prepared
+        // again at once), or its connection lost (a server restart: connected again at
+        // once); the batch is read if it can be, else one line says why.
         let mut retried = false;
         loop {
+            if !self.connect()? {
+                return Ok(None);
+            }
+            let Some(client) = self.client.as_mut() else {
+                return Ok(None);
+            };
             let stale = match self.tables.get(&id) {
                 None => true,
                 Some(Entry::Refused(at)) => at.elapsed() > RECHECK,
@@ -199,7 +200,14 @@ impl Reader {
                     return Ok(Some(rows));
                 }
                 Err(e) => {
-                    if e.as_db_error().is_none() {
+                    if pg::connection_lost(&e) {
+                        self.client = None;
+                        if !retried {
+                            retried = true;
+                            self.next_connect = Instant::now();
+                            continue;
+                        }
+                    } else if e.as_db_error().is_none() {
                         self.client = None;
                     } else {
                         // Prepared again: the table may have changed (a dropped or renamed

@@ -3,6 +3,7 @@
 //! runs the real `pgnotify` binary with a scrubbed environment and reports everything when an
 //! assertion fails (argv, status, stdout, stderr, server log tail).
 
+pub mod browser;
 pub mod proxy;
 pub mod terminal;
 pub mod web;
