@@ -839,3 +839,46 @@ fn the_page_reads_a_websocket_stream_and_a_channel_selection_in_a_browser() {
         "only the channel asked for has a column"
     );
 }
+
+#[test]
+fn many_clients_at_once_each_get_every_event_in_order() {
+    let server = Server::start();
+    let (mut pipe, address) = web_pipe(&server, &["many"], &[]);
+    let (kinds, total) = (60, 3000);
+    let mut readers = Vec::new();
+    for i in 0..kinds {
+        if i % 2 == 0 {
+            let mut ws = websocket(&address, "/").unwrap();
+            readers.push(std::thread::spawn(move || {
+                (0..total)
+                    .map(|_| record(&next_text(&mut ws)).payload)
+                    .collect::<Vec<_>>()
+            }));
+        } else {
+            let mut sse = Sse::open(&address, "/", &[]);
+            readers.push(std::thread::spawn(move || {
+                (0..total).map(|_| sse.payload()).collect::<Vec<_>>()
+            }));
+        }
+    }
+    server.wait_until("every client to be attached", || {
+        pipe.stderr().matches(" connected").count() == kinds + 1
+    });
+    let mut db = server.client();
+    for from in (1..=total).step_by(500) {
+        db.batch_execute(&format!(
+            "SELECT pg_notify('many', g::text) FROM generate_series({from}, {}) g",
+            from + 499
+        ))
+        .unwrap();
+    }
+    let expected: Vec<String> = (1..=total).map(|i| i.to_string()).collect();
+    for reader in readers {
+        assert!(
+            reader.join().unwrap() == expected,
+            "a client missed or reordered events"
+        );
+    }
+    let stderr = pipe.stderr();
+    assert!(!stderr.contains("not reading"), "{stderr}");
+}
