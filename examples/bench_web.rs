@@ -20,9 +20,11 @@
 //!
 //! BYTES: what the clients read after the HTTP answer heads, all together; FIRST_NS: when the
 //! first notification was taken apart by any client, LAST_NS: when the last client had its
-//! COUNT (both Unix nanoseconds, CLOCK_REALTIME, to set against `date +%s%N`); CPU_TICKS: this
-//! process's user + system time (clock ticks, /proc/self/stat); FAILED: how many clients did
-//! not get every notification in order (each says why on stderr; the exit status is then 1).
+//! COUNT (both Unix nanoseconds, CLOCK_REALTIME, to set against `date +%s%N`; clients that
+//! failed are left out of LAST_NS); CPU_TICKS: this process's user + system time (clock ticks,
+//! /proc/self/stat); FAILED: how many clients did not get every notification in order. Each of
+//! those says on stderr why, when (after the first notification came), and how far the client
+//! furthest ahead was then; the exit status is then 1.
 //!
 //! The cost per byte is kept low, since the clients share the CPUs with pgnotify and
 //! PostgreSQL: reads of 256 KiB, a word-at-a-time search for line ends (tcp, sse: each byte
@@ -31,6 +33,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const BUFFER: usize = 256 * 1024;
@@ -52,6 +56,8 @@ struct Outcome {
     last: u128,
     got: u64,
     error: Option<String>,
+    /// On a failure, how many notifications the client furthest ahead had then.
+    ahead: u64,
 }
 
 fn unix_ns() -> u128 {
@@ -77,12 +83,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..clients {
         streams.push(open(kind, address)?);
     }
+    let furthest = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::with_capacity(clients);
     for (stream, rest) in streams {
+        let furthest = Arc::clone(&furthest);
         let thread = std::thread::Builder::new()
             .stack_size(128 * 1024)
             .spawn(move || {
-                let mut client = Client::new(kind, count, stream);
+                let mut client = Client::new(kind, count, stream, furthest);
                 client.run(rest);
                 client.outcome
             })?;
@@ -90,17 +98,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("ready");
     std::io::stdout().flush()?;
+    let mut outcomes = Vec::with_capacity(clients);
+    for thread in threads {
+        outcomes.push(thread.join().map_err(|_| "a client thread panicked")?);
+    }
     let (mut bytes, mut first, mut last, mut failed) = (0, u128::MAX, 0, 0);
-    for (i, thread) in threads.into_iter().enumerate() {
-        let outcome = thread.join().map_err(|_| "a client thread panicked")?;
+    for outcome in &outcomes {
         bytes += outcome.bytes;
         first = first.min(outcome.first.unwrap_or(u128::MAX));
-        last = last.max(outcome.last);
-        if let Some(why) = outcome.error {
+        if outcome.error.is_none() {
+            last = last.max(outcome.last);
+        }
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if let Some(why) = &outcome.error {
             failed += 1;
             eprintln!(
-                "bench_web: client {i} got {} of {count} notifications, then: {why}",
-                outcome.got
+                "bench_web: client {i} got {} of {count} notifications, then, {:.3} s after the \
+                 first one came (the client furthest ahead had {}): {why}",
+                outcome.got,
+                outcome.last.saturating_sub(first) as f64 / 1e9,
+                outcome.ahead
             );
         }
     }
@@ -174,6 +192,8 @@ struct Client {
     kind: Kind,
     count: u64,
     stream: TcpStream,
+    /// The most notifications any client has had so far (updated once a read).
+    furthest: Arc<AtomicU64>,
     /// The number the next notification's payload must have.
     next: u64,
     /// sse: the sequence in the id of the event being read.
@@ -185,56 +205,52 @@ struct Client {
 type Failure = String;
 
 impl Client {
-    fn new(kind: Kind, count: u64, stream: TcpStream) -> Client {
+    fn new(kind: Kind, count: u64, stream: TcpStream, furthest: Arc<AtomicU64>) -> Client {
         Client {
             kind,
             count,
             stream,
+            furthest,
             next: 1,
             sse_id: None,
             outcome: Outcome::default(),
         }
     }
 
-    /// Reads until COUNT (or a failure, in `outcome.error`).
+    /// Reads until COUNT (or a failure, in `outcome.error`, when `outcome.last` is its time).
     fn run(&mut self, rest: Vec<u8>) {
+        if let Err(why) = self.read_all(rest) {
+            self.outcome.error = Some(why);
+            self.outcome.ahead = self.furthest.load(Ordering::Relaxed);
+        }
+        self.outcome.last = unix_ns();
+    }
+
+    fn read_all(&mut self, rest: Vec<u8>) -> Result<(), Failure> {
         let mut buf = vec![0u8; BUFFER];
         let mut filled = rest.len();
         buf[..filled].copy_from_slice(&rest);
         self.outcome.bytes = filled as u64;
         loop {
-            let used = match self.take(&buf[..filled]) {
-                Ok(used) => used,
-                Err(why) => {
-                    self.outcome.error = Some(why);
-                    return;
-                }
-            };
+            let used = self.take(&buf[..filled])?;
+            self.furthest.fetch_max(self.outcome.got, Ordering::Relaxed);
             if self.next > self.count {
-                self.outcome.last = unix_ns();
-                return;
+                return Ok(());
             }
             buf.copy_within(used..filled, 0);
             filled -= used;
             if filled == buf.len() {
                 // A record larger than the buffer: none of the benchmark's are.
-                self.outcome.error = Some(format!("a record over {BUFFER} bytes"));
-                return;
+                return Err(format!("a record over {BUFFER} bytes"));
             }
             match self.stream.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    self.outcome.error = Some("the server closed the connection".into());
-                    return;
-                }
+                Ok(0) => return Err("the server closed the connection".into()),
                 Ok(n) => {
                     filled += n;
                     self.outcome.bytes += n as u64;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.outcome.error = Some(format!("read: {e}"));
-                    return;
-                }
+                Err(e) => return Err(format!("read: {e}")),
             }
         }
     }

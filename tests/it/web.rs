@@ -843,7 +843,7 @@ fn the_page_reads_a_websocket_stream_and_a_channel_selection_in_a_browser() {
 #[test]
 fn many_clients_at_once_each_get_every_event_in_order() {
     let server = Server::start();
-    let (mut pipe, address) = web_pipe(&server, &["many"], &[]);
+    let (pipe, address) = web_pipe(&server, &["many"], &[]);
     let (kinds, total) = (60, 3000);
     let mut readers = Vec::new();
     for i in 0..kinds {
