@@ -48,6 +48,10 @@ struct BacklogState {
 /// How long a destination over its limit may go without finishing a write.
 const PROGRESS_GRACE: Duration = Duration::from_secs(1);
 
+/// How long one hand-over to every client may wait for the threads of clients that read
+/// (see [`Backlog::push_or_wait`]).
+pub(super) const WRITER_WAIT: Duration = Duration::from_secs(2);
+
 impl Backlog {
     pub(super) fn new(limit: usize, name: String, gaps: Option<&'static str>) -> Arc<Backlog> {
         Arc::new(Backlog {
@@ -87,6 +91,47 @@ impl Backlog {
         let mut state = self.lock();
         if !self.has_room(&state, size, draining) {
             return false;
+        }
+        state.bytes += size;
+        let now = jiff::Timestamp::now();
+        state
+            .chunks
+            .extend(chunks.iter().map(|c| (Arc::clone(c), now)));
+        drop(state);
+        self.changed.notify_all();
+        true
+    }
+
+    /// Adds the chunks like `push`, but while there is no room and the destination's socket
+    /// takes data (`draining`, asked again each time), waits for its thread, at most until
+    /// `deadline`: the destination is not what is slow then, its thread is (it has not had a
+    /// core), and giving up on a client that reads is no cure. False when it still has no
+    /// room.
+    pub(super) fn push_or_wait(
+        &self,
+        chunks: &[Arc<[u8]>],
+        draining: impl Fn() -> bool,
+        deadline: Instant,
+    ) -> bool {
+        let size: usize = chunks.iter().map(|c| c.len()).sum();
+        let mut state = self.lock();
+        loop {
+            if self.has_room(&state, size, false) {
+                break;
+            }
+            let takes = draining();
+            if self.has_room(&state, size, takes) {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.closed || !takes || left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left.min(Duration::from_millis(20)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         state.bytes += size;
         let now = jiff::Timestamp::now();
@@ -307,5 +352,33 @@ mod tests {
         backlog.done();
         backlog.close();
         assert_eq!(backlog.pop(), None);
+    }
+
+    #[test]
+    fn a_full_backlog_whose_socket_takes_data_waits_for_its_writer() {
+        let backlog = Backlog::new(10, "test".into(), None);
+        let chunk = |n: usize| -> Arc<[u8]> { Arc::from(vec![b'x'; n]) };
+        assert!(
+            backlog.push(&[chunk(40)], true),
+            "up to four times the limit"
+        );
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(
+            !backlog.push_or_wait(&[chunk(5)], || false, soon),
+            "a socket that takes nothing: no waiting"
+        );
+        assert!(
+            !backlog.push_or_wait(&[chunk(5)], || true, soon),
+            "nobody writes: the wait ends at the deadline"
+        );
+        let writer = Arc::clone(&backlog);
+        let popping = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            writer.pop();
+            writer.done();
+        });
+        let later = Instant::now() + Duration::from_secs(10);
+        assert!(backlog.push_or_wait(&[chunk(5)], || true, later));
+        popping.join().unwrap();
     }
 }

@@ -5,7 +5,7 @@
 //! waits for it.
 
 use super::FINISH_WAIT;
-use super::backlog::{Backlog, Chunked, Deliver, Popped};
+use super::backlog::{Backlog, Chunked, Deliver, Popped, WRITER_WAIT};
 use super::socket::{host_port, hung_up, keepalive, takes_data};
 use crate::deadline;
 use crate::exit::UsageError;
@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many `--serve` clients may be connected at once; more are refused.
 const MAX_CLIENTS: usize = 256;
@@ -162,16 +162,17 @@ impl Deliver for Server {
         let Ok(mut clients) = self.clients.lock() else {
             return;
         };
+        let deadline = Instant::now() + WRITER_WAIT;
         clients.retain(|client| {
             if client
                 .backlog
-                .push(std::slice::from_ref(&chunk), takes_data(&client.stream))
+                .push_or_wait(std::slice::from_ref(&chunk), || takes_data(&client.stream), deadline)
             {
                 return true;
             }
             if !client.backlog.is_closed() {
                 msg::warn(&format!(
-                    "client {} is not reading: disconnected (over {} KiB waited for it)",
+                    "client {} is not reading fast enough: disconnected (over {} KiB waited for it)",
                     client.address,
                     CLIENT_BYTES >> 10
                 ));

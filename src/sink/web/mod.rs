@@ -18,7 +18,7 @@ mod websocket;
 
 use super::FINISH_WAIT;
 use super::Sink;
-use super::backlog::Backlog;
+use super::backlog::{Backlog, WRITER_WAIT};
 use super::server::listen_address;
 use super::socket::{hung_up, keepalive, takes_data};
 use crate::deadline;
@@ -508,6 +508,7 @@ impl Hub {
         let whole = |bytes: &[u8]| -> Arc<[u8]> { Arc::from(bytes) };
         let mut made: Made = Vec::new();
         let Clients { list, history } = &mut *clients;
+        let deadline = Instant::now() + WRITER_WAIT;
         list.retain(|client| {
             if client.backlog.is_closed() {
                 return false;
@@ -530,14 +531,19 @@ impl Hub {
                 }
             };
             let Some(chunk) = chunk else { return true };
-            if client
-                .backlog
-                .push(std::slice::from_ref(&chunk), takes_data(&client.stream))
-            {
+            if client.backlog.push_or_wait(
+                std::slice::from_ref(&chunk),
+                || takes_data(&client.stream),
+                deadline,
+            ) {
                 return true;
             }
+            if client.backlog.is_closed() {
+                // It left meanwhile.
+                return false;
+            }
             msg::warn(&format!(
-                "{} is not reading: disconnected (over {} KiB waited for it)",
+                "{} is not reading fast enough: disconnected (over {} KiB waited for it)",
                 client.name,
                 CLIENT_BYTES >> 10
             ));
