@@ -2,9 +2,10 @@
 # Benchmark: fan-out to many network clients, `pipe --websocket` and `pipe --sse` next to
 # `pipe --serve` (plain NDJSON over TCP) as the baseline, in one run on one throwaway server.
 # For each setup its own `pgnotify -v pipe bench` process serves CLIENTS clients
-# (examples/bench_web.rs: one process, a thread per client), and COUNT notifications of
-# 100-byte payloads (`N:xxx…`) are committed in transactions of BATCH, one after the other,
-# from one psql session. Measured, for each:
+# (examples/bench_web.rs: one process, a thread per client; with THREADS, that many threads
+# each poll()ing its share: fairer among the clients, but fewer cores to read with), and COUNT
+# notifications of 100-byte payloads (`N:xxx…`) are committed in transactions of BATCH, one
+# after the other, from one psql session. Measured, for each:
 #  - wall time from the start of the sending (just before psql is started, so its start-up,
 #    a few ms, is counted) to the moment the last client has all COUNT: the rate is COUNT over
 #    that time, notifications per second delivered to every client; and the bytes the clients
@@ -19,17 +20,22 @@
 #    and SSE clients look at every byte for line ends, so their costs differ a little;
 #  - whether every client got every notification, in order: each checks its payloads' numbers
 #    (and, for SSE, the ids' sequence); a loss, a disconnect, or a warning from pgnotify fails
-#    the round, loudly.
+#    the round, loudly (a failed round's figures are those of the clients that got through,
+#    still counted in the medians, which say how many rounds failed). pgnotify does not wait
+#    for its clients: one whose backlog is over 1 MiB while its socket is full and its last
+#    write ended over 1 s ago, or over 4 MiB at all, is disconnected; so when the burst comes
+#    faster than the machine can fan it out, clients are cut off, however fast they read.
 # The notifications are sent once pgnotify says it listens and that every client is connected
 # (-v: "... client ADDR connected"), so none is missed for being early. Rounds are paired (tcp,
 # ws, sse in each); medians are reported, then WebSocket/TCP and SSE/TCP rate ratios (the
 # target is at least 0.5). Figures are indicative when the machine is busy with other work.
-#   bash bench/web.sh [COUNT] [CLIENTS] [BATCH]   (defaults 200000, 100, 10000)
+#   bash bench/web.sh [COUNT] [CLIENTS] [BATCH] [THREADS]   (defaults 200000, 100, 10000, CLIENTS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-200000}
 clients=${2:-100}
 batch=${3:-10000}
+threads=${4:-$clients}
 size=100
 rounds=3
 cargo build --release -q --example bench_web
@@ -73,7 +79,7 @@ run() {
   local address
   address=$(grep '^pgnotify: serving' "$err" | grep -oE '127\.0\.0\.1:[0-9]+' | head -1)
   local rss_before; rss_before=$(status_kib "$pid" VmRSS)
-  "$bench_web" "$key" "$address" "$clients" "$count" > "$out" 2> "$cerr" &
+  "$bench_web" "$key" "$address" "$clients" "$count" "$threads" > "$out" 2> "$cerr" &
   local client=$!
   wait_for "ready from bench_web" "$client" grep -qs '^ready' "$out"
   wait_for "$clients clients connected in pgnotify's log" "$pid" attached "$err"

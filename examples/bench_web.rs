@@ -1,8 +1,10 @@
 //! The clients of `bench/web.sh`: CLIENTS connections to one `pgnotify pipe` server, each
-//! read by a thread of its own, which checks that it gets the COUNT notifications of the
-//! benchmark, payloads `1:xxx…` to `COUNT:xxx…`, every one and in order.
+//! of which checks that it gets the COUNT notifications of the benchmark, payloads `1:xxx…` to
+//! `COUNT:xxx…`, every one and in order. Each is read by a thread of its own (blocking reads),
+//! or, given THREADS, the clients are shared among that many threads, each of which poll()s
+//! its share and reads once from each that has something, in turn.
 //!
-//!   bench_web tcp|ws|sse HOST:PORT CLIENTS COUNT
+//!   bench_web tcp|ws|sse HOST:PORT CLIENTS COUNT [THREADS]
 //!
 //! - `tcp`: `--serve`, NDJSON lines.
 //! - `ws`: `--websocket`; the opening handshake is written here (the answer's
@@ -68,8 +70,12 @@ fn unix_ns() -> u128 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, kind, address, clients, count] = &args[..] else {
-        return Err("usage: bench_web tcp|ws|sse HOST:PORT CLIENTS COUNT".into());
+    let (kind, address, clients, count, threads) = match &args[..] {
+        [_, kind, address, clients, count] => (kind, address, clients, count, None),
+        [_, kind, address, clients, count, threads] => {
+            (kind, address, clients, count, Some(threads))
+        }
+        _ => return Err("usage: bench_web tcp|ws|sse HOST:PORT CLIENTS COUNT [THREADS]".into()),
     };
     let kind = match kind.as_str() {
         "tcp" => Kind::Tcp,
@@ -79,28 +85,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let clients: usize = clients.parse()?;
     let count: u64 = count.parse()?;
-    let mut streams = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        streams.push(open(kind, address)?);
-    }
+    let threads: usize = match threads {
+        Some(t) => t.parse::<usize>()?.clamp(1, clients.max(1)),
+        None => clients.max(1),
+    };
     let furthest = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::with_capacity(clients);
-    for (stream, rest) in streams {
-        let furthest = Arc::clone(&furthest);
-        let thread = std::thread::Builder::new()
+    let mut groups: Vec<Vec<Client>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..clients {
+        let (stream, rest) = open(kind, address)?;
+        let client = Client::new(kind, count, stream, rest, Arc::clone(&furthest));
+        groups[i % threads].push(client);
+    }
+    let mut handles = Vec::with_capacity(threads);
+    for group in groups {
+        let handle = std::thread::Builder::new()
             .stack_size(128 * 1024)
-            .spawn(move || {
-                let mut client = Client::new(kind, count, stream, furthest);
-                client.run(rest);
-                client.outcome
-            })?;
-        threads.push(thread);
+            .spawn(move || run_group(group))?;
+        handles.push(handle);
     }
     println!("ready");
     std::io::stdout().flush()?;
     let mut outcomes = Vec::with_capacity(clients);
-    for thread in threads {
-        outcomes.push(thread.join().map_err(|_| "a client thread panicked")?);
+    for handle in handles {
+        outcomes.extend(handle.join().map_err(|_| "a client thread panicked")?);
     }
     let (mut bytes, mut first, mut last, mut failed) = (0, u128::MAX, 0, 0);
     for outcome in &outcomes {
@@ -187,6 +194,60 @@ fn open(kind: Kind, address: &str) -> Result<(TcpStream, Vec<u8>), Box<dyn std::
     Ok((stream, head.split_off(end)))
 }
 
+/// Reads the clients of one thread to the end: a client alone with blocking reads, more with
+/// `poll`, one read for each client that has something, in turn.
+fn run_group(mut clients: Vec<Client>) -> Vec<Outcome> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut through = vec![false; clients.len()];
+    if let [client] = &mut clients[..] {
+        while !client.step() {}
+    } else {
+        let timeout = PollTimeout::try_from(SILENCE).unwrap_or(PollTimeout::MAX);
+        loop {
+            let waiting: Vec<usize> = (0..clients.len()).filter(|i| !through[*i]).collect();
+            if waiting.is_empty() {
+                break;
+            }
+            let mut fds: Vec<PollFd> = waiting
+                .iter()
+                .map(|i| PollFd::new(clients[*i].stream.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let ready = poll(&mut fds, timeout);
+            let readable: Vec<bool> = fds
+                .iter()
+                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            match ready {
+                Ok(0) => {
+                    for i in waiting {
+                        let client = &mut clients[i];
+                        client.outcome.error = Some(format!("nothing for {SILENCE:?}"));
+                        client.outcome.ahead = client.furthest.load(Ordering::Relaxed);
+                        client.outcome.last = unix_ns();
+                    }
+                    break;
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    for i in waiting {
+                        clients[i].outcome.error = Some(format!("poll: {e}"));
+                        clients[i].outcome.last = unix_ns();
+                    }
+                    break;
+                }
+            }
+            for (i, readable) in waiting.into_iter().zip(readable) {
+                if readable && clients[i].step() {
+                    through[i] = true;
+                }
+            }
+        }
+    }
+    clients.into_iter().map(|c| c.outcome).collect()
+}
+
 /// One connection, read to its COUNT.
 struct Client {
     kind: Kind,
@@ -194,6 +255,9 @@ struct Client {
     stream: TcpStream,
     /// The most notifications any client has had so far (updated once a read).
     furthest: Arc<AtomicU64>,
+    /// What was read and not yet taken: `buf[..filled]`.
+    buf: Vec<u8>,
+    filled: usize,
     /// The number the next notification's payload must have.
     next: u64,
     /// sse: the sequence in the id of the event being read.
@@ -205,54 +269,75 @@ struct Client {
 type Failure = String;
 
 impl Client {
-    fn new(kind: Kind, count: u64, stream: TcpStream, furthest: Arc<AtomicU64>) -> Client {
+    fn new(
+        kind: Kind,
+        count: u64,
+        stream: TcpStream,
+        rest: Vec<u8>,
+        furthest: Arc<AtomicU64>,
+    ) -> Client {
+        let mut buf = vec![0u8; BUFFER];
+        buf[..rest.len()].copy_from_slice(&rest);
         Client {
             kind,
             count,
             stream,
             furthest,
+            buf,
+            filled: rest.len(),
             next: 1,
             sse_id: None,
-            outcome: Outcome::default(),
+            outcome: Outcome {
+                bytes: rest.len() as u64,
+                ..Outcome::default()
+            },
         }
     }
 
-    /// Reads until COUNT (or a failure, in `outcome.error`, when `outcome.last` is its time).
-    fn run(&mut self, rest: Vec<u8>) {
-        if let Err(why) = self.read_all(rest) {
-            self.outcome.error = Some(why);
-            self.outcome.ahead = self.furthest.load(Ordering::Relaxed);
+    /// Reads once (blocking) and takes what that completed: whether the client is through,
+    /// with COUNT or a failure (in `outcome.error`; `outcome.last` is when).
+    fn step(&mut self) -> bool {
+        match self.read_once() {
+            Ok(false) => return false,
+            Ok(true) => {}
+            Err(why) => {
+                self.outcome.error = Some(why);
+                self.outcome.ahead = self.furthest.load(Ordering::Relaxed);
+            }
         }
         self.outcome.last = unix_ns();
+        true
     }
 
-    fn read_all(&mut self, rest: Vec<u8>) -> Result<(), Failure> {
-        let mut buf = vec![0u8; BUFFER];
-        let mut filled = rest.len();
-        buf[..filled].copy_from_slice(&rest);
-        self.outcome.bytes = filled as u64;
+    /// One read, and what it completed taken (with what was left over before it).
+    fn read_once(&mut self) -> Result<bool, Failure> {
+        if self.filled == self.buf.len() {
+            // A record larger than the buffer: none of the benchmark's are.
+            return Err(format!("a record over {BUFFER} bytes"));
+        }
         loop {
-            let used = self.take(&buf[..filled])?;
-            self.furthest.fetch_max(self.outcome.got, Ordering::Relaxed);
-            if self.next > self.count {
-                return Ok(());
-            }
-            buf.copy_within(used..filled, 0);
-            filled -= used;
-            if filled == buf.len() {
-                // A record larger than the buffer: none of the benchmark's are.
-                return Err(format!("a record over {BUFFER} bytes"));
-            }
-            match self.stream.read(&mut buf[filled..]) {
+            match self.stream.read(&mut self.buf[self.filled..]) {
                 Ok(0) => return Err("the server closed the connection".into()),
                 Ok(n) => {
-                    filled += n;
+                    self.filled += n;
                     self.outcome.bytes += n as u64;
+                    break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("read: {e}")),
             }
         }
+        let data = std::mem::take(&mut self.buf);
+        let used = self.take(&data[..self.filled]);
+        self.buf = data;
+        let used = used?;
+        self.furthest.fetch_max(self.outcome.got, Ordering::Relaxed);
+        if self.next > self.count {
+            return Ok(true);
+        }
+        self.buf.copy_within(used..self.filled, 0);
+        self.filled -= used;
+        Ok(false)
     }
 
     /// Takes the complete records at the start of `data`: how many bytes they were.
