@@ -222,8 +222,14 @@ impl Backlog {
         self.changed.notify_all();
     }
 
+    /// Closes the backlog, and lets go of what waits in it at once (a chunk being written is
+    /// the writer's until it returns).
     pub(super) fn close(&self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        state.chunks = VecDeque::new();
+        state.bytes = 0;
+        drop(state);
         self.changed.notify_all();
     }
 

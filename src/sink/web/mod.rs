@@ -200,11 +200,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Writes `chunk` whole. While the client takes nothing, looks every second whether it was
 /// disconnected meanwhile (its backlog closed): then gives up, perhaps in the middle.
-fn write_whole(stream: &mut TcpStream, chunk: &[u8], backlog: &Backlog) -> io::Result<()> {
+/// `Err(at)`: it failed after `at` bytes.
+fn write_whole(stream: &mut TcpStream, chunk: &[u8], backlog: &Backlog) -> Result<(), usize> {
     let mut at = 0;
     while at < chunk.len() {
         match stream.write(&chunk[at..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err(at),
             Ok(n) => at += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
@@ -214,13 +215,33 @@ fn write_whole(stream: &mut TcpStream, chunk: &[u8], backlog: &Backlog) -> io::R
                 ) =>
             {
                 if backlog.is_closed() {
-                    return Err(e);
+                    return Err(at);
                 }
             }
-            Err(e) => return Err(e),
+            Err(_) => return Err(at),
         }
     }
     Ok(())
+}
+
+/// Writes what the client takes of `bytes` until `deadline`; whether it took all.
+fn write_until(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> bool {
+    let mut at = 0;
+    while at < bytes.len() && Instant::now() < deadline {
+        match stream.write(&bytes[at..]) {
+            Ok(0) => return false,
+            Ok(n) => at += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return false,
+        }
+    }
+    at == bytes.len()
 }
 
 /// The sink of `--websocket` and `--sse`.

@@ -5,7 +5,7 @@
 //! NOTIFY). The opening handshake is answered here, after `web::admit` has applied the same
 //! checks to it as to any other request.
 
-use super::{Attached, Ending, write_whole};
+use super::{Attached, Ending, write_until, write_whole};
 use crate::msg;
 use crate::sink::backlog::Popped;
 use std::io::Cursor;
@@ -54,6 +54,29 @@ fn close_frame(code: u16, why: &str) -> Vec<u8> {
     out
 }
 
+/// The reason a client too slow is given with its close frame.
+const SLOW: &str = "too slow: pgnotify stopped waiting for it";
+/// How long a client disconnected in the middle of a frame has to take its end and the
+/// close frame.
+const FAREWELL: Duration = Duration::from_secs(2);
+
+/// Where the frame that holds byte `at` of `chunk` (whole frames) ends.
+fn frame_end(chunk: &[u8], at: usize) -> usize {
+    let mut start = 0;
+    while start < chunk.len() {
+        let mut cursor = Cursor::new(&chunk[start..]);
+        let Ok(Some((_, length))) = FrameHeader::parse(&mut cursor) else {
+            return chunk.len();
+        };
+        let end = start + cursor.position() as usize + length as usize;
+        if end > at {
+            return end.min(chunk.len());
+        }
+        start = end;
+    }
+    chunk.len()
+}
+
 /// Close codes (RFC 6455, 7.4.1).
 const GOING_AWAY: u16 = 1001;
 const PROTOCOL_ERROR: u16 = 1002;
@@ -70,7 +93,16 @@ pub(super) fn run(mut stream: TcpStream, rest: Vec<u8>, client: &Attached, keepa
     loop {
         match client.backlog.pop_within(idle) {
             Popped::Chunk(chunk, _) => {
-                if write_whole(&mut stream, &chunk, &client.backlog).is_err() {
+                if let Err(at) = write_whole(&mut stream, &chunk, &client.backlog) {
+                    if client.ending() == Ending::Slow {
+                        // Disconnected in the middle of a frame: the rest of it, then the
+                        // close frame, as far as the client takes them in a moment.
+                        let mut rest = chunk[at..frame_end(&chunk, at)].to_vec();
+                        rest.extend(close_frame(POLICY, SLOW));
+                        write_until(&mut stream, &rest, Instant::now() + FAREWELL);
+                        let _ = stream.shutdown(Shutdown::Both);
+                        return;
+                    }
                     client.left("left");
                     return;
                 }
@@ -78,7 +110,7 @@ pub(super) fn run(mut stream: TcpStream, rest: Vec<u8>, client: &Attached, keepa
             }
             Popped::Closed => {
                 let (code, why) = match client.ending() {
-                    Ending::Slow => (POLICY, "too slow: pgnotify stopped waiting for it"),
+                    Ending::Slow => (POLICY, SLOW),
                     Ending::Running | Ending::Over => (GOING_AWAY, "pgnotify is stopping"),
                 };
                 // Best effort: a client too slow may not take it.
@@ -249,10 +281,15 @@ impl Frames {
                             *pong = Some(out);
                         }
                         Control::Close => {
+                            // Its code is returned, when it is one a peer may send.
                             let code = match payload[..] {
+                                [] => 1000,
                                 [a, b, ..] => u16::from_be_bytes([a, b]),
-                                _ => 1000,
+                                [_] => return Err(Broken::Protocol("a close frame of one byte")),
                             };
+                            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                                return Err(Broken::Protocol("a close code a peer may not send"));
+                            }
                             return Ok(Some(Heard::Closed(code)));
                         }
                         _ => {}
@@ -299,5 +336,29 @@ mod tests {
         ));
         frames.buf = vec![0x81, 0x02, b'n', b'o'];
         assert!(matches!(frames.parse(&mut None), Err(Broken::Protocol(_))));
+        for bad in [&[0x03][..], &[0x03, 0xED], &[0x00, 0x00]] {
+            frames.buf = masked(0x8, bad);
+            assert!(
+                matches!(frames.parse(&mut None), Err(Broken::Protocol(_))),
+                "{bad:?}"
+            );
+        }
+        frames.buf = masked(0x8, &[]);
+        assert!(matches!(
+            frames.parse(&mut None),
+            Ok(Some(Heard::Closed(1000)))
+        ));
+    }
+
+    #[test]
+    fn a_frame_cut_is_found_whole() {
+        let mut chunk = Vec::new();
+        text_frame(&mut chunk, b"abc");
+        let first = chunk.len();
+        text_frame(&mut chunk, &[b'x'; 300]);
+        assert_eq!(frame_end(&chunk, 0), first);
+        assert_eq!(frame_end(&chunk, first - 1), first);
+        assert_eq!(frame_end(&chunk, first), chunk.len());
+        assert_eq!(frame_end(&chunk, first + 10), chunk.len());
     }
 }
