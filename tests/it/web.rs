@@ -241,10 +241,18 @@ fn clients_choose_channels_within_the_allow_list() {
     assert_eq!(refused_status(websocket(&address, "/?channel=beta")), 403);
     // A channel whose name needs escaping in a URL.
     drop(pipe);
-    let (_pipe, address) = web_pipe(&server, &["a b&c=d/é"], &[]);
+    let (odd_pipe, address) = web_pipe(&server, &["a b&c=d/é"], &[]);
     let mut odd = Sse::open(&address, "/?channel=a%20b%26c%3Dd%2F%C3%A9", &[]);
     server.notify("a b&c=d/é", "odd");
     assert_eq!(odd.payload(), "odd");
+    // A channel named like one of EventSource's own events comes unnamed.
+    drop(odd_pipe);
+    let (_pipe, address) = web_pipe(&server, &["error"], &[]);
+    let mut error = Sse::open(&address, "/", &[]);
+    server.notify("error", "not an error");
+    let event = error.next().unwrap();
+    assert_eq!(event.event, None, "{event:?}");
+    assert_eq!(record(&event.data).payload, "not an error");
 }
 
 #[test]
@@ -437,6 +445,69 @@ fn http_hygiene_paths_methods_origins_and_hosts() {
         (old.status, old.header("sec-websocket-version")),
         (426, Some("13".into()))
     );
+    // Two Host headers, a page of https:// (pgnotify serves http only), 65 headers.
+    let two_hosts = request(
+        &address,
+        &format!("GET /events HTTP/1.1\r\nHost: {address}\r\nHost: evil.example\r\n\r\n"),
+    );
+    assert_eq!(two_hosts.status, 400, "{two_hosts:?}");
+    let https = get(
+        &address,
+        "/events",
+        &[&format!("Origin: https://{address}")],
+    );
+    assert_eq!(https.status, 403, "{https:?}");
+    let many: Vec<String> = (0..65).map(|i| format!("X-{i}: y")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let too_many = get(&address, "/events", &many);
+    assert_eq!(too_many.status, 400);
+    assert!(too_many.body.contains("over 64 headers"), "{too_many:?}");
+    assert_eq!(
+        too_many.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+}
+
+#[test]
+fn refused_requests_by_the_hundred_keep_threads_bounded() {
+    let server = Server::start();
+    let (mut pipe, address) = web_pipe(&server, &["b"], &[]);
+    let pid = pipe.pid();
+    let mut ws = websocket(&address, "/").unwrap();
+    pipe.wait_stderr("connected");
+    let before = threads(pid);
+    // 400 requests for nothing, sent at once: each answered 404 (or 503 when 128 threads
+    // are answering already), then lingered on.
+    let mut streams: Vec<TcpStream> = (0..400)
+        .map(|_| {
+            let mut s = TcpStream::connect(&address).unwrap();
+            write!(s, "GET /nope HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let most = (0..20)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            threads(pid)
+        })
+        .max()
+        .unwrap();
+    assert!(most <= before + 128, "{most} threads (from {before})");
+    let mut statuses = std::collections::BTreeMap::new();
+    for s in &mut streams {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        let status = answer.split(' ').nth(1).unwrap_or("none").to_string();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.values().sum::<i32>(), 400);
+    assert!(
+        !statuses.contains_key("none"),
+        "every one answered: {statuses:?}"
+    );
+    server.notify("b", "after");
+    assert_eq!(record(&next_text(&mut ws)).payload, "after");
 }
 
 /// The threads of process `pid`.
@@ -482,9 +553,11 @@ fn slowloris_gets_408_and_bounded_threads_while_streaming_clients_carry_on() {
     std::thread::sleep(Duration::from_millis(500));
     let during = threads(pid);
     assert!(
-        during <= before + 64 + 2,
+        during <= before + 128,
         "{during} threads with 200 half-sent requests (from {before})"
     );
+    // A new client is served meanwhile: it takes the place of the oldest half-sent request.
+    let mut newcomer = Sse::open(&address, "/", &[]);
     // The streaming client is not held up by them.
     for i in 0..3 {
         for s in slow.iter_mut() {
@@ -492,8 +565,10 @@ fn slowloris_gets_408_and_bounded_threads_while_streaming_clients_carry_on() {
         }
         server.notify("s", &format!("during {i}"));
         assert_eq!(record(&next_text(&mut ws)).payload, format!("during {i}"));
+        assert_eq!(newcomer.payload(), format!("during {i}"));
     }
-    // Each is answered: 408 after 10 s, or 503 at once when 64 were already waiting.
+    // Each is answered 408: when newer connections needed its place, or after 10 s (the 64
+    // newest half-sent ones).
     let mut statuses = std::collections::BTreeMap::new();
     for mut s in slow {
         let mut answer = String::new();
@@ -502,9 +577,16 @@ fn slowloris_gets_408_and_bounded_threads_while_streaming_clients_carry_on() {
         *statuses.entry(status).or_insert(0) += 1;
     }
     let waited = started.elapsed();
-    assert_eq!(statuses.get("408"), Some(&64), "{statuses:?}");
-    assert_eq!(statuses.get("503"), Some(&136), "{statuses:?}");
+    // (Or 503 at once, while 128 threads were still answering.)
+    let (timeouts, busy) = (statuses.get("408"), statuses.get("503").unwrap_or(&0));
+    assert!(timeouts.is_some_and(|n| *n >= 64), "{statuses:?}");
+    assert_eq!(
+        timeouts.unwrap() + busy,
+        200,
+        "every one answered: {statuses:?}"
+    );
     assert!(waited >= Duration::from_secs(10), "{waited:?}");
+    drop(newcomer);
     // Everything is given back, and a new client is served.
     server.wait_until("the slow connections' threads to end", || {
         threads(pid) <= before
@@ -601,7 +683,8 @@ fn sse_clients_coming_back_with_last_event_id_learn_what_they_missed() {
     let mut marker = Sse::open(&address, "/?channel=o", &[]);
     pipe.wait_stderr("connected");
     server.notify("o", "marker");
-    assert_eq!(marker.payload(), "marker");
+    // (It may get some of the five first: they may still be on their way to pgnotify.)
+    while marker.payload() != "marker" {}
     let mut back = Sse::open(&address, "/", &[&format!("Last-Event-ID: {id}")]);
     let missed = back.next().unwrap();
     assert_eq!(missed.event.as_deref(), Some("gap"));
@@ -635,7 +718,8 @@ fn sse_clients_coming_back_with_last_event_id_learn_what_they_missed() {
     // An id from an earlier run of pgnotify: what it missed is unknown, and said so.
     let mut stranger = Sse::open(&address, "/", &["Last-Event-ID: 1-5"]);
     let unknown = gap(&stranger.next().unwrap().data);
-    assert_eq!((unknown.gap.as_str(), unknown.dropped), ("client", 0));
+    // At least what this run sent: 1, 2, x, 3, y, z, marker, 4, 5, 6.
+    assert_eq!((unknown.gap.as_str(), unknown.dropped), ("client", 10));
     assert!(unknown.reason.contains("not from this run"), "{unknown:?}");
 }
 

@@ -45,6 +45,11 @@ impl Request {
             .map(|(_, v)| v.trim())
     }
 
+    /// How many headers named `name` (lower case) there are.
+    pub(super) fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+
     /// Whether the comma-separated header `name` holds `token`, in any case.
     pub(super) fn header_has(&self, name: &str, token: &str) -> bool {
         self.headers
@@ -68,6 +73,8 @@ impl Request {
 pub(super) enum Unread {
     /// The head is over `HEAD_LIMIT`: 400.
     TooLarge,
+    /// It has over 64 headers: 400.
+    TooMany,
     /// The head did not come whole within `HEAD_TIME`: 408.
     TooSlow,
     /// It is not HTTP: 400.
@@ -119,7 +126,7 @@ fn parse(buf: &[u8]) -> Result<Option<Request>, Unread> {
     let end = match request.parse(buf) {
         Ok(httparse::Status::Complete(end)) => end,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Unread::TooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Err(Unread::TooMany),
         Err(e) => return Err(Unread::Malformed(e.to_string())),
     };
     let method = match request.method {
@@ -181,7 +188,7 @@ impl Answer {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
         out.push_str(&format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            "Content-Length: {}\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
             self.body.len()
         ));
         if !head_only {

@@ -26,25 +26,32 @@ use crate::exit::UsageError;
 use crate::format::{Encoder, write_gap_record};
 use crate::msg;
 use crate::notification::{Gap, Notification};
+use crate::sanitize::escape_controls;
 use anyhow::{Context, Result, bail};
 use http::{Answer, Method, Request, Unread};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How many WebSocket and SSE clients may be connected at once; more are answered 503.
 const MAX_CLIENTS: usize = 256;
-/// How many connections may be sending their request at once; more are answered 503.
+/// How many connections may be sending their request at once: one more makes room by letting
+/// the oldest go (408).
 const MAX_RECEPTION: usize = 64;
+/// How many threads may be reading a request or answering one; more connections are
+/// answered 503 from the accepting thread.
+const MAX_ANSWERING: usize = 2 * MAX_RECEPTION;
 /// What may wait for one client before it is disconnected.
 const CLIENT_BYTES: usize = 1 << 20;
 /// The size at which a batch is handed to the clients before the loop's flush.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// How long a write may be stuck before its thread looks whether the client was disconnected.
 const WRITE_STALL: Duration = Duration::from_secs(1);
+/// The most channels web clients may be served (their indexes are `u16`, below these two).
+const MAX_CHANNELS: u16 = 65_000;
 /// The channel index of a gap record, which every client gets.
 const GAP: u16 = u16::MAX;
 /// The channel index of a notification on a channel that is not piped (none should come).
@@ -88,6 +95,8 @@ struct Rules {
     token: Option<[u8; 32]>,
     origins: Vec<String>,
     channels: Vec<String>,
+    /// Each piped channel's index.
+    index: std::collections::HashMap<String, u16>,
     /// For each piped channel, whether a client may have it.
     allowed: Vec<bool>,
     keepalive: Duration,
@@ -97,14 +106,16 @@ struct Rules {
 struct Hub {
     rules: Rules,
     clients: Mutex<Clients>,
-    /// Connections still sending their request.
-    reception: AtomicUsize,
+    /// Connections still sending their request, and the threads not yet streaming.
+    reception: Mutex<Reception>,
     /// Client threads still running.
     live: (Mutex<usize>, Condvar),
     /// Whether the sink writes gap records (so does a client's resume).
     gap_records: bool,
     /// Whether SSE is served (which keeps the history of what was sent).
     sse: bool,
+    /// When a refused client was last said, and how many were refused since.
+    refused: Mutex<(Option<Instant>, u64)>,
 }
 
 struct Clients {
@@ -279,6 +290,12 @@ struct Batch {
 impl Web {
     /// Reads the token, opens the listening sockets and starts accepting clients.
     pub(crate) fn start(settings: &WebSettings, encoder: Encoder) -> Result<Web> {
+        if settings.channels.len() > usize::from(MAX_CHANNELS) {
+            return Err(UsageError(format!(
+                "--websocket and --sse serve at most {MAX_CHANNELS} channels"
+            ))
+            .into());
+        }
         let token = match &settings.token_file {
             Some(path) => Some(read_token(path)?),
             None => None,
@@ -343,6 +360,12 @@ impl Web {
                 token,
                 origins: settings.allow_origins.clone(),
                 channels: settings.channels.clone(),
+                index: settings
+                    .channels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.clone(), i as u16))
+                    .collect(),
                 allowed,
                 keepalive: settings.keepalive,
             },
@@ -350,10 +373,11 @@ impl Web {
                 list: Vec::new(),
                 history: sse::History::new(),
             }),
-            reception: AtomicUsize::new(0),
+            reception: Mutex::new(Reception::default()),
             live: (Mutex::new(0), Condvar::new()),
             gap_records: encoder.gap_records(),
             sse: settings.sse.is_some(),
+            refused: Mutex::new((None, 0)),
         });
         for (_, listener, serves) in listeners {
             let local = listener.local_addr()?;
@@ -468,10 +492,10 @@ impl Sink for Web {
         let channel = self
             .hub
             .rules
-            .channels
-            .iter()
-            .position(|c| *c == n.channel)
-            .map_or(OTHER, |i| i as u16);
+            .index
+            .get(&n.channel)
+            .copied()
+            .unwrap_or(OTHER);
         self.line.clear();
         self.encoder.write(&mut self.line, n)?;
         self.push(channel, &n.channel)
@@ -626,21 +650,88 @@ fn accept(listener: &TcpListener, hub: &Arc<Hub>, serves: Serves) {
                 continue;
             }
         };
-        if hub.reception.fetch_add(1, Ordering::AcqRel) >= MAX_RECEPTION {
-            hub.reception.fetch_sub(1, Ordering::AcqRel);
+        let Some(ticket) = hub.receive(&stream) else {
             refuse(
                 &mut stream,
                 "too many connections are sending their request: try again",
             );
             refused.push_back((stream, Instant::now()));
             continue;
-        }
+        };
         let thread_hub = Arc::clone(hub);
-        let spawned = std::thread::Builder::new()
+        // A thread that cannot start: its ticket, dropped, gives its place back.
+        let _ = std::thread::Builder::new()
             .name("web-client".into())
-            .spawn(move || serve(stream, &thread_hub, serves));
-        if spawned.is_err() {
-            hub.reception.fetch_sub(1, Ordering::AcqRel);
+            .spawn(move || serve(stream, &thread_hub, ticket, serves));
+    }
+}
+
+/// The connections whose request is being read (the oldest first), and how many threads
+/// read or answer one.
+#[derive(Default)]
+struct Reception {
+    pending: std::collections::VecDeque<(u64, TcpStream, Arc<AtomicBool>)>,
+    next: u64,
+    threads: usize,
+}
+
+/// A connection's place in reception: its thread holds it until the connection becomes a
+/// stream or is done with.
+struct Ticket {
+    id: u64,
+    /// Set when a newer connection took its place.
+    evicted: Arc<AtomicBool>,
+    /// Whether it still counts among the threads (not yet a stream).
+    counted: bool,
+    /// Whether it still is among the pending.
+    pending: bool,
+}
+
+impl Hub {
+    /// A place in reception for a new connection: when 64 are sending their request, the
+    /// oldest is let go to make room; `None` when the threads reading or answering requests
+    /// are at their bound.
+    fn receive(&self, stream: &TcpStream) -> Option<Ticket> {
+        let clone = stream.try_clone().ok()?;
+        let mut reception = lock(&self.reception);
+        if reception.threads >= MAX_ANSWERING {
+            return None;
+        }
+        if reception.pending.len() >= MAX_RECEPTION
+            && let Some((_, oldest, evicted)) = reception.pending.pop_front()
+        {
+            evicted.store(true, Ordering::Release);
+            let _ = oldest.shutdown(Shutdown::Read);
+        }
+        let id = reception.next;
+        reception.next += 1;
+        let evicted = Arc::new(AtomicBool::new(false));
+        reception
+            .pending
+            .push_back((id, clone, Arc::clone(&evicted)));
+        reception.threads += 1;
+        Some(Ticket {
+            id,
+            evicted,
+            counted: true,
+            pending: true,
+        })
+    }
+
+    /// The ticket's request is read whole.
+    fn received(&self, ticket: &mut Ticket) {
+        if std::mem::take(&mut ticket.pending) {
+            lock(&self.reception)
+                .pending
+                .retain(|(id, _, _)| *id != ticket.id);
+        }
+    }
+
+    /// The ticket's connection is done with, or becomes a stream.
+    fn release(&self, ticket: &mut Ticket) {
+        self.received(ticket);
+        if std::mem::take(&mut ticket.counted) {
+            lock(&self.reception).threads -= 1;
         }
     }
 }
@@ -659,27 +750,13 @@ fn refuse(stream: &mut TcpStream, why: &str) {
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-/// Counts a connection in reception until its request is read.
-struct Reception<'a>(&'a AtomicUsize, bool);
-
-impl Reception<'_> {
-    fn end(&mut self) {
-        if !self.1 {
-            self.1 = true;
-            self.0.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl Drop for Reception<'_> {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
-
 /// One connection: its request, then what it was admitted to.
-fn serve(mut stream: TcpStream, hub: &Arc<Hub>, serves: Serves) {
-    let mut reception = Reception(&hub.reception, false);
+fn serve(stream: TcpStream, hub: &Arc<Hub>, mut ticket: Ticket, serves: Serves) {
+    serve_request(stream, hub, &mut ticket, serves);
+    hub.release(&mut ticket);
+}
+
+fn serve_request(mut stream: TcpStream, hub: &Arc<Hub>, ticket: &mut Ticket, serves: Serves) {
     let Ok(address) = stream.peer_addr() else {
         return;
     };
@@ -687,17 +764,26 @@ fn serve(mut stream: TcpStream, hub: &Arc<Hub>, serves: Serves) {
         Ok(request) => request,
         Err(unread) => {
             let answer = match unread {
+                _ if ticket.evicted.load(Ordering::Acquire) => Answer::text(
+                    408,
+                    "the request head was not sent whole, and newer connections needed its place",
+                ),
                 Unread::TooLarge => Answer::text(400, "the request head is over 8 KiB"),
+                Unread::TooMany => Answer::text(400, "the request has over 64 headers"),
                 Unread::TooSlow => Answer::text(408, "the request head took over 10 s"),
                 Unread::Malformed(why) => Answer::text(400, format!("not an HTTP request: {why}")),
                 Unread::Gone => return,
             };
-            msg::info(&format!("web client {address}: {}", answer.body.trim_end()));
+            hub.received(ticket);
+            msg::info(&format!(
+                "web client {address}: {}",
+                escape_controls(answer.body.trim_end())
+            ));
             answer.send(&mut stream, false);
             return;
         }
     };
-    reception.end();
+    hub.received(ticket);
     let head_only = request.method == Method::Head;
     let admitted = match admit(&request, &hub.rules, serves) {
         Ok(admitted) => admitted,
@@ -705,7 +791,7 @@ fn serve(mut stream: TcpStream, hub: &Arc<Hub>, serves: Serves) {
             msg::info(&format!(
                 "web client {address}: {} {}",
                 answer.status,
-                answer.body.trim_end()
+                escape_controls(answer.body.trim_end())
             ));
             answer.send(&mut stream, head_only);
             return;
@@ -761,6 +847,8 @@ fn serve(mut stream: TcpStream, hub: &Arc<Hub>, serves: Serves) {
         .send(&mut stream, false);
         return;
     };
+    // A stream now: it counts among the clients, not the threads of reception.
+    hub.release(ticket);
     if stream.write_all(&opening).is_err() {
         client.left("left");
         return;
@@ -787,9 +875,20 @@ impl Hub {
         clients.list.retain(|c| !c.backlog.is_closed());
         if clients.list.len() >= MAX_CLIENTS {
             drop(clients);
-            msg::warn(&format!(
-                "refused {name}: {MAX_CLIENTS} web clients are connected already"
-            ));
+            // Said once a minute at most: refusals are what a flood of connections makes.
+            let mut refused = lock(&self.refused);
+            refused.1 += 1;
+            if refused
+                .0
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+            {
+                msg::warn(&format!(
+                    "refused {name} ({} refused since the last such line): {MAX_CLIENTS} web \
+                     clients are connected already",
+                    refused.1
+                ));
+                *refused = (Some(Instant::now()), 0);
+            }
             return None;
         }
         let backlog = Backlog::new(CLIENT_BYTES, name.clone(), None);
@@ -797,7 +896,7 @@ impl Hub {
             && self.gap_records
             && let Some(gap) = clients.history.missed(last, &selection)
         {
-            msg::info(&format!("{name}: {}", gap.reason));
+            msg::info(&format!("{name}: {}", escape_controls(&gap.reason)));
             let mut record = Vec::new();
             if write_gap_record(&mut record, &gap).is_ok() {
                 if record.last() == Some(&b'\n') {
@@ -847,6 +946,9 @@ fn admit(request: &Request, rules: &Rules, serves: Serves) -> Result<Admitted, A
         return Err(Answer::text(405, "only GET, HEAD and OPTIONS are served")
             .with("Allow", "GET, HEAD, OPTIONS"));
     }
+    if request.header_count("host") > 1 {
+        return Err(Answer::text(400, "a request has one Host header"));
+    }
     let host = request.header("host");
     if rules.token.is_none()
         && let Some(host) = host
@@ -878,16 +980,10 @@ fn admit(request: &Request, rules: &Rules, serves: Serves) -> Result<Admitted, A
             cors.push(("Vary", "Origin".to_string()));
         }
     }
-    if request.path != rules.path {
-        return Err(Answer::text(
-            404,
-            format!(
-                "nothing is served at {}: the stream is at {}",
-                request.path, rules.path
-            ),
-        ));
-    }
     if request.method == Method::Options {
+        if request.path != rules.path {
+            return Err(Answer::text(404, "nothing is served here"));
+        }
         let mut answer = Answer {
             status: 204,
             headers: cors,
@@ -931,6 +1027,15 @@ fn admit(request: &Request, rules: &Rules, serves: Serves) -> Result<Admitted, A
             }
             Some(_) => {}
         }
+    }
+    if request.path != rules.path {
+        return Err(Answer::text(
+            404,
+            format!(
+                "nothing is served at {}: the stream is at {}",
+                request.path, rules.path
+            ),
+        ));
     }
     let selection = select_channels(request, rules)?;
     let upgrade = request.header_has("upgrade", "websocket");
@@ -995,19 +1100,19 @@ fn admit(request: &Request, rules: &Rules, serves: Serves) -> Result<Admitted, A
 fn select_channels(request: &Request, rules: &Rules) -> Result<Selection, Answer> {
     let mut asked = Vec::new();
     for name in request.query_all("channel") {
-        let Some(index) = rules.channels.iter().position(|c| c == name) else {
+        let Some(&index) = rules.index.get(name) else {
             return Err(Answer::text(
                 404,
                 format!("the channel {name:?} is not piped here"),
             ));
         };
-        if !rules.allowed[index] {
+        if !rules.allowed[usize::from(index)] {
             return Err(Answer::text(
                 403,
                 format!("the channel {name:?} is not allowed (see --allow-channel)"),
             ));
         }
-        asked.push(index as u16);
+        asked.push(index);
     }
     if asked.is_empty() {
         asked = (0..rules.channels.len() as u16)
@@ -1041,9 +1146,9 @@ fn local_host(host: &str) -> bool {
 
 /// Whether a page from `origin` is on the same site as the `host` it asks.
 fn same_origin(origin: &str, host: &str) -> bool {
+    // pgnotify serves http only: a page of https://HOST is another origin.
     origin
         .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
         .is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-/// How many events the history remembers (6 bytes each).
+/// How many events the history remembers (10 bytes each).
 const HISTORY: usize = 1 << 16;
 
 /// The head of the answer that starts the stream; `retry` asks browsers to come back after
@@ -34,13 +34,14 @@ pub(super) fn head(extra: &[(&'static str, String)]) -> String {
 pub(super) const PREAMBLE: &[u8] = b"retry: 2000\n\n";
 
 /// Appends one event: its id (`None`: none, so that a client's `Last-Event-ID` stays), its
-/// name (a channel with a line break in its name is sent as a plain `message`), and `data`, a
-/// JSON object (which has no line breaks).
+/// name, and `data`, a JSON object (which has no line breaks).
 pub(super) fn event(out: &mut Vec<u8>, id: Option<(u64, u64)>, name: &str, data: &[u8]) {
     if let Some((run, seq)) = id {
         let _ = writeln!(out, "id: {run}-{seq}");
     }
-    if !name.contains(['\r', '\n']) && name != "message" {
+    // EventSource names its own events `open` and `error`: a channel of either name (or of
+    // `message`) comes unnamed, for `onmessage`, as does one whose name breaks the line.
+    if !name.contains(['\r', '\n']) && !matches!(name, "message" | "open" | "error") {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
         out.push(b'\n');
@@ -96,7 +97,7 @@ pub(super) struct History {
     first: u64,
     channels: VecDeque<u16>,
     /// Milliseconds since `started`.
-    times: VecDeque<u32>,
+    times: VecDeque<u64>,
 }
 
 impl History {
@@ -126,14 +127,15 @@ impl History {
         let ms = jiff::Timestamp::now()
             .duration_since(self.started)
             .as_millis()
-            .clamp(0, i128::from(u32::MAX));
+            .clamp(0, i128::from(i64::MAX));
         self.channels.push_back(channel);
-        self.times.push_back(ms as u32);
+        self.times.push_back(ms as u64);
     }
 
     fn at(&self, index: usize) -> jiff::Timestamp {
         let ms = self.times.get(index).copied().unwrap_or(0);
-        self.started + jiff::SignedDuration::from_millis(i64::from(ms))
+        let since = jiff::SignedDuration::from_millis(i64::try_from(ms).unwrap_or(i64::MAX));
+        self.started.checked_add(since).unwrap_or(self.started)
     }
 
     /// The gap of a client that saw the event `last` (its `Last-Event-ID`) and follows
@@ -153,12 +155,21 @@ impl History {
             .and_then(|(_, seq)| seq.parse::<u64>().ok())
             .filter(|seq| *seq < self.next());
         let Some(seen) = seen else {
+            // Everything this run sent on its channels, at least, and what was sent before
+            // this run began, unknown.
+            let dropped = self
+                .channels
+                .iter()
+                .filter(|c| **c != GAP && selection.takes(**c))
+                .count() as u64;
             return Some(gap(
                 self.started,
-                0,
+                dropped,
                 format!(
-                    "the client's last event ({last}) is not from this run of pgnotify: what was \
-                     sent before {} is unknown to it",
+                    "the client's last event ({}) is not from this run of pgnotify, which \
+                     started at {}: it missed at least the {dropped} events sent since, and \
+                     what was sent before is unknown",
+                    crate::sanitize::escape_controls(&last.chars().take(64).collect::<String>()),
                     self.started
                 ),
             ));
@@ -207,9 +218,10 @@ mod tests {
         let mut out = Vec::new();
         event(&mut out, Some((7, 3)), "jobs", br#"{"a":1}"#);
         event(&mut out, None, "odd\nname", b"{}");
+        event(&mut out, None, "error", b"{}");
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "id: 7-3\nevent: jobs\ndata: {\"a\":1}\n\ndata: {}\n\n"
+            "id: 7-3\nevent: jobs\ndata: {\"a\":1}\n\ndata: {}\n\ndata: {}\n\n"
         );
     }
 
@@ -228,8 +240,9 @@ mod tests {
         assert!(gap.reason.contains("1 gap records"), "{}", gap.reason);
         assert_eq!(history.missed(&id(1), &ones).unwrap().dropped, 1);
         let other_run = history.missed("1-0", &all).unwrap();
-        assert_eq!(other_run.dropped, 0);
+        assert_eq!(other_run.dropped, 4, "at least every event of this run");
         assert!(other_run.reason.contains("not from this run"));
+        assert_eq!(history.missed("garbage", &ones).unwrap().dropped, 2);
         assert!(
             history
                 .missed(&id(99), &all)
