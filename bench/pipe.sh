@@ -217,14 +217,7 @@ startup "minimal same-crate client" crate ready "$peer" listen "$conninfo" ready
 
 # The summary: medians over the rounds; ratios pgnotify / C (and / pg_listen when present).
 echo "pgnotify next to the C libpq client (drain, RSS and latency: median of $rounds rounds; ratio pgnotify / C${pg_listen:+, and / pg_listen}):"
-awk -v with_pgl="${pg_listen:+1}" '
-  { v[$1, $2, ++k[$1, $2]] = $3 }
-  function med(key, m,   n, i, j, t, a) {
-    n = k[key, m]; if (!n) return ""
-    for (i = 1; i <= n; i++) a[i] = v[key, m, i]
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return a[int((n + 1) / 2)]
-  }
+awk -v with_pgl="${pg_listen:+1}" "$awk_median"'
   function line(label, m, scale, unit, fmt,   p, c, g, out) {
     p = med("pgnotify", m); c = med("c", m); g = med("pg_listen", m)
     if (p == "" || c == "") return

@@ -46,3 +46,14 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# For the summaries, in awk: the lines "KEY MEASURE VALUE" of a results file are kept, and
+# med(KEY, MEASURE) is the median of a measure's values (the lower middle of an even count).
+awk_median='
+  { v[$1, $2, ++k[$1, $2]] = $3 }
+  function med(key, m,   n, i, j, t, a) {
+    n = k[key, m]; if (!n) return ""
+    for (i = 1; i <= n; i++) a[i] = v[key, m, i]
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return a[int((n + 1) / 2)]
+  }
+'

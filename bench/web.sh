@@ -142,14 +142,7 @@ for round in $(seq "$rounds"); do
 done
 
 echo "medians of $rounds rounds (tcp: pipe --serve, ws: pipe --websocket, sse: pipe --sse):"
-awk -v rounds="$rounds" -v clients="$clients" '
-  { v[$1, $2, ++k[$1, $2]] = $3 }
-  function med(key, m,   n, i, j, t, a) {
-    n = k[key, m]; if (!n) return ""
-    for (i = 1; i <= n; i++) a[i] = v[key, m, i]
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return a[int((n + 1) / 2)]
-  }
+awk -v rounds="$rounds" -v clients="$clients" "$awk_median"'
   END {
     split("tcp ws sse", keys, " ")
     for (i = 1; i <= 3; i++) {

@@ -87,19 +87,7 @@ impl Backlog {
     /// Adds the chunks, in order, all or none: false when there is no room or the backlog is
     /// closed. `draining`: the destination's socket takes data now.
     pub(super) fn push(&self, chunks: &[Arc<[u8]>], draining: bool) -> bool {
-        let size: usize = chunks.iter().map(|c| c.len()).sum();
-        let mut state = self.lock();
-        if !self.has_room(&state, size, draining) {
-            return false;
-        }
-        state.bytes += size;
-        let now = jiff::Timestamp::now();
-        state
-            .chunks
-            .extend(chunks.iter().map(|c| (Arc::clone(c), now)));
-        drop(state);
-        self.changed.notify_all();
-        true
+        self.push_or_wait(chunks, || draining, Instant::now())
     }
 
     /// Adds the chunks like `push`, but while there is no room and the destination's socket

@@ -31,15 +31,19 @@ fn gap(text: &str) -> crate::support::GapRecord {
     }
 }
 
+/// A WebSocket handshake's request for `path`, of `version`, with `extra` header lines.
+fn handshake(address: &str, path: &str, version: u8, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{extra}Upgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: {version}\r\n\r\n"
+    )
+}
+
 /// A WebSocket handshake by hand, after which the client never reads.
 fn stalled_websocket(address: &str) -> TcpStream {
     let mut stream = TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
+    write!(stream, "{}", handshake(address, "/", 13, "")).unwrap();
     stream
 }
 
@@ -413,17 +417,9 @@ fn http_hygiene_paths_methods_origins_and_hosts() {
         allowed.head
     );
     // A WebSocket from another site's page (cross-site WebSocket hijacking) is refused.
-    let mut hijack = TcpStream::connect(&address).unwrap();
-    write!(
-        hijack,
-        "GET /events HTTP/1.1\r\nHost: {address}\r\nOrigin: https://evil.example\r\n\
-         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    hijack.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+    let origin = "Origin: https://evil.example\r\n";
+    let hijack = request(&address, &handshake(&address, "/events", 13, origin));
+    assert_eq!(hijack.status, 403, "{hijack:?}");
     // A name that could be rebound to 127.0.0.1 by a stranger's DNS is refused.
     let rebound = request(
         &address,
@@ -434,13 +430,7 @@ fn http_hygiene_paths_methods_origins_and_hosts() {
     assert_eq!(localhost.status, 200, "{localhost:?}");
     // Not HTTP at all, and an old WebSocket version.
     assert_eq!(request(&address, "\x16\x03\x01 hello\r\n\r\n").status, 400);
-    let old = request(
-        &address,
-        &format!(
-            "GET /events HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
-        ),
-    );
+    let old = request(&address, &handshake(&address, "/events", 8, ""));
     assert_eq!(
         (old.status, old.header("sec-websocket-version")),
         (426, Some("13".into()))
