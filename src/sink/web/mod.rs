@@ -345,6 +345,12 @@ impl Web {
                 serves.sse = true;
                 continue;
             }
+            if !address.ip().is_loopback() {
+                msg::warn(&format!(
+                    "{option} {spec}: serving beyond this machine over plain HTTP: the token and \
+                     every event cross the network unencrypted (put a TLS proxy in front)"
+                ));
+            }
             let listener = TcpListener::bind(address)
                 .with_context(|| format!("{option}: could not listen on {address}"))?;
             let serves = Serves {
