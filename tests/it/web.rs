@@ -331,6 +331,17 @@ fn listening_beyond_loopback_needs_a_token_and_bad_options_are_usage_errors() {
         .code(2)
         .stderr_has("allows none of the piped channels");
     let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t\n").unwrap();
+    server
+        .pgnotify()
+        .args(["pipe", "x", "--sse", "0.0.0.0:0", "--timeout", "1s"])
+        .arg("--token-file")
+        .arg(&token)
+        .run()
+        .code(124)
+        .stderr_has("cross the network unencrypted")
+        .stderr_has("can be read by others than its owner");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\n").unwrap();
     server
