@@ -515,7 +515,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__pipe)
-            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --stdout --websocket --sse --path --page --allow-channel --token-file --allow-origin --keepalive --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --stdout --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --websocket --sse --path --page --allow-channel --token-file --allow-origin --keepalive --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -526,34 +526,6 @@ _pgnotify() {
                     return 0
                     ;;
                 --serve)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --websocket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --sse)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --path)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --allow-channel)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --token-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --allow-origin)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --keepalive)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -602,6 +574,34 @@ _pgnotify() {
                     return 0
                     ;;
                 --consumer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --websocket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sse)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keepalive)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

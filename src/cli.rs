@@ -629,9 +629,6 @@ pub(crate) struct PipeArgs {
     pub(crate) stdout: bool,
 
     #[command(flatten)]
-    pub(crate) web: WebArgs,
-
-    #[command(flatten)]
     pub(crate) exec: ExecArgs,
 
     #[command(flatten)]
@@ -639,6 +636,9 @@ pub(crate) struct PipeArgs {
 
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+
+    #[command(flatten)]
+    pub(crate) web: WebArgs,
 }
 
 const CONSUMERS_EXAMPLES: &str = "\
