@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+/// How long a name held by another session is waited for before the run is refused.
+const CLAIM_WAIT: Duration = Duration::from_secs(3);
+
 /// Events read in one query, and the payload bytes they may hold together (a larger event is
 /// read alone).
 const BATCH: i64 = 2000;
@@ -334,15 +337,25 @@ impl Replay {
             )
             .map_err(|e| lost_or_sql("could not set up the session", &e, target))?;
         durable::ensure(client)?;
-        let row = client
-            .query_one(statements::CLAIM, &[&self.name])
-            .map_err(|e| lost_or_sql("could not claim the consumer's name", &e, target))?;
-        let (claimed, pid): (bool, i32) = (row.get(0), row.get(1));
         let previous = self
             .session_pid
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        // A consumer killed and started again at once may find its name still held by its
+        // old session, until the server sees that session's client gone: that is waited for,
+        // a moment, before another process is said to hold it.
+        let asked = Instant::now();
+        let (claimed, pid) = loop {
+            let row = client
+                .query_one(statements::CLAIM, &[&self.name])
+                .map_err(|e| lost_or_sql("could not claim the consumer's name", &e, target))?;
+            let (claimed, pid): (bool, i32) = (row.get(0), row.get(1));
+            if claimed || previous.is_some() || asked.elapsed() >= CLAIM_WAIT {
+                break (claimed, pid);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         if !claimed {
             // Our own session, lost but not yet noticed by the server, may still hold it:
             // end that one, and the next attempt takes the name.
