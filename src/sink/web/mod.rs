@@ -665,10 +665,14 @@ fn accept(listener: &TcpListener, hub: &Arc<Hub>, serves: Serves) {
             continue;
         };
         let thread_hub = Arc::clone(hub);
-        // A thread that cannot start: its ticket, dropped, gives its place back.
-        let _ = std::thread::Builder::new()
+        // A thread that cannot start drops its ticket, which gives its place back, and its
+        // connection, which is closed.
+        if let Err(e) = std::thread::Builder::new()
             .name("web-client".into())
-            .spawn(move || serve(stream, &thread_hub, ticket, serves));
+            .spawn(move || serve(stream, &thread_hub, ticket, serves))
+        {
+            msg::warn(&format!("could not start a thread for a web client: {e}"));
+        }
     }
 }
 
@@ -682,8 +686,9 @@ struct Reception {
 }
 
 /// A connection's place in reception: its thread holds it until the connection becomes a
-/// stream or is done with.
+/// stream or is done with (dropped, it gives the place back).
 struct Ticket {
+    hub: Arc<Hub>,
     id: u64,
     /// Set when a newer connection took its place.
     evicted: Arc<AtomicBool>,
@@ -697,7 +702,7 @@ impl Hub {
     /// A place in reception for a new connection: when 64 are sending their request, the
     /// oldest is let go to make room; `None` when the threads reading or answering requests
     /// are at their bound.
-    fn receive(&self, stream: &TcpStream) -> Option<Ticket> {
+    fn receive(self: &Arc<Hub>, stream: &TcpStream) -> Option<Ticket> {
         let clone = stream.try_clone().ok()?;
         let mut reception = lock(&self.reception);
         if reception.threads >= MAX_ANSWERING {
@@ -717,28 +722,39 @@ impl Hub {
             .push_back((id, clone, Arc::clone(&evicted)));
         reception.threads += 1;
         Some(Ticket {
+            hub: Arc::clone(self),
             id,
             evicted,
             counted: true,
             pending: true,
         })
     }
+}
 
-    /// The ticket's request is read whole.
-    fn received(&self, ticket: &mut Ticket) {
-        if std::mem::take(&mut ticket.pending) {
-            lock(&self.reception)
-                .pending
-                .retain(|(id, _, _)| *id != ticket.id);
+impl Ticket {
+    /// The request is read whole: false when a newer connection took its place first (and
+    /// shut its reading side).
+    fn received(&mut self) -> bool {
+        let mut reception = lock(&self.hub.reception);
+        if std::mem::take(&mut self.pending) {
+            reception.pending.retain(|(id, _, _)| *id != self.id);
         }
+        // Set, under this lock, only by taking it out of the pending.
+        !self.evicted.load(Ordering::Acquire)
     }
 
-    /// The ticket's connection is done with, or becomes a stream.
-    fn release(&self, ticket: &mut Ticket) {
-        self.received(ticket);
-        if std::mem::take(&mut ticket.counted) {
-            lock(&self.reception).threads -= 1;
+    /// The connection is done with, or becomes a stream.
+    fn release(&mut self) {
+        self.received();
+        if std::mem::take(&mut self.counted) {
+            lock(&self.hub.reception).threads -= 1;
         }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -759,7 +775,6 @@ fn refuse(stream: &mut TcpStream, why: &str) {
 /// One connection: its request, then what it was admitted to.
 fn serve(stream: TcpStream, hub: &Arc<Hub>, mut ticket: Ticket, serves: Serves) {
     serve_request(stream, hub, &mut ticket, serves);
-    hub.release(&mut ticket);
 }
 
 fn serve_request(mut stream: TcpStream, hub: &Arc<Hub>, ticket: &mut Ticket, serves: Serves) {
@@ -780,7 +795,7 @@ fn serve_request(mut stream: TcpStream, hub: &Arc<Hub>, ticket: &mut Ticket, ser
                 Unread::Malformed(why) => Answer::text(400, format!("not an HTTP request: {why}")),
                 Unread::Gone => return,
             };
-            hub.received(ticket);
+            ticket.received();
             msg::info(&format!(
                 "web client {address}: {}",
                 escape_controls(answer.body.trim_end())
@@ -789,7 +804,10 @@ fn serve_request(mut stream: TcpStream, hub: &Arc<Hub>, ticket: &mut Ticket, ser
             return;
         }
     };
-    hub.received(ticket);
+    if !ticket.received() {
+        Answer::text(408, "newer connections needed this one's place").send(&mut stream, false);
+        return;
+    }
     let head_only = request.method == Method::Head;
     let admitted = match admit(&request, &hub.rules, serves) {
         Ok(admitted) => admitted,
@@ -854,7 +872,7 @@ fn serve_request(mut stream: TcpStream, hub: &Arc<Hub>, ticket: &mut Ticket, ser
         return;
     };
     // A stream now: it counts among the clients, not the threads of reception.
-    hub.release(ticket);
+    ticket.release();
     if stream.write_all(&opening).is_err() {
         client.left("left");
         return;

@@ -56,6 +56,8 @@ fn close_frame(code: u16, why: &str) -> Vec<u8> {
 
 /// The reason a client too slow is given with its close frame.
 const SLOW: &str = "too slow: pgnotify stopped waiting for it";
+/// The reason given at the end of a run.
+const STOPPING: &str = "pgnotify is stopping";
 /// How long a client disconnected in the middle of a frame has to take its end and the
 /// close frame.
 const FAREWELL: Duration = Duration::from_secs(2);
@@ -94,16 +96,20 @@ pub(super) fn run(mut stream: TcpStream, rest: Vec<u8>, client: &Attached, keepa
         match client.backlog.pop_within(idle) {
             Popped::Chunk(chunk, _) => {
                 if let Err(at) = write_whole(&mut stream, &chunk, &client.backlog) {
-                    if client.ending() == Ending::Slow {
-                        // Disconnected in the middle of a frame: the rest of it, then the
-                        // close frame, as far as the client takes them in a moment.
-                        let mut rest = chunk[at..frame_end(&chunk, at)].to_vec();
-                        rest.extend(close_frame(POLICY, SLOW));
-                        write_until(&mut stream, &rest, Instant::now() + FAREWELL);
-                        let _ = stream.shutdown(Shutdown::Both);
-                        return;
-                    }
-                    client.left("left");
+                    let (code, why) = match client.ending() {
+                        Ending::Slow => (POLICY, SLOW),
+                        Ending::Over => (GOING_AWAY, STOPPING),
+                        Ending::Running => {
+                            client.left("left");
+                            return;
+                        }
+                    };
+                    // Disconnected, or the run ended, in the middle of a frame: the rest of
+                    // it, then the close frame, as far as the client takes them in a moment.
+                    let mut rest = chunk[at..frame_end(&chunk, at)].to_vec();
+                    rest.extend(close_frame(code, why));
+                    write_until(&mut stream, &rest, Instant::now() + FAREWELL);
+                    let _ = stream.shutdown(Shutdown::Both);
                     return;
                 }
                 client.backlog.done();
@@ -111,7 +117,7 @@ pub(super) fn run(mut stream: TcpStream, rest: Vec<u8>, client: &Attached, keepa
             Popped::Closed => {
                 let (code, why) = match client.ending() {
                     Ending::Slow => (POLICY, SLOW),
-                    Ending::Running | Ending::Over => (GOING_AWAY, "pgnotify is stopping"),
+                    Ending::Running | Ending::Over => (GOING_AWAY, STOPPING),
                 };
                 // Best effort: a client too slow may not take it.
                 let _ = write_whole(&mut stream, &close_frame(code, why), &client.backlog);
