@@ -183,6 +183,14 @@ impl Answer {
     /// a moment first, so that the answer is not lost to a reset).
     pub(super) fn send(&self, stream: &mut TcpStream, head_only: bool) {
         let _ = stream.set_write_timeout(Some(ANSWER_TIME));
+        if stream.write_all(&self.bytes(head_only)).is_ok() {
+            linger(stream);
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+
+    /// The answer as it goes on the wire, without its body for HEAD.
+    pub(super) fn bytes(&self, head_only: bool) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
@@ -194,10 +202,7 @@ impl Answer {
         if !head_only {
             out.push_str(&self.body);
         }
-        if stream.write_all(out.as_bytes()).is_ok() {
-            linger(stream);
-        }
-        let _ = stream.shutdown(Shutdown::Both);
+        out.into_bytes()
     }
 }
 

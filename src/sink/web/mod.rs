@@ -20,7 +20,7 @@ use super::FINISH_WAIT;
 use super::Sink;
 use super::backlog::{Backlog, WRITER_WAIT};
 use super::server::listen_address;
-use super::socket::{hung_up, keepalive, takes_data};
+use super::socket::{hung_up, keepalive, takes_data, write_from};
 use crate::deadline;
 use crate::exit::UsageError;
 use crate::format::{Encoder, write_gap_record};
@@ -186,10 +186,6 @@ impl Attached {
         }
         self.backlog.close();
     }
-
-    fn close_now(&self) {
-        self.backlog.close();
-    }
 }
 
 impl Drop for Attached {
@@ -213,46 +209,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// disconnected meanwhile (its backlog closed): then gives up, perhaps in the middle.
 /// `Err(at)`: it failed after `at` bytes.
 fn write_whole(stream: &mut TcpStream, chunk: &[u8], backlog: &Backlog) -> Result<(), usize> {
-    let mut at = 0;
-    while at < chunk.len() {
-        match stream.write(&chunk[at..]) {
-            Ok(0) => return Err(at),
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if backlog.is_closed() {
-                    return Err(at);
-                }
-            }
-            Err(_) => return Err(at),
-        }
-    }
-    Ok(())
+    write_while(stream, chunk, || !backlog.is_closed())
 }
 
 /// Writes what the client takes of `bytes` until `deadline`; whether it took all.
 fn write_until(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> bool {
+    write_while(stream, bytes, || Instant::now() < deadline).is_ok()
+}
+
+/// Writes `bytes`, going on through the socket's write timeouts while `going_on` holds.
+fn write_while(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    going_on: impl Fn() -> bool,
+) -> Result<(), usize> {
     let mut at = 0;
-    while at < bytes.len() && Instant::now() < deadline {
-        match stream.write(&bytes[at..]) {
-            Ok(0) => return false,
-            Ok(n) => at += n,
+    loop {
+        match write_from(stream, bytes, &mut at) {
+            Ok(()) => return Ok(()),
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return false,
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && going_on() => {}
+            Err(_) => return Err(at),
         }
     }
-    at == bytes.len()
 }
 
 /// The sink of `--websocket` and `--sse`.
@@ -556,7 +538,6 @@ impl Hub {
     /// Hands the batch to every client: the whole of it, or what its selection takes.
     fn deliver(&self, batch: &Batch) {
         let mut clients = lock(&self.clients);
-        let whole = |bytes: &[u8]| -> Arc<[u8]> { Arc::from(bytes) };
         let mut made: Made = Vec::new();
         let Clients { list, history } = &mut *clients;
         let deadline = Instant::now() + WRITER_WAIT;
@@ -570,13 +551,7 @@ impl Hub {
             {
                 Some((_, _, chunk)) => chunk.clone(),
                 None => {
-                    let chunk = match &client.selection.0 {
-                        None => Some(whole(match client.kind {
-                            Kind::WebSocket => &batch.ws,
-                            Kind::Sse => &batch.sse,
-                        })),
-                        Some(_) => select(batch, client.kind, &client.selection),
-                    };
+                    let chunk = select(batch, client.kind, &client.selection);
                     made.push((client.kind, client.selection.0.clone(), chunk.clone()));
                     chunk
                 }
@@ -619,6 +594,9 @@ fn select(batch: &Batch, kind: Kind, selection: &Selection) -> Option<Arc<[u8]>>
         Kind::WebSocket => &batch.ws,
         Kind::Sse => &batch.sse,
     };
+    if selection.0.is_none() {
+        return (!bytes.is_empty()).then(|| Arc::from(bytes.as_slice()));
+    }
     let mut out = Vec::new();
     let mut start = 0;
     for item in &batch.items {
@@ -762,22 +740,13 @@ impl Drop for Ticket {
 /// (what the client sent is read first: closing with it unread would reset the connection).
 fn refuse(stream: &mut TcpStream, why: &str) {
     let _ = stream.set_nonblocking(true);
-    let body = format!("{why}\n");
-    let _ = write!(
-        stream,
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let answer = Answer::text(503, why).with("Retry-After", "1");
+    let _ = stream.write_all(&answer.bytes(false));
     let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// One connection: its request, then what it was admitted to.
-fn serve(stream: TcpStream, hub: &Arc<Hub>, mut ticket: Ticket, serves: Serves) {
-    serve_request(stream, hub, &mut ticket, serves);
-}
-
-fn serve_request(mut stream: TcpStream, hub: &Arc<Hub>, ticket: &mut Ticket, serves: Serves) {
+fn serve(mut stream: TcpStream, hub: &Arc<Hub>, mut ticket: Ticket, serves: Serves) {
     let Ok(address) = stream.peer_addr() else {
         return;
     };

@@ -167,7 +167,7 @@ pub(super) fn run(mut stream: TcpStream, rest: Vec<u8>, client: &Attached, keepa
                 client.name,
                 heard.elapsed().as_secs()
             ));
-            client.close_now();
+            client.backlog.close();
             let _ = stream.shutdown(Shutdown::Both);
             return;
         }
