@@ -21,6 +21,9 @@ pub(crate) struct Installed {
     /// The partitioned table whose watch reaches this table (a partition) through cloned
     /// triggers: changed only there.
     pub(crate) inherited_from: Option<String>,
+    /// Our triggers that do not fire in an ordinary session, with `tgenabled` (`D`: disabled,
+    /// `R`: only for replication sessions).
+    pub(crate) disabled: Vec<(String, String)>,
 }
 
 /// A trigger function of ours, as the catalog has it.
@@ -145,7 +148,8 @@ pub(crate) fn installed(client: &mut postgres::Client, table: &Table) -> Result<
                 n.nspname::pg_catalog.text, p.proname::pg_catalog.text, p.prosrc, \
                 pg_catalog.obj_description(p.oid, 'pg_proc'), \
                 (SELECT pt.tgrelid::pg_catalog.regclass::pg_catalog.text \
-                   FROM pg_catalog.pg_trigger pt WHERE pt.oid = t.tgparentid) \
+                   FROM pg_catalog.pg_trigger pt WHERE pt.oid = t.tgparentid), \
+                t.tgenabled::pg_catalog.text \
            FROM pg_catalog.pg_trigger t \
            JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -166,6 +170,10 @@ pub(crate) fn installed(client: &mut postgres::Client, table: &Table) -> Result<
         if let Some(parent) = row.get::<_, Option<String>>(5) {
             installed.inherited_from = Some(parent);
             continue;
+        }
+        let enabled: String = row.get(6);
+        if enabled == "D" || enabled == "R" {
+            installed.disabled.push((name.clone(), enabled));
         }
         installed.triggers.push(name);
         installed.marker.get_or_insert(marker);
@@ -286,13 +294,31 @@ pub(crate) struct Watched {
     pub(crate) table: String,
     #[serde(flatten)]
     pub(crate) marker: Marker,
-    /// The table changed since the install: a key or image column renamed or dropped (the
-    /// trigger then fails writes), or another primary key (events name rows by the old one).
-    /// Running `watch-table` again brings the watch up to date.
+    /// The table changed since the install so that its events say `"stale": true`: a key or
+    /// image column renamed or dropped, or another primary key (events name rows by the old
+    /// one). Running `watch-table` again brings the watch up to date.
     pub(crate) stale: bool,
+    /// How the trigger no longer matches the table, each with its fix ([`drift`]).
+    pub(crate) problems: Vec<Drift>,
 }
 
-/// Every watched table in the database (or only `table`), found by the marker on our triggers.
+/// A way a watch no longer matches its table, found by [`drift`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Drift {
+    /// Which kind: `key_column_gone`, `image_column_gone`, `key_changed`, `renamed`, `moved`,
+    /// `trigger_disabled`, `trigger_missing`, `inheritance`.
+    pub(crate) kind: &'static str,
+    /// Whether its events say `"stale": true` (or are wrong) because of it.
+    #[serde(skip)]
+    pub(crate) stale: bool,
+    /// What is wrong and what it does to the events, in one sentence.
+    pub(crate) problem: String,
+    /// What to run or do about it.
+    pub(crate) fix: String,
+}
+
+/// Every watched table in the database (or only `table`), found by the marker on our triggers,
+/// with how each no longer matches its table.
 pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Result<Vec<Watched>> {
     let rows = client.query(
         "SELECT DISTINCT ON (n.nspname, c.relname) \
@@ -320,23 +346,165 @@ pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Resu
             partitioned: false,
             inheritance: false,
         };
-        let stale = is_stale(client, &table, &marker)?;
+        let installed = installed(client, &table)?;
+        let problems = drift(client, &table, &marker, &installed)?;
         watched.push(Watched {
             schema: table.schema,
             table: table.name,
             marker,
-            stale,
+            stale: problems.iter().any(|d| d.stale),
+            problems,
         });
     }
     Ok(watched)
 }
 
-/// Whether the table no longer matches what the watch was installed for: its key, or a column
-/// the events name, is gone or another.
-fn is_stale(client: &mut postgres::Client, table: &Table, marker: &Marker) -> Result<bool> {
+/// How the table no longer matches what its watch was installed for: a key or image column
+/// gone (writes still succeed: the trigger falls back to events with `"stale": true`, without
+/// the key or the images), another key (events name rows by the old one), the table renamed
+/// or moved to another schema since (its function keeps the old name, and a default channel
+/// was the old table name), a trigger disabled or missing, or statement triggers on a table
+/// that joined an inheritance tree. Each comes with its fix; reinstalling clears them all. A
+/// key column's type does not matter: the payload is its `to_json`, whatever the type, and
+/// `--fetch` casts the keys to the column's type as it is when it reads.
+pub(crate) fn drift(
+    client: &mut postgres::Client,
+    table: &Table,
+    marker: &Marker,
+    installed: &Installed,
+) -> Result<Vec<Drift>> {
     let columns = columns(client, table)?;
-    let named = marker.key.iter().chain(marker.columns.iter().flatten());
-    let missing = named.into_iter().any(|c| !columns.contains(c));
+    let key = key_columns(client, table)?;
+    let name = table.display();
+    let again = format!("run `{}` to reinstall", reinstall_command(table, marker));
+    let keyless = Marker {
+        rows: true,
+        ..marker.clone()
+    };
+    let mut found = Vec::new();
+    let mut push = |kind, stale, problem: String, fix: String| {
+        found.push(Drift {
+            kind,
+            stale,
+            problem,
+            fix,
+        })
+    };
+    let gone: Vec<&String> = marker.key.iter().filter(|c| !columns.contains(c)).collect();
+    for column in &gone {
+        let fix = match key.is_empty() {
+            true => format!(
+                "add a primary key to {name}, then run `{}`; or run `{}` for events without \
+                 a key",
+                reinstall_command(table, marker),
+                reinstall_command(table, &keyless)
+            ),
+            false => again.clone(),
+        };
+        let problem = format!(
+            "key column {} of {name} is gone (dropped or renamed): its events carry no key \
+             (\"key\": null, \"stale\": true), so nobody can tell which row changed",
+            quote(column)
+        );
+        push("key_column_gone", true, problem, fix);
+    }
+    let images = marker.columns.iter().flatten();
+    let missing: Vec<&String> = images.filter(|c| !columns.contains(c)).collect();
+    if !missing.is_empty() {
+        let kept: Vec<String> = marker
+            .columns
+            .iter()
+            .flatten()
+            .filter(|c| columns.contains(c))
+            .cloned()
+            .collect();
+        let narrower = Marker {
+            columns: (!kept.is_empty()).then_some(kept),
+            ..marker.clone()
+        };
+        let problem = format!(
+            "column {} of the row images (--columns) of {name} is gone (dropped or renamed): \
+             its events carry no row images (\"stale\": true)",
+            missing
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let fix = format!("run `{}` to reinstall", reinstall_command(table, &narrower));
+        push("image_column_gone", true, problem, fix);
+    }
+    if gone.is_empty() && key != marker.key {
+        let problem = match (marker.key.is_empty(), key.is_empty()) {
+            (true, _) => format!(
+                "{name} has a primary key ({}) now, but its events carry none (\"key\": null)",
+                list_of(&key)
+            ),
+            (false, true) => format!(
+                "{name} has no primary key any more, but its events name rows by ({})",
+                list_of(&marker.key)
+            ),
+            (false, false) => format!(
+                "the key of {name} is now ({}), but its events name rows by ({})",
+                list_of(&key),
+                list_of(&marker.key)
+            ),
+        };
+        let fix = match key.is_empty() && !marker.rows {
+            true => format!(
+                "add the primary key back; or run `{}` for events without a key",
+                reinstall_command(table, &keyless)
+            ),
+            false => again.clone(),
+        };
+        push("key_changed", true, problem, fix);
+    }
+    if let Some(function) = &installed.function {
+        if function.schema != table.schema {
+            let problem = format!(
+                "{name} moved to schema {} since the install; its trigger function {} stayed \
+                 in {}",
+                quote(&table.schema),
+                escape_controls(&function.sql()),
+                quote(&function.schema)
+            );
+            push("moved", false, problem, again.clone());
+        } else if function.name != table.function_name() {
+            let problem = format!(
+                "{name} was renamed since the install (its trigger function is still {}): its \
+                 events name the table as it is now, still on channel {}",
+                escape_controls(&function.sql()),
+                quote(&marker.channel)
+            );
+            push("renamed", false, problem, again.clone());
+        }
+    }
+    for (trigger, enabled) in &installed.disabled {
+        let how = match enabled.as_str() {
+            "R" => "fires only in replication sessions (ENABLE REPLICA TRIGGER)",
+            _ => "is disabled (ALTER TABLE ... DISABLE TRIGGER)",
+        };
+        let problem = format!(
+            "trigger {} on {name} {how}: its events are not sent",
+            quote(trigger)
+        );
+        let fix = format!(
+            "run `ALTER TABLE {} ENABLE TRIGGER {};` in psql, or `{}`",
+            escape_controls(&table.sql()),
+            quote(trigger),
+            reinstall_command(table, marker)
+        );
+        push("trigger_disabled", false, problem, fix);
+    }
+    for trigger in marker.trigger_names() {
+        if !installed.triggers.iter().any(|t| t == trigger) {
+            let problem = format!(
+                "trigger {} of the watch on {name} is missing: its events are not sent",
+                quote(trigger)
+            );
+            push("trigger_missing", false, problem, again.clone());
+        }
+    }
     // Statement triggers of a table that became a partition, or an inheritance parent or
     // child, since the install: statements on a parent no longer reach them, or reach rows
     // row triggers would not see (`Table::row_triggers_needed`).
@@ -348,7 +516,72 @@ fn is_stale(client: &mut postgres::Client, table: &Table, marker: &Marker) -> Re
                 &[&table.oid],
             )?
             .get::<_, bool>(0);
-    Ok(missing || inheritance || key_columns(client, table)? != marker.key)
+    if inheritance {
+        let problem = format!(
+            "{name} joined a partitioned table or an inheritance tree since the install, where \
+             its statement triggers miss events or send others"
+        );
+        push("inheritance", true, problem, again);
+    }
+    Ok(found)
+}
+
+/// A name in a sentence, as SQL writes it, escaped for the terminal.
+fn quote(name: &str) -> String {
+    escape_controls(&quote_ident(name)).into_owned()
+}
+
+fn list_of(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `watch-table` command line that installs `marker` on the table as it is now, for the
+/// shell: every setting of the watch written out (its channel too, so that listeners keep it).
+pub(crate) fn reinstall_command(table: &Table, marker: &Marker) -> String {
+    let mut words = vec![
+        "pgnotify".to_owned(),
+        "watch-table".to_owned(),
+        shell_word(&super::display_name(&table.schema, &table.name)),
+    ];
+    if marker.channel != table.name {
+        words.push("--channel".into());
+        words.push(shell_word(&marker.channel));
+    }
+    if marker.events.len() < 4 {
+        words.push("--events".into());
+        words.push(marker.events_text().replace(", ", ","));
+    }
+    if marker.rows {
+        words.push("--rows".into());
+    }
+    if let Some(columns) = &marker.columns {
+        words.push("--columns".into());
+        words.push(shell_word(&columns.join(",")));
+    }
+    if marker.triggers == Kind::Statement {
+        words.push("--triggers".into());
+        words.push("auto".into());
+    }
+    if marker.durable {
+        words.push("--durable".into());
+    }
+    escape_controls(&words.join(" ")).into_owned()
+}
+
+/// A word for sh: as it is when it holds nothing the shell reads, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-,/:=@%+".contains(c));
+    match plain {
+        true => word.to_owned(),
+        false => format!("'{}'", word.replace('\'', "'\\''")),
+    }
 }
 
 /// The watch on `schema.table`, named exactly (as an event names it), if there is one.
