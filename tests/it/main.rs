@@ -15,6 +15,7 @@ mod exec;
 mod failover;
 mod failover_edges;
 mod faults;
+mod faults_ops;
 mod fetch;
 mod harness;
 mod layout;
