@@ -5,6 +5,7 @@ use crate::support::terminal::Terminal;
 use crate::support::{Line, PATIENCE, Server};
 use nix::sys::signal::Signal;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The test's end of `NOTIFY_SOCKET`: what a service manager receives.
@@ -232,4 +233,158 @@ fn sighup_on_a_terminal_is_its_hangup_and_ends_the_run() {
     server.wait_until("the listener's session gone", || {
         server.sessions("pgnotify") == 0
     });
+}
+
+/// The `[Service]` settings of the example unit, in order (a key may repeat).
+fn unit_settings(text: &str) -> Vec<(String, String)> {
+    let mut section = "";
+    let mut settings = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = if line == "[Service]" { "service" } else { "" };
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
+        if section == "service" {
+            settings.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    settings
+}
+
+#[test]
+fn the_example_unit_is_valid_and_its_exec_start_runs_as_a_notify_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("examples/pgnotify-pipe.service")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_pgnotify");
+    let settings = unit_settings(&text);
+    let get = |key: &str| -> Vec<&str> {
+        settings
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(get("Type"), ["notify"]);
+    assert_eq!(get("Restart"), ["on-failure"]);
+    assert_eq!(get("KillSignal"), ["SIGTERM"]);
+    assert!(
+        get("RestartPreventExitStatus")[0]
+            .split(' ')
+            .any(|s| s == "2")
+    );
+    assert!(get("SuccessExitStatus")[0].split(' ').any(|s| s == "143"));
+    // systemd's own check, where it is installed: no warning about the unit.
+    let dir = tempfile::tempdir().unwrap();
+    if let Ok(out) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        && out.status.success()
+    {
+        let unit = dir.path().join("pgnotify-pipe.service");
+        std::fs::write(&unit, text.replace("/usr/bin/pgnotify", bin)).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&unit)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("pgnotify-pipe.service"), "{stderr}");
+    }
+    // ExecStart as written, against a harness server found through the unit's PGSERVICE (the
+    // port is the one thing changed: 0 takes a free one).
+    let server = Server::start();
+    let exec = get("ExecStart")[0];
+    assert!(!exec.contains(['"', '\'', '\\', '$', '%']), "{exec}");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/bin/pgnotify"));
+    let args: Vec<String> = words
+        .map(|w| w.replace("127.0.0.1:7300", "127.0.0.1:0"))
+        .collect();
+    assert!(args.contains(&"127.0.0.1:0".to_owned()), "{args:?}");
+    let conn = server.connection_args();
+    let services = dir.path().join("pg_service.conf");
+    let mut cmd = server.bare();
+    for env in get("Environment") {
+        let (key, value) = env.split_once('=').unwrap();
+        match key {
+            "PGSERVICEFILE" => cmd.env(key, &services),
+            _ => cmd.env(key, value),
+        };
+        if key == "PGSERVICE" {
+            std::fs::write(
+                &services,
+                format!(
+                    "[{value}]\nhost={}\nport={}\nuser={}\ndbname=postgres\n",
+                    conn[1], conn[3], conn[5]
+                ),
+            )
+            .unwrap();
+        }
+    }
+    let manager = Manager::at_path();
+    let mut pipe = cmd
+        .env("NOTIFY_SOCKET", &manager.address)
+        .arg("-v")
+        .args(&args)
+        .spawn();
+    let line = pipe.wait_stderr("serving NDJSON on ");
+    let address = line.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(
+        manager.next(&pipe),
+        "READY=1\nSTATUS=listening on 1 channel\n"
+    );
+    let client = std::net::TcpStream::connect(&address).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut reader = std::io::BufReader::new(client);
+    server.wait_until("the service's session, named by PGAPPNAME", || {
+        server.sessions("pgnotify-pipe") == 1
+    });
+    // A client accepted before the notification is sent gets it (the server says so once
+    // it has taken the connection: retry until it arrives).
+    let started = Instant::now();
+    let mut got = String::new();
+    while got.is_empty() {
+        assert!(started.elapsed() < PATIENCE, "{}", pipe.report());
+        server.notify("jobs", "from the service");
+        reader
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let _ = std::io::BufRead::read_line(&mut reader, &mut got);
+    }
+    assert!(got.contains("\"payload\":\"from the service\""), "{got}");
+    pipe.signal(Signal::SIGTERM);
+    assert_eq!(manager.next(&pipe), "STOPPING=1\nSTATUS=stopping\n");
+    pipe.expect_exit(143);
+}
+
+#[test]
+fn as_pid_1_of_its_own_namespace_sigterm_ends_it_cleanly() {
+    // The kernel ignores a signal to a namespace's PID 1 that has no handler for it: only a
+    // handler installed from the start makes `docker stop` work without --init.
+    let server = Server::start();
+    let mut run = server
+        .shell("exec unshare --pid --fork --kill-child \"$PGNOTIFY\" \"$@\" -v pipe pid1")
+        .spawn();
+    run.wait_ready();
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", run.pid())).unwrap();
+    let pgnotify: i32 = children.trim().parse().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pgnotify}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        "not PID 1 of its namespace: {status}"
+    );
+    server.notify("pid1", "before the stop");
+    assert_eq!(run.read_record().payload, "before the stop");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pgnotify), Signal::SIGTERM).unwrap();
+    // unshare exits with its child's status.
+    run.expect_exit(143);
 }
