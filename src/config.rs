@@ -9,6 +9,7 @@ use crate::cli::{
 use crate::durable::Grantee;
 use crate::format::{ColorChoice, ColorEnv, Encoder, Format, JsonOptions, Style, use_color};
 use crate::pg::{ConnOptions, PasswordPrompt};
+use crate::readiness::Notifier;
 use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until, WebSettings};
 use crate::watch::Op;
 use std::io::IsTerminal;
@@ -112,7 +113,15 @@ fn source(channels: &[String], args: &SourceArgs) -> SourceSettings {
         wait: args.wait,
         max_downtime: args.max_downtime,
         heartbeat: args.heartbeat.0,
+        notifier: notifier(),
     }
+}
+
+/// The service manager's socket (`NOTIFY_SOCKET`, sd_notify(3)), told when the run is ready.
+fn notifier() -> Notifier {
+    Notifier::new(
+        std::env::var_os(crate::readiness::NOTIFY_SOCKET).map(|v| v.to_string_lossy().into_owned()),
+    )
 }
 
 fn json_options(data: bool, args: &SourceArgs) -> JsonOptions {

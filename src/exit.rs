@@ -30,6 +30,8 @@ pub enum Exit {
     Interrupted,
     /// Stopped by SIGTERM after flushing what was received.
     Terminated,
+    /// Stopped by SIGHUP, its terminal gone (`signals::install`).
+    HungUp,
 }
 
 impl Exit {
@@ -43,15 +45,16 @@ impl Exit {
             Exit::Timeout => 124,
             Exit::Interrupted => 130,
             Exit::Terminated => 143,
+            Exit::HungUp => 129,
         }
     }
 
     /// The status for a fatal signal, 128 + its number, as shells report it.
     pub(crate) fn for_signal(signal: i32) -> Exit {
-        if signal == signal_hook::consts::SIGTERM {
-            Exit::Terminated
-        } else {
-            Exit::Interrupted
+        match signal {
+            signal_hook::consts::SIGTERM => Exit::Terminated,
+            signal_hook::consts::SIGHUP => Exit::HungUp,
+            _ => Exit::Interrupted,
         }
     }
 }
@@ -178,6 +181,7 @@ mod tests {
             (Exit::Timeout, 124),
             (Exit::Interrupted, 130),
             (Exit::Terminated, 143),
+            (Exit::HungUp, 129),
         ];
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");
@@ -190,6 +194,7 @@ mod tests {
             Exit::for_signal(signal_hook::consts::SIGTERM),
             Exit::Terminated
         );
+        assert_eq!(Exit::for_signal(signal_hook::consts::SIGHUP), Exit::HungUp);
     }
 
     #[test]

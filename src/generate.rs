@@ -174,6 +174,10 @@ fn exit_status(roff: &mut Roff) {
             "--timeout elapsed: before the awaited notifications arrived (listen, pipe), or before the notification was sent (notify).",
         ),
         (
+            "129",
+            "Stopped by SIGHUP: the terminal hung up (without a terminal, SIGHUP is ignored).",
+        ),
+        (
             "130",
             "Stopped by SIGINT, after writing every notification already received.",
         ),

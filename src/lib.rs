@@ -34,7 +34,7 @@
 //!
 //! **Leaves**, used by any wing: `notification` (the vocabulary: `Notification`, `Gap`),
 //! `exit` (statuses and the error path), `msg` (stderr messages), `signals`, `sanitize`,
-//! `backoff`, `deadline`, `keepalive`, `panic`, `terminal` (the console's saved settings); `tempdb` starts throwaway servers for `demo`
+//! `backoff`, `deadline`, `keepalive`, `panic`, `readiness` (sd_notify), `terminal` (the console's saved settings); `tempdb` starts throwaway servers for `demo`
 //! and the tests.
 
 mod app;
@@ -52,6 +52,7 @@ mod msg;
 mod notification;
 mod panic;
 mod pg;
+mod readiness;
 mod sanitize;
 mod signals;
 mod sink;

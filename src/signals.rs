@@ -33,14 +33,27 @@ static SIGNAL_SINK: Mutex<Option<SignalSink>> = Mutex::new(None);
 /// Until a command asks for signals with [`deliver_to`], a signal ends the program at once
 /// with 128+n: nothing has been received yet that would need writing. After that, the first
 /// signal goes to that command and a second one ends the program at once.
+///
+/// SIGHUP: with a terminal on stdin, stdout or stderr at the start, it is that terminal hanging
+/// up, and it ends the run as SIGINT/SIGTERM do (status 129): a listener left behind by a
+/// closed terminal would hold its connection forever, writing nowhere. Without one (a
+/// service, cron, `nohup`, a pipe), there is nothing to reload or reopen: it is ignored, with
+/// a line on stderr.
 pub(crate) fn install() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let hangup_ends = on_a_terminal();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut delivered = false;
             for signal in signals.forever() {
+                if signal == SIGHUP && !hangup_ends {
+                    crate::msg::warn(
+                        "SIGHUP ignored: there is nothing to reload (SIGINT or SIGTERM ends the run)",
+                    );
+                    continue;
+                }
                 let _ = RECEIVED.compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed);
                 let taken = !delivered
                     && SIGNAL_SINK
@@ -55,6 +68,14 @@ pub(crate) fn install() -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Whether stdin, stdout or stderr is a terminal, which a SIGHUP would be the hangup of.
+fn on_a_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
+        || std::io::stdout().is_terminal()
+        || std::io::stderr().is_terminal()
 }
 
 /// From now on the first SIGINT/SIGTERM is handed to `deliver`, which returns false if it

@@ -404,8 +404,10 @@ fn append(path: &Path, lines: &[String]) -> Result<()> {
 }
 
 /// Keeps the `PG*` variables of this process from a child, so that it reaches the throwaway
-/// server and never the server the user's environment points at.
+/// server and never the server the user's environment points at. `NOTIFY_SOCKET` too: a
+/// server built with systemd support would tell the service manager that it is ready.
 pub fn without_pg_env(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("NOTIFY_SOCKET");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
             cmd.env_remove(key);

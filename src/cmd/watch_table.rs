@@ -152,7 +152,9 @@ fn install(
     if marker.durable {
         durable::ensure(client)?;
     }
+    // A disabled trigger is not what an install leaves: reinstalling enables it again.
     let same = installed.marker.as_ref() == Some(marker)
+        && installed.disabled.is_empty()
         && installed.triggers == marker.trigger_names()
         && installed.function.as_ref().is_some_and(|f| {
             f.sql() == table.function_sql() && f.body == watch::stored_body(table, marker)
@@ -261,10 +263,7 @@ fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Res
                 w.marker.events_text(),
                 w.marker.triggers.text().to_owned(),
                 match w.stale {
-                    true => format!(
-                        "{} (stale: events are incomplete; run watch-table again)",
-                        w.marker.mode()
-                    ),
+                    true => format!("{} (stale: see below)", w.marker.mode()),
                     false => w.marker.mode(),
                 },
             ]
@@ -274,7 +273,20 @@ fn write_table(out: &mut impl Write, watched: &[watch::Watched]) -> std::io::Res
         out,
         ["TABLE", "CHANNEL", "EVENTS", "TRIGGERS", "MODE"],
         &rows,
-    )
+    )?;
+    // Each problem with its fix, under the table: the trigger no longer matches the table.
+    for w in watched {
+        for drift in &w.problems {
+            writeln!(
+                out,
+                "\n{}: {}\n  fix: {}",
+                watch::display_name(&w.schema, &w.table),
+                drift.problem,
+                drift.fix
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// A partition reached by its partitioned table's watch (through PostgreSQL's cloned

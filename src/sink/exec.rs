@@ -239,6 +239,8 @@ fn shell(command: &str) -> Command {
         "PGNOTIFY_PAYLOAD",
         "PGNOTIFY_GAP",
         "PGNOTIFY_FETCHED",
+        // sd_notify's unset_environment: a command must not speak for the service.
+        "NOTIFY_SOCKET",
     ] {
         cmd.env_remove(name);
     }

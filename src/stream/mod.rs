@@ -163,6 +163,7 @@ fn start(
     let listening_on = source::ListeningOn::default();
     let control = Control::new(source.channels.clone(), Arc::clone(&queue));
     let mut acks = None;
+    let source_notifier = source.notifier.clone();
     match consumer {
         Some(name) => {
             let shared = Arc::new(replay::Acks::default());
@@ -189,10 +190,12 @@ fn start(
         )?,
     }
     let signals = Arc::clone(&queue);
+    let notifier = source_notifier;
     // A consumer stops at once even while its output does not read: the sink gives up at a
     // line boundary (nothing unflushed is acknowledged).
     let stop = acks.is_some().then(|| queue.stop_writing());
     signals::deliver_to(move |signal| {
+        notifier.stopping();
         if let Some(stop) = &stop {
             let _ = stop.set(format!("stopped by signal {signal}"));
         }

@@ -273,6 +273,12 @@ impl Replay {
                     }
                 },
             };
+            // Registered and listening for wake-ups: reading begins (READY=1 the first time).
+            self.settings.notifier.ready(&format!(
+                "consumer {} reading {}",
+                self.name,
+                self.settings.channels.join(", ")
+            ));
             let mut at = from.unwrap_or(current.checkpoint);
             let ended = self.serve(current, &mut at);
             from = Some(at);
@@ -284,6 +290,9 @@ impl Replay {
                 }
                 Ended::Lost(why) => {
                     msg::warn(&format!("{why}; reconnecting"));
+                    self.settings
+                        .notifier
+                        .status(&format!("{why}; reconnecting"));
                     down = Some((Instant::now(), 0));
                 }
             }

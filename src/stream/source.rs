@@ -21,6 +21,7 @@ use crate::exit::{ConnectionError, Rejected};
 use crate::msg;
 use crate::notification::{Gap, GapKind, Notification};
 use crate::pg::{self, ConnSettings, Listener, Target, describe_pg_error, quote_ident};
+use crate::readiness::Notifier;
 use crate::sanitize::escape_controls;
 use anyhow::{Context, Result, anyhow};
 use postgres::SimpleQueryMessage;
@@ -53,6 +54,8 @@ pub(crate) struct SourceSettings {
     pub(crate) max_downtime: Option<Duration>,
     /// The heartbeat interval; `None` turns it off.
     pub(crate) heartbeat: Option<Duration>,
+    /// The service manager, told once every LISTEN has committed (`NOTIFY_SOCKET`).
+    pub(crate) notifier: Notifier,
 }
 
 /// Connects (unless `--wait`: then the thread does), and starts the reading thread.
@@ -177,6 +180,9 @@ impl Source {
             let (reason, evidence) = self.read(current);
             self.control.disconnected();
             msg::warn(&format!("{reason}; reconnecting"));
+            self.settings
+                .notifier
+                .status(&format!("{reason}; reconnecting"));
             outage = Some(Outage::new(reason, evidence));
         }
     }
@@ -300,6 +306,11 @@ impl Source {
                         .listening_on
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = Some(target);
+                    // Every LISTEN has committed: a notification committed from now on is
+                    // received, so this is when a service is ready (READY=1 the first time).
+                    self.settings
+                        .notifier
+                        .ready(&listening_status(session.channels.len()));
                     return Ok(session);
                 }
                 Err(e) => failures.push(format!("{e:#}")),
@@ -566,6 +577,14 @@ pub(crate) fn case_hint(channels: &[String]) -> String {
          (quote it: NOTIFY {})",
         escape_controls(&quote_ident(first))
     )
+}
+
+/// The service manager's status line while listening.
+fn listening_status(channels: usize) -> String {
+    match channels {
+        1 => "listening on 1 channel".to_owned(),
+        n => format!("listening on {n} channels"),
+    }
 }
 
 /// A notification from the server, stamped with the time it was read.

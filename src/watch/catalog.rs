@@ -1,7 +1,8 @@
 //! The catalog lookups of `watch-table` and `--fetch`: resolving a table as the server does,
 //! its key and columns, what of ours is installed on it, and which tables are watched.
 
-use super::{Kind, MARKER_PREFIX, Marker, TRIGGERS, Table};
+use super::drift::{Drift, drift};
+use super::{MARKER_PREFIX, Marker, TRIGGERS, Table};
 use crate::exit::UsageError;
 use crate::pg::{describe_pg_error, quote_ident};
 use crate::sanitize::escape_controls;
@@ -21,6 +22,9 @@ pub(crate) struct Installed {
     /// The partitioned table whose watch reaches this table (a partition) through cloned
     /// triggers: changed only there.
     pub(crate) inherited_from: Option<String>,
+    /// Our triggers that do not fire in an ordinary session, with `tgenabled` (`D`: disabled,
+    /// `R`: only for replication sessions).
+    pub(crate) disabled: Vec<(String, String)>,
 }
 
 /// A trigger function of ours, as the catalog has it.
@@ -145,7 +149,8 @@ pub(crate) fn installed(client: &mut postgres::Client, table: &Table) -> Result<
                 n.nspname::pg_catalog.text, p.proname::pg_catalog.text, p.prosrc, \
                 pg_catalog.obj_description(p.oid, 'pg_proc'), \
                 (SELECT pt.tgrelid::pg_catalog.regclass::pg_catalog.text \
-                   FROM pg_catalog.pg_trigger pt WHERE pt.oid = t.tgparentid) \
+                   FROM pg_catalog.pg_trigger pt WHERE pt.oid = t.tgparentid), \
+                t.tgenabled::pg_catalog.text \
            FROM pg_catalog.pg_trigger t \
            JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid \
            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -166,6 +171,10 @@ pub(crate) fn installed(client: &mut postgres::Client, table: &Table) -> Result<
         if let Some(parent) = row.get::<_, Option<String>>(5) {
             installed.inherited_from = Some(parent);
             continue;
+        }
+        let enabled: String = row.get(6);
+        if enabled == "D" || enabled == "R" {
+            installed.disabled.push((name.clone(), enabled));
         }
         installed.triggers.push(name);
         installed.marker.get_or_insert(marker);
@@ -286,13 +295,16 @@ pub(crate) struct Watched {
     pub(crate) table: String,
     #[serde(flatten)]
     pub(crate) marker: Marker,
-    /// The table changed since the install: a key or image column renamed or dropped (the
-    /// trigger then fails writes), or another primary key (events name rows by the old one).
-    /// Running `watch-table` again brings the watch up to date.
+    /// The table changed since the install so that its events say `"stale": true`: a key or
+    /// image column renamed or dropped, or another primary key (events name rows by the old
+    /// one). Running `watch-table` again brings the watch up to date.
     pub(crate) stale: bool,
+    /// How the trigger no longer matches the table, each with its fix ([`drift`]).
+    pub(crate) problems: Vec<Drift>,
 }
 
-/// Every watched table in the database (or only `table`), found by the marker on our triggers.
+/// Every watched table in the database (or only `table`), found by the marker on our triggers,
+/// with how each no longer matches its table.
 pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Result<Vec<Watched>> {
     let rows = client.query(
         "SELECT DISTINCT ON (n.nspname, c.relname) \
@@ -320,35 +332,17 @@ pub(crate) fn list(client: &mut postgres::Client, table: Option<&Table>) -> Resu
             partitioned: false,
             inheritance: false,
         };
-        let stale = is_stale(client, &table, &marker)?;
+        let installed = installed(client, &table)?;
+        let problems = drift(client, &table, &marker, &installed)?;
         watched.push(Watched {
             schema: table.schema,
             table: table.name,
             marker,
-            stale,
+            stale: problems.iter().any(|d| d.stale),
+            problems,
         });
     }
     Ok(watched)
-}
-
-/// Whether the table no longer matches what the watch was installed for: its key, or a column
-/// the events name, is gone or another.
-fn is_stale(client: &mut postgres::Client, table: &Table, marker: &Marker) -> Result<bool> {
-    let columns = columns(client, table)?;
-    let named = marker.key.iter().chain(marker.columns.iter().flatten());
-    let missing = named.into_iter().any(|c| !columns.contains(c));
-    // Statement triggers of a table that became a partition, or an inheritance parent or
-    // child, since the install: statements on a parent no longer reach them, or reach rows
-    // row triggers would not see (`Table::row_triggers_needed`).
-    let inheritance = marker.triggers == Kind::Statement
-        && client
-            .query_one(
-                "SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i \
-                                 WHERE i.inhrelid = $1 OR i.inhparent = $1)",
-                &[&table.oid],
-            )?
-            .get::<_, bool>(0);
-    Ok(missing || inheritance || key_columns(client, table)? != marker.key)
 }
 
 /// The watch on `schema.table`, named exactly (as an event names it), if there is one.

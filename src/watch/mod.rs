@@ -19,6 +19,7 @@
 //!   if even that is too long, by the event without its key: the user's write always succeeds.
 
 mod catalog;
+mod drift;
 mod sql;
 
 pub(crate) use catalog::{

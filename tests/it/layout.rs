@@ -54,6 +54,7 @@ const LEAVES: &[&str] = &[
     "msg",
     "notification",
     "panic",
+    "readiness",
     "sanitize",
     "signals",
     "tempdb",

@@ -1,0 +1,282 @@
+//! Watched tables whose trigger no longer matches them (`watch-table --list`'s `problems`,
+//! which `doctor` shows too): every kind of drift flagged with a fix that works when run as
+//! written, a reinstall clearing it, and no false alarm on healthy tables with odd names.
+
+use crate::support::Server;
+use crate::support::terminal::Terminal;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// `watch-table --list --json`, by table name: (kinds of problem, fixes, stale).
+fn problems(server: &Server) -> BTreeMap<String, (Vec<String>, Vec<String>, bool)> {
+    let out = server
+        .pgnotify()
+        .args(["watch-table", "--list", "--json"])
+        .run();
+    out.success()
+        .stdout
+        .lines()
+        .map(|l| {
+            let w: Value = serde_json::from_str(l).unwrap();
+            let list = w["problems"].as_array().unwrap_or_else(|| panic!("{w}"));
+            let field = |f: &str| -> Vec<String> {
+                list.iter()
+                    .map(|p| p[f].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            for p in list {
+                let problem = p["problem"].as_str().unwrap();
+                assert!(
+                    !problem.is_empty() && !problem.contains('\n'),
+                    "one sentence: {p}"
+                );
+            }
+            (
+                w["table"].as_str().unwrap().to_owned(),
+                (field("kind"), field("fix"), w["stale"] == json!(true)),
+            )
+        })
+        .collect()
+}
+
+/// The last `pgnotify ...` command a fix names between backticks (for a key gone for good:
+/// the one without a key), run as written (through sh, with this server's connection options).
+fn run_fix(server: &Server, fix: &str) {
+    let command = fix
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|c| c.starts_with("pgnotify "))
+        .last()
+        .unwrap_or_else(|| panic!("no pgnotify command in {fix:?}"));
+    let script = format!(
+        "\"$PGNOTIFY\" \"$@\" {}",
+        command.strip_prefix("pgnotify ").unwrap()
+    );
+    server.shell(&script).run().success();
+}
+
+#[test]
+fn every_kind_of_drift_is_flagged_with_a_fix_that_clears_it() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE dropped_key (id int PRIMARY KEY, v text);
+         CREATE TABLE renamed_key (id int PRIMARY KEY, v text);
+         CREATE TABLE images (id int PRIMARY KEY, a text, b text);
+         CREATE TABLE gained_key (id int NOT NULL, v text);
+         CREATE TABLE lost_key (id int PRIMARY KEY, v text);
+         CREATE TABLE other_key (id int PRIMARY KEY, code text NOT NULL);
+         CREATE TABLE renamed (id int PRIMARY KEY);
+         CREATE TABLE moved (id int PRIMARY KEY);
+         CREATE TABLE disabled (id int PRIMARY KEY);
+         CREATE TABLE missing (id int PRIMARY KEY);
+         CREATE TABLE healthy (id int PRIMARY KEY);
+         CREATE SCHEMA elsewhere;",
+    )
+    .unwrap();
+    for args in [
+        &["dropped_key"][..],
+        &["renamed_key", "--events", "insert,update"],
+        &["images", "--rows", "--columns", "a,b"],
+        &["gained_key", "--rows"],
+        &["lost_key"],
+        &["other_key", "--channel", "keyed"],
+        &["renamed"],
+        &["moved"],
+        &["disabled"],
+        &["missing"],
+        &["healthy"],
+    ] {
+        server.watch_table(args);
+    }
+    assert!(
+        problems(&server)
+            .values()
+            .all(|(kinds, _, _)| kinds.is_empty()),
+        "{:?}",
+        problems(&server)
+    );
+    let mut listen = server
+        .pgnotify()
+        .args(["-v", "listen", "--json", "dropped_key"])
+        .spawn();
+    listen.wait_ready();
+    db.batch_execute(
+        "ALTER TABLE dropped_key DROP COLUMN id;
+         ALTER TABLE renamed_key RENAME COLUMN id TO ident;
+         ALTER TABLE images DROP COLUMN a;
+         ALTER TABLE gained_key ADD PRIMARY KEY (id);
+         ALTER TABLE lost_key DROP CONSTRAINT lost_key_pkey;
+         ALTER TABLE other_key DROP CONSTRAINT other_key_pkey;
+         ALTER TABLE other_key ADD PRIMARY KEY (code);
+         ALTER TABLE renamed RENAME TO renamed_now;
+         ALTER TABLE moved SET SCHEMA elsewhere;
+         ALTER TABLE disabled DISABLE TRIGGER USER;
+         DROP TRIGGER pgnotify_watch_truncate ON missing;",
+    )
+    .unwrap();
+    // A dropped key column does not make writes fail: the event says it is stale.
+    db.batch_execute("INSERT INTO dropped_key VALUES ('still written')")
+        .unwrap();
+    let event: Value = serde_json::from_str(&listen.read_record().payload).unwrap();
+    assert_eq!(
+        (&event["op"], &event["key"], &event["stale"]),
+        (&json!("INSERT"), &json!(null), &json!(true)),
+        "{event}"
+    );
+    let found = problems(&server);
+    let expect: [(&str, &str, bool, &str); 11] = [
+        ("dropped_key", "key_column_gone", true, "add a primary key"),
+        (
+            "renamed_key",
+            "key_column_gone",
+            true,
+            "watch-table public.renamed_key --events insert,update`",
+        ),
+        ("images", "image_column_gone", true, "--rows --columns b`"),
+        (
+            "gained_key",
+            "key_changed",
+            true,
+            "watch-table public.gained_key --rows`",
+        ),
+        (
+            "lost_key",
+            "key_changed",
+            true,
+            "--rows` for events without a key",
+        ),
+        (
+            "other_key",
+            "key_changed",
+            true,
+            "watch-table public.other_key --channel keyed`",
+        ),
+        (
+            "renamed_now",
+            "renamed",
+            false,
+            "watch-table public.renamed_now --channel renamed`",
+        ),
+        ("moved", "moved", false, "watch-table elsewhere.moved`"),
+        ("disabled", "trigger_disabled", false, "ENABLE TRIGGER"),
+        (
+            "missing",
+            "trigger_missing",
+            false,
+            "watch-table public.missing`",
+        ),
+        ("healthy", "", false, ""),
+    ];
+    for (table, kind, stale, fix) in expect {
+        let (kinds, fixes, is_stale) = &found[table];
+        match kind {
+            "" => assert!(kinds.is_empty(), "{table}: {kinds:?}"),
+            // A disabled watch has both of its triggers disabled.
+            _ => assert!(
+                !kinds.is_empty() && kinds.iter().all(|k| k == kind),
+                "{table}: {kinds:?}"
+            ),
+        }
+        assert_eq!(*is_stale, stale, "{table}");
+        assert!(fixes.iter().all(|f| f.contains(fix)), "{table}: {fixes:?}");
+    }
+    // Each fix, run as written, clears its drift (for a key gone for good: without a key).
+    for (_, fixes, _) in found.values() {
+        if let Some(fix) = fixes.first() {
+            run_fix(&server, fix);
+        }
+    }
+    let after = problems(&server);
+    assert!(
+        after
+            .values()
+            .all(|(kinds, _, stale)| kinds.is_empty() && !stale),
+        "{after:?}"
+    );
+    // Reinstalled, the disabled triggers fire again and the renamed table keeps its channel.
+    let mut listen = server
+        .pgnotify()
+        .args(["-v", "listen", "--json", "disabled", "renamed"])
+        .spawn();
+    listen.wait_ready();
+    db.batch_execute("INSERT INTO disabled VALUES (1); INSERT INTO renamed_now VALUES (2)")
+        .unwrap();
+    let channels = [listen.read_record().channel, listen.read_record().channel];
+    assert_eq!(channels, ["disabled", "renamed"]);
+}
+
+#[test]
+fn the_text_list_shows_each_problem_and_its_fix() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE \"Odd Table\" (id int PRIMARY KEY, v text)")
+        .unwrap();
+    server.watch_table(&["\"Odd Table\""]);
+    db.batch_execute("ALTER TABLE \"Odd Table\" RENAME COLUMN id TO \"New Id\"")
+        .unwrap();
+    let term = Terminal::start(&server, &["watch-table", "--list"], &[]);
+    assert_eq!(term.exit_status(), 0, "{}", term.report());
+    let screen = term.screen();
+    assert!(screen.contains("key (stale: see below)"), "{screen}");
+    assert!(
+        screen.contains("public.\"Odd Table\": key column \"id\" of public.\"Odd Table\" is gone"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("fix: run `pgnotify watch-table 'public.\"Odd Table\"'` to reinstall"),
+        "{screen}"
+    );
+    // The fix, quoted for the shell, works as written.
+    let found = problems(&server);
+    run_fix(&server, &found["Odd Table"].1[0]);
+    assert!(problems(&server)["Odd Table"].0.is_empty());
+}
+
+#[test]
+fn healthy_tables_with_odd_names_and_keys_have_no_problems() {
+    let server = Server::start();
+    let long = "t".repeat(60);
+    server
+        .client()
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"My Schema\";
+             CREATE TABLE \"My Schema\".\"Order Items\" (
+                 \"Order\" text, \"Line No\" uuid, \"It's\" numeric, PRIMARY KEY (\"Order\", \"Line No\"));
+             CREATE TABLE \"MixedCase\" (\"Key\" numeric(10, 2) PRIMARY KEY, \"a b\" text);
+             CREATE TABLE \"we\"\"ird\" (k text NOT NULL, v int);
+             CREATE UNIQUE INDEX weird_k ON \"we\"\"ird\" (k);
+             ALTER TABLE \"we\"\"ird\" REPLICA IDENTITY USING INDEX weird_k;
+             CREATE TABLE {long} (id bigint PRIMARY KEY);
+             CREATE TABLE nokey (v text);"
+        ))
+        .unwrap();
+    for args in [
+        &["\"My Schema\".\"Order Items\""][..],
+        &[
+            "\"MixedCase\"",
+            "--rows",
+            "--columns",
+            "a b",
+            "--channel",
+            "Mixed Channel",
+        ],
+        &[
+            "\"we\"\"ird\"",
+            "--events",
+            "insert,delete",
+            "--triggers",
+            "auto",
+        ],
+        &[&long],
+        &["nokey", "--rows"],
+    ] {
+        server.watch_table(args);
+    }
+    let found = problems(&server);
+    assert_eq!(found.len(), 5, "{found:?}");
+    for (table, (kinds, _, stale)) in &found {
+        assert!(kinds.is_empty() && !stale, "{table}: {kinds:?}");
+    }
+}
