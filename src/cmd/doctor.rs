@@ -1,0 +1,1202 @@
+//! `doctor`: why notifications would not arrive, on one screen, each problem with its fix.
+//!
+//! It connects as every command does, then runs checks in order, each `ok`, `warning` or
+//! `problem`: where each connection setting came from (never a password), the server and the
+//! role, TLS and the certificate's verification, whether this connection can LISTEN (a hot
+//! standby cannot), whether a notification comes back through it (a transaction-pooling proxy
+//! breaks that, and is told apart by two statements that land on different backends), the
+//! notification queue, sessions idle in a transaction, the timeouts that cut an idle listener,
+//! the watched tables, and with CHANNEL who listens there and a test notification.
+//!
+//! Owns: the checks and their report (text or one JSON document). Does not own: resolving the
+//! settings or connecting (`pg`), what a watch is (`watch`).
+//!
+//! Exit status: 0 when no check found a problem (warnings allowed), 1 when one did, 3 when the
+//! server cannot be reached at all (the settings are reported on stdout first, and the one-line
+//! error goes to stderr as for every command), 2 for a bad CHANNEL.
+
+use crate::config::DoctorSettings;
+use crate::exit::{self, Exit, StdoutError};
+use crate::pg::{
+    self, ConnSettings, PasswordUsed, Source, TlsUsed, Verify, check_channel, describe_pg_error,
+    quote_ident,
+};
+use crate::sanitize::escape_controls;
+use crate::watch;
+use anyhow::Result;
+use postgres::Client;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::Type;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How long a notification may take to come back before it counts as lost.
+const ROUND_TRIP: Duration = Duration::from_secs(3);
+
+/// Queue usage from which a warning is given (the server warns senders from 50% too).
+const QUEUE_WARN: f64 = 0.5;
+/// Queue usage from which it is a problem: senders are close to failing at commit.
+const QUEUE_PROBLEM: f64 = 0.9;
+
+/// pgnotify's default `--heartbeat`, as `cli` declares it.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// A check's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Ok,
+    Warning,
+    Problem,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Problem => "problem",
+        }
+    }
+
+    fn color(self) -> &'static str {
+        match self {
+            Status::Ok => "\x1b[32m",
+            Status::Warning => "\x1b[33m",
+            Status::Problem => "\x1b[1;31m",
+        }
+    }
+}
+
+/// One check, as the report shows it and as `--json` writes it (a contract: fields are added,
+/// never renamed or removed).
+#[derive(Debug, Serialize)]
+struct Check {
+    /// Stable, snake_case: `settings`, `password`, `connection`, `server`, `tls`, `listen`,
+    /// `notify_round_trip`, `queue`, `idle_in_transaction`, `idle_timeouts`,
+    /// `watched_tables`, `watched_table`, `channel`.
+    name: &'static str,
+    /// What it is about, for the checks that come once per thing (a table, a channel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    status: Status,
+    /// One sentence.
+    detail: String,
+    /// More lines, one fact each.
+    notes: Vec<String>,
+    /// For a warning or a problem, the fix in one sentence; null otherwise.
+    fix: Option<String>,
+    /// The facts behind the check, for programs (its shape is per check).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    data: Value,
+}
+
+impl Check {
+    fn new(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            subject: None,
+            status,
+            detail: detail.into(),
+            notes: Vec::new(),
+            fix: None,
+            data: Value::Null,
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Check {
+        self.fix = Some(fix.into());
+        self
+    }
+
+    fn note(mut self, note: impl Into<String>) -> Check {
+        self.notes.push(note.into());
+        self
+    }
+
+    fn data(mut self, data: Value) -> Check {
+        self.data = data;
+        self
+    }
+
+    fn subject(mut self, subject: &str) -> Check {
+        self.subject = Some(subject.to_owned());
+        self
+    }
+}
+
+pub(crate) fn run(settings: DoctorSettings, conn: &ConnSettings) -> Result<Exit> {
+    for channel in &settings.channels {
+        check_channel(channel)?;
+    }
+    let mut checks = vec![connection_settings(conn)];
+    let connection = match pg::connect(conn) {
+        Ok(connection) => connection,
+        Err(e) => {
+            let fix = "Check the settings above: the host and port, that the server runs and \
+                       accepts TCP or socket connections, pg_hba.conf and the password";
+            checks.push(Check::new("connection", Status::Problem, format!("{e:#}")).fix(fix));
+            write_report(&checks, &settings, exit::for_error(&e))?;
+            return Err(e);
+        }
+    };
+    checks.push(password(conn, connection.password));
+    let mut client = connection.client;
+    let server = server(&mut client, &connection.target, conn);
+    let standby = server.data["in_recovery"] == Value::Bool(true);
+    checks.push(server);
+    checks.push(tls(connection.tls.as_ref(), &connection.target, conn));
+    checks.push(listen(standby));
+    if !standby {
+        checks.push(round_trip(&mut client, conn));
+    }
+    checks.push(queue(&mut client));
+    checks.push(idle_in_transaction(&mut client));
+    checks.push(idle_timeouts(&mut client, &connection.target, conn));
+    checks.extend(watched_tables(&mut client));
+    checks.extend(channels(&mut client, &settings.channels, standby));
+    let exit = match checks.iter().any(|c| c.status == Status::Problem) {
+        true => Exit::Failure,
+        false => Exit::Success,
+    };
+    write_report(&checks, &settings, exit)?;
+    Ok(exit)
+}
+
+/// The connection settings that matter, each with where it came from. Never a password:
+/// only whether one was given, and where.
+fn connection_settings(conn: &ConnSettings) -> Check {
+    const KEYS: &[&str] = &[
+        "service",
+        "host",
+        "hostaddr",
+        "port",
+        "user",
+        "dbname",
+        "application_name",
+        "sslmode",
+        "sslrootcert",
+        "target_session_attrs",
+        "connect_timeout",
+        "options",
+        "passfile",
+        "password",
+    ];
+    let mut notes = Vec::new();
+    let mut data = Vec::new();
+    for key in KEYS {
+        let source = conn.source(key);
+        let value = match (*key, conn.get(key)) {
+            ("password", Some(_)) => "(given, not shown)".to_owned(),
+            ("port", None) => "5432".to_owned(),
+            ("host", None) => conn.targets()[0].host.clone(),
+            ("sslmode", None) => "prefer".to_owned(),
+            (_, Some(value)) => value.to_owned(),
+            ("service", None) if source.is_some() => "(from PGSERVICE)".to_owned(),
+            (_, None) => continue,
+        };
+        let from = source.map_or_else(|| "default".to_owned(), describe_source);
+        notes.push(format!("{key:<21} {:<30} {from}", escape_controls(&value)));
+        let shown = match *key {
+            "password" => Value::Null,
+            _ => Value::String(value),
+        };
+        data.push(json!({"key": key, "value": shown, "source": from}));
+    }
+    let mut check = Check::new(
+        "settings",
+        Status::Ok,
+        "connection settings, and where each came from (command line, -d, service file, \
+         environment, default)",
+    )
+    .data(Value::Array(data));
+    check.notes = notes;
+    check
+}
+
+fn describe_source(source: &Source) -> String {
+    match source {
+        Source::Flag(flag) => format!("flag {flag}"),
+        Source::Conninfo => "-d connection string".to_owned(),
+        Source::Service(name) => format!("service \"{}\"", escape_controls(name)),
+        Source::Env(var) => format!("environment {var}"),
+        Source::Default => "default".to_owned(),
+    }
+}
+
+/// Where the password came from: never the password itself.
+fn password(conn: &ConnSettings, used: PasswordUsed) -> Check {
+    let given = conn
+        .source("password")
+        .map_or_else(|| "the settings".to_owned(), describe_source);
+    let (detail, source) = match used {
+        PasswordUsed::None => (
+            "no password was sent: the server asked for none".to_owned(),
+            "none".to_owned(),
+        ),
+        PasswordUsed::Given => (format!("the password came from {given}"), given),
+        PasswordUsed::Passfile => (
+            format!(
+                "the password came from the password file {}",
+                conn.get("passfile").unwrap_or("~/.pgpass")
+            ),
+            "password file".to_owned(),
+        ),
+        PasswordUsed::Prompt => (
+            "the password was typed at the prompt".to_owned(),
+            "prompt".to_owned(),
+        ),
+    };
+    let check = Check::new("password", Status::Ok, escape_controls(&detail))
+        .data(json!({"source": source}));
+    match (used, conn.source("password")) {
+        (PasswordUsed::Given, Some(Source::Conninfo)) => Check {
+            status: Status::Warning,
+            ..check
+        }
+        .fix(
+            "Put the password in PGPASSWORD or the password file instead of -d: a command \
+             line can be read by other users of the machine (ps)",
+        ),
+        _ => check,
+    }
+}
+
+/// The server, the role and the database reached.
+fn server(client: &mut Client, target: &pg::Target, conn: &ConnSettings) -> Check {
+    let sql = "SELECT pg_catalog.current_setting('server_version'), \
+                      CURRENT_USER::pg_catalog.text, \
+                      (SELECT r.rolsuper FROM pg_catalog.pg_roles r \
+                        WHERE r.rolname = CURRENT_USER), \
+                      pg_catalog.current_database()::pg_catalog.text, \
+                      pg_catalog.pg_is_in_recovery(), pg_catalog.pg_backend_pid()";
+    let row = match client.query_typed(sql, &[]) {
+        Ok(rows) if !rows.is_empty() => rows.into_iter().next(),
+        Ok(_) => None,
+        Err(e) => {
+            return Check::new(
+                "server",
+                Status::Problem,
+                format!(
+                    "could not ask the server about itself: {}",
+                    describe_pg_error(&e)
+                ),
+            )
+            .fix("Connect to a PostgreSQL server, not to another service on that port");
+        }
+    };
+    let Some(row) = row else {
+        return Check::new("server", Status::Problem, "the server answered no row");
+    };
+    let version: String = row.get(0);
+    let user: String = row.get(1);
+    let superuser: Option<bool> = row.get(2);
+    let database: String = row.get(3);
+    let recovery: bool = row.get(4);
+    let pid: i32 = row.get(5);
+    let count = conn.targets().len();
+    let which = match count {
+        1 => String::new(),
+        n => {
+            let index = conn.targets().iter().position(|t| t == target).unwrap_or(0);
+            format!(" (host {} of {n})", index + 1)
+        }
+    };
+    let role = match superuser {
+        Some(true) => "a superuser",
+        _ => "not a superuser",
+    };
+    let kind = match recovery {
+        true => "a hot standby",
+        false => "a primary",
+    };
+    let detail = format!(
+        "PostgreSQL {}, {kind}; connected as \"{}\" ({role}) to database \"{}\" on {}{which}",
+        escape_controls(&version),
+        escape_controls(&user),
+        escape_controls(&database),
+        escape_controls(&target.describe())
+    );
+    Check::new("server", Status::Ok, detail).data(json!({
+        "version": version,
+        "user": user,
+        "superuser": superuser,
+        "database": database,
+        "in_recovery": recovery,
+        "backend_pid": pid,
+        "server": target.describe(),
+        "host_index": conn.targets().iter().position(|t| t == target).unwrap_or(0) + 1,
+        "hosts": count,
+    }))
+}
+
+/// TLS, and how much of the server's certificate was checked.
+fn tls(used: Option<&TlsUsed>, target: &pg::Target, conn: &ConnSettings) -> Check {
+    let mode = conn.get("sslmode").unwrap_or("prefer");
+    let Some(used) = used else {
+        if target.is_socket() {
+            return Check::new(
+                "tls",
+                Status::Ok,
+                "not used: a unix socket, which never takes TLS (and needs none)",
+            )
+            .data(json!({"used": false}));
+        }
+        let loopback = ["localhost", "127.0.0.1", "::1"].contains(&target.host.as_str());
+        let check = Check::new(
+            "tls",
+            match loopback {
+                true => Status::Ok,
+                false => Status::Warning,
+            },
+            format!("not used (sslmode={mode}): the connection is not encrypted"),
+        )
+        .data(json!({"used": false, "sslmode": mode}));
+        return match loopback {
+            true => check.note("the server is on this machine (loopback)"),
+            false => check.fix(
+                "Turn TLS on in the server (ssl = on) and connect with sslmode=verify-full and \
+                 sslrootcert naming the CA's certificate",
+            ),
+        };
+    };
+    let (status, verified) = match used.verified {
+        Verify::Full => (
+            Status::Ok,
+            "the certificate and the host name were verified",
+        ),
+        Verify::Chain => (
+            Status::Ok,
+            "the certificate was verified up to a trusted root, not the host name",
+        ),
+        Verify::Nothing => (
+            Status::Warning,
+            "the certificate was not verified: anyone on the path could pose as the server",
+        ),
+    };
+    let detail = format!("{} (sslmode={mode}); {verified}", used.description);
+    let check = Check::new("tls", status, detail).data(json!({
+        "used": true,
+        "sslmode": mode,
+        "description": used.description,
+        "verified": match used.verified {
+            Verify::Full => "full",
+            Verify::Chain => "chain",
+            Verify::Nothing => "none",
+        },
+    }));
+    match used.verified {
+        Verify::Nothing => check.fix(
+            "Connect with sslmode=verify-full and sslrootcert naming the CA that signed the \
+             server's certificate",
+        ),
+        _ => check,
+    }
+}
+
+/// A hot standby cannot LISTEN (nor NOTIFY).
+fn listen(standby: bool) -> Check {
+    match standby {
+        false => Check::new(
+            "listen",
+            Status::Ok,
+            "this server is a primary: LISTEN can run",
+        ),
+        true => Check::new(
+            "listen",
+            Status::Problem,
+            "this server is a hot standby, where LISTEN and NOTIFY cannot run: nothing sent on \
+             the primary reaches a listener here",
+        )
+        .fix(
+            "Point pgnotify at the primary; with a list of hosts, add \
+             target_session_attrs=read-write (or primary) to choose it",
+        ),
+    }
+}
+
+/// A random name for a private channel or a session setting.
+fn token() -> String {
+    let mut bytes = [0u8; 8];
+    if openssl::rand::rand_bytes(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = ((nanos as u64) ^ u64::from(std::process::id())).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a session's statement saw: its backend, and the probe setting.
+fn probe(client: &mut Client) -> Result<(i32, Option<String>), postgres::Error> {
+    let rows = client.query_typed(
+        "SELECT pg_catalog.pg_backend_pid(), \
+                pg_catalog.current_setting('pgnotify.doctor_probe', true)",
+        &[],
+    )?;
+    Ok(rows
+        .first()
+        .map_or((0, None), |row| (row.get(0), row.get(1))))
+}
+
+/// Whether a notification sent on a private channel comes back through this connection.
+///
+/// A transaction-pooling proxy (PgBouncer's `pool_mode = transaction`) hands each transaction
+/// whichever server connection is free, so a LISTEN stays on a server connection that this
+/// session no longer has. With one client the proxy may hand the same one back every time, and
+/// a plain round trip would pass: so a second connection, through the same settings, holds a
+/// transaction open while this one asks again. Through such a proxy the second connection
+/// takes the server connection that ran the LISTEN, and this session's next statements land
+/// on another backend: `pg_backend_pid()` changes and a session setting (`set_config(...,
+/// false)`) is gone. Without one, the second connection is a session of its own and nothing
+/// changes.
+fn round_trip(client: &mut Client, conn: &ConnSettings) -> Check {
+    let channel = format!("pgnotify.doctor.{}", token());
+    let mark = token();
+    let outcome = (|| -> Result<Check, postgres::Error> {
+        client.query_typed(
+            "SELECT pg_catalog.set_config('pgnotify.doctor_probe', $1, false)",
+            &[(&mark, Type::TEXT)],
+        )?;
+        let (before, _) = probe(client)?;
+        client.batch_execute(&format!("LISTEN {}", quote_ident(&channel)))?;
+        // The second session holds a transaction while this one sends.
+        let mut second = pg::connect(&conn.without_prompt()).ok().map(|c| c.client);
+        let held = second
+            .as_mut()
+            .map(|c| c.batch_execute("BEGIN; SELECT 1"))
+            .transpose();
+        let held = matches!(held, Ok(Some(())));
+        let (after, setting) = probe(client)?;
+        let sent = Instant::now();
+        client.query_typed(
+            "SELECT pg_catalog.pg_notify($1, $2)",
+            &[(&channel, Type::TEXT), (&mark, Type::TEXT)],
+        )?;
+        let came_back = wait_for(client, &[(channel.clone(), mark.clone())], ROUND_TRIP);
+        let elapsed = sent.elapsed();
+        if let Some(second) = second.as_mut() {
+            let _ = second.batch_execute("ROLLBACK");
+        }
+        drop(second);
+        let _ = client.batch_execute(&format!("UNLISTEN {}", quote_ident(&channel)));
+        Ok(judge(Probe {
+            before,
+            after,
+            setting_kept: setting.as_deref() == Some(mark.as_str()),
+            came_back: came_back.first().copied().unwrap_or(false),
+            elapsed,
+            second_held: held,
+        }))
+    })();
+    outcome.unwrap_or_else(|e| {
+        Check::new(
+            "notify_round_trip",
+            Status::Problem,
+            format!(
+                "the test notification could not be sent: {}",
+                describe_pg_error(&e)
+            ),
+        )
+        .fix("Run doctor as a role that may LISTEN and NOTIFY here (any role that can connect may)")
+    })
+}
+
+/// What [`round_trip`] saw.
+#[derive(Debug)]
+struct Probe {
+    before: i32,
+    after: i32,
+    setting_kept: bool,
+    came_back: bool,
+    elapsed: Duration,
+    second_held: bool,
+}
+
+const POOLER_FIX: &str = "Listen through session pooling (PgBouncer pool_mode = session, e.g. a \
+                          database entry of its own for listeners) or connect listeners to \
+                          PostgreSQL directly; senders may stay on transaction pooling";
+
+/// The verdict on a round trip.
+fn judge(p: Probe) -> Check {
+    let data = json!({
+        "came_back": p.came_back,
+        "elapsed_ms": p.elapsed.as_millis() as u64,
+        "backend_pid_before": p.before,
+        "backend_pid_after": p.after,
+        "session_setting_kept": p.setting_kept,
+        "second_connection_held_a_transaction": p.second_held,
+    });
+    let pooled = p.before != p.after || !p.setting_kept;
+    let check = if pooled {
+        Check::new(
+            "notify_round_trip",
+            Status::Problem,
+            format!(
+                "this session's statements ran on different server backends (pid {} then {}{}): \
+                 a transaction-pooling proxy such as PgBouncer in pool_mode = transaction is in \
+                 between, and a LISTEN stays behind on a server connection this session no \
+                 longer has, so notifications {}",
+                p.before,
+                p.after,
+                match p.setting_kept {
+                    true => "",
+                    false => ", and a session setting was lost",
+                },
+                match p.came_back {
+                    true => "reach it only by luck",
+                    false => "did not come back",
+                }
+            ),
+        )
+        .fix(POOLER_FIX)
+    } else if !p.came_back {
+        Check::new(
+            "notify_round_trip",
+            Status::Problem,
+            format!(
+                "a notification sent on a private channel did not come back within {} s \
+                 (likely a pooler in transaction mode, or a commit holding the notification \
+                 lock)",
+                ROUND_TRIP.as_secs()
+            ),
+        )
+        .fix(POOLER_FIX)
+    } else {
+        Check::new(
+            "notify_round_trip",
+            Status::Ok,
+            format!(
+                "a notification on a private channel came back in {} ms; statements stayed on \
+                 one backend (pid {})",
+                p.elapsed.as_millis(),
+                p.after
+            ),
+        )
+    };
+    match p.second_held {
+        true => check.data(data),
+        false => check
+            .note(
+                "a second connection could not hold a transaction, so a pooler that hands this \
+                 session the same server connection each time could go unnoticed",
+            )
+            .data(data),
+    }
+}
+
+/// Waits until each (channel, payload) came back to `client`, up to `within`; says which did.
+fn wait_for(client: &mut Client, wanted: &[(String, String)], within: Duration) -> Vec<bool> {
+    let mut seen = vec![false; wanted.len()];
+    let deadline = Instant::now() + within;
+    while seen.iter().any(|s| !s) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let mut notifications = client.notifications();
+        let next = notifications.timeout_iter(left).next();
+        match next {
+            Ok(Some(n)) => {
+                for (i, (channel, payload)) in wanted.iter().enumerate() {
+                    if n.channel() == channel && n.payload() == payload {
+                        seen[i] = true;
+                    }
+                }
+            }
+            Err(_) | Ok(None) => break,
+        }
+    }
+    seen
+}
+
+/// The verdict on `pg_notification_queue_usage()`.
+fn queue_status(usage: f64) -> Status {
+    if usage >= QUEUE_PROBLEM {
+        Status::Problem
+    } else if usage >= QUEUE_WARN {
+        Status::Warning
+    } else {
+        Status::Ok
+    }
+}
+
+/// How full the cluster's notification queue is.
+fn queue(client: &mut Client) -> Check {
+    let usage = client
+        .query_typed("SELECT pg_catalog.pg_notification_queue_usage()", &[])
+        .map(|rows| rows.first().map_or(0.0, |r| r.get::<_, f64>(0)));
+    let usage = match usage {
+        Ok(usage) => usage,
+        Err(e) => {
+            return Check::new(
+                "queue",
+                Status::Warning,
+                format!(
+                    "could not read the queue's usage: {}",
+                    describe_pg_error(&e)
+                ),
+            );
+        }
+    };
+    let status = queue_status(usage);
+    let detail = format!(
+        "the notification queue is {:.4}% full (pg_notification_queue_usage() = {usage})",
+        usage * 100.0
+    );
+    let check = Check::new("queue", status, detail).data(json!({
+        "usage": usage,
+        "warn_at": QUEUE_WARN,
+        "problem_at": QUEUE_PROBLEM,
+    }));
+    match status {
+        Status::Ok => check,
+        _ => check.fix(
+            "End the sessions idle in a transaction below (a listener in a transaction reads \
+             nothing, and the queue cannot be emptied past it); when it is full, every commit \
+             that notifies fails",
+        ),
+    }
+}
+
+/// Sessions idle in a transaction: a listener among them receives nothing until it ends it,
+/// and the queue cannot be emptied past what it has not read.
+fn idle_in_transaction(client: &mut Client) -> Check {
+    let sql = "SELECT a.pid, a.application_name, a.usename::pg_catalog.text, \
+                      a.datname::pg_catalog.text, \
+                      EXTRACT(epoch FROM pg_catalog.now() - a.xact_start)::float8, \
+                      a.state, \
+                      pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER'), \
+                      pg_catalog.current_setting('idle_in_transaction_session_timeout') \
+                 FROM pg_catalog.pg_stat_activity a \
+                WHERE a.state LIKE 'idle in transaction%' \
+                  AND a.pid <> pg_catalog.pg_backend_pid() \
+                ORDER BY a.xact_start";
+    let rows = match client.query_typed(sql, &[]) {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Check::new(
+                "idle_in_transaction",
+                Status::Warning,
+                format!("could not read pg_stat_activity: {}", describe_pg_error(&e)),
+            );
+        }
+    };
+    let all_visible = rows.first().map(|r| r.get::<_, bool>(6));
+    let mut notes = Vec::new();
+    let mut data = Vec::new();
+    for row in &rows {
+        let pid: i32 = row.get(0);
+        let app: Option<String> = row.get(1);
+        let user: Option<String> = row.get(2);
+        let db: Option<String> = row.get(3);
+        let age: Option<f64> = row.get(4);
+        let state: Option<String> = row.get(5);
+        notes.push(format!(
+            "pid {pid}, application \"{}\", user \"{}\", database \"{}\", in its transaction for \
+             {:.0} s ({})",
+            escape_controls(app.as_deref().unwrap_or("")),
+            escape_controls(user.as_deref().unwrap_or("")),
+            escape_controls(db.as_deref().unwrap_or("")),
+            age.unwrap_or(0.0),
+            escape_controls(state.as_deref().unwrap_or(""))
+        ));
+        data.push(json!({
+            "pid": pid, "application_name": app, "user": user, "database": db,
+            "transaction_age_seconds": age, "state": state,
+        }));
+    }
+    let visibility = "sessions of other roles show here only for a superuser or a member of \
+                      pg_read_all_stats";
+    if rows.is_empty() {
+        return Check::new(
+            "idle_in_transaction",
+            Status::Ok,
+            "no session is idle in a transaction",
+        )
+        .note(visibility)
+        .data(json!([]));
+    }
+    let timeout = rows
+        .first()
+        .map(|r| r.get::<_, String>(7))
+        .unwrap_or_default();
+    let mut check = Check::new(
+        "idle_in_transaction",
+        Status::Warning,
+        format!(
+            "{} session(s) idle in a transaction: one that is a listener receives nothing until \
+             its transaction ends, and the notification queue cannot be emptied past what it \
+             has not read, so it fills until every commit that notifies fails",
+            rows.len()
+        ),
+    )
+    .fix(format!(
+        "End them (COMMIT or ROLLBACK in the application, or pg_terminate_backend(pid)), and \
+         set idle_in_transaction_session_timeout (now {}) so the server ends such sessions",
+        escape_controls(&timeout)
+    ))
+    .data(Value::Array(data));
+    check.notes = notes;
+    match all_visible {
+        Some(false) => check.note(visibility),
+        _ => check,
+    }
+}
+
+/// The settings that cut an idle listener: `idle_session_timeout` (PostgreSQL 14 and later),
+/// and the TCP liveness of the session.
+fn idle_timeouts(client: &mut Client, target: &pg::Target, conn: &ConnSettings) -> Check {
+    let rows = client.query_typed(
+        "SELECT s.name::pg_catalog.text, s.setting FROM pg_catalog.pg_settings s \
+          WHERE s.name IN ('idle_session_timeout', 'tcp_keepalives_idle', \
+                           'tcp_keepalives_interval', 'tcp_keepalives_count', 'tcp_user_timeout')",
+        &[],
+    );
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Check::new(
+                "idle_timeouts",
+                Status::Warning,
+                format!(
+                    "could not read the server's settings: {}",
+                    describe_pg_error(&e)
+                ),
+            );
+        }
+    };
+    let setting = |name: &str| {
+        rows.iter()
+            .find(|r| r.get::<_, String>(0) == name)
+            .and_then(|r| r.get::<_, Option<String>>(1))
+    };
+    let idle_ms: Option<u64> = setting("idle_session_timeout").and_then(|v| v.parse().ok());
+    let mut data = serde_json::Map::new();
+    for name in [
+        "idle_session_timeout",
+        "tcp_keepalives_idle",
+        "tcp_keepalives_interval",
+        "tcp_keepalives_count",
+        "tcp_user_timeout",
+    ] {
+        data.insert(
+            name.into(),
+            setting(name).map_or(Value::Null, Value::String),
+        );
+    }
+    let tcp_note = match target.is_socket() {
+        true => "a unix socket: TCP keepalives do not apply".to_owned(),
+        false => format!(
+            "pgnotify's own TCP keepalives on this connection: {}, tcp_user_timeout {}; the \
+             server's: idle {} s, interval {} s, count {} (0: the system's default)",
+            match conn.get("keepalives") {
+                Some("0") => "off (keepalives=0)".to_owned(),
+                _ => format!(
+                    "idle {} s",
+                    conn.get("keepalives_idle")
+                        .unwrap_or(&crate::keepalive::IDLE.as_secs().to_string())
+                ),
+            },
+            conn.get("tcp_user_timeout").map_or_else(
+                || format!("{} ms", crate::keepalive::USER_TIMEOUT.as_millis()),
+                |t| format!("{t} ms")
+            ),
+            setting("tcp_keepalives_idle").unwrap_or_default(),
+            setting("tcp_keepalives_interval").unwrap_or_default(),
+            setting("tcp_keepalives_count").unwrap_or_default(),
+        ),
+    };
+    let check = match idle_ms {
+        None => Check::new(
+            "idle_timeouts",
+            Status::Ok,
+            "idle_session_timeout does not exist on this server (before PostgreSQL 14)",
+        ),
+        Some(0) => Check::new(
+            "idle_timeouts",
+            Status::Ok,
+            "idle_session_timeout is off: the server does not cut an idle session",
+        ),
+        Some(ms) => timeout_verdict(Duration::from_millis(ms)),
+    };
+    check.note(tcp_note).data(Value::Object(data))
+}
+
+/// `idle_session_timeout` set: a listener that sends nothing for that long is cut.
+fn timeout_verdict(timeout: Duration) -> Check {
+    let secs = timeout.as_secs_f64();
+    let keeps = timeout > HEARTBEAT;
+    let pgnotify = match keeps {
+        true => format!(
+            "pgnotify's heartbeat (a query every --heartbeat, {} s by default) keeps its own \
+             listeners inside it, unless --heartbeat is 0 or longer",
+            HEARTBEAT.as_secs()
+        ),
+        false => format!(
+            "that is not longer than pgnotify's default --heartbeat ({} s), so even pgnotify's \
+             listeners are cut, reconnect and lose what is sent in between",
+            HEARTBEAT.as_secs()
+        ),
+    };
+    Check::new(
+        "idle_timeouts",
+        Status::Warning,
+        format!(
+            "idle_session_timeout is {secs} s: the server ends a session that sends nothing for \
+             that long, which is what a listener does; {pgnotify}"
+        ),
+    )
+    .fix(format!(
+        "Turn it off for the listening role (ALTER ROLE name SET idle_session_timeout = 0), or \
+         run pgnotify with a --heartbeat shorter than {secs} s"
+    ))
+}
+
+/// One check per watched table, with its mode, built from `watch::list`.
+///
+/// Every problem found with a table becomes that table's status and fix: today the one thing
+/// `watch::list` tells is `stale` (the table changed since the install, so running
+/// `watch-table` again brings the watch up to date). Drift that `watch::list` learns to tell
+/// per table (a dropped or renamed key column, a renamed table, a disabled trigger, each with
+/// a description and a fix) slots in here: push a note per problem and take the worst status.
+/// No watched table gives one `watched_tables` check; a catalog that cannot be read, a warning.
+fn watched_tables(client: &mut Client) -> Vec<Check> {
+    let watched = match watch::list(client, None) {
+        Ok(watched) => watched,
+        Err(e) => {
+            return vec![Check::new(
+                "watched_tables",
+                Status::Warning,
+                format!("could not list the watched tables: {e:#}"),
+            )];
+        }
+    };
+    if watched.is_empty() {
+        return vec![Check::new(
+            "watched_tables",
+            Status::Ok,
+            "no table of this database is watched (watch-table)",
+        )];
+    }
+    watched
+        .iter()
+        .map(|w| {
+            let name = watch::display_name(&w.schema, &w.table);
+            let mode = w.marker.mode();
+            let data = serde_json::to_value(w).unwrap_or(Value::Null);
+            let check = Check::new(
+                "watched_table",
+                Status::Ok,
+                format!(
+                    "{} is watched: {}",
+                    escape_controls(&name),
+                    escape_controls(&mode)
+                ),
+            )
+            .subject(&name)
+            .data(data);
+            match w.stale {
+                false => check,
+                true => Check {
+                    status: Status::Problem,
+                    ..check
+                }
+                .note(
+                    "the table changed since the trigger was installed (a key or image column \
+                     renamed or dropped, or another primary key)",
+                )
+                .fix(format!(
+                    "Run `pgnotify watch-table {}` again with the same options to bring the \
+                     trigger up to date",
+                    escape_controls(&name)
+                )),
+            }
+        })
+        .collect()
+}
+
+/// The payload of the test notification sent on each CHANNEL (real listeners get it).
+fn test_payload(pid: u32) -> String {
+    json!({"pgnotify": "doctor", "at": jiff::Timestamp::now().to_string(), "pid": pid}).to_string()
+}
+
+/// For each CHANNEL: the sessions seen listening, and a test notification sent and received.
+fn channels(client: &mut Client, channels: &[String], standby: bool) -> Vec<Check> {
+    if channels.is_empty() {
+        return Vec::new();
+    }
+    let payload = test_payload(std::process::id());
+    let mut came_back = vec![false; channels.len()];
+    let mut failure = None;
+    if standby {
+        failure = Some("not sent: a hot standby cannot LISTEN or NOTIFY".to_owned());
+    } else {
+        let sent = (|| -> Result<(), postgres::Error> {
+            for channel in channels {
+                client.batch_execute(&format!("LISTEN {}", quote_ident(channel)))?;
+            }
+            for channel in channels {
+                client.query_typed(
+                    "SELECT pg_catalog.pg_notify($1, $2)",
+                    &[(channel, Type::TEXT), (&payload, Type::TEXT)],
+                )?;
+            }
+            Ok(())
+        })();
+        match sent {
+            Ok(()) => {
+                let wanted: Vec<_> = channels
+                    .iter()
+                    .map(|c| (c.clone(), payload.clone()))
+                    .collect();
+                came_back = wait_for(client, &wanted, ROUND_TRIP);
+            }
+            Err(e) => failure = Some(format!("not sent: {}", describe_pg_error(&e))),
+        }
+        let _ = client.batch_execute("UNLISTEN *");
+    }
+    channels
+        .iter()
+        .zip(came_back)
+        .map(|(channel, back)| channel_check(client, channel, &payload, back, failure.as_deref()))
+        .collect()
+}
+
+/// What PostgreSQL lets one see of a channel's listeners: it keeps no list of them, and
+/// `pg_stat_activity` shows each session's last statement only.
+fn channel_check(
+    client: &mut Client,
+    channel: &str,
+    payload: &str,
+    came_back: bool,
+    failure: Option<&str>,
+) -> Check {
+    let listeners = listeners(client, channel);
+    let mut notes: Vec<String> = Vec::new();
+    let data_listeners = match &listeners {
+        Ok(found) => {
+            for (pid, app, user, how) in found {
+                notes.push(format!(
+                    "pid {pid}, application \"{}\", user \"{}\": {how}",
+                    escape_controls(app),
+                    escape_controls(user)
+                ));
+            }
+            if found.is_empty() {
+                notes.push(
+                    "no session is seen listening (see below for what cannot be seen)".into(),
+                );
+            }
+            Value::Array(
+                found
+                    .iter()
+                    .map(|(pid, app, user, how)| {
+                        json!({"pid": pid, "application_name": app, "user": user, "seen_by": how})
+                    })
+                    .collect(),
+            )
+        }
+        Err(why) => {
+            notes.push(format!("could not read pg_stat_activity: {why}"));
+            Value::Null
+        }
+    };
+    notes.push(
+        "PostgreSQL keeps no list of the listeners of a channel: a session is seen here only \
+         while its last statement was a LISTEN naming it (or pgnotify's heartbeat, whose \
+         channels are not shown), and sessions of other roles only for a superuser or a \
+         member of pg_read_all_stats"
+            .into(),
+    );
+    let shown = escape_controls(channel).into_owned();
+    let (status, detail, fix) = match (failure, came_back) {
+        (Some(why), _) => (
+            Status::Problem,
+            why.to_owned(),
+            Some("Run doctor against the primary with the same channel".to_owned()),
+        ),
+        (None, true) => (
+            Status::Ok,
+            format!(
+                "a test notification on \"{shown}\" came back to doctor's own LISTEN (payload {payload}; real listeners got it too)"
+            ),
+            None,
+        ),
+        (None, false) => (
+            Status::Problem,
+            format!(
+                "a test notification on \"{shown}\" did not come back within {} s",
+                ROUND_TRIP.as_secs()
+            ),
+            Some(POOLER_FIX.to_owned()),
+        ),
+    };
+    let mut check = Check::new("channel", status, detail)
+        .subject(channel)
+        .data(json!({"came_back": came_back, "payload": payload, "listeners": data_listeners}));
+    check.notes = notes;
+    check.fix = fix;
+    check
+}
+
+/// Sessions whose last statement was a LISTEN naming `channel`, or pgnotify's heartbeat.
+fn listeners(
+    client: &mut Client,
+    channel: &str,
+) -> Result<Vec<(i32, String, String, &'static str)>, String> {
+    let rows = client
+        .query_typed(
+            "SELECT a.pid, COALESCE(a.application_name, ''), \
+                    COALESCE(a.usename::pg_catalog.text, ''), \
+                    a.query ~* '\\mLISTEN\\M' \
+               FROM pg_catalog.pg_stat_activity a \
+              WHERE a.pid <> pg_catalog.pg_backend_pid() \
+                AND (  (a.query ~* '\\mLISTEN\\M' \
+                        AND (pg_catalog.strpos(a.query, $1) > 0 \
+                             OR pg_catalog.strpos(pg_catalog.lower(a.query), \
+                                                  pg_catalog.lower($2)) > 0)) \
+                    OR (a.query LIKE '%pg_notify($1, $2)%' AND a.application_name = 'pgnotify')) \
+              ORDER BY a.pid",
+            &[(&quote_ident(channel), Type::TEXT), (&channel, Type::TEXT)],
+        )
+        .map_err(|e| describe_pg_error(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let how = match r.get::<_, Option<bool>>(3) {
+                Some(true) => "its last statement was a LISTEN naming this channel",
+                _ => {
+                    "a pgnotify session whose last statement was its heartbeat (it may listen here)"
+                }
+            };
+            (r.get(0), r.get(1), r.get(2), how)
+        })
+        .collect())
+}
+
+/// Writes the report: one JSON document with `--json`, else aligned text.
+fn write_report(checks: &[Check], settings: &DoctorSettings, exit: Exit) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let text = match settings.json {
+        true => {
+            let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
+            let doc = json!({
+                "doctor": 1,
+                "status": status,
+                "exit": exit.code(),
+                "problems": checks.iter().filter(|c| c.status == Status::Problem).count(),
+                "warnings": checks.iter().filter(|c| c.status == Status::Warning).count(),
+                "checks": checks,
+            });
+            format!("{doc}\n")
+        }
+        false => render(checks, settings.color),
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(StdoutError)?;
+    Ok(())
+}
+
+/// The people's report: one block per check, the status in a column, the fix under it.
+fn render(checks: &[Check], color: bool) -> String {
+    let mut out = String::new();
+    for check in checks {
+        let word = check.status.word();
+        let status = match color {
+            true => format!("{}{word:<8}\x1b[0m", check.status.color()),
+            false => format!("{word:<8}"),
+        };
+        let title = match &check.subject {
+            Some(subject) => format!("{} {}", check.name, escape_controls(subject)),
+            None => check.name.to_owned(),
+        };
+        out.push_str(&format!("{status} {title:<20} {}\n", check.detail));
+        for note in &check.notes {
+            out.push_str(&format!("{:30}{note}\n", ""));
+        }
+        if let Some(fix) = &check.fix {
+            out.push_str(&format!("{:30}fix: {fix}\n", ""));
+        }
+    }
+    let problems = checks
+        .iter()
+        .filter(|c| c.status == Status::Problem)
+        .count();
+    let warnings = checks
+        .iter()
+        .filter(|c| c.status == Status::Warning)
+        .count();
+    out.push_str(&match (problems, warnings) {
+        (0, 0) => "healthy: no problem found\n".to_owned(),
+        (0, w) => format!("healthy, with {w} warning(s)\n"),
+        (p, w) => format!("{p} problem(s), {w} warning(s): see each fix above\n"),
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_thresholds() {
+        assert_eq!(queue_status(0.0), Status::Ok);
+        assert_eq!(queue_status(0.4999), Status::Ok);
+        assert_eq!(queue_status(0.5), Status::Warning);
+        assert_eq!(queue_status(0.8999), Status::Warning);
+        assert_eq!(queue_status(0.9), Status::Problem);
+        assert_eq!(queue_status(1.0), Status::Problem);
+    }
+
+    fn probe(before: i32, after: i32, kept: bool, back: bool) -> Probe {
+        Probe {
+            before,
+            after,
+            setting_kept: kept,
+            came_back: back,
+            elapsed: Duration::from_millis(3),
+            second_held: true,
+        }
+    }
+
+    #[test]
+    fn a_backend_that_changes_is_a_pooler_even_when_the_notification_came_back() {
+        let check = judge(probe(10, 11, true, true));
+        assert_eq!(check.status, Status::Problem);
+        assert!(
+            check.detail.contains("transaction-pooling"),
+            "{}",
+            check.detail
+        );
+        assert!(check.fix.as_deref().unwrap_or("").contains("session"));
+        assert_eq!(judge(probe(10, 10, false, true)).status, Status::Problem);
+        assert_eq!(judge(probe(10, 10, true, false)).status, Status::Problem);
+        assert_eq!(judge(probe(10, 10, true, true)).status, Status::Ok);
+    }
+
+    #[test]
+    fn an_idle_session_timeout_shorter_than_the_heartbeat_is_said_to_cut_pgnotify_too() {
+        let short = timeout_verdict(Duration::from_secs(5));
+        assert!(short.detail.contains("even pgnotify"), "{}", short.detail);
+        let long = timeout_verdict(Duration::from_secs(60));
+        assert!(long.detail.contains("keeps its own"), "{}", long.detail);
+        assert_eq!(long.status, Status::Warning);
+    }
+
+    #[test]
+    fn the_report_ends_with_a_verdict_and_colours_only_when_asked() {
+        let checks = vec![
+            Check::new("listen", Status::Ok, "fine"),
+            Check::new("queue", Status::Problem, "full").fix("empty it"),
+        ];
+        let plain = render(&checks, false);
+        assert!(!plain.contains('\x1b'));
+        assert!(plain.contains("fix: empty it"));
+        assert!(plain.ends_with("1 problem(s), 0 warning(s): see each fix above\n"));
+        assert!(render(&checks, true).contains("\x1b[1;31mproblem"));
+    }
+}
