@@ -149,14 +149,17 @@ pub(crate) fn run(settings: DoctorSettings, conn: &ConnSettings) -> Result<Exit>
     checks.push(server);
     checks.push(tls(connection.tls.as_ref(), &connection.target, conn));
     checks.push(listen(standby));
+    let mut pooled = false;
     if !standby {
-        checks.push(round_trip(&mut client, conn));
+        let round = round_trip(&mut client, &connection.target, conn);
+        pooled = round.data["pooled"] == Value::Bool(true);
+        checks.push(round);
     }
     checks.push(queue(&mut client));
     checks.push(idle_in_transaction(&mut client));
     checks.push(idle_timeouts(&mut client, &connection.target, conn));
     checks.extend(watched_tables(&mut client));
-    checks.extend(channels(&mut client, &settings.channels, standby));
+    checks.extend(channels(&mut client, &settings.channels, standby, pooled));
     let exit = match checks.iter().any(|c| c.status == Status::Problem) {
         true => Exit::Failure,
         false => Exit::Success,
@@ -208,8 +211,7 @@ fn connection_settings(conn: &ConnSettings) -> Check {
     let mut check = Check::new(
         "settings",
         Status::Ok,
-        "connection settings, and where each came from (command line, -d, service file, \
-         environment, default)",
+        "where each connection setting came from (flag, -d, service file, environment, default)",
     )
     .data(Value::Array(data));
     check.notes = notes;
@@ -452,7 +454,7 @@ fn probe(client: &mut Client) -> Result<(i32, Option<String>), postgres::Error> 
 /// on another backend: `pg_backend_pid()` changes and a session setting (`set_config(...,
 /// false)`) is gone. Without one, the second connection is a session of its own and nothing
 /// changes.
-fn round_trip(client: &mut Client, conn: &ConnSettings) -> Check {
+fn round_trip(client: &mut Client, target: &pg::Target, conn: &ConnSettings) -> Check {
     let channel = format!("pgnotify.doctor.{}", token());
     let mark = token();
     let outcome = (|| -> Result<Check, postgres::Error> {
@@ -463,7 +465,9 @@ fn round_trip(client: &mut Client, conn: &ConnSettings) -> Check {
         let (before, _) = probe(client)?;
         client.batch_execute(&format!("LISTEN {}", quote_ident(&channel)))?;
         // The second session holds a transaction while this one sends.
-        let mut second = pg::connect(&conn.without_prompt()).ok().map(|c| c.client);
+        let mut second = pg::connect(&conn.only(target).without_prompt())
+            .ok()
+            .map(|c| c.client);
         let held = second
             .as_mut()
             .map(|c| c.batch_execute("BEGIN; SELECT 1"))
@@ -521,7 +525,9 @@ const POOLER_FIX: &str = "Listen through session pooling (PgBouncer pool_mode = 
 
 /// The verdict on a round trip.
 fn judge(p: Probe) -> Check {
+    let pooled = p.before != p.after || !p.setting_kept;
     let data = json!({
+        "pooled": pooled,
         "came_back": p.came_back,
         "elapsed_ms": p.elapsed.as_millis() as u64,
         "backend_pid_before": p.before,
@@ -529,7 +535,6 @@ fn judge(p: Probe) -> Check {
         "session_setting_kept": p.setting_kept,
         "second_connection_held_a_transaction": p.second_held,
     });
-    let pooled = p.before != p.after || !p.setting_kept;
     let check = if pooled {
         Check::new(
             "notify_round_trip",
@@ -924,7 +929,11 @@ fn test_payload(pid: u32) -> String {
 }
 
 /// For each CHANNEL: the sessions seen listening, and a test notification sent and received.
-fn channels(client: &mut Client, channels: &[String], standby: bool) -> Vec<Check> {
+///
+/// Through a transaction pooler (`pooled`, as the round trip found) a notification that came
+/// back did so only because the pooler handed this session the same server connection again:
+/// that is a warning, not an ok.
+fn channels(client: &mut Client, channels: &[String], standby: bool, pooled: bool) -> Vec<Check> {
     if channels.is_empty() {
         return Vec::new();
     }
@@ -961,7 +970,21 @@ fn channels(client: &mut Client, channels: &[String], standby: bool) -> Vec<Chec
     channels
         .iter()
         .zip(came_back)
-        .map(|(channel, back)| channel_check(client, channel, &payload, back, failure.as_deref()))
+        .map(|(channel, back)| {
+            let check = channel_check(client, channel, &payload, back, failure.as_deref());
+            match (pooled, check.status) {
+                (true, Status::Ok) => Check {
+                    status: Status::Warning,
+                    ..check
+                }
+                .note(
+                    "it came back only because the transaction pooler handed this session the \
+                     same server connection again; a listener through it loses notifications",
+                )
+                .fix(POOLER_FIX),
+                _ => check,
+            }
+        })
         .collect()
 }
 
@@ -1016,13 +1039,11 @@ fn channel_check(
         (Some(why), _) => (
             Status::Problem,
             why.to_owned(),
-            Some("Run doctor against the primary with the same channel".to_owned()),
+            Some("Run doctor where NOTIFY can run: against the primary".to_owned()),
         ),
         (None, true) => (
             Status::Ok,
-            format!(
-                "a test notification on \"{shown}\" came back to doctor's own LISTEN (payload {payload}; real listeners got it too)"
-            ),
+            format!("a test notification on \"{shown}\" came back to doctor's own LISTEN"),
             None,
         ),
         (None, false) => (
@@ -1034,6 +1055,12 @@ fn channel_check(
             Some(POOLER_FIX.to_owned()),
         ),
     };
+    if failure.is_none() {
+        notes.insert(
+            0,
+            format!("every listener of the channel received it too, with the payload {payload}"),
+        );
+    }
     let mut check = Check::new("channel", status, detail)
         .subject(channel)
         .data(json!({"came_back": came_back, "payload": payload, "listeners": data_listeners}));
@@ -1058,7 +1085,8 @@ fn listeners(
                         AND (pg_catalog.strpos(a.query, $1) > 0 \
                              OR pg_catalog.strpos(pg_catalog.lower(a.query), \
                                                   pg_catalog.lower($2)) > 0)) \
-                    OR (a.query LIKE '%pg_notify($1, $2)%' AND a.application_name = 'pgnotify')) \
+                    OR (a.query LIKE '%set_config(''lock_timeout'', $3, true)%pg_notify($1, $2)%' \
+                        AND a.application_name = 'pgnotify')) \
               ORDER BY a.pid",
             &[(&quote_ident(channel), Type::TEXT), (&channel, Type::TEXT)],
         )
@@ -1101,6 +1129,37 @@ fn write_report(checks: &[Check], settings: &DoctorSettings, exit: Exit) -> Resu
     Ok(())
 }
 
+/// Where a check's text starts, and the width it is wrapped to (clap's help is 100 wide too).
+const TEXT_COLUMN: usize = 30;
+const WIDTH: usize = 100;
+
+/// A line cut at spaces into pieces that fit after [`TEXT_COLUMN`] (continuations are indented
+/// two more); a word longer than that stays whole. A line that fits is kept as it is, so the
+/// settings' columns stay aligned.
+fn wrap(line: &str) -> Vec<String> {
+    let room = WIDTH - TEXT_COLUMN;
+    if line.chars().count() <= room {
+        return vec![line.to_owned()];
+    }
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    for word in line.split(' ').filter(|w| !w.is_empty()) {
+        let limit = match pieces.is_empty() {
+            true => room,
+            false => room - 2,
+        };
+        if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > limit {
+            pieces.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    pieces.push(current);
+    pieces
+}
+
 /// The people's report: one block per check, the status in a column, the fix under it.
 fn render(checks: &[Check], color: bool) -> String {
     let mut out = String::new();
@@ -1114,12 +1173,18 @@ fn render(checks: &[Check], color: bool) -> String {
             Some(subject) => format!("{} {}", check.name, escape_controls(subject)),
             None => check.name.to_owned(),
         };
-        out.push_str(&format!("{status} {title:<20} {}\n", check.detail));
-        for note in &check.notes {
-            out.push_str(&format!("{:30}{note}\n", ""));
-        }
-        if let Some(fix) = &check.fix {
-            out.push_str(&format!("{:30}fix: {fix}\n", ""));
+        // Escaped again here, whatever a check did: nothing from outside reaches the terminal raw.
+        let lines = std::iter::once(check.detail.clone())
+            .chain(check.notes.iter().cloned())
+            .chain(check.fix.iter().map(|fix| format!("fix: {fix}")));
+        for (i, line) in lines.enumerate() {
+            for (j, piece) in wrap(&escape_controls(&line)).into_iter().enumerate() {
+                match (i, j) {
+                    (0, 0) => out.push_str(&format!("{status} {title:<20} {piece}\n")),
+                    (_, 0) => out.push_str(&format!("{:TEXT_COLUMN$}{piece}\n", "")),
+                    _ => out.push_str(&format!("{:TEXT_COLUMN$}  {piece}\n", "")),
+                }
+            }
         }
     }
     let problems = checks
@@ -1198,5 +1263,15 @@ mod tests {
         assert!(plain.contains("fix: empty it"));
         assert!(plain.ends_with("1 problem(s), 0 warning(s): see each fix above\n"));
         assert!(render(&checks, true).contains("\x1b[1;31mproblem"));
+        let long = vec![Check::new("queue", Status::Ok, "word ".repeat(40)).note("a\x1bb")];
+        let text = render(&long, false);
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with(&" ".repeat(TEXT_COLUMN + 2))
+        );
+        assert!(text.contains("a\\x1bb") && !text.contains('\x1b'), "{text}");
     }
 }

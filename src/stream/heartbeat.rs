@@ -181,8 +181,8 @@ impl Heartbeat {
                     true => format!(
                         "the heartbeat notification did not come back within {} s: \
                          notifications no longer reach this connection, as happens through a \
-                         transaction pooler (PgBouncer with pool_mode = transaction); \
-                         `pgnotify doctor` checks",
+                         transaction pooler (PgBouncer with pool_mode = transaction); run \
+                         `pgnotify doctor` to check",
                         HEARTBEAT_TIMEOUT.as_secs()
                     ),
                 });
