@@ -175,6 +175,12 @@ fn a_password_from_any_source_is_named_and_never_printed() {
         ),
         ("conninfo", vec![], with_password, "-d connection string"),
         (
+            "URI",
+            vec![],
+            format!("postgresql://postgres:{secret}@127.0.0.1:{port}/postgres"),
+            "-d connection string",
+        ),
+        (
             "service",
             vec![("PGSERVICEFILE", service.display().to_string())],
             with_service,
