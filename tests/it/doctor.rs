@@ -688,3 +688,75 @@ fn a_pgnotify_listener_is_seen_by_its_heartbeat() {
         "doctor saw itself: {doc}"
     );
 }
+
+#[test]
+fn a_table_changed_since_its_install_is_a_problem_with_the_fix() {
+    let server = Server::start();
+    server.psql("CREATE TABLE orders (id int PRIMARY KEY, note text)");
+    server.watch_table(&["orders"]);
+    server.psql("ALTER TABLE orders RENAME COLUMN id TO order_id");
+    let out = server.pgnotify().args(["doctor", "--json"]).run();
+    out.code(1);
+    let doc = report(&out.stdout);
+    let table = check(&doc, "watched_table");
+    assert_eq!(table["status"], "problem", "{doc}");
+    assert!(
+        table["fix"]
+            .as_str()
+            .unwrap()
+            .contains("pgnotify watch-table public.orders"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn with_a_host_list_the_server_reached_is_named_and_colour_comes_only_when_asked() {
+    let server = Server::start();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ports = format!("{closed},{}", server.cluster.port());
+    let out = server
+        .bare()
+        .args([
+            "-h",
+            "127.0.0.1,127.0.0.1",
+            "-p",
+            &ports,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["doctor", "--json"])
+        .run();
+    out.success();
+    let doc = report(&out.stdout);
+    let reached = check(&doc, "server");
+    assert_eq!(reached["data"]["host_index"], 2, "{doc}");
+    assert!(
+        reached["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(host 2 of 2)"),
+        "{doc}"
+    );
+    let coloured = server
+        .pgnotify()
+        .args(["--color", "always", "doctor"])
+        .run();
+    coloured.success();
+    assert!(
+        coloured.stdout.contains("\x1b[32mok"),
+        "{}",
+        coloured.report()
+    );
+    let plain = server
+        .pgnotify()
+        .env("CLICOLOR_FORCE", "1")
+        .env("NO_COLOR", "1")
+        .arg("doctor")
+        .run();
+    assert!(!plain.stdout.contains('\x1b'), "{}", plain.report());
+}
