@@ -22,6 +22,9 @@ _pgnotify() {
             pgnotify,demo)
                 cmd="pgnotify__subcmd__demo"
                 ;;
+            pgnotify,doctor)
+                cmd="pgnotify__subcmd__doctor"
+                ;;
             pgnotify,help)
                 cmd="pgnotify__subcmd__help"
                 ;;
@@ -42,6 +45,9 @@ _pgnotify() {
                 ;;
             pgnotify__subcmd__help,demo)
                 cmd="pgnotify__subcmd__help__subcmd__demo"
+                ;;
+            pgnotify__subcmd__help,doctor)
+                cmd="pgnotify__subcmd__help__subcmd__doctor"
                 ;;
             pgnotify__subcmd__help,help)
                 cmd="pgnotify__subcmd__help__subcmd__help"
@@ -65,7 +71,7 @@ _pgnotify() {
 
     case "${cmd}" in
         pgnotify)
-            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe consumers demo help"
+            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe consumers doctor demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,8 +240,58 @@ _pgnotify() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pgnotify__subcmd__doctor)
+            opts="-d -h -p -U -w -W -q -v -? --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -U)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pgnotify__subcmd__help)
-            opts="listen notify watch-table pipe consumers demo help"
+            opts="listen notify watch-table pipe consumers doctor demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -263,6 +319,20 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__help__subcmd__demo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pgnotify__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

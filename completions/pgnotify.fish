@@ -42,6 +42,7 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "notify" -d 'Send 
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "consumers" -d 'List durable consumers with their lag, or look after the outbox'
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "doctor" -d 'Explain why notifications would not arrive, with the fix for each problem'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l format -d 'Output format [default: text on a terminal, json otherwise]' -r -f -a "text\t'One line per notification: local time, channel, sender PID, payload'
@@ -175,6 +176,19 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s W -l pas
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s p -l port -d 'Server port [default: 5432]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s U -l username -d 'User name to connect as [default: the operating-system user]' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
+always\t'Always colour text output'
+never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -l json -d 'One JSON document on stdout instead of the text report'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s W -l password -d 'Prompt for a password (without echo) before connecting'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s q -l quiet -d 'Print only errors on stderr, no warnings'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s p -l port -d 'Server port [default: 5432]' -r
@@ -189,10 +203,11 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s W -l password
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s q -l quiet -d 'Print only errors on stderr, no warnings'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s v -l verbose -d 'Also say on stderr what pgnotify is doing: the server reached, when it is listening'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s ? -l help -d 'Print help (-? for a summary, --help for all of it)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "listen" -d 'Print notifications as they arrive'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "notify" -d 'Send a notification (payload from the argument, or stdin with "-")'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "consumers" -d 'List durable consumers with their lag, or look after the outbox'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
-complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "listen" -d 'Print notifications as they arrive'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "notify" -d 'Send a notification (payload from the argument, or stdin with "-")'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "watch-table" -d 'Install a trigger that notifies on a table\'s changes (or --drop it, or --list them)'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "pipe" -d 'Forward notifications as NDJSON, surviving lost connections'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "consumers" -d 'List durable consumers with their lag, or look after the outbox'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "doctor" -d 'Explain why notifications would not arrive, with the fix for each problem'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "demo" -d 'Run pgnotify against a private throwaway PostgreSQL, then remove it'
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand help; and not __fish_seen_subcommand_from listen notify watch-table pipe consumers doctor demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -73,6 +73,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Pipe(args) => cmd::pipe::run(config::pipe(args), &connection()?),
         Command::Consumers(args) => cmd::consumers::run(config::consumers(args), &connection()?),
+        Command::Doctor(args) => cmd::doctor::run(config::doctor(args, cli.color), &connection()?),
         Command::Demo(args) => cmd::demo::run(config::demo(args)),
     }
 }

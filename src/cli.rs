@@ -106,6 +106,7 @@ pub(crate) enum Command {
     WatchTable(WatchTableArgs),
     Pipe(Box<PipeArgs>),
     Consumers(ConsumersArgs),
+    Doctor(DoctorArgs),
     Demo(DemoArgs),
 }
 
@@ -711,6 +712,55 @@ pub(crate) struct ConsumersArgs {
     pub(crate) max_lag: Duration,
 
     /// NDJSON even on a terminal.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+const DOCTOR_EXAMPLES: &str = "\
+Examples:
+  pgnotify -d shop doctor                        why would notifications not arrive?
+  pgnotify -d shop doctor orders jobs            ... and who listens on orders and jobs
+  pgnotify doctor --json | jq '.checks[] | select(.status != \"ok\")'";
+
+/// Explain why notifications would not arrive, with the fix for each problem.
+///
+/// Connects with the same options as every command and reports, one check a line, each ok,
+/// warning or problem, and for each warning or problem its fix in one sentence: where each
+/// connection setting came from (flag, -d connection string or URI, service file, PG*
+/// variable, default) and where the password came from (PGPASSWORD, the password file, the
+/// prompt or none; never the password itself); the server's version, the role (superuser or
+/// not), the database and which server of a host list was reached; TLS and whether the
+/// server's certificate was verified; whether this connection can LISTEN (a hot standby
+/// cannot); whether a notification on a private channel comes back through it (a
+/// transaction-pooling proxy, such as PgBouncer in pool_mode = transaction, breaks LISTEN: a
+/// second connection holds a transaction so that such a proxy shows itself, by this session's
+/// statements landing on different backends); how full the notification queue is
+/// (pg_notification_queue_usage(): a warning from 50%, a problem from 90%); the sessions idle
+/// in a transaction (pid, application, user, age), which hold a listener and the queue back;
+/// idle_session_timeout and the TCP keepalives that cut an idle listener; each watched table
+/// and its mode.
+///
+/// With CHANNEL (names as `listen` takes them, exactly as written): the sessions seen
+/// listening there (PostgreSQL keeps no list of listeners: pg_stat_activity shows a session's
+/// last statement only, and other roles' sessions only to a superuser or pg_read_all_stats),
+/// and a test notification sent on it and confirmed back on doctor's own LISTEN. Real
+/// listeners of CHANNEL receive it too; its payload is
+/// {"pgnotify":"doctor","at":"<RFC 3339 time>","pid":<doctor's process id>}.
+///
+/// --json writes one JSON document on stdout: {"doctor":1, "status", "exit", "problems",
+/// "warnings", "checks":[{"name", "subject"?, "status", "detail", "notes", "fix", "data"?}]}.
+///
+/// Exit status: 0 when no problem was found (warnings allowed), 1 when one was, 2 for a
+/// malformed CHANNEL or option, 3 when the server cannot be reached (the settings and where
+/// they came from are still reported on stdout, and the error is one line on stderr).
+#[derive(Debug, Args)]
+#[command(after_help = DOCTOR_EXAMPLES)]
+pub(crate) struct DoctorArgs {
+    /// Channels to check: who listens there, and a test notification (real listeners get it).
+    #[arg(value_name = "CHANNEL")]
+    pub(crate) channels: Vec<String>,
+
+    /// One JSON document on stdout instead of the text report.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -3,8 +3,8 @@
 //! `ValueEnum` of `cli` is translated here into its plain twin in the domain.
 
 use crate::cli::{
-    ColorArg, ConnArgs, ConsumersArgs, DemoArgs, ExecArgs, FormatArg, ListenArgs, NotifyArgs,
-    OpArg, OverflowArg, PipeArgs, SourceArgs, TriggersArg, WaitArgs, WatchTableArgs,
+    ColorArg, ConnArgs, ConsumersArgs, DemoArgs, DoctorArgs, ExecArgs, FormatArg, ListenArgs,
+    NotifyArgs, OpArg, OverflowArg, PipeArgs, SourceArgs, TriggersArg, WaitArgs, WatchTableArgs,
 };
 use crate::durable::Grantee;
 use crate::format::{ColorChoice, ColorEnv, Encoder, Format, JsonOptions, Style, use_color};
@@ -397,6 +397,22 @@ pub(crate) fn consumers(args: &ConsumersArgs) -> ConsumersSettings {
         print_sql: args.print_sql,
         max_lag: args.max_lag,
         json: args.json,
+    }
+}
+
+/// Everything `doctor` needs besides the connection.
+pub(crate) struct DoctorSettings {
+    pub(crate) channels: Vec<String>,
+    pub(crate) json: bool,
+    /// Whether the text report is coloured (`format::use_color` on stdout).
+    pub(crate) color: bool,
+}
+
+pub(crate) fn doctor(args: &DoctorArgs, choice: ColorArg) -> DoctorSettings {
+    DoctorSettings {
+        channels: args.channels.clone(),
+        json: args.json,
+        color: colored(choice, std::io::stdout().is_terminal()),
     }
 }
 

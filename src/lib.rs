@@ -9,7 +9,7 @@
 //! pages from `cli`.
 //!
 //! **`cmd`**: one module per command (`listen`, `notify`, `pipe`, `watch_table`, `consumers`,
-//! `demo`), each
+//! `doctor`, `demo`), each
 //! `run(settings, &ConnSettings) -> Result<Exit>`.
 //!
 //! **`stream`**: the listen/pipe engine. The source thread connects, LISTENs, reads the

@@ -4,6 +4,7 @@
 mod console;
 pub(crate) mod consumers;
 pub(crate) mod demo;
+pub(crate) mod doctor;
 pub(crate) mod listen;
 pub(crate) mod notify;
 pub(crate) mod pipe;

@@ -4,7 +4,7 @@
 //! [`Listener`](super::Listener): both are opened the same way ([`Open`]).
 
 use super::settings::DEFAULT_SOCKET_DIR;
-use super::tls::{self, SslMode, Tls};
+use super::tls::{self, SslMode, Tls, Verify};
 use super::{ConnSettings, PasswordPrompt, Target, describe_pg_error, pgpass};
 use crate::exit::{ConnectionError, Rejected};
 use crate::keepalive;
@@ -25,6 +25,32 @@ pub(crate) struct Connection<C = Client> {
     pub(crate) target: Target,
     /// Where `target` is in the settings' list (a host may be listed twice).
     pub(crate) index: usize,
+    /// Its TLS, when it uses TLS (for `doctor`).
+    pub(crate) tls: Option<TlsUsed>,
+    /// Where the password it was opened with came from (for `doctor`; never the password).
+    pub(crate) password: PasswordUsed,
+}
+
+/// The TLS of an open connection.
+#[derive(Clone, Debug)]
+pub(crate) struct TlsUsed {
+    /// psql's "SSL connection (protocol: ..., cipher: ...)".
+    pub(crate) description: String,
+    /// How much of the server's certificate was checked.
+    pub(crate) verified: Verify,
+}
+
+/// Where the password a connection was opened with came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PasswordUsed {
+    /// None was sent (the server asked for none, or none was found).
+    None,
+    /// The settings' `password` (`PGPASSWORD`, the conninfo, the service file).
+    Given,
+    /// The password file.
+    Passfile,
+    /// Typed at the prompt (`-W`, or when the server asked).
+    Prompt,
 }
 
 /// A kind of connection [`connect_as`] opens.
@@ -155,15 +181,16 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
     // A password typed earlier in this run comes first: reconnects never ask again. One typed
     // for -W is for every host (as psql's); one typed when a server asked is for that server.
     let given = match typed_password(None) {
-        Some(typed) => Some(typed),
-        None if settings.prompt == PasswordPrompt::Always => {
-            Some(prompt_password(settings.user(), None)?)
-        }
+        Some(typed) => Some((typed, PasswordUsed::Prompt)),
+        None if settings.prompt == PasswordPrompt::Always => Some((
+            prompt_password(settings.user(), None)?,
+            PasswordUsed::Prompt,
+        )),
         // An empty password is none, as in libpq: the password file and the prompt still apply.
         None => settings
             .get("password")
             .filter(|p| !p.is_empty())
-            .map(|p| Zeroizing::new(p.to_owned())),
+            .map(|p| (Zeroizing::new(p.to_owned()), PasswordUsed::Given)),
     };
     let mut failures = Vec::new();
     // Whether every target refused for a reason that retrying cannot fix.
@@ -183,11 +210,20 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
             loop {
                 let pw = typed
                     .clone()
+                    .map(|t| (t, PasswordUsed::Prompt))
                     .or_else(|| given.clone())
-                    .or_else(|| passfile_password(settings, target).map(Zeroizing::new));
+                    .or_else(|| {
+                        passfile_password(settings, target)
+                            .map(|p| (Zeroizing::new(p), PasswordUsed::Passfile))
+                    });
+                let used = pw.as_ref().map_or(PasswordUsed::None, |(_, used)| *used);
+                let pw = pw.map(|(pw, _)| pw);
                 match open(settings, target, pw.as_ref().map(|p| p.as_str()), wanted) {
-                    Ok((client, tls)) => {
-                        let tls = tls.map(|t| format!(", {t}")).unwrap_or_default();
+                    Ok((client, tls_used)) => {
+                        let tls = tls_used
+                            .as_ref()
+                            .map(|t| format!(", {}", t.description))
+                            .unwrap_or_default();
                         msg::info(&format!(
                             "connected to {} as user \"{}\", database \"{}\"{tls}",
                             target.describe(),
@@ -198,6 +234,8 @@ pub(crate) fn connect_as<C: Open>(settings: &ConnSettings) -> Result<Connection<
                             client,
                             target: target.clone(),
                             index,
+                            tls: tls_used,
+                            password: used,
                         });
                     }
                     Err(e)
@@ -269,13 +307,13 @@ fn is_permanent(failure: &Failure) -> bool {
 
 /// One server, with libpq's `sslmode`: `allow` tries without TLS first and with it when the
 /// server refuses; `prefer` the other way round, when TLS failed or the server refused over
-/// it. A unix socket never uses TLS. Returns the connection and psql's description of its TLS.
+/// it. A unix socket never uses TLS. Returns the connection and its TLS.
 fn open<C: Open>(
     settings: &ConnSettings,
     target: &Target,
     password: Option<&str>,
     wanted: Wanted,
-) -> Result<(C, Option<String>), Failure> {
+) -> Result<(C, Option<TlsUsed>), Failure> {
     let try_mode = |mode| attempt::<C>(settings, target, password, wanted, mode);
     let mode = match target.is_socket() {
         true => SslMode::Disable,
@@ -304,7 +342,7 @@ fn attempt<C: Open>(
     password: Option<&str>,
     wanted: Wanted,
     mode: SslMode,
-) -> Result<(C, Option<String>), (Failure, bool)> {
+) -> Result<(C, Option<TlsUsed>), (Failure, bool)> {
     let tls = match mode {
         SslMode::Disable => tls::plain(),
         mode => tls::connector(&settings.tls, mode, settings.get("sslpassword")),
@@ -388,7 +426,13 @@ fn attempt<C: Open>(
     };
     let outcome = outcome.lock().unwrap_or_else(PoisonError::into_inner);
     match result {
-        Ok(client) => Ok((client, outcome.established.clone())),
+        Ok(client) => {
+            let tls = outcome.established.clone().map(|description| TlsUsed {
+                description,
+                verified: outcome.verified.unwrap_or(Verify::Nothing),
+            });
+            Ok((client, tls))
+        }
         // libpq's connect_timeout is one deadline for the server, not one for each try.
         Err(e @ Failure::TimedOut(..)) => Err((e, false)),
         // As in libpq, TLS is set up once the server agrees to it, and `prefer` retries in

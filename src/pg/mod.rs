@@ -20,11 +20,15 @@ mod settings;
 mod tls;
 
 pub(crate) use connect::{
-    Connection, ask_password_first, connect, connect_as, connect_timeout_of, forget_password,
+    Connection, PasswordUsed, TlsUsed, ask_password_first, connect, connect_as, connect_timeout_of,
+    forget_password,
 };
 pub(crate) use error::{connection_lost, describe_on, describe_pg_error};
 pub(crate) use ident::{
     MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES, check_channel, check_payload, quote_ident, quote_literal,
 };
 pub(crate) use listener::{Answer, Listener, NOTIFY_LOCK_WAIT, Wake, waited_for_lock};
-pub(crate) use settings::{ConnOptions, ConnSettings, Env, PasswordPrompt, Target, resolve};
+pub(crate) use settings::{
+    ConnOptions, ConnSettings, Env, PasswordPrompt, Source, Target, resolve,
+};
+pub(crate) use tls::Verify;

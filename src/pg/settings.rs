@@ -178,10 +178,27 @@ impl Target {
     }
 }
 
+/// Where a resolved setting came from (`doctor` says it; resolving never depends on it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A command-line flag (`-h`, `-p`, `-U`, or `-d` with a plain database name).
+    Flag(&'static str),
+    /// The conninfo string or URI given with `-d`.
+    Conninfo,
+    /// The service of that name in a service file (`service=` or `PGSERVICE`).
+    Service(String),
+    /// A PG* environment variable.
+    Env(&'static str),
+    /// libpq's default.
+    Default,
+}
+
 /// Resolved connection settings: every key libpq would use, and the servers to try.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnSettings {
     params: BTreeMap<String, String>,
+    /// Where each key of `params` (and `service`, when `PGSERVICE` named it) came from.
+    sources: BTreeMap<String, Source>,
     targets: Vec<Target>,
     pub(super) prompt: PasswordPrompt,
     pub(super) passfile: Option<PathBuf>,
@@ -194,6 +211,11 @@ impl ConnSettings {
     /// A resolved value, e.g. `user`, `dbname`, `application_name`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.params.get(key).map(String::as_str)
+    }
+
+    /// Where a key's value came from, if it is set (`password` included: never its value).
+    pub(crate) fn source(&self, key: &str) -> Option<&Source> {
+        self.sources.get(key)
     }
 
     /// The servers to try, in order.
@@ -287,22 +309,29 @@ pub(crate) fn resolve(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
 
 fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
     let mut params = BTreeMap::new();
+    let mut sources = BTreeMap::new();
     let flags = [
-        ("host", &opts.host),
-        ("port", &opts.port),
-        ("user", &opts.user),
+        ("host", &opts.host, "-h"),
+        ("port", &opts.port, "-p"),
+        ("user", &opts.user, "-U"),
     ];
     // libpq ignores empty values: `-U ""` leaves the user to PGUSER and the defaults.
-    for (key, value) in flags {
+    for (key, value, flag) in flags {
         if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
             params.insert(key.to_owned(), value.clone());
+            sources.insert(key.to_owned(), Source::Flag(flag));
         }
     }
     if let Some(db) = opts.dbname.as_ref().filter(|v| !v.is_empty()) {
         if conninfo::is_connection_string(db) {
-            params.extend(conninfo::parse(db).map_err(malformed)?);
+            let given = conninfo::parse(db).map_err(malformed)?;
+            for (key, _) in &given {
+                sources.insert(key.clone(), Source::Conninfo);
+            }
+            params.extend(given);
         } else {
             params.insert("dbname".to_owned(), db.clone());
+            sources.insert("dbname".to_owned(), Source::Flag("-d"));
         }
     }
     let service = params.get("service").cloned();
@@ -315,8 +344,14 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         let files = service_files(env);
         let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
         for (key, value) in service::find(name, &files)? {
-            params.entry(key).or_insert(value);
+            if let std::collections::btree_map::Entry::Vacant(entry) = params.entry(key) {
+                sources.insert(entry.key().clone(), Source::Service(name.to_owned()));
+                entry.insert(value);
+            }
         }
+        sources
+            .entry("service".to_owned())
+            .or_insert(Source::Env("PGSERVICE"));
     }
     for (key, var) in ENV_VARS {
         if params.contains_key(*key) {
@@ -325,9 +360,13 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         env.check_utf8(var)?;
         if let Some(value) = env.var(var) {
             params.insert((*key).to_owned(), value.to_owned());
+            sources.insert((*key).to_owned(), Source::Env(var));
         }
     }
     apply_defaults(&mut params, env)?;
+    for key in params.keys() {
+        sources.entry(key.clone()).or_insert(Source::Default);
+    }
     check_supported(&mut params).map_err(malformed)?;
     let tls = TlsSettings::from_params(&params, env.home.as_deref()).map_err(|e| match e {
         Invalid::Malformed(why) => UsageError(why).into(),
@@ -340,6 +379,7 @@ fn resolve_params(opts: &ConnOptions, env: &Env) -> Result<ConnSettings> {
         .or_else(|| env.home.as_ref().map(|h| h.join(".pgpass")));
     Ok(ConnSettings {
         params,
+        sources,
         targets,
         prompt: opts.prompt,
         passfile,

@@ -238,7 +238,7 @@ enum Crl {
 
 /// How much of the server's certificate is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verify {
+pub(crate) enum Verify {
     /// Nothing (libpq's `require`, `prefer` and `allow` without a root certificate file).
     Nothing,
     /// The chain, up to a trusted root (`verify-ca`; the weaker modes with a root file).
@@ -260,6 +260,8 @@ pub(crate) struct Outcome {
     pub(crate) client_cert: Option<PathBuf>,
     /// Why TLS could not be set up once the server agreed to it (a key others may read...).
     pub(crate) setup: Option<String>,
+    /// How much of the server's certificate was checked, once a handshake succeeded.
+    pub(crate) verified: Option<Verify>,
 }
 
 /// The TLS side of one connection attempt: what `tokio-postgres` calls to start TLS.
@@ -735,11 +737,14 @@ impl TlsConnect<Socket> for Handshake {
             let mut stream = SslStream::new(ssl, BufReader::with_capacity(16 << 10, stream))?;
             Pin::new(&mut stream).connect().await?;
             let ssl = stream.ssl();
-            lock(&self.outcome).established = Some(format!(
+            let mut outcome = lock(&self.outcome);
+            outcome.established = Some(format!(
                 "SSL connection (protocol: {}, cipher: {})",
                 ssl.version_str(),
                 ssl.current_cipher().map_or("unknown", |c| c.name())
             ));
+            outcome.verified = Some(built.verify);
+            drop(outcome);
             Ok(TlsStream(stream))
         })
     }

@@ -179,8 +179,10 @@ impl Heartbeat {
                         HEARTBEAT_TIMEOUT.as_secs()
                     ),
                     true => format!(
-                        "the heartbeat notification did not come back within {} s (is this \
-                         connection through a transaction pooler?)",
+                        "the heartbeat notification did not come back within {} s: \
+                         notifications no longer reach this connection, as happens through a \
+                         transaction pooler (PgBouncer with pool_mode = transaction); run \
+                         `pgnotify doctor` to check",
                         HEARTBEAT_TIMEOUT.as_secs()
                     ),
                 });

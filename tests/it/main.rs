@@ -9,6 +9,7 @@ mod cli;
 mod conn;
 mod console;
 mod demo;
+mod doctor;
 mod drift;
 mod durable;
 mod exec;

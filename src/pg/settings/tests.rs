@@ -268,3 +268,34 @@ fn a_pg_variable_that_is_not_utf8_is_refused_not_ignored() {
     e.not_utf8 = vec!["PGNOTIFY_PG_BINDIR".into()];
     assert!(resolve(&ConnOptions::default(), &e).is_ok());
 }
+
+#[test]
+fn each_setting_says_where_it_came_from() {
+    let dir = std::env::temp_dir().join(format!("conn-src-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("svc.conf");
+    fs::write(&file, "[mine]\nport=7777\npassword=fromservice\n").unwrap();
+    let e = env(&[
+        ("PGSERVICEFILE", file.to_str().unwrap()),
+        ("PGSERVICE", "mine"),
+        ("PGHOST", "envhost"),
+        ("PGAPPNAME", "envapp"),
+    ]);
+    let s = resolve(&opts(Some("dbname=cidb"), None, None, Some("flaguser")), &e).unwrap();
+    assert_eq!(s.source("user"), Some(&Source::Flag("-U")));
+    assert_eq!(s.source("dbname"), Some(&Source::Conninfo));
+    assert_eq!(s.source("port"), Some(&Source::Service("mine".into())));
+    assert_eq!(s.source("password"), Some(&Source::Service("mine".into())));
+    assert_eq!(s.source("service"), Some(&Source::Env("PGSERVICE")));
+    assert_eq!(s.source("host"), Some(&Source::Env("PGHOST")));
+    assert_eq!(
+        s.source("application_name"),
+        Some(&Source::Env("PGAPPNAME"))
+    );
+    let s = resolve(&opts(Some("plaindb"), None, None, None), &env(&[])).unwrap();
+    assert_eq!(s.source("dbname"), Some(&Source::Flag("-d")));
+    assert_eq!(s.source("user"), Some(&Source::Default));
+    assert_eq!(s.source("application_name"), Some(&Source::Default));
+    assert_eq!(s.source("password"), None);
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,7 @@
 //! assertion fails (argv, status, stdout, stderr, server log tail).
 
 pub mod browser;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod terminal;
 pub mod web;
