@@ -620,24 +620,41 @@ fn watched_tables(client: &mut Client) -> Vec<Check> {
             )
             .subject(&name)
             .data(data);
-            match w.stale {
-                false => check,
-                true => Check {
-                    status: Status::Problem,
-                    ..check
-                }
-                .note(
-                    "the table changed since the trigger was installed (a key or image column \
-                     renamed or dropped, or another primary key)",
-                )
-                .fix(format!(
-                    "Run `pgnotify watch-table {}` again with the same options to bring the \
-                     trigger up to date",
-                    escape_controls(&name)
-                )),
+            if w.problems.is_empty() {
+                return check;
             }
+            // Each way the table drifted from its trigger (`watch::drift`), one note each; the
+            // fixes, most often the same reinstall command, once each.
+            let mut fixes: Vec<&str> = Vec::new();
+            for drift in &w.problems {
+                if !fixes.contains(&drift.fix.as_str()) {
+                    fixes.push(&drift.fix);
+                }
+            }
+            let check = Check {
+                status: Status::Problem,
+                detail: format!(
+                    "{} is watched: {}, but its trigger no longer matches the table",
+                    escape_controls(&name),
+                    escape_controls(&mode)
+                ),
+                ..check
+            };
+            w.problems
+                .iter()
+                .fold(check, |check, drift| check.note(&drift.problem))
+                .fix(upper_first(&fixes.join("; ")))
         })
         .collect()
+}
+
+/// The sentence with its first letter in capitals (a fix from `watch::drift` begins "run").
+fn upper_first(sentence: &str) -> String {
+    let mut chars = sentence.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -707,6 +707,48 @@ fn a_table_changed_since_its_install_is_a_problem_with_the_fix() {
             .contains("pgnotify watch-table public.orders"),
         "{doc}"
     );
+    let notes = table["notes"].to_string();
+    assert!(notes.contains("key column"), "{doc}");
+    // watch-table --list's drift checks are doctor's: a disabled trigger (whose events simply
+    // stop) and a renamed table (whose default channel was the old name) are problems too,
+    // one note each; the reinstall clears all of them and doctor is healthy again.
+    server.psql("ALTER TABLE orders DISABLE TRIGGER USER");
+    server.psql("ALTER TABLE orders RENAME TO purchases");
+    let out = server.pgnotify().args(["doctor", "--json"]).run();
+    out.code(1);
+    let doc = report(&out.stdout);
+    let table = check(&doc, "watched_table");
+    assert_eq!(table["status"], "problem", "{doc}");
+    let notes = table["notes"].as_array().unwrap();
+    assert!(notes.len() >= 3, "key, disabled, renamed: {doc}");
+    let all = table["notes"].to_string();
+    assert!(all.contains("disabled"), "{doc}");
+    assert!(all.contains("renamed"), "{doc}");
+    let text = server.pgnotify().arg("doctor").run();
+    text.code(1);
+    assert!(text.stdout.contains("disabled"), "{}", text.report());
+    // doctor's fix, run as written (each `pgnotify ...` command it names, through sh).
+    let fix = table["fix"].as_str().unwrap();
+    let commands: Vec<&str> = fix
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|c| c.strip_prefix("pgnotify "))
+        .collect();
+    assert!(!commands.is_empty(), "{fix}");
+    for command in commands {
+        server
+            .shell(&format!("\"$PGNOTIFY\" \"$@\" {command}"))
+            .run()
+            .success();
+    }
+    let out = server.pgnotify().args(["doctor", "--json"]).run();
+    let doc = report(&out.stdout);
+    for table in doc["checks"].as_array().unwrap() {
+        if table["name"] == "watched_table" {
+            assert_eq!(table["status"], "ok", "{doc}");
+        }
+    }
 }
 
 #[test]
