@@ -28,3 +28,11 @@ pub(crate) use ident::{
 };
 pub(crate) use listener::{Answer, Listener, NOTIFY_LOCK_WAIT, Wake, waited_for_lock};
 pub(crate) use settings::{ConnOptions, ConnSettings, Env, PasswordPrompt, Target, resolve};
+
+/// The file parsers, for the property tests (`crate::properties`).
+#[cfg(test)]
+pub(crate) mod parsers {
+    pub(crate) use super::conninfo::parse as conninfo;
+    pub(crate) use super::pgpass::{Key as PgpassKey, Lookup, find as pgpass_find};
+    pub(crate) use super::service::section as service_section;
+}
