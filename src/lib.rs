@@ -36,6 +36,9 @@
 //! `exit` (statuses and the error path), `msg` (stderr messages), `signals`, `sanitize`,
 //! `backoff`, `deadline`, `keepalive`, `panic`, `readiness` (sd_notify), `terminal` (the console's saved settings); `tempdb` starts throwaway servers for `demo`
 //! and the tests.
+//!
+//! **`properties`** (tests only): property tests of the parsers and encoders that read
+//! anyone's text.
 
 mod app;
 mod backoff;
@@ -52,6 +55,8 @@ mod msg;
 mod notification;
 mod panic;
 mod pg;
+#[cfg(test)]
+mod properties;
 mod readiness;
 mod sanitize;
 mod signals;

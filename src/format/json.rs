@@ -135,12 +135,31 @@ pub(super) fn write(
 }
 
 /// The payload parsed as JSON, with the fetched row (if any) as `new`.
+///
+/// Not for a payload nested as deep as serde_json reads (127 levels): inside the record it
+/// would be one level deeper, a line that serde_json, and every reader with its limit, refuse.
 fn with_fetched(n: &Notification) -> Option<Data<'_>> {
     let data: serde_json::Value = serde_json::from_str(&n.payload).ok()?;
+    if depth(&data) >= MAX_DEPTH {
+        return None;
+    }
     Some(match (data, &n.fetched) {
         (serde_json::Value::Object(object), Some(row)) => Data::WithRow(object, row),
         (data, _) => Data::Payload(data),
     })
+}
+
+/// The deepest nesting serde_json reads: its recursion limit, 128, is reached on the 128th.
+const MAX_DEPTH: usize = 127;
+
+/// How many arrays and objects deep a value nests (a scalar: 0).
+fn depth(value: &serde_json::Value) -> usize {
+    let inner = match value {
+        serde_json::Value::Array(items) => items.iter().map(depth).max(),
+        serde_json::Value::Object(map) => map.values().map(depth).max(),
+        _ => return 0,
+    };
+    1 + inner.unwrap_or(0)
 }
 
 pub(crate) fn write_gap(out: &mut impl Write, gap: &Gap) -> io::Result<()> {
@@ -255,6 +274,27 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out, &n, true, false).unwrap();
         assert!(!String::from_utf8(out).unwrap().contains("\"data\""));
+    }
+
+    #[test]
+    fn a_payload_as_deep_as_json_is_read_gets_no_data() {
+        // Found by the properties (src/properties/json.rs): with 127 nested arrays, `data`
+        // made the record 128 deep, which serde_json refused to read back.
+        for (levels, data) in [(126, true), (127, false)] {
+            let n = Notification {
+                channel: "c".into(),
+                payload: format!("{}{}", "[".repeat(levels), "]".repeat(levels)),
+                pid: 1,
+                received_at: jiff::Timestamp::UNIX_EPOCH,
+                fetched: None,
+                stored: None,
+            };
+            let mut out = Vec::new();
+            write(&mut out, &n, true, false).unwrap();
+            let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(line.get("data").is_some(), data, "{levels}");
+            assert_eq!(line["payload"], n.payload);
+        }
     }
 
     #[test]

@@ -621,9 +621,11 @@ pub(crate) fn connect_timeout_of(settings: &ConnSettings) -> Option<Duration> {
 }
 
 /// libpq: `connect_timeout` in seconds, 0 or unset = wait forever, values below 2 mean 2.
+/// libpq reads it as an `int`, so at most `i32::MAX` seconds (68 years): a larger value would
+/// overflow the deadline made of it (`Instant::now() + timeout` panics).
 fn connect_timeout(value: Option<&str>) -> Option<Duration> {
     let secs: u64 = value?.trim().parse().ok()?;
-    (secs > 0).then(|| Duration::from_secs(secs.max(2)))
+    (secs > 0).then(|| Duration::from_secs(secs.clamp(2, i32::MAX as u64)))
 }
 
 fn passfile_password(settings: &ConnSettings, target: &Target) -> Option<String> {
@@ -786,5 +788,10 @@ mod tests {
         assert_eq!(connect_timeout(Some("1")), Some(Duration::from_secs(2)));
         assert_eq!(connect_timeout(Some(" 10 ")), Some(Duration::from_secs(10)));
         assert_eq!(connect_timeout(Some("soon")), None);
+        // A crash found looking for overflows behind the parsers: u64::MAX seconds panicked
+        // on the deadline (`-d "connect_timeout=18446744073709551615"`, status 1, internal error).
+        let longest = connect_timeout(Some("18446744073709551615")).unwrap();
+        assert_eq!(longest, Duration::from_secs(i32::MAX as u64));
+        assert!(Instant::now().checked_add(longest).is_some());
     }
 }

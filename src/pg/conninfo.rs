@@ -3,6 +3,7 @@
 //! Owns only the syntax (libpq "Connection Strings", §34.1.1): quoting, percent-decoding, host
 //! lists. Which keys mean what, and which source wins, is `settings::resolve`'s job.
 
+use crate::sanitize::escape_controls;
 use anyhow::{Result, bail};
 
 /// The keywords libpq knows. pgnotify honours the ones `settings` reads and accepts the rest,
@@ -59,7 +60,7 @@ pub(super) fn is_connection_string(s: &str) -> bool {
 }
 
 /// Parses a connection string of either form into (keyword, value) pairs, in order.
-pub(super) fn parse(s: &str) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse(s: &str) -> Result<Vec<(String, String)>> {
     let pairs = match uri_rest(s) {
         Some(rest) => parse_uri(rest)?,
         None => parse_keyword_value(s)?,
@@ -78,10 +79,11 @@ pub(super) fn parse(s: &str) -> Result<Vec<(String, String)>> {
     Ok(pairs)
 }
 
-/// Refuses a keyword libpq would refuse.
+/// Refuses a keyword libpq would refuse. The keyword is quoted with its control characters
+/// escaped, as every message here quotes what it was given: an error is one plain line.
 pub(super) fn check_key(key: &str) -> Result<()> {
     if !KNOWN_KEYS.contains(&key) {
-        bail!("invalid connection option \"{key}\"");
+        bail!("invalid connection option \"{}\"", escape_controls(key));
     }
     Ok(())
 }
@@ -101,26 +103,30 @@ fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>> {
     let mut pairs = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while chars.next_if(is_space).is_some() {}
         if chars.peek().is_none() {
             return Ok(pairs);
         }
         let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+        while let Some(c) = chars.next_if(|c| *c != '=' && !is_space(c)) {
             key.push(c);
         }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while chars.next_if(is_space).is_some() {}
         if chars.next() != Some('=') {
-            // After an unquoted password with a space, this "key" is the rest of it.
-            if pairs.last().is_some_and(|(k, _)| is_secret(k)) {
+            // After an unquoted password with a space, this "key" is the rest of it (or of
+            // the pairs that a "=" in it made).
+            if pairs.iter().any(|(k, _)| is_secret(k)) {
                 bail!(
                     "missing \"=\" after the password in connection info string (quote a \
                      password that holds spaces: password='...')"
                 );
             }
-            bail!("missing \"=\" after \"{key}\" in connection info string");
+            bail!(
+                "missing \"=\" after \"{}\" in connection info string",
+                escape_controls(&key)
+            );
         }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while chars.next_if(is_space).is_some() {}
         let value = if chars.next_if_eq(&'\'').is_some() {
             quoted_value(&mut chars)?
         } else {
@@ -128,6 +134,12 @@ fn parse_keyword_value(s: &str) -> Result<Vec<(String, String)>> {
         };
         pairs.push((key, value));
     }
+}
+
+/// White space between a connection string's pairs: libpq's `isspace` in the C locale, ASCII
+/// only, so that a password may hold a no-break space (Rust's `is_whitespace` is Unicode's).
+fn is_space(c: &char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 
 fn quoted_value(chars: &mut impl Iterator<Item = char>) -> Result<String> {
@@ -147,7 +159,7 @@ fn quoted_value(chars: &mut impl Iterator<Item = char>) -> Result<String> {
 
 fn bare_value(chars: &mut std::iter::Peekable<impl Iterator<Item = char>>) -> String {
     let mut value = String::new();
-    while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+    while let Some(c) = chars.next_if(|c| !is_space(c)) {
         if c == '\\' {
             if let Some(escaped) = chars.next() {
                 value.push(escaped);
@@ -170,6 +182,9 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
         Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
         None => (None, rest),
     };
+    // An `@` left after the user info: a password holding an unencoded "/" or "@" may have
+    // been cut there, so a "key" may be a piece of it.
+    let cut_short = rest.contains('@');
     let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (hostlist, path) = before_query.split_once('/').unwrap_or((before_query, ""));
     let mut pairs = Vec::new();
@@ -202,9 +217,20 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
         let key = percent_decode(key, "query parameter name")?;
         let after_secret = pairs.last().is_some_and(|(k, _)| is_secret(k));
         if !KNOWN_KEYS.contains(&key.as_str()) && !after_secret {
-            bail!("invalid URI query parameter: \"{key}\"");
+            if cut_short {
+                bail!(
+                    "invalid URI query parameter (percent-encode a \"/\" in a password as \
+                     %2F, and an \"@\" as %40)"
+                );
+            }
+            bail!("invalid URI query parameter: \"{}\"", escape_controls(&key));
         }
-        let value = percent_decode(value, &format!("value of query parameter {key}"))?;
+        // An unknown key after a password may be a piece of it: not named.
+        let what = match KNOWN_KEYS.contains(&key.as_str()) {
+            true => format!("value of query parameter {key}"),
+            false => "value of a query parameter".to_owned(),
+        };
+        let value = percent_decode(value, &what)?;
         pairs.push((key, value));
     }
     Ok(pairs)
@@ -358,9 +384,49 @@ mod tests {
             "password=My Secret",
             "password=My Secret=x",
             "postgres://h/d?password=My&Secret=1",
+            // Found while writing the properties: the piece after an unencoded "&" was named
+            // as a key when its value did not decode.
+            "postgres://h/d?password=My&Secret=%zz",
+            // Found by the properties: the password's "/" ended the user info, and the piece
+            // after its "?" was quoted as a query parameter.
+            "postgres://u:/?Secret@h/d?sslmode=disable",
+            "postgres://u:@?Secret@h/d?sslmode=disable",
         ] {
             let err = parse(conninfo).unwrap_err().to_string();
             assert!(!err.contains("Secret"), "{conninfo}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_ascii_white_space_separates_pairs() {
+        // Found by the properties: a no-break space ended a password, as libpq's isspace
+        // does not, and the rest was quoted in the error.
+        assert_eq!(
+            pairs("password=a\u{a0}b\u{2028}c\x0bport=1"),
+            kv(&[("password", "a\u{a0}b\u{2028}c"), ("port", "1")])
+        );
+        let err = parse("host=h password=\u{202e}\u{a0}=\u{1b}\nSecret port=1")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("Secret"), "{err}");
+        let err = parse("password=a =b Secret").unwrap_err().to_string();
+        assert!(!err.contains("Secret"), "{err}");
+    }
+
+    #[test]
+    fn errors_quote_no_control_character() {
+        // Found by the properties (src/properties/conninfo.rs): a key was quoted raw.
+        for (text, shown) in [
+            ("\u{1b}\0\0", "missing \"=\" after \"\\x1b\\x00\\x00\""),
+            ("postgres://?\0=", "invalid URI query parameter: \"\\x00\""),
+            (
+                "postgres://?%0a%1b=1",
+                "invalid URI query parameter: \"\\n\\x1b\"",
+            ),
+            ("a\u{9b}=1", "invalid connection option \"a\\x9b\""),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with(shown), "{text:?}: {err}");
         }
     }
 

@@ -32,3 +32,11 @@ pub(crate) use settings::{
     ConnOptions, ConnSettings, Env, PasswordPrompt, Source, Target, resolve,
 };
 pub(crate) use tls::Verify;
+
+/// The file parsers, for the property tests (`crate::properties`).
+#[cfg(test)]
+pub(crate) mod parsers {
+    pub(crate) use super::conninfo::parse as conninfo;
+    pub(crate) use super::pgpass::{Key as PgpassKey, Lookup, find as pgpass_find};
+    pub(crate) use super::service::section as service_section;
+}

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// What the connection is for, as the password file's first four fields see it.
-pub(super) struct Key<'a> {
+pub(crate) struct Key<'a> {
     pub(crate) host: &'a str,
     pub(crate) port: &'a str,
     pub(crate) dbname: &'a str,
@@ -19,7 +19,7 @@ pub(super) struct Key<'a> {
 
 /// The outcome of a lookup: a password, nothing, or a warning why the file was not read.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Lookup {
+pub(crate) enum Lookup {
     Found(String),
     NotFound,
     Ignored(String),
@@ -51,7 +51,7 @@ pub(super) fn lookup(path: &Path, key: &Key) -> Lookup {
     }
 }
 
-fn find(text: &str, key: &Key) -> Lookup {
+pub(crate) fn find(text: &str, key: &Key) -> Lookup {
     let host = if key.host.is_empty() {
         "localhost"
     } else {
@@ -66,20 +66,23 @@ fn find(text: &str, key: &Key) -> Lookup {
         if fields.len() < 5 {
             continue;
         }
+        // A bare `*` matches anything; an escaped `\*` is a plain asterisk (libpq's
+        // pwdfMatchesString looks for the wildcard before it removes escapes).
         let matches = fields[..4]
             .iter()
             .zip(wanted)
-            .all(|(field, value)| field == "*" || field == value);
+            .all(|((field, escaped), value)| (field == "*" && !escaped) || field == value);
         if matches {
-            return Lookup::Found(fields[4..].join(":"));
+            return Lookup::Found(fields[4].0.clone());
         }
     }
     Lookup::NotFound
 }
 
-/// Splits a line at unescaped colons and removes the escapes.
-fn split_fields(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
+/// Splits a line at unescaped colons (into five fields at most: the password keeps the rest)
+/// and removes the escapes; each field says whether it held one.
+fn split_fields(line: &str) -> Vec<(String, bool)> {
+    let mut fields = vec![(String::new(), false)];
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -87,13 +90,14 @@ fn split_fields(line: &str) -> Vec<String> {
                 if let Some(next) = chars.next()
                     && let Some(last) = fields.last_mut()
                 {
-                    last.push(next);
+                    last.0.push(next);
+                    last.1 = true;
                 }
             }
-            ':' if fields.len() < 5 => fields.push(String::new()),
+            ':' if fields.len() < 5 => fields.push((String::new(), false)),
             c => {
                 if let Some(last) = fields.last_mut() {
-                    last.push(c);
+                    last.0.push(c);
                 }
             }
         }
@@ -153,6 +157,25 @@ mod tests {
         assert_eq!(
             find("*:*:*:*:a:b\n", &key("h", "1", "d", "u")),
             Lookup::Found("a:b".into())
+        );
+    }
+
+    #[test]
+    fn an_escaped_asterisk_is_no_wildcard() {
+        // Found by the properties (src/properties/files.rs): `\*` matched any database.
+        let text = "\t::\\*::\n";
+        assert_eq!(
+            find(text, &key("\t", "", "*", "")),
+            Lookup::Found(String::new())
+        );
+        assert_eq!(find(text, &key("\t", "", "x", "")), Lookup::NotFound);
+        assert_eq!(
+            find("*:*:\\**:*:pw\n", &key("h", "1", "**", "u")),
+            Lookup::Found("pw".into())
+        );
+        assert_eq!(
+            find("*:*:*:*:\\*\n", &key("h", "1", "d", "u")),
+            Lookup::Found("*".into())
         );
     }
 

@@ -29,7 +29,11 @@ pub(super) fn find(name: &str, files: &[&Path]) -> Result<Vec<(String, String)>>
 }
 
 /// The pairs of section `name`, or `None` when the file has no such section.
-fn section(text: &str, name: &str, file: &Path) -> Result<Option<Vec<(String, String)>>> {
+pub(crate) fn section(
+    text: &str,
+    name: &str,
+    file: &Path,
+) -> Result<Option<Vec<(String, String)>>> {
     let mut in_section = false;
     let mut found = None;
     for (index, raw) in text.lines().enumerate() {

@@ -43,6 +43,8 @@ const WINGS: &[(&str, &[&str])] = &[
     ("format", &["LEAVES"]),
     // PostgreSQL and libpq conventions.
     ("pg", &["LEAVES"]),
+    // Property tests (`#[cfg(test)]`): they exercise every wing, as each wing's tests would.
+    ("properties", &["*"]),
 ];
 
 /// The leaves: small modules any wing may use, which import only each other.
