@@ -102,7 +102,7 @@ fn connection_settings(conn: &ConnSettings) -> Check {
         "passfile",
         "password",
     ];
-    let mut notes = Vec::new();
+    let mut rows = Vec::new();
     let mut data = Vec::new();
     for key in KEYS {
         let source = conn.source(key);
@@ -116,7 +116,7 @@ fn connection_settings(conn: &ConnSettings) -> Check {
             (_, None) => continue,
         };
         let from = source.map_or_else(|| "default".to_owned(), describe_source);
-        notes.push(format!("{key:<21} {:<30} {from}", escape_controls(&value)));
+        rows.push((key, escape_controls(&value).to_string(), from.clone()));
         let shown = match *key {
             "password" => Value::Null,
             _ => Value::String(value),
@@ -129,7 +129,19 @@ fn connection_settings(conn: &ConnSettings) -> Check {
         "where each connection setting came from (flag, -d, service file, environment, default)",
     )
     .data(Value::Array(data));
-    check.notes = notes;
+    // Columns as wide as what they hold (a value at most 30), so that a row fits the report's
+    // width and is not wrapped out of line.
+    let key_width = rows.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
+    let value_width = rows
+        .iter()
+        .map(|(_, v, _)| v.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(30);
+    check.notes = rows
+        .iter()
+        .map(|(key, value, from)| format!("{key:<key_width$}  {value:<value_width$}  {from}"))
+        .collect();
     check
 }
 
@@ -449,10 +461,13 @@ fn idle_in_transaction(client: &mut Client) -> Check {
         "idle_in_transaction",
         Status::Warning,
         format!(
-            "{} session(s) idle in a transaction: one that is a listener receives nothing until \
-             its transaction ends, and the notification queue cannot be emptied past what it \
-             has not read, so it fills until every commit that notifies fails",
-            rows.len()
+            "{} idle in a transaction: one that is a listener receives nothing until its \
+             transaction ends, and the notification queue cannot be emptied past what it has \
+             not read, so it fills until every commit that notifies fails",
+            match rows.len() {
+                1 => "1 session".to_owned(),
+                n => format!("{n} sessions"),
+            }
         ),
     )
     .fix(format!(

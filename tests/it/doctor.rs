@@ -86,7 +86,7 @@ fn a_healthy_server_exits_0_and_every_check_is_there() {
     assert!(
         text.stdout
             .lines()
-            .any(|l| l.starts_with(&format!("{:30}host{:18}", "", ""))),
+            .any(|l| l.starts_with(&format!("{:30}host{:14}", "", ""))),
         "{}",
         text.report()
     );

@@ -186,10 +186,23 @@ fn render(checks: &[Check], color: bool) -> String {
         .count();
     out.push_str(&match (problems, warnings) {
         (0, 0) => "healthy: no problem found\n".to_owned(),
-        (0, w) => format!("healthy, with {w} warning(s)\n"),
-        (p, w) => format!("{p} problem(s), {w} warning(s): see each fix above\n"),
+        (0, w) => format!("healthy, with {}\n", counted(w, "warning")),
+        (p, 0) => format!("{}: see each fix above\n", counted(p, "problem")),
+        (p, w) => format!(
+            "{}, {}: see each fix above\n",
+            counted(p, "problem"),
+            counted(w, "warning")
+        ),
     });
     out
+}
+
+/// "1 problem", "2 problems".
+fn counted(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +218,7 @@ mod tests {
         let plain = render(&checks, false);
         assert!(!plain.contains('\x1b'));
         assert!(plain.contains("fix: empty it"));
-        assert!(plain.ends_with("1 problem(s), 0 warning(s): see each fix above\n"));
+        assert!(plain.ends_with("1 problem: see each fix above\n"));
         assert!(render(&checks, true).contains("\x1b[1;31mproblem"));
         let long = vec![Check::new("queue", Status::Ok, "word ".repeat(40)).note("a\x1bb")];
         let text = render(&long, false);
