@@ -65,7 +65,7 @@ _pgnotify() {
 
     case "${cmd}" in
         pgnotify)
-            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe consumers demo help"
+            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help --version listen notify watch-table pipe consumers demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -107,6 +107,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -115,7 +119,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__consumers)
-            opts="-d -h -p -U -w -W -q -v -? --drop-consumer --drop --prune --install --grant-writer --grant-consumer --print-sql --max-lag --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --drop-consumer --drop --prune --install --grant-writer --grant-consumer --print-sql --max-lag --json --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,6 +181,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -185,7 +193,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__demo)
-            opts="-d -h -p -U -w -W -q -v -? --keep --tls --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --keep --tls --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,6 +233,10 @@ _pgnotify() {
                     ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -347,7 +359,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__listen)
-            opts="-i -x -j -c -t -d -h -p -U -w -W -q -v -? --interactive --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-i -x -j -c -t -d -h -p -U -w -W -q -v -? --interactive --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --stats --metrics --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -405,6 +417,14 @@ _pgnotify() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --stats)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -441,6 +461,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -449,7 +473,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__notify)
-            opts="-l -b -t -d -h -p -U -w -W -q -v -? --lines --batch --timeout --durable --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-l -b -t -d -h -p -U -w -W -q -v -? --lines --batch --timeout --durable --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -507,6 +531,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -515,7 +543,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__pipe)
-            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --stdout --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --websocket --sse --path --page --allow-channel --token-file --allow-origin --keepalive --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --stdout --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --stats --metrics --websocket --sse --path --page --allow-channel --token-file --allow-origin --keepalive --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -574,6 +602,14 @@ _pgnotify() {
                     return 0
                     ;;
                 --consumer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stats)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -641,6 +677,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -649,7 +689,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__watch__subcmd__table)
-            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --triggers --durable --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --triggers --durable --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -705,6 +745,10 @@ _pgnotify() {
                     ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

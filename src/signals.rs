@@ -2,6 +2,10 @@
 //! for it (the listen/pipe loop drains and flushes; `watch-table` cancels its statement; the
 //! demo stops its children), and ends the program at once on a second one, or on a first one
 //! that nobody asked for. `signal-hook`, because `ctrlc` cannot tell SIGINT from SIGTERM.
+//!
+//! SIGUSR1 has a thread of its own: it calls what [`on_usr1`] registered (listen and pipe print
+//! their counters), and is ignored until then, so that it never ends a run (its default action
+//! would). It is installed with the rest, before any command runs.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -34,6 +38,7 @@ static SIGNAL_SINK: Mutex<Option<SignalSink>> = Mutex::new(None);
 /// with 128+n: nothing has been received yet that would need writing. After that, the first
 /// signal goes to that command and a second one ends the program at once.
 pub(crate) fn install() -> std::io::Result<()> {
+    install_usr1()?;
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
@@ -62,5 +67,33 @@ pub(crate) fn install() -> std::io::Result<()> {
 pub(crate) fn deliver_to(deliver: impl Fn(i32) -> bool + Send + 'static) {
     if let Ok(mut sink) = SIGNAL_SINK.lock() {
         *sink = Some(Box::new(deliver));
+    }
+}
+
+type Usr1 = Box<dyn Fn() + Send>;
+
+/// What SIGUSR1 does; `None`: nothing.
+static ON_USR1: Mutex<Option<Usr1>> = Mutex::new(None);
+
+fn install_usr1() -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
+    std::thread::Builder::new()
+        .name("signals-usr1".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if let Ok(hook) = ON_USR1.lock()
+                    && let Some(hook) = hook.as_ref()
+                {
+                    hook();
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// From now on each SIGUSR1 calls `hook` (on the signal's own thread).
+pub(crate) fn on_usr1(hook: impl Fn() + Send + 'static) {
+    if let Ok(mut current) = ON_USR1.lock() {
+        *current = Some(Box::new(hook));
     }
 }

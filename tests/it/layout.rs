@@ -56,6 +56,7 @@ const LEAVES: &[&str] = &[
     "panic",
     "sanitize",
     "signals",
+    "stats",
     "tempdb",
     "terminal",
 ];
