@@ -22,6 +22,7 @@ mod notify;
 mod output;
 mod passwords;
 mod regressions;
+mod stats;
 mod support;
 mod tcp;
 mod terminal;
