@@ -38,14 +38,20 @@ static SIGNAL_SINK: Mutex<Option<SignalSink>> = Mutex::new(None);
 /// with 128+n: nothing has been received yet that would need writing. After that, the first
 /// signal goes to that command and a second one ends the program at once.
 pub(crate) fn install() -> std::io::Result<()> {
-    install_usr1()?;
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    // One iterator (its pipe is the only descriptor signals take): SIGUSR1 is handed on to a
+    // thread of its own at once, so that its work never holds up a SIGINT or SIGTERM.
+    let usr1 = start_usr1()?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut delivered = false;
             for signal in signals.forever() {
+                if signal == SIGUSR1 {
+                    let _ = usr1.send(());
+                    continue;
+                }
                 let _ = RECEIVED.compare_exchange(0, signal, Ordering::Relaxed, Ordering::Relaxed);
                 let taken = !delivered
                     && SIGNAL_SINK
@@ -75,12 +81,13 @@ type Usr1 = Box<dyn Fn() + Send>;
 /// What SIGUSR1 does; `None`: nothing.
 static ON_USR1: Mutex<Option<Usr1>> = Mutex::new(None);
 
-fn install_usr1() -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
+/// The thread that carries out each SIGUSR1; what it is sent is one signal each.
+fn start_usr1() -> std::io::Result<std::sync::mpsc::Sender<()>> {
+    let (send, received) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("signals-usr1".into())
         .spawn(move || {
-            for _ in signals.forever() {
+            for () in received {
                 if let Ok(hook) = ON_USR1.lock()
                     && let Some(hook) = hook.as_ref()
                 {
@@ -88,7 +95,7 @@ fn install_usr1() -> std::io::Result<()> {
                 }
             }
         })?;
-    Ok(())
+    Ok(send)
 }
 
 /// From now on each SIGUSR1 calls `hook` (on the signal's own thread).
