@@ -710,3 +710,39 @@ fn json_errors_are_objects_too() {
         "{value}"
     );
 }
+
+#[test]
+fn the_console_shows_the_counters_above_its_prompt_without_times() {
+    use crate::support::terminal::Terminal;
+    let server = Server::start();
+    let term = Terminal::start(&server, &["listen", "-i", "jobs", "--stats", "300ms"], &[]);
+    term.wait_for_text("Type help for commands");
+    term.type_text("notify jo");
+    server.notify("jobs", "counted");
+    let screen = term.wait_for_screen("a stats line counting the event", |s| {
+        s.above_cursor()
+            .iter()
+            .any(|l| l.starts_with("pgnotify: stats: received=1 written=1 "))
+    });
+    // The half-typed line is intact, the cursor at its end.
+    assert_eq!(
+        screen.cursor_line(),
+        "pgnotify> notify jo",
+        "{}",
+        term.report()
+    );
+    assert_eq!(
+        screen.cursor_x,
+        "pgnotify> notify jo".len(),
+        "{}",
+        term.report()
+    );
+    term.signal(Signal::SIGUSR1);
+    term.wait_for_screen("the prompt still there after SIGUSR1", |s| {
+        s.cursor_line() == "pgnotify> notify jo"
+    });
+    term.keys(&["C-u"]);
+    term.type_text("quit");
+    term.keys(&["Enter"]);
+    assert_eq!(term.exit_status(), 0, "{}", term.report());
+}
