@@ -111,8 +111,14 @@ fn emit(
         route(plain);
         return;
     }
-    let line = styled(severity, plain, message, fields, true);
-    let _ = writeln!(std::io::stderr(), "{line}");
+    write_line(styled(severity, plain, message, fields, true));
+}
+
+/// One write of the line and its newline: a line is never split between writes, whoever else
+/// writes to the same file (journald's stream, a log opened for appending).
+fn write_line(mut line: String) {
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// The one-line error at the exit (`exit::report`), `text` already rendered for stderr: on
@@ -120,8 +126,7 @@ fn emit(
 /// scripts match it).
 pub(crate) fn error(text: &str) {
     let plain = format!("pgnotify: error: {text}");
-    let line = styled(Severity::Error, &plain, text, None, false);
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    write_line(styled(Severity::Error, &plain, text, None, false));
 }
 
 /// A counters line (`--stats`, SIGUSR1): `label` says which ("stats", "final stats"), `line`
