@@ -93,6 +93,13 @@ pub(crate) fn written(n: u64) {
     }
 }
 
+/// `n` notifications counted as written by [`written`] were not, after all.
+pub(crate) fn unwritten(n: u64) {
+    if n > 0 {
+        COUNTERS.written.fetch_sub(n, Relaxed);
+    }
+}
+
 /// `--on-overflow drop` dropped `n` notifications in the queue.
 pub(crate) fn dropped_in_queue(n: u64) {
     COUNTERS.dropped_queue.fetch_add(n, Relaxed);

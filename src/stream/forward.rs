@@ -230,9 +230,16 @@ impl Counter {
 
     /// Writes a batch; true when `--count` is reached (the rest of the batch is not written).
     fn write(&mut self, out: &mut dyn Sink, batch: &[Notification]) -> Result<bool> {
+        // Counted before it is written (a reader who has read a line finds it counted), then
+        // what was not written after all (the count reached, an error) is taken back.
+        let planned = match self.until.count {
+            Some(count) => (batch.len() as u64).min(count.saturating_sub(self.received)),
+            None => batch.len() as u64,
+        };
+        stats::written(planned);
         let before = self.received;
         let outcome = self.write_counted(out, batch);
-        stats::written(self.received - before);
+        stats::unwritten(planned.saturating_sub(self.received - before));
         outcome
     }
 

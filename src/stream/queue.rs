@@ -141,12 +141,16 @@ impl Queue {
             }
             state.source_writing = true;
         }
+        // Counted before it is written, so that a reader who has read a line finds it counted.
+        let n = batch.len() as u64;
+        stats::written(n);
         let written = express.write(&batch);
+        if !matches!(written, Ok(true)) {
+            stats::unwritten(n);
+        }
         let mut state = self.lock();
         state.source_writing = false;
         if let Ok(true) = written {
-            let n = batch.len() as u64;
-            stats::written(n);
             state.expressed += n;
             if let Some(left) = state.express_budget.as_mut() {
                 *left -= n;
