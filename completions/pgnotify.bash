@@ -71,7 +71,7 @@ _pgnotify() {
 
     case "${cmd}" in
         pgnotify)
-            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --help --version listen notify watch-table pipe consumers doctor demo help"
+            opts="-d -h -p -U -w -W -q -v -? -V --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help --version listen notify watch-table pipe consumers doctor demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -113,6 +113,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -121,7 +125,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__consumers)
-            opts="-d -h -p -U -w -W -q -v -? --drop-consumer --drop --prune --install --grant-writer --grant-consumer --print-sql --max-lag --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --drop-consumer --drop --prune --install --grant-writer --grant-consumer --print-sql --max-lag --json --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +187,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -191,7 +199,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__demo)
-            opts="-d -h -p -U -w -W -q -v -? --keep --tls --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --keep --tls --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -231,6 +239,10 @@ _pgnotify() {
                     ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -241,7 +253,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__doctor)
-            opts="-d -h -p -U -w -W -q -v -? --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --json --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -281,6 +293,10 @@ _pgnotify() {
                     ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -417,7 +433,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__listen)
-            opts="-i -x -j -c -t -d -h -p -U -w -W -q -v -? --interactive --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-i -x -j -c -t -d -h -p -U -w -W -q -v -? --interactive --format --json --data --fetch --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --stats --metrics --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -475,6 +491,14 @@ _pgnotify() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --stats)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -511,6 +535,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -519,7 +547,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__notify)
-            opts="-l -b -t -d -h -p -U -w -W -q -v -? --lines --batch --timeout --durable --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-l -b -t -d -h -p -U -w -W -q -v -? --lines --batch --timeout --durable --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -577,6 +605,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -585,7 +617,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__pipe)
-            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --stdout --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --websocket --sse --path --page --allow-channel --token-file --allow-origin --keepalive --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-x -j -c -t -d -h -p -U -w -W -q -v -? --data --fetch --connect --serve --stdout --exec --jobs --count --timeout --wait --max-downtime --heartbeat --on-overflow --no-gap-records --consumer --stats --metrics --websocket --sse --path --page --allow-channel --token-file --allow-origin --keepalive --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -644,6 +676,14 @@ _pgnotify() {
                     return 0
                     ;;
                 --consumer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stats)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -711,6 +751,10 @@ _pgnotify() {
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
                     ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -719,7 +763,7 @@ _pgnotify() {
             return 0
             ;;
         pgnotify__subcmd__watch__subcmd__table)
-            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --triggers --durable --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --help"
+            opts="-d -h -p -U -w -W -q -v -? --channel --events --rows --columns --triggers --durable --print-sql --drop --list --json --dbname --host --port --username --no-password --password --color --quiet --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -775,6 +819,10 @@ _pgnotify() {
                     ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pgnotify_global_optspecs
-    string join \n d/dbname= h/host= p/port= U/username= w/no-password W/password color= q/quiet v/verbose ?/help V/version
+    string join \n d/dbname= h/host= p/port= U/username= w/no-password W/password color= q/quiet v/verbose log-format= ?/help V/version
 end
 
 function __fish_pgnotify_needs_command
@@ -31,6 +31,8 @@ complete -c pgnotify -n "__fish_pgnotify_needs_command" -s U -l username -d 'Use
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_needs_command" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s W -l password -d 'Prompt for a password (without echo) before connecting'
 complete -c pgnotify -n "__fish_pgnotify_needs_command" -s q -l quiet -d 'Print only errors on stderr, no warnings'
@@ -59,6 +61,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l on-overflow
 block\t'Stop reading the server until there is room (holds back the server\'s queue)'
 exit\t'End the run with status 1'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l consumer -d 'Durable delivery: read the events that `--durable` senders stored on the CHANNELs, as the consumer NAME, whose checkpoint is kept in the database. First every stored event NAME has not acknowledged, then new ones as they commit, whole transactions in transaction-id order; each NDJSON line carries the event\'s "id" and its transaction\'s "xid". An event is acknowledged once its line is written and flushed to stdout; with --exec once its command exits 0 (a failing one is run again, backing off from 1 s to 30 s; with --jobs N only an unbroken run of successes from the first is acknowledged); with --connect once the peer must have read it (a lost connection begins again with what it may not have read). After a crash the unacknowledged tail comes again; nothing is skipped. Not with --serve. --on-overflow does not apply: a slow reader is waited for' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l stats -d 'Print the counters on stderr every INTERVAL (e.g. 10s, 1m), and once at the end: received, written, dropped, gaps, reconnects, clients, queue bytes and the age of the last event, as key=value on one line (one JSON object with --log-format json). SIGUSR1 prints them once, with or without this option' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l metrics -d 'Serve the counters in Prometheus\' text format at http://ADDR:PORT/metrics. A port alone listens on 127.0.0.1; 0 picks a free one (-v says which). Another address is served to anyone who can reach it, without authentication' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s d -l dbname -d 'Database name, or a whole connection string ("host=db1 dbname=shop" or "postgres://user@db1:5432/shop"), whose settings override -h, -p and -U' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s h -l host -d 'Server host name, or directory of its unix socket [default: the socket in /var/run/postgresql or /tmp]' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s p -l port -d 'Server port [default: 5432]' -r
@@ -66,6 +70,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s U -l userna
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -s i -l interactive -d 'An interactive console on a terminal: events above a prompt, commands typed live. History is kept in $XDG_DATA_HOME/pgnotify/history (~/.local/share/pgnotify/history)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l json -d 'Write NDJSON, the same as --format json'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand listen" -l data -d 'With --json: add "data", the payload parsed as JSON, when it is JSON'
@@ -86,6 +92,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s U -l userna
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s l -l lines -d 'Send one notification per line of standard input'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -l durable -d 'Store each event in the database\'s outbox (the pgnotify schema, created on first use) in the same transaction, for `pipe --consumer` to read even if it is down now; the NOTIFY only wakes consumers. Payloads may then be up to 64 MiB, and every line of --lines is an event, repeated or not'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand notify" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
@@ -108,6 +116,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -s U -l u
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l rows -d 'Put the row images in the payload: "new" (INSERT, UPDATE) and "old" (UPDATE, DELETE). Every role that can connect can read them'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l durable -d 'Store each event in the database\'s outbox (the pgnotify schema, created on first use) in the writing transaction, for `pipe --consumer` to read even if it was down; the NOTIFY only wakes consumers. No 8000-byte limit: an event is never truncated. If the writer may not store it (see `pgnotify consumers --grant-writer`), the write fails rather than lose the event. Row triggers only'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand watch-table" -l print-sql -d 'Print the SQL that would run (one transaction) and change nothing'
@@ -131,6 +141,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l on-overflow -
 block\t'Stop reading the server until there is room (holds back the server\'s queue)'
 exit\t'End the run with status 1'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l consumer -d 'Durable delivery: read the events that `--durable` senders stored on the CHANNELs, as the consumer NAME, whose checkpoint is kept in the database. First every stored event NAME has not acknowledged, then new ones as they commit, whole transactions in transaction-id order; each NDJSON line carries the event\'s "id" and its transaction\'s "xid". An event is acknowledged once its line is written and flushed to stdout; with --exec once its command exits 0 (a failing one is run again, backing off from 1 s to 30 s; with --jobs N only an unbroken run of successes from the first is acknowledged); with --connect once the peer must have read it (a lost connection begins again with what it may not have read). After a crash the unacknowledged tail comes again; nothing is skipped. Not with --serve. --on-overflow does not apply: a slow reader is waited for' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l stats -d 'Print the counters on stderr every INTERVAL (e.g. 10s, 1m), and once at the end: received, written, dropped, gaps, reconnects, clients, queue bytes and the age of the last event, as key=value on one line (one JSON object with --log-format json). SIGUSR1 prints them once, with or without this option' -r
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l metrics -d 'Serve the counters in Prometheus\' text format at http://ADDR:PORT/metrics. A port alone listens on 127.0.0.1; 0 picks a free one (-v says which). Another address is served to anyone who can reach it, without authentication' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l websocket -d 'Serve the lines to WebSocket clients, one text frame each (gap records too), from the moment each connects. A port alone listens on 127.0.0.1; another address needs --token-file. A client that stops reading is disconnected (after 1 MiB) with a close frame; what clients send is ignored, but for pings and closes' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l sse -d 'Serve the lines as Server-Sent Events, for `new EventSource(url)`: each named after its channel (gap records: `gap`), its data the NDJSON object, with an id. A client that comes back with Last-Event-ID first gets a "client" gap record counting what it missed. The same port as --websocket serves both' -r
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l path -d 'Where the stream (and --page) is served; other paths are answered 404' -r
@@ -145,6 +157,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -s U -l username
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l data -d 'Add "data": the payload parsed as JSON, when it is JSON'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l fetch -d 'For `watch-table` events that carry a key but no row: read the row as it is now, with your own privileges, and add it as "new" under "data" (null when the row is gone since). Only tables watched on the event\'s channel are read, one query per table for all the events that arrived together. With --exec, the row (JSON) is the command\'s stdin, and PGNOTIFY_FETCHED=1 says so'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand pipe" -l stdout -d 'With --connect, --serve, --websocket or --sse: write the lines to stdout as well'
@@ -167,6 +181,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -s U -l use
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l prune -d 'Delete now the events that every consumer of their channel has acknowledged'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l install -d 'Create the pgnotify schema (what the first --durable or --consumer would do)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand consumers" -l print-sql -d 'With --install or a grant: print the SQL instead of running it'
@@ -183,6 +199,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s U -l userna
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -l json -d 'One JSON document on stdout instead of the text report'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand doctor" -s W -l password -d 'Prompt for a password (without echo) before connecting'
@@ -196,6 +214,8 @@ complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s U -l username
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l color -d 'When to colour the text output and this help: auto, always, never' -r -f -a "auto\t'Colour on a terminal, as NO_COLOR, CLICOLOR_FORCE and TERM allow'
 always\t'Always colour text output'
 never\t'Never colour'"
+complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l log-format -d 'How stderr lines read: text, or json (one JSON object per line: time, level, message)' -r -f -a "text\t'Lines for people (and grep)'
+json\t'One JSON object per line'"
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l keep -d 'Leave the server running and print its connection settings as shell `export` lines on stdout (the demo\'s own output then goes to stderr)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -l tls -d 'Serve TLS too, with a certificate from a certificate authority made for the demo, and connect to it over TCP as `localhost` with sslmode=verify-full. With --keep, the settings printed do the same: PGHOST=localhost, PGSSLMODE=verify-full and PGSSLROOTCERT (the CA\'s certificate, in the server\'s directory)'
 complete -c pgnotify -n "__fish_pgnotify_using_subcommand demo" -s w -l no-password -d 'Never prompt for a password: fail if none is found in PGPASSWORD or the password file'

@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> Exit {
         (_, true) => msg::Level::Verbose,
         _ => msg::Level::Normal,
     });
+    msg::set_style(config::log_style(&cli));
     let exit = match dispatch(cli) {
         Ok(exit) => exit,
         Err(err) => exit::report(&err),

@@ -60,6 +60,20 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub(crate) verbose: bool,
 
+    /// How stderr lines read: text, or json (one JSON object per line: time, level, message).
+    ///
+    /// Text lines of listen and pipe begin with the time (RFC 3339, UTC, milliseconds), but for
+    /// the error at the exit; none does when stderr is journald's (JOURNAL_STREAM), which adds
+    /// its own and gets each line's priority as a <N> prefix instead.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t,
+        global = true
+    )]
+    pub(crate) log_format: LogFormatArg,
+
     /// Print help (-? for a summary, --help for all of it).
     #[arg(short = '?', long, action = ArgAction::Help, global = true)]
     pub(crate) help: Option<bool>,
@@ -181,6 +195,27 @@ pub(crate) struct ListenArgs {
 
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+
+    #[command(flatten)]
+    pub(crate) health: HealthArgs,
+}
+
+/// `--stats` and `--metrics`, shared by `listen` and `pipe`.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = "Health")]
+pub(crate) struct HealthArgs {
+    /// Print the counters on stderr every INTERVAL (e.g. 10s, 1m), and once at the end:
+    /// received, written, dropped, gaps, reconnects, clients, queue bytes and the age of the
+    /// last event, as key=value on one line (one JSON object with --log-format json). SIGUSR1
+    /// prints them once, with or without this option.
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub(crate) stats: Option<Duration>,
+
+    /// Serve the counters in Prometheus' text format at http://ADDR:PORT/metrics. A port alone
+    /// listens on 127.0.0.1; 0 picks a free one (-v says which). Another address is served to
+    /// anyone who can reach it, without authentication.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub(crate) metrics: Option<String>,
 }
 
 /// `pipe`'s outputs for browsers and other web clients.
@@ -343,6 +378,16 @@ pub(crate) enum ColorArg {
     Always,
     /// Never colour.
     Never,
+}
+
+/// The `--log-format` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormatArg {
+    /// Lines for people (and grep).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// What the source does when the queue stays full (`--on-overflow`).
@@ -637,6 +682,9 @@ pub(crate) struct PipeArgs {
 
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+
+    #[command(flatten)]
+    pub(crate) health: HealthArgs,
 
     #[command(flatten)]
     pub(crate) web: WebArgs,

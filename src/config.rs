@@ -3,14 +3,18 @@
 //! `ValueEnum` of `cli` is translated here into its plain twin in the domain.
 
 use crate::cli::{
-    ColorArg, ConnArgs, ConsumersArgs, DemoArgs, DoctorArgs, ExecArgs, FormatArg, ListenArgs,
-    NotifyArgs, OpArg, OverflowArg, PipeArgs, SourceArgs, TriggersArg, WaitArgs, WatchTableArgs,
+    Cli, ColorArg, Command, ConnArgs, ConsumersArgs, DemoArgs, DoctorArgs, ExecArgs, FormatArg,
+    HealthArgs, ListenArgs, LogFormatArg, NotifyArgs, OpArg, OverflowArg, PipeArgs, SourceArgs,
+    TriggersArg, WaitArgs, WatchTableArgs,
 };
 use crate::durable::Grantee;
 use crate::format::{ColorChoice, ColorEnv, Encoder, Format, JsonOptions, Style, use_color};
+use crate::msg;
 use crate::pg::{ConnOptions, PasswordPrompt};
 use crate::readiness::Notifier;
-use crate::stream::{Destination, Overflow, SourceSettings, StreamSettings, Until, WebSettings};
+use crate::stream::{
+    Destination, Health, Overflow, SourceSettings, StreamSettings, Until, WebSettings,
+};
 use crate::watch::Op;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -30,6 +34,52 @@ pub(crate) fn conn_options(args: &ConnArgs) -> ConnOptions {
         } else {
             PasswordPrompt::Auto
         },
+    }
+}
+
+/// How stderr lines read: `--log-format`; the time on the lines of the long-running commands
+/// (`listen` and `pipe`, not the console, whose look is its own); and whether stderr is
+/// journald's.
+pub(crate) fn log_style(cli: &Cli) -> msg::Style {
+    let timestamps = match &cli.command {
+        Command::Listen(args) => !args.interactive,
+        Command::Pipe(_) => true,
+        _ => false,
+    };
+    msg::Style {
+        json: cli.log_format == LogFormatArg::Json,
+        timestamps,
+        journal: stderr_is_journal(std::env::var_os("JOURNAL_STREAM")),
+    }
+}
+
+/// Whether stderr is connected to journald: `JOURNAL_STREAM` holds the device and inode of
+/// its stream (`DEV:INODE`, in decimal), and stderr is that very file (systemd.exec(5): a
+/// process whose stderr was redirected elsewhere inherits the variable, and must compare).
+fn stderr_is_journal(variable: Option<std::ffi::OsString>) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = variable.as_deref().and_then(parse_journal_stream) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// `DEV:INODE` of `JOURNAL_STREAM`.
+fn parse_journal_stream(value: &std::ffi::OsStr) -> Option<(u64, u64)> {
+    let (dev, ino) = value.to_str()?.split_once(':')?;
+    Some((dev.parse().ok()?, ino.parse().ok()?))
+}
+
+fn health(args: &HealthArgs) -> Health {
+    Health {
+        stats: args.stats,
+        metrics: args.metrics.clone(),
     }
 }
 
@@ -99,6 +149,8 @@ pub(crate) struct ConsoleSettings {
     /// The history file: `$XDG_DATA_HOME/pgnotify/history`, else under `~/.local/share`;
     /// none without either.
     pub(crate) history: Option<PathBuf>,
+    /// `--stats` and `--metrics` (their lines shown above the prompt).
+    pub(crate) health: Health,
 }
 
 /// Everything `pipe` needs besides the connection.
@@ -184,6 +236,7 @@ pub(crate) fn pipe(args: &PipeArgs) -> PipeSettings {
             fetch: args.fetch,
             consumer: args.source.consumer.clone(),
             destination: pipe_destination(args, networked),
+            health: health(&args.health),
         },
     }
 }
@@ -259,6 +312,7 @@ pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
             ),
             color,
             history: history_file(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME")),
+            health: health(&args.health),
         });
     }
     ListenSettings::Stream(StreamSettings {
@@ -273,6 +327,7 @@ pub(crate) fn listen(args: &ListenArgs, color_arg: ColorArg) -> ListenSettings {
         fetch: args.fetch,
         consumer: args.source.consumer.clone(),
         destination: exec_or_stdout(&args.exec, &args.source),
+        health: health(&args.health),
     })
 }
 

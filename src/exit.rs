@@ -11,7 +11,7 @@
 
 use crate::sanitize::{escape_controls, strip_os_error};
 use std::fmt;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 
 /// How a run ended, as the process exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,9 +160,7 @@ fn render(err: &anyhow::Error, to_terminal: bool) -> String {
 /// status; says nothing when stdout's reader went away.
 pub(crate) fn report(err: &anyhow::Error) -> Exit {
     if !is_closed_stdout(err) {
-        let stderr = io::stderr();
-        let line = render(err, stderr.is_terminal());
-        let _ = writeln!(stderr.lock(), "pgnotify: error: {line}");
+        crate::msg::error(&render(err, io::stderr().is_terminal()));
     }
     for_error(err)
 }

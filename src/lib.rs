@@ -33,7 +33,8 @@
 //! identifier rules and quoting, server errors told in one line.
 //!
 //! **Leaves**, used by any wing: `notification` (the vocabulary: `Notification`, `Gap`),
-//! `exit` (statuses and the error path), `msg` (stderr messages), `signals`, `sanitize`,
+//! `exit` (statuses and the error path), `msg` (stderr messages), `stats` (a run's counters:
+//! `--stats`, SIGUSR1, `--metrics`), `signals`, `sanitize`,
 //! `backoff`, `deadline`, `keepalive`, `panic`, `readiness` (sd_notify), `terminal` (the console's saved settings); `tempdb` starts throwaway servers for `demo`
 //! and the tests.
 //!
@@ -61,6 +62,7 @@ mod readiness;
 mod sanitize;
 mod signals;
 mod sink;
+mod stats;
 mod stream;
 pub mod tempdb;
 mod terminal;

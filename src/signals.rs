@@ -2,6 +2,10 @@
 //! for it (the listen/pipe loop drains and flushes; `watch-table` cancels its statement; the
 //! demo stops its children), and ends the program at once on a second one, or on a first one
 //! that nobody asked for. `signal-hook`, because `ctrlc` cannot tell SIGINT from SIGTERM.
+//!
+//! SIGUSR1 has a thread of its own: it calls what [`on_usr1`] registered (listen and pipe print
+//! their counters), and is ignored until then, so that it never ends a run (its default action
+//! would). It is installed with the rest, before any command runs.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -40,14 +44,21 @@ static SIGNAL_SINK: Mutex<Option<SignalSink>> = Mutex::new(None);
 /// service, cron, `nohup`, a pipe), there is nothing to reload or reopen: it is ignored, with
 /// a line on stderr.
 pub(crate) fn install() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    // One iterator (its pipe is the only descriptor signals take): SIGUSR1 is handed on to a
+    // thread of its own at once, so that its work never holds up a SIGINT or SIGTERM.
+    let usr1 = start_usr1()?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
     let hangup_ends = on_a_terminal();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut delivered = false;
             for signal in signals.forever() {
+                if signal == SIGUSR1 {
+                    let _ = usr1.send(());
+                    continue;
+                }
                 if signal == SIGHUP && !hangup_ends {
                     crate::msg::warn(
                         "SIGHUP ignored: there is nothing to reload (SIGINT or SIGTERM ends the run)",
@@ -83,5 +94,34 @@ fn on_a_terminal() -> bool {
 pub(crate) fn deliver_to(deliver: impl Fn(i32) -> bool + Send + 'static) {
     if let Ok(mut sink) = SIGNAL_SINK.lock() {
         *sink = Some(Box::new(deliver));
+    }
+}
+
+type Usr1 = Box<dyn Fn() + Send>;
+
+/// What SIGUSR1 does; `None`: nothing.
+static ON_USR1: Mutex<Option<Usr1>> = Mutex::new(None);
+
+/// The thread that carries out each SIGUSR1; what it is sent is one signal each.
+fn start_usr1() -> std::io::Result<std::sync::mpsc::Sender<()>> {
+    let (send, received) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("signals-usr1".into())
+        .spawn(move || {
+            for () in received {
+                if let Ok(hook) = ON_USR1.lock()
+                    && let Some(hook) = hook.as_ref()
+                {
+                    hook();
+                }
+            }
+        })?;
+    Ok(send)
+}
+
+/// From now on each SIGUSR1 calls `hook` (on the signal's own thread).
+pub(crate) fn on_usr1(hook: impl Fn() + Send + 'static) {
+    if let Ok(mut current) = ON_USR1.lock() {
+        *current = Some(Box::new(hook));
     }
 }

@@ -515,8 +515,14 @@ fn say(text: &str) {
     let _ = writeln!(std::io::stderr(), "pgnotify demo: {text}");
 }
 
-/// A line the listener wrote on its stderr, shown indented. Like every message, it never fails
-/// the demo: `eprintln!` would panic when stderr's reader has gone.
+/// A line the listener wrote on its stderr, shown indented, without the time it begins with
+/// (a long-running command's log line; the demo is a show, whose lines follow one another).
+/// Like every message, it never fails the demo: `eprintln!` would panic when stderr's reader
+/// has gone.
 fn show_line(line: &str) {
+    let line = match line.split_once(' ') {
+        Some((time, rest)) if time.parse::<jiff::Timestamp>().is_ok() => rest,
+        _ => line,
+    };
     let _ = writeln!(std::io::stderr(), "  {line}");
 }

@@ -8,6 +8,7 @@ use crate::deadline;
 use crate::format::{Encoder, write_gap_record};
 use crate::msg;
 use crate::notification::{Drops, Gap, Notification};
+use crate::stats;
 use anyhow::Result;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -148,6 +149,7 @@ impl Backlog {
             self.changed.notify_all();
             return;
         }
+        stats::dropped_in_backlog(lines);
         if state.drops.count(lines) {
             msg::warn(&format!(
                 "{} is away or slow: dropping notifications until it catches up",
@@ -240,6 +242,7 @@ fn take_gap(state: &mut BacklogState, gaps: Option<&str>, name: &str) -> Option<
         gap.dropped
     ));
     gaps?;
+    stats::gap(gap.kind);
     let mut record = Vec::new();
     write_gap_record(&mut record, &gap).ok()?;
     Some(Arc::from(record.into_boxed_slice()))

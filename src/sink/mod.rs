@@ -29,7 +29,7 @@ pub(crate) use peer::Peer;
 pub(crate) use server::Server;
 pub(crate) use stdout::{Express, Stdout};
 pub(crate) use tee::Tee;
-pub(crate) use web::{Web, WebSettings};
+pub(crate) use web::{Web, WebSettings, serve_metrics};
 
 use crate::notification::{Gap, Notification, Watermark};
 use anyhow::Result;

@@ -21,6 +21,7 @@ use crate::exit::UsageError;
 use crate::format::{Encoder, write_gap_record};
 use crate::msg;
 use crate::notification::{Gap, GapKind};
+use crate::stats;
 use anyhow::{Context, Result, bail};
 use std::collections::VecDeque;
 use std::io;
@@ -200,6 +201,7 @@ impl PeerWriter {
         let mut offset = 0;
         match write_from(stream, &record, &mut offset) {
             Ok(()) => {
+                stats::gap(gap.kind);
                 sent.record_counted(record.len(), gap.dropped, gap.from);
                 Ok(())
             }

@@ -11,6 +11,7 @@ use crate::deadline;
 use crate::exit::UsageError;
 use crate::format::Encoder;
 use crate::msg;
+use crate::stats;
 use anyhow::{Context, Result, anyhow, bail};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -132,6 +133,7 @@ fn accept(listener: TcpListener, clients: &Mutex<Vec<Client>>) {
 }
 
 fn write_client(mut stream: TcpStream, address: SocketAddr, backlog: &Backlog) {
+    let _counted = stats::Client::connected();
     loop {
         // While idle, look every second whether the client hung up, so that it does not keep
         // its socket and thread until the next notification.

@@ -11,9 +11,9 @@ use super::queue::{Event, Queue};
 use crate::deadline;
 use crate::exit::Exit;
 use crate::msg;
-use crate::notification::{Notification, Position, Watermark};
-use crate::signals;
+use crate::notification::{Gap, Notification, Position, Watermark};
 use crate::sink::Sink;
+use crate::{signals, stats};
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,7 +81,7 @@ fn run_loop(
                     queue.written(&batch);
                     counter.acknowledge_batch(out)?;
                 }
-                Event::Gap(gap) => out.write_gap(&gap)?,
+                Event::Gap(gap) => write_gap(out, &gap)?,
                 Event::Signal(signal) => {
                     out.ending();
                     // A consumer's events not yet written stay in the outbox for the next
@@ -131,11 +131,17 @@ fn drain(
                     break;
                 }
             }
-            Event::Gap(gap) => out.write_gap(&gap)?,
+            Event::Gap(gap) => write_gap(out, &gap)?,
             _ => {}
         }
     }
     counter.flush(out)
+}
+
+/// Writes a gap record (where the format has them), and counts the gap.
+fn write_gap(out: &mut dyn Sink, gap: &Gap) -> Result<()> {
+    stats::gap(gap.kind);
+    out.write_gap(gap)
 }
 
 /// `--fetch`: adds the rows to a batch before it is written (one query per table); those of
@@ -224,6 +230,20 @@ impl Counter {
 
     /// Writes a batch; true when `--count` is reached (the rest of the batch is not written).
     fn write(&mut self, out: &mut dyn Sink, batch: &[Notification]) -> Result<bool> {
+        // Counted before it is written (a reader who has read a line finds it counted), then
+        // what was not written after all (the count reached, an error) is taken back.
+        let planned = match self.until.count {
+            Some(count) => (batch.len() as u64).min(count.saturating_sub(self.received)),
+            None => batch.len() as u64,
+        };
+        stats::written(planned);
+        let before = self.received;
+        let outcome = self.write_counted(out, batch);
+        stats::unwritten(planned.saturating_sub(self.received - before));
+        outcome
+    }
+
+    fn write_counted(&mut self, out: &mut dyn Sink, batch: &[Notification]) -> Result<bool> {
         for n in batch {
             out.write(n)?;
             if n.stored.is_some() {

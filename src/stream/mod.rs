@@ -34,9 +34,9 @@ pub(crate) use source::{SourceSettings, case_hint};
 use crate::exit::{Exit, UsageError};
 use crate::format::Encoder;
 use crate::pg::{self, ConnSettings};
-use crate::signals;
 use crate::sink::{self, Sink};
-use anyhow::Result;
+use crate::{signals, stats};
+use anyhow::{Context, Result};
 use fetch::Fetcher;
 use queue::{Event, Queue};
 use std::sync::Arc;
@@ -67,6 +67,15 @@ pub(crate) enum Destination {
     },
 }
 
+/// `--stats` and `--metrics`: how the run reports its counters (`stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Health {
+    /// `--stats INTERVAL`: a line on stderr every INTERVAL, and one at the end.
+    pub(crate) stats: Option<std::time::Duration>,
+    /// `--metrics [ADDR:]PORT`: the Prometheus endpoint.
+    pub(crate) metrics: Option<String>,
+}
+
 /// Everything `listen` and `pipe` need besides the connection.
 pub(crate) struct StreamSettings {
     pub(crate) source: SourceSettings,
@@ -78,6 +87,7 @@ pub(crate) struct StreamSettings {
     pub(crate) fetch: bool,
     /// `--consumer NAME`: read the outbox as this consumer instead of listening.
     pub(crate) consumer: Option<String>,
+    pub(crate) health: Health,
 }
 
 /// Runs `listen` or `pipe` to its end.
@@ -95,6 +105,7 @@ pub(crate) fn run(conn: &ConnSettings, settings: StreamSettings) -> Result<Exit>
         settings.consumer,
         settings.until,
         settings.overflow,
+        &settings.health,
         |queue| {
             if let Some(lane) = express
                 .then(|| sink::Express::open(encoder.twin()))
@@ -114,9 +125,18 @@ pub(crate) fn start_console(
     conn: &ConnSettings,
     source: SourceSettings,
     overflow: Overflow,
+    health: &Health,
     out: Box<dyn Sink>,
 ) -> Result<Started> {
-    start(conn, source, None, Until::default(), overflow, |_| Ok(out))
+    start(
+        conn,
+        source,
+        None,
+        Until::default(),
+        overflow,
+        health,
+        |_| Ok(out),
+    )
 }
 
 /// A stream that listens (or, with `--wait`, tries to), whose loop has not begun.
@@ -129,6 +149,21 @@ pub(crate) struct Started {
     counter: forward::Counter,
     /// With `--consumer`: what was written, for the reader to acknowledge.
     acks: Option<Arc<replay::Acks>>,
+    /// `--stats`: the counters are printed once more at the end.
+    final_stats: bool,
+}
+
+/// Starts what reports the counters: SIGUSR1 prints them, `--metrics` serves them (its port
+/// taken before connecting, so that one in use fails at once), `--stats` prints them.
+fn report_health(health: &Health) -> Result<()> {
+    signals::on_usr1(|| stats::print("stats"));
+    if let Some(spec) = &health.metrics {
+        sink::serve_metrics(spec)?;
+    }
+    if let Some(every) = health.stats {
+        stats::print_every(every).context("could not start the stats thread")?;
+    }
+    Ok(())
 }
 
 fn start(
@@ -137,11 +172,13 @@ fn start(
     consumer: Option<String>,
     until: Until,
     overflow: Overflow,
+    health: &Health,
     out: impl FnOnce(&Arc<Queue>) -> Result<Box<dyn Sink>>,
 ) -> Result<Started> {
     for channel in &source.channels {
         pg::check_channel(channel)?;
     }
+    report_health(health)?;
     if conn.get("target_session_attrs") == Some("standby") {
         return Err(UsageError(
             "target_session_attrs=standby cannot be used to listen: a standby cannot run \
@@ -210,6 +247,7 @@ fn start(
         listening_on,
         counter,
         acks,
+        final_stats: health.stats.is_some(),
     })
 }
 
@@ -228,6 +266,7 @@ impl Started {
             listening_on,
             counter,
             acks,
+            final_stats,
             ..
         } = self;
         let mut fetcher =
@@ -238,6 +277,9 @@ impl Started {
         if let Some(acks) = acks {
             // What was flushed is acknowledged; what is still queued is read again next time.
             acks.close(&queue);
+        }
+        if final_stats {
+            stats::print("final stats");
         }
         outcome.and_then(|exit| finished.map(|()| exit))
     }

@@ -13,6 +13,7 @@ use crate::deadline;
 use crate::msg;
 use crate::notification::{Drops, Gap, Notification};
 use crate::sink::Express;
+use crate::stats;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -140,11 +141,16 @@ impl Queue {
             }
             state.source_writing = true;
         }
+        // Counted before it is written, so that a reader who has read a line finds it counted.
+        let n = batch.len() as u64;
+        stats::written(n);
         let written = express.write(&batch);
+        if !matches!(written, Ok(true)) {
+            stats::unwritten(n);
+        }
         let mut state = self.lock();
         state.source_writing = false;
         if let Ok(true) = written {
-            let n = batch.len() as u64;
             state.expressed += n;
             if let Some(left) = state.express_budget.as_mut() {
                 *left -= n;
@@ -194,6 +200,7 @@ impl Queue {
     /// full. An error (`--on-overflow exit`) says why the run must end now: the main loop may
     /// be stuck writing to the slow output, so the caller ends the program itself.
     pub(super) fn push_notifications(&self, batch: Vec<Notification>) -> Result<(), String> {
+        stats::received(batch.len(), batch.last().map(|n| n.received_at));
         let Some(batch) = self.express(batch) else {
             return Ok(());
         };
@@ -209,6 +216,7 @@ impl Queue {
             state.events.push_back(gap);
         }
         state.bytes += size;
+        stats::queue_bytes(state.bytes);
         state.events.push_back(Event::Notifications(batch));
         drop(state);
         self.changed.notify_all();
@@ -230,7 +238,9 @@ impl Queue {
         if full(&mut state) {
             return Some(batch);
         }
+        stats::received(batch.len(), batch.last().map(|n| n.received_at));
         state.bytes += size;
+        stats::queue_bytes(state.bytes);
         state.events.push_back(Event::Notifications(batch));
         drop(state);
         self.changed.notify_all();
@@ -270,6 +280,7 @@ impl Queue {
                 GRACE.as_secs()
             ));
         }
+        stats::dropped_in_queue(count as u64);
         if state.drops.count(count as u64) {
             msg::warn("the output is too slow: dropping notifications until it catches up");
         }
@@ -313,6 +324,7 @@ impl Queue {
         let mut state = self.lock();
         state.events.clear();
         state.bytes = 0;
+        stats::queue_bytes(0);
         drop(state);
         self.changed.notify_all();
     }
@@ -327,6 +339,7 @@ impl Queue {
     pub(super) fn written(&self, batch: &[Notification]) {
         let mut state = self.lock();
         state.bytes = state.bytes.saturating_sub(cost(batch));
+        stats::queue_bytes(state.bytes);
         drop(state);
         self.changed.notify_all();
     }

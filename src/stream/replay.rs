@@ -20,6 +20,7 @@ use crate::exit::{ConnectionError, Rejected};
 use crate::msg;
 use crate::notification::{Notification, Watermark};
 use crate::pg::{self, ConnSettings, Target, describe_pg_error, quote_ident};
+use crate::stats;
 use anyhow::{Context, Result, anyhow, bail};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
@@ -218,6 +219,7 @@ impl Replay {
                         if let Some((since, _)) = down.take()
                             && from.is_some()
                         {
+                            stats::reconnected();
                             msg::warn(&format!(
                                 "reconnected after {:.1} s; the consumer resumes where it was \
                                  (durable: nothing is lost)",

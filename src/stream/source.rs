@@ -23,6 +23,7 @@ use crate::notification::{Gap, GapKind, Notification};
 use crate::pg::{self, ConnSettings, Listener, Target, describe_pg_error, quote_ident};
 use crate::readiness::Notifier;
 use crate::sanitize::escape_controls;
+use crate::stats;
 use anyhow::{Context, Result, anyhow};
 use postgres::SimpleQueryMessage;
 use std::io::IsTerminal;
@@ -267,6 +268,7 @@ impl Source {
     }
 
     fn report_gap(&self, outage: &Outage) {
+        stats::reconnected();
         let down = outage.since.elapsed();
         msg::warn(&format!(
             "reconnected after {:.1} s; notifications sent in between are lost",

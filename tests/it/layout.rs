@@ -59,6 +59,7 @@ const LEAVES: &[&str] = &[
     "readiness",
     "sanitize",
     "signals",
+    "stats",
     "tempdb",
     "terminal",
 ];

@@ -570,8 +570,14 @@ sys.stdout.write(child.before.decode())
         .lines()
         .find(|l| l.contains("Ctrl-C to stop"))
         .unwrap_or_else(|| panic!("no listening line{}", out.report()));
+    // A long-running command's line: the time first (RFC 3339, UTC, milliseconds).
+    let (time, rest) = line.split_once(' ').unwrap();
     assert!(
-        line.starts_with("pgnotify: listening on \"Orders\""),
+        time.len() == 24 && time.parse::<jiff::Timestamp>().is_ok(),
+        "{line}"
+    );
+    assert!(
+        rest.starts_with("pgnotify: listening on \"Orders\""),
         "{line}"
     );
     assert!(line.contains("NOTIFY Orders goes to \"orders\""), "{line}");

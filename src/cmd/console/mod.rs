@@ -65,6 +65,7 @@ pub(crate) fn run(settings: ConsoleSettings, conn: &ConnSettings) -> Result<Exit
         conn,
         settings.source,
         settings.overflow,
+        &settings.health,
         Box::new(screen.clone()),
     )?;
     let control = started.control();

@@ -13,6 +13,7 @@
 //! stream: the path, the token, the origin, the channels asked for.
 
 mod http;
+mod metrics;
 mod sse;
 mod websocket;
 
@@ -27,6 +28,7 @@ use crate::format::{Encoder, write_gap_record};
 use crate::msg;
 use crate::notification::{Gap, Notification};
 use crate::sanitize::escape_controls;
+use crate::stats;
 use anyhow::{Context, Result, bail};
 use http::{Answer, Method, Request, Unread};
 use std::io::{self, Write};
@@ -35,6 +37,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+pub(crate) use metrics::serve as serve_metrics;
 
 /// How many WebSocket and SSE clients may be connected at once; more are answered 503.
 const MAX_CLIENTS: usize = 256;
@@ -164,6 +168,8 @@ enum Ending {
 
 /// What a client's thread holds: its backlog, and how to say it is gone.
 struct Attached {
+    /// It counts among the clients (`stats`) while it lives.
+    _counted: stats::Client,
     backlog: Arc<Backlog>,
     end: Arc<AtomicU8>,
     name: String,
@@ -890,6 +896,7 @@ impl Hub {
             && let Some(gap) = clients.history.missed(last, &selection)
         {
             msg::info(&format!("{name}: {}", escape_controls(&gap.reason)));
+            stats::gap(gap.kind);
             let mut record = Vec::new();
             if write_gap_record(&mut record, &gap).is_ok() {
                 if record.last() == Some(&b'\n') {
@@ -913,6 +920,7 @@ impl Hub {
         *lock(&self.live.0) += 1;
         msg::info(&format!("{name} connected"));
         Some(Attached {
+            _counted: stats::Client::connected(),
             backlog,
             end,
             name,
