@@ -153,8 +153,9 @@ Examples:
 ///
 /// Exit status: 0 after --count notifications or when the reader of stdout goes away, 124 when
 /// --timeout elapses first, 3 when the first connection fails (without --wait) or the server
-/// stays away longer than --max-downtime, 130/143 on SIGINT/SIGTERM (after writing everything
-/// already received). The console exits 0 on quit, Ctrl-D or a second Ctrl-C on an empty line.
+/// stays away longer than --max-downtime, 130/143 on SIGINT/SIGTERM and 129 on SIGHUP from a
+/// terminal that hung up (after writing everything already received; without a terminal
+/// SIGHUP is ignored). The console exits 0 on quit, Ctrl-D or a second Ctrl-C on an empty line.
 #[derive(Debug, Args)]
 #[command(after_help = LISTEN_EXAMPLES)]
 pub(crate) struct ListenArgs {
