@@ -444,6 +444,7 @@ mod tests {
         Notification {
             channel: channel.into(),
             payload: payload.into(),
+            exact_payload: None,
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
