@@ -355,3 +355,40 @@ fn a_burst_of_mixed_payloads_in_one_transaction_keeps_every_byte_in_order() {
         assert_one_connection(&run.stderr(), &format!("burst via {via:?}"));
     }
 }
+
+/// The heartbeat's own notifications pass through the same connection, between payloads that
+/// are not UTF-8: each payload still gets its own bytes, and the session is kept.
+#[test]
+fn heartbeats_between_payloads_that_are_not_utf8_keep_the_session_and_the_bytes_in_place() {
+    let server = Server::start();
+    ascii_database(&server);
+    let mut run = server
+        .bare()
+        .args(["-v", "-d"])
+        .arg(conninfo(&server, "ascii", Via::Tcp) + " application_name=ascii-beat")
+        .args(["pipe", "bytes", "--heartbeat", "200ms", "--count", "22"])
+        .spawn();
+    run.wait_ready();
+    let beats = || {
+        server
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'ascii-beat' AND query LIKE '%pg_notify%'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    server.wait_until("a heartbeat", || beats() > 0);
+    send_all(&server, "ascii", "bytes");
+    let first: Vec<Record> = (0..11).map(|_| run.read_record()).collect();
+    assert_records(&first, "before more heartbeats");
+    // A heartbeat or two later (not a proof: what is proved is that nothing changes), again.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    send_all(&server, "ascii", "bytes");
+    let second: Vec<Record> = (0..11).map(|_| run.read_record()).collect();
+    assert_records(&second, "after more heartbeats");
+    run.expect_exit(0);
+    assert_one_connection(&run.stderr(), "heartbeats");
+}
