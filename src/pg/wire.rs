@@ -694,4 +694,68 @@ mod tests {
         let mut stream = Filtered::new(Pieces(vec![cut.clone()]), wire);
         assert_eq!(read_all(&mut stream, 64), cut);
     }
+
+    /// Random streams of messages of every kind and size, cut at random places and read
+    /// through buffers of random sizes: always the same bytes out as in one read, the same
+    /// exact bytes found, and every notification valid UTF-8 after.
+    #[test]
+    fn random_streams_cut_anywhere_give_what_one_read_gives() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for case in 0..300 {
+            let mut input = Vec::new();
+            for _ in 0..1 + next(12) {
+                let bytes = |n: usize, next: &mut dyn FnMut(usize) -> usize| -> Vec<u8> {
+                    (0..n).map(|_| 1 + next(255) as u8).collect()
+                };
+                match next(4) {
+                    0 => {
+                        let channel = bytes(next(10), &mut next);
+                        let payload = bytes(next(9000), &mut next);
+                        input.extend(notification(next(1000) as i32, &channel, &payload));
+                    }
+                    1 => input.extend(notification(1, b"c", "é ok".as_bytes())),
+                    _ => {
+                        let kind = [b'D', b'Z', b'N', b'S', b'C'][next(5)];
+                        input.extend(message(kind, &bytes(next(20_000), &mut next)));
+                    }
+                }
+            }
+            let (whole, exact) = feed(&input, &[], true);
+            let mut cuts: Vec<usize> = (0..next(8)).map(|_| next(input.len())).collect();
+            cuts.sort_unstable();
+            assert_eq!(
+                feed(&input, &cuts, true),
+                (whole.clone(), exact.clone()),
+                "{case}"
+            );
+
+            let wire = Arc::new(Wire::default());
+            wire.inspect();
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for cut in cuts.iter().copied().chain(std::iter::once(input.len())) {
+                // A read of nothing is the end: a socket never returns an empty piece before.
+                if cut > at {
+                    pieces.push(input[at..cut].to_vec());
+                }
+                at = cut;
+            }
+            let mut stream = Filtered::new(Pieces(pieces), Arc::clone(&wire));
+            assert_eq!(read_all(&mut stream, 1 + next(20_000)), whole, "{case}");
+            let found: Vec<Exact> = (0..200).filter_map(|o| wire.take(o)).collect();
+            assert_eq!(found, exact, "{case}");
+
+            let mut framer = Framer::default();
+            let mut copy = whole.clone();
+            let mut again = Vec::new();
+            framer.scan(&mut copy, true, &mut |e| again.push(e));
+            assert!(again.is_empty(), "made valid once and for all: {case}");
+        }
+    }
 }
