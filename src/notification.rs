@@ -10,8 +10,11 @@
 pub(crate) struct Notification {
     /// The channel exactly as the sender named it.
     pub(crate) channel: String,
-    /// The payload exactly as sent ("" when none was given).
+    /// The payload exactly as sent ("" when none was given); when it is not UTF-8 (a SQL_ASCII
+    /// database), with U+FFFD for each invalid sequence, and the bytes in `exact_payload`.
     pub(crate) payload: String,
+    /// The payload's exact bytes, only when they are not UTF-8.
+    pub(crate) exact_payload: Option<Vec<u8>>,
     /// The PID of the server process whose transaction sent it.
     pub(crate) pid: i32,
     /// When pgnotify read it from the connection.
@@ -20,6 +23,15 @@ pub(crate) struct Notification {
     pub(crate) fetched: Option<serde_json::Value>,
     /// With `--consumer`: where the event is stored in the outbox.
     pub(crate) stored: Option<Position>,
+}
+
+impl Notification {
+    /// The payload's bytes exactly as sent.
+    pub(crate) fn payload_bytes(&self) -> &[u8] {
+        self.exact_payload
+            .as_deref()
+            .unwrap_or(self.payload.as_bytes())
+    }
 }
 
 /// A durable event's place in the outbox (`durable`): its transaction's id, then its own id.

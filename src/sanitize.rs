@@ -26,6 +26,19 @@ pub(crate) fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Bytes that may not be UTF-8 (a SQL_ASCII database's payload) as text: valid UTF-8 as
+/// [`escape_controls`] shows it, each byte of an invalid sequence as `\xHH`.
+pub(crate) fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&escape_controls(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// A character that acts on the terminal instead of showing: a control character, or one of
 /// the invisible characters that reorder or hide text: Unicode's format characters (general
 /// category Cf: bidirectional marks, overrides and isolates, zero-width ones, the soft
@@ -73,6 +86,19 @@ pub(crate) fn strip_os_error(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_shown_as_hex_and_controls_escaped() {
+        assert_eq!(escape_bytes(b"caf\xe9"), "caf\\xe9");
+        assert_eq!(
+            escape_bytes(b"\x1b[1m\xe2\x82 \xc3\xa9\n\x80"),
+            "\\x1b[1m\\xe2\\x82 \u{e9}\\n\\x80"
+        );
+        assert_eq!(escape_bytes(b""), "");
+        let all: Vec<u8> = (1..=255).collect();
+        let shown = escape_bytes(&all);
+        assert!(!shown.chars().any(hidden), "{shown:?}");
+    }
 
     #[test]
     fn characters_that_reorder_or_hide_text_are_shown() {

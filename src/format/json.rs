@@ -2,7 +2,9 @@
 //!
 //! The four fields `channel`, `payload`, `pid`, `received_at` are a contract: fields may be
 //! added, never renamed or removed. `payload` is always the raw string; with `--data`, `data`
-//! holds the payload parsed as JSON when it parses.
+//! holds the payload parsed as JSON when it parses. A payload that is not UTF-8 (a SQL_ASCII
+//! database) has U+FFFD for each invalid sequence in `payload`, and its exact bytes in
+//! `payload_base64`, present only then.
 //!
 //! A gap record says notifications may be missing. It has no `payload` key, so a consumer tells
 //! the two apart by that key (`jq 'select(.payload)'`, `select(.gap)`):
@@ -10,6 +12,7 @@
 
 use crate::notification::{Gap, Notification};
 use crate::sanitize::hidden;
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use serde::Serialize;
 use std::fmt;
 use std::io::{self, Write};
@@ -19,6 +22,10 @@ use std::io::{self, Write};
 struct Record<'a> {
     pub(crate) channel: &'a str,
     pub(crate) payload: &'a str,
+    /// Only when the payload is not UTF-8 (a SQL_ASCII database): its exact bytes, in base64
+    /// (standard alphabet, padded); `payload` then has U+FFFD for each invalid sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) payload_base64: Option<String>,
     pub(crate) pid: i32,
     pub(crate) received_at: Micros,
     /// With `--consumer`: the event's id in the outbox, and its transaction's.
@@ -103,6 +110,10 @@ pub(super) fn write(
     let record = Record {
         channel: &n.channel,
         payload: &n.payload,
+        payload_base64: n
+            .exact_payload
+            .as_deref()
+            .map(|b| BASE64_STANDARD.encode(b)),
         pid: n.pid,
         received_at: Micros(n.received_at),
         id: n.stored.map(|s| s.id),
@@ -134,11 +145,15 @@ pub(super) fn write(
     out.write_all(b"\n")
 }
 
-/// The payload parsed as JSON, with the fetched row (if any) as `new`.
+/// The payload parsed as JSON, with the fetched row (if any) as `new`. A payload that is not
+/// UTF-8 is not JSON, whatever its stand-in text reads.
 ///
 /// Not for a payload nested as deep as serde_json reads (127 levels): inside the record it
 /// would be one level deeper, a line that serde_json, and every reader with its limit, refuse.
 fn with_fetched(n: &Notification) -> Option<Data<'_>> {
+    if n.exact_payload.is_some() {
+        return None;
+    }
     let data: serde_json::Value = serde_json::from_str(&n.payload).ok()?;
     if depth(&data) >= MAX_DEPTH {
         return None;
@@ -196,6 +211,7 @@ mod tests {
             let n = Notification {
                 channel: "c".into(),
                 payload: payload.into(),
+                exact_payload: None,
                 pid: 1,
                 received_at: jiff::Timestamp::UNIX_EPOCH,
                 fetched: Some(row.clone()),
@@ -215,6 +231,7 @@ mod tests {
         let n = Notification {
             channel: "Or\"ders\n".into(),
             payload: "{\"id\":1}\nnext\u{1b}".into(),
+            exact_payload: None,
             pid: 4242,
             received_at: "2026-11-24T01:02:03.456789Z".parse().unwrap(),
             fetched: None,
@@ -237,6 +254,7 @@ mod tests {
         let n = Notification {
             channel: "c\u{202e}".into(),
             payload: "A\u{9b}2J\u{7f}\u{200b}é\u{e0041}".into(),
+            exact_payload: None,
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
@@ -260,6 +278,7 @@ mod tests {
         let mut n = Notification {
             channel: "c".into(),
             payload: "{\n  \"id\": 1\n}".into(),
+            exact_payload: None,
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,
@@ -284,6 +303,7 @@ mod tests {
             let n = Notification {
                 channel: "c".into(),
                 payload: format!("{}{}", "[".repeat(levels), "]".repeat(levels)),
+                exact_payload: None,
                 pid: 1,
                 received_at: jiff::Timestamp::UNIX_EPOCH,
                 fetched: None,
@@ -337,5 +357,39 @@ mod tests {
     fn whole_seconds_still_have_six_digits() {
         let t: jiff::Timestamp = "2026-11-24T01:02:03Z".parse().unwrap();
         assert_eq!(Micros(t).to_string(), "2026-11-24T01:02:03.000000Z");
+    }
+
+    #[test]
+    fn a_payload_that_is_not_utf8_is_flagged_with_its_exact_bytes_and_not_parsed() {
+        let exact = b"{\"k\":\"caf\xe9\"}".to_vec();
+        let n = Notification {
+            channel: "c".into(),
+            payload: String::from_utf8_lossy(&exact).into_owned(),
+            exact_payload: Some(exact.clone()),
+            pid: 1,
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+            fetched: None,
+            stored: None,
+        };
+        for escape in [false, true] {
+            let mut out = Vec::new();
+            write(&mut out, &n, true, escape).unwrap();
+            let line = String::from_utf8(out).unwrap();
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(record["payload"], "{\"k\":\"caf\u{fffd}\"}", "{line}");
+            let bytes = BASE64_STANDARD
+                .decode(record["payload_base64"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(bytes, exact);
+            assert!(record.get("data").is_none(), "not parsed: {line}");
+        }
+        let valid = Notification {
+            exact_payload: None,
+            payload: "caf\u{e9}".into(),
+            ..n
+        };
+        let mut out = Vec::new();
+        write(&mut out, &valid, true, false).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("payload_base64"));
     }
 }

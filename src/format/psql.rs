@@ -3,11 +3,14 @@
 
 use super::Style;
 use crate::notification::Notification;
-use crate::sanitize::escape_controls;
+use crate::sanitize::{escape_bytes, escape_controls};
 use std::io::{self, Write};
 
 pub(super) fn write(out: &mut impl Write, n: &Notification, style: Style) -> io::Result<()> {
-    let (channel, payload) = if style.escape {
+    let (channel, payload) = if let Some(bytes) = &n.exact_payload {
+        // Not UTF-8 (a SQL_ASCII database): invalid bytes as `\xHH`, never raw.
+        (escape_controls(&n.channel), escape_bytes(bytes).into())
+    } else if style.escape {
         (escape_controls(&n.channel), escape_controls(&n.payload))
     } else {
         (n.channel.as_str().into(), n.payload.as_str().into())
@@ -35,6 +38,7 @@ mod tests {
         let n = Notification {
             channel: "virtual".into(),
             payload: payload.into(),
+            exact_payload: None,
             pid: 8448,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,

@@ -9,11 +9,27 @@
 
 use super::Style;
 use crate::notification::Notification;
-use crate::sanitize::escape_controls;
+use crate::sanitize::{escape_bytes, escape_controls};
 use std::borrow::Cow;
 use std::io::{self, Write};
 
 pub(super) fn write(out: &mut impl Write, n: &Notification, style: Style) -> io::Result<()> {
+    if let Some(bytes) = &n.exact_payload {
+        // Not UTF-8 (a SQL_ASCII database): the bytes as they were sent, on one line.
+        match style.escape {
+            true => out.write_all(escape_bytes(bytes).as_bytes())?,
+            false => {
+                for piece in bytes.split_inclusive(|&b| b == b'\n' || b == b'\r') {
+                    match piece.split_last() {
+                        Some((b'\n', rest)) => out.write_all(&[rest, b"\\n"].concat())?,
+                        Some((b'\r', rest)) => out.write_all(&[rest, b"\\r"].concat())?,
+                        _ => out.write_all(piece)?,
+                    }
+                }
+            }
+        }
+        return out.write_all(b"\n");
+    }
     let line = if style.escape {
         escape_controls(&n.payload)
     } else {
@@ -39,6 +55,7 @@ mod tests {
         let n = Notification {
             channel: "jobs".into(),
             payload: payload.into(),
+            exact_payload: None,
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: Some(serde_json::json!({"id": 1})),
@@ -72,5 +89,28 @@ mod tests {
             "a\\nb\\t\\x1b[2J\\u{202e}\n"
         );
         assert_eq!(line("plain", true), "plain\n", "no colour, no fetched row");
+    }
+
+    #[test]
+    fn a_payload_that_is_not_utf8_is_written_as_its_bytes_on_one_line() {
+        let n = Notification {
+            channel: "c".into(),
+            payload: "?".into(),
+            exact_payload: Some(b"caf\xe9\nx\r\xff\x1b".to_vec()),
+            pid: 1,
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+            fetched: None,
+            stored: None,
+        };
+        let mut out = Vec::new();
+        write(&mut out, &n, Style::default()).unwrap();
+        assert_eq!(out, b"caf\xe9\\nx\\r\xff\x1b\n");
+        let mut out = Vec::new();
+        let terminal = Style {
+            color: false,
+            escape: true,
+        };
+        write(&mut out, &n, terminal).unwrap();
+        assert_eq!(out, b"caf\\xe9\\nx\\r\\xff\\x1b\n");
     }
 }

@@ -10,7 +10,7 @@ use super::Style;
 use super::paint::{Part, channel_slot, push};
 use super::payload::{push_payload, push_value};
 use crate::notification::Notification;
-use crate::sanitize::escape_controls;
+use crate::sanitize::{escape_bytes, escape_controls};
 use std::io::{self, Write};
 
 pub(super) struct Text {
@@ -52,7 +52,11 @@ impl Text {
             push(&mut line, Part::Quiet, &place, color);
         }
         line.push_str("  ");
-        push_payload(&mut line, &n.payload, color);
+        match &n.exact_payload {
+            // Not UTF-8 (a SQL_ASCII database): invalid bytes as `\xHH`.
+            Some(bytes) => line.push_str(&escape_bytes(bytes)),
+            None => push_payload(&mut line, &n.payload, color),
+        }
         if let Some(row) = &n.fetched {
             // `--fetch`: the row as read now, after the payload.
             line.push_str("  ");
@@ -72,6 +76,7 @@ mod tests {
         Notification {
             channel: channel.into(),
             payload: payload.into(),
+            exact_payload: None,
             pid: 7,
             received_at: "2026-11-24T01:02:03.456789Z".parse().unwrap(),
             fetched: None,

@@ -67,6 +67,11 @@ pub(crate) trait Open: Sized + Send + 'static {
 
     /// What the session is, for `target_session_attrs`.
     fn session(&mut self) -> Result<Session, String>;
+
+    /// Readies a new session for its work (the listener's encoding on a SQL_ASCII database).
+    fn prepare(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What `target_session_attrs` asks of a session.
@@ -483,6 +488,7 @@ fn attempt<C: Open>(
 /// Keeps a session that matches `target_session_attrs` (and, to listen, is no standby).
 fn check_session<C: Open>(opened: Result<C, Failure>, wanted: Wanted) -> Result<C, Failure> {
     let mut client = opened?;
+    client.prepare().map_err(Failure::Mismatch)?;
     if wanted != Wanted::Any || C::LISTENS {
         let session = client.session().map_err(|why| {
             Failure::Mismatch(format!(
@@ -516,7 +522,8 @@ enum Failure {
     Config(String),
     /// The server's certificate was refused (why, in words).
     Untrusted(String),
-    /// The session does not match `target_session_attrs`, or is a standby and cannot LISTEN.
+    /// The session does not match `target_session_attrs`, or is a standby and cannot LISTEN,
+    /// or could not be readied ([`Open::prepare`]).
     Mismatch(String),
     /// The server closed the connection after the TLS handshake (why, in words).
     Closed(String),

@@ -15,13 +15,15 @@
 use super::connect::{Open, SESSION_QUERY, Session, session_of, warn_notice};
 use super::describe_pg_error;
 use super::tls::{Tls, TlsStream};
+use super::wire::{self, Filtered, ListeningTls, Wire};
 use postgres::types::Type;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio_postgres::{AsyncMessage, Client, Config, Notification, SimpleQueryMessage, Socket};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, Client, Config, Notification, SimpleQueryMessage};
 
 /// The most notifications one read returns.
 const MAX_BATCH: usize = 1024;
@@ -54,7 +56,13 @@ type InFlight = Pin<Box<dyn Future<Output = Answer> + Send>>;
 /// A connection that is read only when asked to.
 pub(crate) struct Listener {
     client: Arc<Client>,
-    connection: tokio_postgres::Connection<Socket, TlsStream>,
+    connection:
+        tokio_postgres::Connection<Filtered<wire::Socket>, Filtered<TlsStream<wire::Socket>>>,
+    /// What the connection's filter found (`wire`): the exact bytes of notifications that
+    /// were not UTF-8.
+    wire: Arc<Wire>,
+    /// Notifications received so far: the next one's ordinal.
+    received: u64,
     query: Option<InFlight>,
     /// Why the connection ended, once it has.
     ended: Option<String>,
@@ -79,7 +87,7 @@ impl Wake {
 #[derive(Default)]
 pub(crate) struct Read {
     /// Notifications in the order the server sent them.
-    pub(crate) notifications: Vec<Notification>,
+    pub(crate) notifications: Vec<Received>,
     /// The answer to the query in flight, when it came with this read. Every notification the
     /// server sent before it is in `notifications` or in an earlier read.
     pub(crate) answer: Option<Answer>,
@@ -87,24 +95,66 @@ pub(crate) struct Read {
     pub(crate) ended: Option<String>,
 }
 
+/// One notification as the server sent it.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) pid: i32,
+    /// The channel (not UTF-8: with U+FFFD for each invalid sequence).
+    pub(crate) channel: String,
+    /// The payload (not UTF-8: with U+FFFD for each invalid sequence, and `exact` set).
+    pub(crate) payload: String,
+    /// The payload's exact bytes, when they are not UTF-8 (from a SQL_ASCII database).
+    pub(crate) exact: Option<Vec<u8>>,
+}
+
 impl Open for Listener {
     const LISTENS: bool = true;
 
-    fn open(config: Config, tls: Tls) -> Result<Result<Listener, postgres::Error>, String> {
+    fn open(config: Config, mut tls: Tls) -> Result<Result<Listener, postgres::Error>, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| crate::sanitize::strip_os_error(&e.to_string()))?;
-        Ok(runtime
-            .block_on(config.connect(tls))
-            .map(|(client, connection)| Listener {
-                client: Arc::new(client),
-                connection,
-                query: None,
-                ended: None,
-                wake: Wake::default(),
-                runtime,
-            }))
+        let wire = Arc::new(Wire::default());
+        let host = config.get_hosts().first().map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(_) => String::new(),
+        });
+        let tls = ListeningTls {
+            handshake: tls
+                .make_tls_connect(host.as_deref().unwrap_or(""))
+                .map_err(|e| super::tls::reasons(&e))?,
+            has_hostname: host.is_some(),
+        };
+        let opened = runtime.block_on(async {
+            let socket = wire::open(&config).await;
+            config
+                .connect_raw(Filtered::new(socket, Arc::clone(&wire)), tls)
+                .await
+        });
+        Ok(opened.map(|(client, connection)| Listener {
+            client: Arc::new(client),
+            connection,
+            wire,
+            received: 0,
+            query: None,
+            ended: None,
+            wake: Wake::default(),
+            runtime,
+        }))
+    }
+
+    /// On a SQL_ASCII database: `client_encoding` SQL_ASCII, so that the server sends every
+    /// payload's bytes as they are (a session in UTF-8 would end at the first that is not),
+    /// and the filter looks into notifications (`wire`).
+    fn prepare(&mut self) -> Result<(), String> {
+        if self.connection.parameter("server_encoding") != Some("SQL_ASCII") {
+            return Ok(());
+        }
+        self.wire.inspect();
+        self.ask("SET client_encoding TO 'SQL_ASCII'")
+            .map(drop)
+            .map_err(|why| format!("could not set client_encoding for a SQL_ASCII database: {why}"))
     }
 
     /// From what the server reported at start-up (PostgreSQL 14 and later), else by asking.
@@ -118,24 +168,50 @@ impl Open for Listener {
                 read_only: read_only || hot_standby,
             });
         }
-        self.send_simple(SESSION_QUERY.to_owned());
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            let read = self.read(left);
-            if let Some(answer) = read.answer {
-                return answer
-                    .map(|a| session_of(&a))
-                    .map_err(|e| describe_pg_error(&e));
-            }
-            if let Some(why) = read.ended {
-                return Err(why);
-            }
+        self.ask(SESSION_QUERY)
+            .map(|a| session_of(&a))
+            .map_err(|why| match why {
+                Asked::TimedOut => {
+                    "the server did not say whether it is a standby within 30 s".into()
+                }
+                why => why.to_string(),
+            })
+    }
+}
+
+/// Why a query asked while connecting got no answer.
+enum Asked {
+    Failed(String),
+    TimedOut,
+}
+
+impl std::fmt::Display for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Asked::Failed(why) => f.write_str(why),
+            Asked::TimedOut => f.write_str("no answer within 30 s"),
         }
-        Err("the server did not say whether it is a standby within 30 s".into())
     }
 }
 
 impl Listener {
+    /// Runs a simple query while connecting (nothing is listened to yet) and waits up to 30 s
+    /// for its answer.
+    fn ask(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Asked> {
+        self.send_simple(sql.to_owned());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            let read = self.read(left);
+            if let Some(answer) = read.answer {
+                return answer.map_err(|e| Asked::Failed(describe_pg_error(&e)));
+            }
+            if let Some(why) = read.ended {
+                return Err(Asked::Failed(why));
+            }
+        }
+        Err(Asked::TimedOut)
+    }
+
     /// Puts a simple query (one or more statements, no parameters) in flight.
     pub(crate) fn send_simple(&mut self, sql: String) {
         let client = Arc::clone(&self.client);
@@ -185,6 +261,8 @@ impl Listener {
         }
         let Listener {
             connection,
+            wire,
+            received,
             query,
             ended,
             runtime,
@@ -200,7 +278,8 @@ impl Listener {
                     match connection.poll_message(cx) {
                         Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => {
                             bytes += n.channel().len() + n.payload().len();
-                            read.notifications.push(n);
+                            read.notifications.push(exactly(n, wire.take(*received)));
+                            *received += 1;
                             if read.notifications.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
                                 break;
                             }
@@ -236,5 +315,21 @@ impl Listener {
         });
         ended.clone_from(&read.ended);
         read
+    }
+}
+
+/// A notification with the exact bytes the filter kept for it, if any: then what
+/// `tokio-postgres` read has `?` for each invalid byte, and the text is made from the bytes.
+fn exactly(n: Notification, exact: Option<wire::Exact>) -> Received {
+    let (channel, payload) = exact.map(|e| (e.channel, e.payload)).unwrap_or_default();
+    let lossy = |bytes: Option<&Vec<u8>>, text: &str| match bytes {
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+        None => text.to_owned(),
+    };
+    Received {
+        pid: n.process_id(),
+        channel: lossy(channel.as_ref(), n.channel()),
+        payload: lossy(payload.as_ref(), n.payload()),
+        exact: payload,
     }
 }

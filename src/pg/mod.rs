@@ -18,6 +18,7 @@ mod pgpass;
 mod service;
 mod settings;
 mod tls;
+mod wire;
 
 pub(crate) use connect::{
     Connection, PasswordUsed, TlsUsed, ask_password_first, connect, connect_as, connect_timeout_of,
@@ -27,7 +28,7 @@ pub(crate) use error::{connection_lost, describe_on, describe_pg_error};
 pub(crate) use ident::{
     MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES, check_channel, check_payload, quote_ident, quote_literal,
 };
-pub(crate) use listener::{Answer, Listener, NOTIFY_LOCK_WAIT, Wake, waited_for_lock};
+pub(crate) use listener::{Answer, Listener, NOTIFY_LOCK_WAIT, Received, Wake, waited_for_lock};
 pub(crate) use settings::{
     ConnOptions, ConnSettings, Env, PasswordPrompt, Source, Target, resolve,
 };

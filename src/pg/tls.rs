@@ -714,12 +714,12 @@ pub(crate) struct Handshake {
     outcome: Arc<Mutex<Outcome>>,
 }
 
-impl TlsConnect<Socket> for Handshake {
-    type Stream = TlsStream;
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for Handshake {
+    type Stream = TlsStream<S>;
     type Error = Box<dyn Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsStream, Self::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsStream<S>, Self::Error>> + Send>>;
 
-    fn connect(self, stream: Socket) -> Self::Future {
+    fn connect(self, stream: S) -> Self::Future {
         lock(&self.outcome).used = true;
         Box::pin(async move {
             let plan = self
@@ -750,10 +750,10 @@ impl TlsConnect<Socket> for Handshake {
     }
 }
 
-/// An encrypted connection to the server.
-pub(crate) struct TlsStream(SslStream<BufReader<Socket>>);
+/// An encrypted connection to the server (over `tokio-postgres`'s socket, or the listener's).
+pub(crate) struct TlsStream<S = Socket>(SslStream<BufReader<S>>);
 
-impl AsyncRead for TlsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -763,7 +763,7 @@ impl AsyncRead for TlsStream {
     }
 }
 
-impl AsyncWrite for TlsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -781,7 +781,7 @@ impl AsyncWrite for TlsStream {
     }
 }
 
-impl tokio_postgres::tls::TlsStream for TlsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for TlsStream<S> {
     /// `tls-server-end-point` (RFC 5929), for SCRAM-SHA-256-PLUS: a hash of the server's
     /// certificate, with the hash of its signature algorithm (SHA-256 for MD5 and SHA-1).
     fn channel_binding(&self) -> ChannelBinding {

@@ -2,15 +2,16 @@
 //! exactly one line of valid JSON that decodes to what was received, with `--data` the payload
 //! parsed when it is JSON, and on a terminal nothing in it that acts on one.
 //!
-//! The encoder takes text: a notification's channel and payload are UTF-8 once they reach it
-//! (tokio-postgres decodes them, and refuses a message that is not UTF-8 before pgnotify sees
-//! it), so "any bytes" here is any string, every control character, NUL, U+2028 and U+2029
-//! included, and payloads that are JSON text with escapes a parser refuses (lone surrogates).
+//! Any payload: any string, every control character, NUL, U+2028 and U+2029 included, JSON
+//! text with escapes a parser refuses (lone surrogates), and any bytes that are not UTF-8, as
+//! a SQL_ASCII database sends them (`pg/wire.rs` keeps them in `exact_payload`, the text with
+//! U+FFFD in their place): then `payload_base64` decodes to exactly those bytes.
 
 use super::{config, wild_string};
 use crate::format::{Encoder, Format, JsonOptions, Style};
 use crate::notification::{Notification, Position};
 use crate::sanitize::hidden;
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use proptest::prelude::*;
 
 /// JSON text, sometimes with a lone surrogate's escape, a NUL's, deep nesting or a number no
@@ -51,10 +52,26 @@ fn payload() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A payload as the listener hands it on: text, and the exact bytes when they are not UTF-8.
+fn payload_as_received() -> impl Strategy<Value = (String, Option<Vec<u8>>)> {
+    prop_oneof![
+        3 => payload().prop_map(|p| (p, None)),
+        1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(|bytes| {
+            match String::from_utf8(bytes) {
+                Ok(text) => (text, None),
+                Err(e) => {
+                    let bytes = e.into_bytes();
+                    (String::from_utf8_lossy(&bytes).into_owned(), Some(bytes))
+                }
+            }
+        }),
+    ]
+}
+
 pub(super) fn notification() -> impl Strategy<Value = Notification> {
     (
         wild_string(24),
-        payload(),
+        payload_as_received(),
         any::<i32>(),
         proptest::option::of((any::<u64>(), any::<i64>())),
         proptest::option::of(prop_oneof![
@@ -64,9 +81,10 @@ pub(super) fn notification() -> impl Strategy<Value = Notification> {
         -10_000_000_000i64..10_000_000_000,
     )
         .prop_map(
-            |(channel, payload, pid, stored, fetched, secs)| Notification {
+            |(channel, (payload, exact_payload), pid, stored, fetched, secs)| Notification {
                 channel,
                 payload,
+                exact_payload,
                 pid,
                 received_at: jiff::Timestamp::from_second(secs)
                     .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
@@ -112,6 +130,11 @@ proptest! {
         let parsed = parsed.unwrap_or_default();
         prop_assert_eq!(parsed["channel"].as_str(), Some(n.channel.as_str()));
         prop_assert_eq!(parsed["payload"].as_str(), Some(n.payload.as_str()));
+        // Bytes that are not UTF-8 come back exactly from `payload_base64`, present only then.
+        let exact = parsed.get("payload_base64").map(|b| {
+            BASE64_STANDARD.decode(b.as_str().unwrap_or("!")).map_err(|e| e.to_string())
+        });
+        prop_assert_eq!(exact, n.exact_payload.clone().map(Ok), "{:?}", line);
         prop_assert_eq!(parsed["pid"].as_i64(), Some(i64::from(n.pid)));
         let when: Result<jiff::Timestamp, _> = parsed["received_at"].as_str().unwrap_or("").parse();
         prop_assert_eq!(when.ok(), Some(n.received_at));
@@ -119,7 +142,9 @@ proptest! {
         prop_assert_eq!(parsed["xid"].as_u64(), n.stored.map(|s| s.xid));
         // `data`: the payload parsed, with a fetched row as its `new`, when it is JSON.
         // A payload as deep as serde_json reads gets none: the record would be deeper.
-        let mut expected: Option<serde_json::Value> = match data || n.fetched.is_some() {
+        let mut expected: Option<serde_json::Value> = match (data || n.fetched.is_some())
+            && n.exact_payload.is_none()
+        {
             true => serde_json::from_str(&n.payload).ok().filter(|v| nesting(v) < 127),
             false => None,
         };

@@ -2,7 +2,8 @@
 //!
 //! The command runs through `/bin/sh -c`, so it is found on PATH and may have arguments and
 //! redirections; the notification never enters the command line (no quoting, no injection):
-//! the payload arrives on the command's stdin and in `PGNOTIFY_PAYLOAD`, with
+//! the payload arrives on the command's stdin and in `PGNOTIFY_PAYLOAD` (its exact bytes, also
+//! when they are not UTF-8, from a SQL_ASCII database), with
 //! `PGNOTIFY_CHANNEL` and `PGNOTIFY_PID`; with `--fetch`, a row read for an event is the
 //! stdin instead, and `PGNOTIFY_FETCHED=1`. When notifications may have been lost, the command
 //! runs once with `PGNOTIFY_GAP` set to `reconnect` or `overflow` and the gap record on stdin
@@ -213,7 +214,10 @@ fn run_for(command: &str, n: &Notification) -> bool {
     let mut cmd = shell(command);
     cmd.env("PGNOTIFY_CHANNEL", &n.channel)
         .env("PGNOTIFY_PID", n.pid.to_string())
-        .env("PGNOTIFY_PAYLOAD", &n.payload);
+        .env(
+            "PGNOTIFY_PAYLOAD",
+            std::os::unix::ffi::OsStrExt::from_bytes(n.payload_bytes()) as &std::ffi::OsStr,
+        );
     let what = format!(
         "a notification on {:?} from server process {}",
         n.channel, n.pid
@@ -226,7 +230,7 @@ fn run_for(command: &str, n: &Notification) -> bool {
             input.push(b'\n');
             execute(cmd, &input, &what)
         }
-        None => execute(cmd, n.payload.as_bytes(), &what),
+        None => execute(cmd, n.payload_bytes(), &what),
     }
 }
 

@@ -238,6 +238,7 @@ mod tests {
         let n = |channel: &str, payload: &str| Notification {
             channel: channel.into(),
             payload: payload.into(),
+            exact_payload: None,
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,

@@ -95,7 +95,12 @@ pub(super) fn cost(batch: &[Notification]) -> usize {
     };
     batch
         .iter()
-        .map(|n| size_of::<Notification>() + heap(n.channel.len()) + heap(n.payload.len()))
+        .map(|n| {
+            size_of::<Notification>()
+                + heap(n.channel.len())
+                + heap(n.payload.len())
+                + n.exact_payload.as_ref().map_or(0, |b| heap(b.len()))
+        })
         .sum()
 }
 
@@ -378,6 +383,7 @@ mod tests {
             .map(|i| Notification {
                 channel: "c".into(),
                 payload: i.to_string(),
+                exact_payload: None,
                 pid: 1,
                 received_at: jiff::Timestamp::UNIX_EPOCH,
                 fetched: None,

@@ -512,6 +512,7 @@ impl Replay {
                     batch.push(Notification {
                         channel: row.get(2),
                         payload: row.get(3),
+                        exact_payload: None,
                         pid: row.get(4),
                         received_at,
                         fetched: None,

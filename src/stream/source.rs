@@ -361,7 +361,7 @@ impl Source {
                 d.saturating_duration_since(Instant::now())
             });
             let read = listener.read(wait);
-            let early: Vec<Notification> = read.notifications.iter().map(received).collect();
+            let early: Vec<Notification> = read.notifications.into_iter().map(received).collect();
             if let Some(answer) = read.answer {
                 let messages = answer.map_err(|e| failed(describe_pg_error(&e)))?;
                 self.say_listening(&channels, &messages);
@@ -497,7 +497,7 @@ impl Source {
                 beat.await_answer("a request of the console's", jiff::Timestamp::now());
             }
             let read = session.listener.read(beat.wait());
-            batch = read.notifications.iter().map(received).collect();
+            batch = read.notifications.into_iter().map(received).collect();
             if let Some(answer) = read.answer {
                 if std::mem::take(&mut listen_answer_due) {
                     match answer {
@@ -590,11 +590,12 @@ fn listening_status(channels: usize) -> String {
 }
 
 /// A notification from the server, stamped with the time it was read.
-fn received(n: &tokio_postgres::Notification) -> Notification {
+fn received(n: pg::Received) -> Notification {
     Notification {
-        channel: n.channel().to_owned(),
-        payload: n.payload().to_owned(),
-        pid: n.process_id(),
+        channel: n.channel,
+        payload: n.payload,
+        exact_payload: n.exact,
+        pid: n.pid,
         received_at: jiff::Timestamp::now(),
         fetched: None,
         stored: None,

@@ -1,9 +1,8 @@
-//! The rest of the fault matrix, for operations: a SQL_ASCII database sending bytes that are
-//! not UTF-8, an `idle_session_timeout` cutting an idle listener, a thousand channels back
-//! after a restart, and the readiness race.
+//! The rest of the fault matrix, for operations: an `idle_session_timeout` cutting an idle
+//! listener, a thousand channels back after a restart, and the readiness race. (A SQL_ASCII
+//! database sending bytes that are not UTF-8 is `sql_ascii.rs`.)
 
 use crate::support::{Cmd, Line, PATIENCE, Server};
-use nix::sys::signal::Signal;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
@@ -28,64 +27,6 @@ fn client_of(server: &Server, db: &str) -> postgres::Client {
         postgres::NoTls,
     )
     .unwrap()
-}
-
-/// What a UTF8 listener of a SQL_ASCII database gets for a payload that is not UTF-8: its own
-/// backend cannot convert it (`FATAL 22021`) and drops the connection, so pgnotify reconnects
-/// and writes a gap record naming the byte. Never a panic, never a U+FFFD in its place; what is
-/// valid UTF-8 passes through as it is.
-#[test]
-fn a_sql_ascii_database_sending_bytes_that_are_not_utf8_is_a_gap_never_a_panic() {
-    let server = Server::start();
-    server.psql(
-        "CREATE DATABASE ascii ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'",
-    );
-    let mut db = client_of(&server, "ascii");
-    for args in [
-        &["pipe", "raw"][..],
-        &["listen", "--json", "raw"],
-        &["listen", "--format", "text", "raw"],
-    ] {
-        let mut run = on_database(&server, "ascii").arg("-v").args(args).spawn();
-        run.wait_ready();
-        // UTF-8 bytes stored in a SQL_ASCII database: they arrive as the text they spell.
-        db.batch_execute("SELECT pg_notify('raw', convert_from('\\xc3a9'::bytea, 'SQL_ASCII'))")
-            .unwrap();
-        let first = run.read_line();
-        assert!(first.contains('é'), "{first}{}", run.report());
-        db.batch_execute(
-            "SELECT pg_notify('raw', convert_from('\\xff41c3'::bytea, 'SQL_ASCII')); \
-             NOTIFY raw, 'plain'",
-        )
-        .unwrap();
-        // NDJSON writes the gap record; the text format leaves the stream to events, and
-        // stderr says it.
-        let gap = match args.contains(&"text") {
-            true => run.wait_stderr("lost the connection"),
-            false => run.read_line(),
-        };
-        assert!(
-            gap.contains("invalid byte sequence for encoding")
-                && gap.contains("0xff")
-                && gap.contains("22021"),
-            "{gap}{}",
-            run.report()
-        );
-        assert!(!gap.contains('\u{FFFD}'), "{gap}");
-        run.wait_stderr("reconnected after");
-        db.batch_execute("NOTIFY raw, 'after the gap'").unwrap();
-        let after = run.read_line();
-        assert!(after.contains("after the gap"), "{after}{}", run.report());
-        run.signal(Signal::SIGTERM);
-        let (status, rest) = run.finish();
-        assert_eq!(status.code(), Some(143), "{}", run.report());
-        assert!(!rest.contains('\u{FFFD}'), "{rest}");
-        let stderr = run.stderr();
-        assert!(
-            !stderr.contains("panicked") && !stderr.contains("internal error"),
-            "{stderr}"
-        );
-    }
 }
 
 #[test]

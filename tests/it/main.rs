@@ -26,6 +26,7 @@ mod output;
 mod passwords;
 mod regressions;
 mod service;
+mod sql_ascii;
 mod stats;
 mod support;
 mod tcp;

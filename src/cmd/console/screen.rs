@@ -357,10 +357,15 @@ impl Sink for Screen {
             return Ok(());
         }
         let order = state.skipped.len();
+        // A payload that is not UTF-8 (a SQL_ASCII database) with its bytes as `\xHH`.
+        let last = match &n.exact_payload {
+            Some(bytes) => crate::sanitize::escape_bytes(bytes),
+            None => n.payload.clone(),
+        };
         match state.skipped.get_mut(&n.channel) {
             Some(skipped) => {
                 skipped.count += 1;
-                skipped.last.clone_from(&n.payload);
+                skipped.last = last;
             }
             None => {
                 state.skipped.insert(
@@ -368,7 +373,7 @@ impl Sink for Screen {
                     Skipped {
                         order,
                         count: 1,
-                        last: n.payload.clone(),
+                        last,
                     },
                 );
             }
@@ -444,6 +449,7 @@ mod tests {
         Notification {
             channel: channel.into(),
             payload: payload.into(),
+            exact_payload: None,
             pid: 1,
             received_at: jiff::Timestamp::UNIX_EPOCH,
             fetched: None,

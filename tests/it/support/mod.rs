@@ -717,6 +717,9 @@ impl Outcome {
 pub struct Record {
     pub channel: String,
     pub payload: String,
+    /// Only for a payload that is not UTF-8: its exact bytes, in base64.
+    #[serde(default)]
+    pub payload_base64: Option<String>,
     pub pid: i32,
     pub received_at: String,
     #[serde(default)]
