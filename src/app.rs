@@ -57,7 +57,13 @@ pub fn run(cli: Cli) -> Exit {
     msg::set_style(config::log_style(&cli));
     let exit = match dispatch(cli) {
         Ok(exit) => exit,
-        Err(err) => exit::report(&err),
+        Err(err) => {
+            let exit = exit::report(&err);
+            // A signal that cancelled the work in progress (watch-table's statement waiting for
+            // a lock) is why it failed: the status says so, whether this thread or the signal
+            // thread, which exits with it too, gets there first.
+            signals::received().map_or(exit, Exit::for_signal)
+        }
     };
     pg::forget_password();
     exit
