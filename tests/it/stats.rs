@@ -746,3 +746,107 @@ fn the_console_shows_the_counters_above_its_prompt_without_times() {
     term.keys(&["Enter"]);
     assert_eq!(term.exit_status(), 0, "{}", term.report());
 }
+
+/// A python script that runs `pgnotify CONNECTION... ARGS` (ARGS after a `--` in argv) with
+/// its stderr a pipe that the script holds open and never reads, so that stderr fills and
+/// stays full; it prints `exit CODE`, or `hung` when the run has not ended within 10 s.
+const STALLED_STDERR: &str = r#"
+import os, subprocess, sys
+r, w = os.pipe()
+p = subprocess.Popen([os.environ["PGNOTIFY"], *sys.argv[1:]], stdout=subprocess.DEVNULL, stderr=w)
+os.close(w)
+try:
+    print("exit", p.wait(timeout=10))
+except subprocess.TimeoutExpired:
+    p.kill()
+    print("hung")
+"#;
+
+#[test]
+fn a_stalled_stderr_does_not_hold_the_end_of_a_run_with_stats() {
+    // --stats 1ms fills stderr's pipe in a moment; the run then ends at its --timeout as it
+    // would with stderr read (status 124), its final stats line left out if stderr takes
+    // nothing: a counters line is never worth a hung service.
+    let server = Server::start();
+    let mut args = server.connection_args();
+    args.extend(["pipe", "jobs", "--timeout", "2s", "--stats", "1ms"].map(String::from));
+    let out = server.python(STALLED_STDERR).args(args).run();
+    assert_eq!(out.stdout.trim(), "exit 124", "{}", out.report());
+}
+
+#[test]
+fn a_sigusr1_storm_with_stderr_stalled_loses_nothing_and_the_run_ends_normally() {
+    // pgnotify's stderr is a pipe nobody reads (full within a moment at --stats 1ms); 1,000
+    // SIGUSR1 come while 500 notifications stream. Each is written, the threads stay few, and
+    // SIGTERM ends the run as usual.
+    const SCRIPT: &str = r#"
+import os, signal, subprocess, sys, threading, time
+r, w = os.pipe()
+p = subprocess.Popen([os.environ["PGNOTIFY"], *sys.argv[1:]], stdout=subprocess.PIPE, stderr=w)
+os.close(w)
+def storm():
+    for _ in range(1000):
+        os.kill(p.pid, signal.SIGUSR1)
+        time.sleep(0.001)
+    print("threads", len(os.listdir(f"/proc/{p.pid}/task")), flush=True)
+started = False
+for line in p.stdout:
+    if not started:
+        started = True
+        threading.Thread(target=storm).start()
+    sys.stdout.write(line.decode())
+    sys.stdout.flush()
+    if b'"stop"' in line:
+        p.send_signal(signal.SIGTERM)
+try:
+    print("exit", p.wait(timeout=10))
+except subprocess.TimeoutExpired:
+    p.kill()
+    print("hung")
+"#;
+    let server = Server::start();
+    let mut args = server.connection_args();
+    args.extend(["pipe", "jobs", "--stats", "1ms"].map(String::from));
+    let mut run = server.python(SCRIPT).args(args).spawn();
+    // Until the listener is there, the warm-up notifications may go unheard.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        server.notify("jobs", "warm");
+        if run
+            .try_read_line_within(Duration::from_millis(200))
+            .is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warm-up came{}", run.report());
+    }
+    let mut client = server.client();
+    for i in 1..=500 {
+        client
+            .execute("SELECT pg_notify('jobs', $1)", &[&format!("n{i}")])
+            .unwrap();
+    }
+    let mut payloads = Vec::new();
+    let mut threads = None;
+    let exit = loop {
+        let line = run.read_line();
+        if let Some(n) = line.strip_prefix("threads ") {
+            threads = Some(n.trim().parse::<usize>().unwrap());
+            server.notify("jobs", "stop");
+        } else if line.starts_with("exit ") || line.starts_with("hung") {
+            break line;
+        } else {
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            payloads.push(value["payload"].as_str().unwrap().to_owned());
+        }
+    };
+    assert_eq!(exit.trim(), "exit 143", "{}", run.report());
+    let wanted: Vec<String> = (1..=500).map(|i| format!("n{i}")).collect();
+    let got: Vec<String> = payloads
+        .into_iter()
+        .filter(|p| p != "warm" && p != "stop")
+        .collect();
+    assert_eq!(got, wanted, "every notification, in order");
+    let threads = threads.expect("the storm ends before the stop");
+    assert!(threads <= 8, "{threads} threads after the storm");
+}
