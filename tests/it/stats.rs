@@ -850,3 +850,88 @@ except subprocess.TimeoutExpired:
     let threads = threads.expect("the storm ends before the stop");
     assert!(threads <= 8, "{threads} threads after the storm");
 }
+
+#[test]
+fn the_final_stats_of_a_run_that_reached_its_count_hold_nothing_queued() {
+    // The batch that reaches --count is written by the loop (never by the express lane): the
+    // queue lets go of it, and the last line says the queue is empty.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "jobs", "--count", "50", "--stats", "1h"])
+        .spawn();
+    pipe.wait_ready();
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('jobs', 'n' || i) FROM generate_series(1, 50) i")
+        .unwrap();
+    pipe.expect_exit(0);
+    let stderr = pipe.stderr();
+    let last = stderr
+        .lines()
+        .find(|l| l.contains("pgnotify: final stats: "))
+        .unwrap_or_else(|| panic!("no final stats:\n{stderr}"));
+    let last = counters(last, "final stats");
+    assert_eq!(number(&last, "received"), 50, "{last:?}");
+    assert_eq!(number(&last, "written"), 50, "{last:?}");
+    assert_eq!(number(&last, "queue_bytes"), 0, "{last:?}");
+}
+
+#[test]
+fn the_final_stats_after_a_signal_hold_nothing_queued() {
+    // SIGTERM while the output is stalled: what is queued is written on the way out (the
+    // reader reads again), and the last line says the queue is empty.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "jobs", "--stats", "1h"])
+        .spawn();
+    pipe.wait_ready();
+    let payload = "x".repeat(4000);
+    server
+        .client()
+        .execute(
+            "SELECT pg_notify('jobs', $1 || i) FROM generate_series(1, 100) i",
+            &[&payload],
+        )
+        .unwrap();
+    // The pipe to the test holds about 64 KiB: most of the 400 KB wait in the queue.
+    let queued = wait_counters_on_signal(&mut pipe, |c| number(c, "received") == 100);
+    assert!(number(&queued, "queue_bytes") > 0, "{queued:?}");
+    pipe.signal(Signal::SIGTERM);
+    let mut read = 0;
+    while read < 100 {
+        pipe.read_record();
+        read += 1;
+    }
+    pipe.expect_exit(143);
+    let stderr = pipe.stderr();
+    let last = stderr
+        .lines()
+        .find(|l| l.contains("pgnotify: final stats: "))
+        .unwrap_or_else(|| panic!("no final stats:\n{stderr}"));
+    let last = counters(last, "final stats");
+    assert_eq!(number(&last, "written"), 100, "{last:?}");
+    assert_eq!(number(&last, "queue_bytes"), 0, "{last:?}");
+}
+
+/// The counters by SIGUSR1, asked again until they pass `wanted`.
+fn wait_counters_on_signal(
+    run: &mut Running,
+    wanted: impl Fn(&HashMap<String, String>) -> bool,
+) -> HashMap<String, String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        run.signal(Signal::SIGUSR1);
+        let now = counters(&run.wait_stderr("pgnotify: stats: "), "stats");
+        if wanted(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counters never passed: {now:?}{}",
+            run.report()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
