@@ -935,3 +935,52 @@ fn wait_counters_on_signal(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn sigusr1_while_stderr_is_stalled_prints_no_backlog_when_it_drains() {
+    // 1,000 SIGUSR1 while stderr is a pipe nobody reads (the first few hundred lines fill
+    // it): the signals that came while a line could not be written ask for the counters
+    // once, not once each, so when stderr is read again a few lines come, not a backlog of
+    // hundreds printed long after they were asked for.
+    const SCRIPT: &str = r#"
+import os, signal, subprocess, sys, time
+r, w = os.pipe()
+p = subprocess.Popen([os.environ["PGNOTIFY"], *sys.argv[1:]], stdout=subprocess.DEVNULL, stderr=w)
+os.close(w)
+time.sleep(1)
+for _ in range(1000):
+    os.kill(p.pid, signal.SIGUSR1)
+    time.sleep(0.001)
+os.set_blocking(r, False)
+data, quiet = b"", 0
+while quiet < 30:
+    time.sleep(0.1)
+    try:
+        chunk = os.read(r, 1 << 16)
+    except BlockingIOError:
+        chunk = b""
+    data += chunk
+    quiet = 0 if chunk else quiet + 1
+print("lines", data.count(b"pgnotify: stats: "))
+p.terminate()
+print("exit", p.wait(timeout=10))
+"#;
+    let server = Server::start();
+    let mut args = server.connection_args();
+    args.extend(["pipe", "jobs"].map(String::from));
+    let out = server.python(SCRIPT).args(args).run();
+    let lines: usize = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("lines "))
+        .unwrap_or_else(|| panic!("{}", out.report()))
+        .parse()
+        .unwrap();
+    assert!(out.stdout.contains("exit 143"), "{}", out.report());
+    // What fits in the pipe (64 KiB, about 250 lines), and a line or two more.
+    assert!(
+        lines < 400,
+        "{lines} lines for 1,000 signals{}",
+        out.report()
+    );
+}
