@@ -984,3 +984,105 @@ print("exit", p.wait(timeout=10))
         out.report()
     );
 }
+
+#[test]
+fn a_thousand_scrapes_at_once_get_200_or_503_and_the_threads_stay_bounded() {
+    // 1,000 scrapes at once: each gets a whole answer, 200 or 503 (none a reset or
+    // nothing), the process never has more than its threads and the 8 answering, and its
+    // descriptors come back to where they were. Then 8 connections that send nothing hold
+    // every answering thread: a scrape is 503 until they go, then 200 again.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "jobs", "--metrics", "0"])
+        .spawn();
+    let address = metrics_address(&mut pipe);
+    pipe.wait_ready();
+    scrape(&address);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = threads_and_fds(pipe.pid());
+    let pid = pipe.pid();
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let most = std::sync::Arc::clone(&most);
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                most.fetch_max(threads_and_fds(pid).0, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let statuses: Vec<String> = (0..1000)
+        .map(|_| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&address).unwrap();
+                stream.set_read_timeout(Some(PATIENCE)).unwrap();
+                let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                let mut answer = Vec::new();
+                let _ = stream.read_to_end(&mut answer);
+                let answer = String::from_utf8_lossy(&answer).into_owned();
+                let status = answer.lines().next().unwrap_or("").to_owned();
+                let whole = answer.contains("\r\n\r\n")
+                    && (!status.contains("200") || answer.ends_with("\n"));
+                if whole {
+                    status
+                } else {
+                    format!("partial: {answer:?}")
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    watcher.join().unwrap();
+    let mut by_status: HashMap<&str, usize> = HashMap::new();
+    for status in &statuses {
+        *by_status.entry(status.as_str()).or_default() += 1;
+    }
+    for status in by_status.keys() {
+        assert!(
+            *status == "HTTP/1.1 200 OK" || *status == "HTTP/1.1 503 Service Unavailable",
+            "{by_status:?}"
+        );
+    }
+    assert!(by_status.contains_key("HTTP/1.1 200 OK"), "{by_status:?}");
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(most <= before.0 + 8, "{most} threads, {before:?} before");
+    let deadline = Instant::now() + PATIENCE;
+    while threads_and_fds(pipe.pid()).1 > before.1 {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors {:?}, {before:?} before",
+            threads_and_fds(pipe.pid())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let silent: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, _, _) = http(&address, "GET", "/metrics");
+        if status == "HTTP/1.1 503 Service Unavailable" {
+            break;
+        }
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(Instant::now() < deadline, "never busy{}", pipe.report());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(silent);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, _, _) = http(&address, "GET", "/metrics");
+        if status == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status}{}", pipe.report());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pipe.signal(Signal::SIGTERM);
+    pipe.expect_exit(143);
+}
