@@ -1086,3 +1086,32 @@ fn a_thousand_scrapes_at_once_get_200_or_503_and_the_threads_stay_bounded() {
     pipe.signal(Signal::SIGTERM);
     pipe.expect_exit(143);
 }
+
+#[test]
+fn a_json_error_quoting_control_characters_from_the_server_is_one_valid_line() {
+    // The server's error quotes the role name as given: a newline, a C0 and a C1 control
+    // character and an escape sequence in it still make one line of valid JSON.
+    let server = Server::start();
+    let mut args = server.connection_args();
+    let user = args.iter().position(|a| a == "-U").unwrap() + 1;
+    args[user] = "u\n\u{1}\u{9b}[2J\u{1b}[31m".to_owned();
+    let out = server
+        .bare()
+        .args(["--log-format", "json"])
+        .args(args)
+        .args(["listen", "x"])
+        .run();
+    out.code(3);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.report());
+    let value: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(value["level"], "error", "{value}");
+    assert!(
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{value}"
+    );
+    assert!(!lines[0].contains('\u{1b}'), "a raw escape: {:?}", lines[0]);
+}
