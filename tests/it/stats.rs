@@ -1115,3 +1115,34 @@ fn a_json_error_quoting_control_characters_from_the_server_is_one_valid_line() {
     );
     assert!(!lines[0].contains('\u{1b}'), "a raw escape: {:?}", lines[0]);
 }
+
+#[test]
+fn a_journal_stream_of_garbage_keeps_the_times() {
+    // Not DEV:INODE, or numbers past u64, or this file's numbers with junk around them: not
+    // journald, so the lines are stamped and have no priority.
+    let server = Server::start();
+    for value in [
+        "",
+        ":",
+        "abc",
+        "1:2:3",
+        "-1:-1",
+        "18446744073709551616:1",
+        "$(stat -c %d:%i \"$LOG\"):0",
+        " $(stat -c %d:%i \"$LOG\")",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr");
+        let script = format!(
+            r#": > "$LOG"; export JOURNAL_STREAM="{value}"; "$PGNOTIFY" "$@" -v listen jobs --timeout 300ms 2>>"$LOG""#
+        );
+        let out = server.shell(&script).env("LOG", &log).run();
+        out.code(124);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.lines().count() >= 2, "{value:?}: {text}");
+        for line in text.lines() {
+            let (_, rest) = stamped(line);
+            assert!(rest.starts_with("pgnotify: "), "{value:?}: {line}");
+        }
+    }
+}
