@@ -95,12 +95,19 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let mut help = Vec::new();
     let mut types: HashMap<String, String> = HashMap::new();
     let mut samples = HashMap::new();
+    let mut current: Option<String> = None;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            help.push(rest.split(' ').next().unwrap().to_owned());
+            let (name, text) = rest.split_once(' ').unwrap();
+            assert!(!help.iter().any(|h| h == name), "HELP twice: {name}");
+            // The exposition format escapes only these in HELP: \\ and \n.
+            assert!(!text.contains('\\') && !text.contains('\r'), "{line}");
+            help.push(name.to_owned());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
             assert!(help.iter().any(|h| h == name), "TYPE before HELP: {name}");
+            assert!(!types.contains_key(name), "TYPE twice: {name}");
+            current = Some(name.to_owned());
             assert!(["counter", "gauge"].contains(&kind), "{line}");
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "a counter without _total: {name}");
@@ -108,10 +115,38 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             types.insert(name.to_owned(), kind.to_owned());
         } else {
             let (series, value) = line.rsplit_once(' ').unwrap();
-            let name = series.split('{').next().unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
             assert!(name.starts_with("pgnotify_"), "{line}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
             assert!(types.contains_key(name), "a sample of no family: {line}");
-            samples.insert(series.to_owned(), value.parse::<f64>().unwrap());
+            assert_eq!(
+                current.as_deref(),
+                Some(name),
+                "a sample away from its family: {line}"
+            );
+            if !labels.is_empty() {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                for pair in labels.split(',') {
+                    let (key, quoted) = pair.split_once('=').expect("label=\"value\"");
+                    assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    let value = quoted
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .expect("a quoted label value");
+                    assert!(!value.contains(['"', '\\', '\n']), "{line}");
+                }
+            }
+            let parsed = value
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(parsed.is_finite() && parsed >= 0.0, "{line}");
+            assert!(
+                samples.insert(series.to_owned(), parsed).is_none(),
+                "the series twice: {line}"
+            );
         }
     }
     assert_eq!(
@@ -1017,12 +1052,7 @@ fn a_thousand_scrapes_at_once_get_200_or_503_and_the_threads_stay_bounded() {
         .map(|_| {
             let address = address.clone();
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(&address).unwrap();
-                stream.set_read_timeout(Some(PATIENCE)).unwrap();
-                let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-                let mut answer = Vec::new();
-                let _ = stream.read_to_end(&mut answer);
-                let answer = String::from_utf8_lossy(&answer).into_owned();
+                let answer = answer_of(&address);
                 let status = answer.lines().next().unwrap_or("").to_owned();
                 let whole = answer.contains("\r\n\r\n")
                     && (!status.contains("200") || answer.ends_with("\n"));
@@ -1065,7 +1095,7 @@ fn a_thousand_scrapes_at_once_get_200_or_503_and_the_threads_stay_bounded() {
         .collect();
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (status, _, _) = http(&address, "GET", "/metrics");
+        let status = status_of(&address);
         if status == "HTTP/1.1 503 Service Unavailable" {
             break;
         }
@@ -1076,7 +1106,7 @@ fn a_thousand_scrapes_at_once_get_200_or_503_and_the_threads_stay_bounded() {
     drop(silent);
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (status, _, _) = http(&address, "GET", "/metrics");
+        let status = status_of(&address);
         if status == "HTTP/1.1 200 OK" {
             break;
         }
@@ -1085,6 +1115,22 @@ fn a_thousand_scrapes_at_once_get_200_or_503_and_the_threads_stay_bounded() {
     }
     pipe.signal(Signal::SIGTERM);
     pipe.expect_exit(143);
+}
+
+/// What a GET of /metrics gets back, whole; a 503 may come before the request is written
+/// (so a failed write is no failure).
+fn answer_of(address: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status line of [`answer_of`].
+fn status_of(address: &str) -> String {
+    answer_of(address).lines().next().unwrap_or("").to_owned()
 }
 
 #[test]
