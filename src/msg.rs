@@ -11,8 +11,10 @@
 //! its syslog priority (`<3>` error, `<4>` warning, `<6>` the rest), as sd-daemon(3) has it.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 static LEVEL: AtomicU8 = AtomicU8::new(1);
 static JSON: AtomicBool = AtomicBool::new(false);
@@ -105,21 +107,65 @@ fn emit(
     message: &str,
     fields: Option<&serde_json::Map<String, serde_json::Value>>,
 ) {
+    emit_within(severity, plain, message, fields, None);
+}
+
+/// [`emit`], waiting at most `wait` (`None`: as long as it takes) for stderr to take the line.
+fn emit_within(
+    severity: Severity,
+    plain: &str,
+    message: &str,
+    fields: Option<&serde_json::Map<String, serde_json::Value>>,
+    wait: Option<Duration>,
+) {
     if let Ok(route) = ROUTE.lock()
         && let Some(route) = route.as_ref()
     {
         route(plain);
         return;
     }
-    write_line(styled(severity, plain, message, fields, true));
+    write_line_within(styled(severity, plain, message, fields, true), wait);
 }
 
 /// One write of the line and its newline: a line is never split between writes, whoever else
 /// writes to the same file (journald's stream, a log opened for appending).
-fn write_line(mut line: String) {
-    line.push('\n');
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+fn write_line(line: String) {
+    write_line_within(line, None);
 }
+
+/// [`write_line`], unless stderr takes nothing for `wait`: then the line is left out. A line
+/// is far shorter than the page a pipe that polls writable has free, so the write that
+/// follows does not block either.
+fn write_line_within(mut line: String, wait: Option<Duration>) {
+    line.push('\n');
+    let mut stderr = std::io::stderr().lock();
+    if wait.is_some_and(|wait| !writable_within(&stderr, wait)) {
+        return;
+    }
+    let _ = stderr.write_all(line.as_bytes());
+}
+
+/// Whether `file` takes data within `wait` (or fails at once: its reader is gone, say).
+fn writable_within(file: &impl AsFd, wait: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let until = Instant::now() + wait;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            // A signal (SIGUSR1 storms happen): wait for what is left.
+            Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// How long a counters line waits for stderr to take it: a stderr nobody reads (a stuck
+/// logger) must not hold the thread that prints them, nor the end of the run.
+const STATS_WAIT: Duration = Duration::from_secs(1);
 
 /// The one-line error at the exit (`exit::report`), `text` already rendered for stderr: on
 /// stderr even while the console runs, and never with a time in text (a person reads it, and
@@ -130,13 +176,15 @@ pub(crate) fn error(text: &str) {
 }
 
 /// A counters line (`--stats`, SIGUSR1): `label` says which ("stats", "final stats"), `line`
-/// is the counters as text, `fields` as JSON. Shown even with `-q`: it was asked for.
+/// is the counters as text, `fields` as JSON. Shown even with `-q`: it was asked for. Left
+/// out when stderr takes nothing for [`STATS_WAIT`].
 pub(crate) fn stats(label: &str, line: &str, fields: &serde_json::Map<String, serde_json::Value>) {
-    emit(
+    emit_within(
         Severity::Info,
         &format!("pgnotify: {label}: {line}"),
         label,
         Some(fields),
+        Some(STATS_WAIT),
     );
 }
 

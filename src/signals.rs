@@ -56,7 +56,9 @@ pub(crate) fn install() -> std::io::Result<()> {
             let mut delivered = false;
             for signal in signals.forever() {
                 if signal == SIGUSR1 {
-                    let _ = usr1.send(());
+                    // Full: a print is already asked for, and it will show the counters as
+                    // they are then; a backlog would print them again and again, late.
+                    let _ = usr1.try_send(());
                     continue;
                 }
                 if signal == SIGHUP && !hangup_ends {
@@ -102,9 +104,10 @@ type Usr1 = Box<dyn Fn() + Send>;
 /// What SIGUSR1 does; `None`: nothing.
 static ON_USR1: Mutex<Option<Usr1>> = Mutex::new(None);
 
-/// The thread that carries out each SIGUSR1; what it is sent is one signal each.
-fn start_usr1() -> std::io::Result<std::sync::mpsc::Sender<()>> {
-    let (send, received) = std::sync::mpsc::channel::<()>();
+/// The thread that carries out SIGUSR1; what it is sent is one signal each, and at most one
+/// waits while it is busy (those that come meanwhile are that one).
+fn start_usr1() -> std::io::Result<std::sync::mpsc::SyncSender<()>> {
+    let (send, received) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("signals-usr1".into())
         .spawn(move || {

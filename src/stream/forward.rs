@@ -74,11 +74,13 @@ fn run_loop(
                         events = queue.try_take().into_iter().peekable();
                     }
                     fetch(&mut fetcher, &mut batch, events.peek());
-                    if counter.write(out, &batch)? {
+                    let reached = counter.write(out, &batch)?;
+                    // Its memory is free either way (the rest of it is never written).
+                    queue.written(&batch);
+                    if reached {
                         counter.flush(out)?;
                         return Ok(Exit::Success);
                     }
-                    queue.written(&batch);
                     counter.acknowledge_batch(out)?;
                 }
                 Event::Gap(gap) => write_gap(out, &gap)?,
@@ -88,7 +90,13 @@ fn run_loop(
                     // run: it stops at once, with what it wrote flushed and acknowledged.
                     match counter.consumer {
                         true => counter.flush(out)?,
-                        false => drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?,
+                        false => drain(
+                            queue,
+                            events.chain(queue.try_take()),
+                            out,
+                            &mut counter,
+                            fetcher,
+                        )?,
                     }
                     return Ok(Exit::for_signal(signal));
                 }
@@ -97,12 +105,24 @@ fn run_loop(
                     out.ending();
                     // The person asked to leave: what is queued is shown without waiting
                     // for --fetch to read its rows (a hung fetch must not hold the exit).
-                    drain(events.chain(queue.try_take()), out, &mut counter, None)?;
+                    drain(
+                        queue,
+                        events.chain(queue.try_take()),
+                        out,
+                        &mut counter,
+                        None,
+                    )?;
                     return Ok(Exit::Success);
                 }
                 Event::Fatal(error) => {
                     out.ending();
-                    drain(events.chain(queue.try_take()), out, &mut counter, fetcher)?;
+                    drain(
+                        queue,
+                        events.chain(queue.try_take()),
+                        out,
+                        &mut counter,
+                        fetcher,
+                    )?;
                     return Err(error);
                 }
                 Event::Overflowed(error) => {
@@ -117,6 +137,7 @@ fn run_loop(
 /// Writes every notification already received, then flushes: nothing received is lost on the
 /// way out.
 fn drain(
+    queue: &Queue,
     events: impl Iterator<Item = Event>,
     out: &mut dyn Sink,
     counter: &mut Counter,
@@ -127,7 +148,9 @@ fn drain(
         match event {
             Event::Notifications(mut batch) => {
                 fetch(&mut fetcher, &mut batch, events.peek());
-                if counter.write(out, &batch)? {
+                let reached = counter.write(out, &batch)?;
+                queue.written(&batch);
+                if reached {
                     break;
                 }
             }

@@ -95,12 +95,19 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let mut help = Vec::new();
     let mut types: HashMap<String, String> = HashMap::new();
     let mut samples = HashMap::new();
+    let mut current: Option<String> = None;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            help.push(rest.split(' ').next().unwrap().to_owned());
+            let (name, text) = rest.split_once(' ').unwrap();
+            assert!(!help.iter().any(|h| h == name), "HELP twice: {name}");
+            // The exposition format escapes only these in HELP: \\ and \n.
+            assert!(!text.contains('\\') && !text.contains('\r'), "{line}");
+            help.push(name.to_owned());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
             assert!(help.iter().any(|h| h == name), "TYPE before HELP: {name}");
+            assert!(!types.contains_key(name), "TYPE twice: {name}");
+            current = Some(name.to_owned());
             assert!(["counter", "gauge"].contains(&kind), "{line}");
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "a counter without _total: {name}");
@@ -108,10 +115,38 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             types.insert(name.to_owned(), kind.to_owned());
         } else {
             let (series, value) = line.rsplit_once(' ').unwrap();
-            let name = series.split('{').next().unwrap();
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
             assert!(name.starts_with("pgnotify_"), "{line}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
             assert!(types.contains_key(name), "a sample of no family: {line}");
-            samples.insert(series.to_owned(), value.parse::<f64>().unwrap());
+            assert_eq!(
+                current.as_deref(),
+                Some(name),
+                "a sample away from its family: {line}"
+            );
+            if !labels.is_empty() {
+                let labels = labels.strip_suffix('}').expect("labels end with }");
+                for pair in labels.split(',') {
+                    let (key, quoted) = pair.split_once('=').expect("label=\"value\"");
+                    assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    let value = quoted
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .expect("a quoted label value");
+                    assert!(!value.contains(['"', '\\', '\n']), "{line}");
+                }
+            }
+            let parsed = value
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(parsed.is_finite() && parsed >= 0.0, "{line}");
+            assert!(
+                samples.insert(series.to_owned(), parsed).is_none(),
+                "the series twice: {line}"
+            );
         }
     }
     assert_eq!(
@@ -745,4 +780,415 @@ fn the_console_shows_the_counters_above_its_prompt_without_times() {
     term.type_text("quit");
     term.keys(&["Enter"]);
     assert_eq!(term.exit_status(), 0, "{}", term.report());
+}
+
+/// A python script that runs `pgnotify CONNECTION... ARGS` (ARGS after a `--` in argv) with
+/// its stderr a pipe that the script holds open and never reads, so that stderr fills and
+/// stays full; it prints `exit CODE`, or `hung` when the run has not ended within 10 s.
+const STALLED_STDERR: &str = r#"
+import os, subprocess, sys
+r, w = os.pipe()
+p = subprocess.Popen([os.environ["PGNOTIFY"], *sys.argv[1:]], stdout=subprocess.DEVNULL, stderr=w)
+os.close(w)
+try:
+    print("exit", p.wait(timeout=10))
+except subprocess.TimeoutExpired:
+    p.kill()
+    print("hung")
+"#;
+
+#[test]
+fn a_stalled_stderr_does_not_hold_the_end_of_a_run_with_stats() {
+    // --stats 1ms fills stderr's pipe in a moment; the run then ends at its --timeout as it
+    // would with stderr read (status 124), its final stats line left out if stderr takes
+    // nothing: a counters line is never worth a hung service.
+    let server = Server::start();
+    let mut args = server.connection_args();
+    args.extend(["pipe", "jobs", "--timeout", "2s", "--stats", "1ms"].map(String::from));
+    let out = server.python(STALLED_STDERR).args(args).run();
+    assert_eq!(out.stdout.trim(), "exit 124", "{}", out.report());
+}
+
+#[test]
+fn a_sigusr1_storm_with_stderr_stalled_loses_nothing_and_the_run_ends_normally() {
+    // pgnotify's stderr is a pipe nobody reads (full within a moment at --stats 1ms); 1,000
+    // SIGUSR1 come while 500 notifications stream. Each is written, the threads stay few, and
+    // SIGTERM ends the run as usual.
+    const SCRIPT: &str = r#"
+import os, signal, subprocess, sys, threading, time
+r, w = os.pipe()
+p = subprocess.Popen([os.environ["PGNOTIFY"], *sys.argv[1:]], stdout=subprocess.PIPE, stderr=w)
+os.close(w)
+def storm():
+    for _ in range(1000):
+        os.kill(p.pid, signal.SIGUSR1)
+        time.sleep(0.001)
+    print("threads", len(os.listdir(f"/proc/{p.pid}/task")), flush=True)
+started = False
+for line in p.stdout:
+    if not started:
+        started = True
+        threading.Thread(target=storm).start()
+    sys.stdout.write(line.decode())
+    sys.stdout.flush()
+    if b'"stop"' in line:
+        p.send_signal(signal.SIGTERM)
+try:
+    print("exit", p.wait(timeout=10))
+except subprocess.TimeoutExpired:
+    p.kill()
+    print("hung")
+"#;
+    let server = Server::start();
+    let mut args = server.connection_args();
+    args.extend(["pipe", "jobs", "--stats", "1ms"].map(String::from));
+    let mut run = server.python(SCRIPT).args(args).spawn();
+    // Until the listener is there, the warm-up notifications may go unheard.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        server.notify("jobs", "warm");
+        if run
+            .try_read_line_within(Duration::from_millis(200))
+            .is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warm-up came{}", run.report());
+    }
+    let mut client = server.client();
+    for i in 1..=500 {
+        client
+            .execute("SELECT pg_notify('jobs', $1)", &[&format!("n{i}")])
+            .unwrap();
+    }
+    let mut payloads = Vec::new();
+    let mut threads = None;
+    let exit = loop {
+        let line = run.read_line();
+        if let Some(n) = line.strip_prefix("threads ") {
+            threads = Some(n.trim().parse::<usize>().unwrap());
+            server.notify("jobs", "stop");
+        } else if line.starts_with("exit ") || line.starts_with("hung") {
+            break line;
+        } else {
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            payloads.push(value["payload"].as_str().unwrap().to_owned());
+        }
+    };
+    assert_eq!(exit.trim(), "exit 143", "{}", run.report());
+    let wanted: Vec<String> = (1..=500).map(|i| format!("n{i}")).collect();
+    let got: Vec<String> = payloads
+        .into_iter()
+        .filter(|p| p != "warm" && p != "stop")
+        .collect();
+    assert_eq!(got, wanted, "every notification, in order");
+    let threads = threads.expect("the storm ends before the stop");
+    assert!(threads <= 8, "{threads} threads after the storm");
+}
+
+#[test]
+fn the_final_stats_of_a_run_that_reached_its_count_hold_nothing_queued() {
+    // The batch that reaches --count is written by the loop (never by the express lane): the
+    // queue lets go of it, and the last line says the queue is empty.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "jobs", "--count", "50", "--stats", "1h"])
+        .spawn();
+    pipe.wait_ready();
+    server
+        .client()
+        .batch_execute("SELECT pg_notify('jobs', 'n' || i) FROM generate_series(1, 50) i")
+        .unwrap();
+    pipe.expect_exit(0);
+    let stderr = pipe.stderr();
+    let last = stderr
+        .lines()
+        .find(|l| l.contains("pgnotify: final stats: "))
+        .unwrap_or_else(|| panic!("no final stats:\n{stderr}"));
+    let last = counters(last, "final stats");
+    assert_eq!(number(&last, "received"), 50, "{last:?}");
+    assert_eq!(number(&last, "written"), 50, "{last:?}");
+    assert_eq!(number(&last, "queue_bytes"), 0, "{last:?}");
+}
+
+#[test]
+fn the_final_stats_after_a_signal_hold_nothing_queued() {
+    // SIGTERM while the output is stalled: what is queued is written on the way out (the
+    // reader reads again), and the last line says the queue is empty.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "jobs", "--stats", "1h"])
+        .spawn();
+    pipe.wait_ready();
+    let payload = "x".repeat(4000);
+    server
+        .client()
+        .execute(
+            "SELECT pg_notify('jobs', $1 || i) FROM generate_series(1, 100) i",
+            &[&payload],
+        )
+        .unwrap();
+    // The pipe to the test holds about 64 KiB: most of the 400 KB wait in the queue.
+    let queued = wait_counters_on_signal(&mut pipe, |c| number(c, "received") == 100);
+    assert!(number(&queued, "queue_bytes") > 0, "{queued:?}");
+    pipe.signal(Signal::SIGTERM);
+    let mut read = 0;
+    while read < 100 {
+        pipe.read_record();
+        read += 1;
+    }
+    pipe.expect_exit(143);
+    let stderr = pipe.stderr();
+    let last = stderr
+        .lines()
+        .find(|l| l.contains("pgnotify: final stats: "))
+        .unwrap_or_else(|| panic!("no final stats:\n{stderr}"));
+    let last = counters(last, "final stats");
+    assert_eq!(number(&last, "written"), 100, "{last:?}");
+    assert_eq!(number(&last, "queue_bytes"), 0, "{last:?}");
+}
+
+/// The counters by SIGUSR1, asked again until they pass `wanted`.
+fn wait_counters_on_signal(
+    run: &mut Running,
+    wanted: impl Fn(&HashMap<String, String>) -> bool,
+) -> HashMap<String, String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        run.signal(Signal::SIGUSR1);
+        let now = counters(&run.wait_stderr("pgnotify: stats: "), "stats");
+        if wanted(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counters never passed: {now:?}{}",
+            run.report()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigusr1_while_stderr_is_stalled_prints_no_backlog_when_it_drains() {
+    // 1,000 SIGUSR1 while stderr is a pipe nobody reads (the first few hundred lines fill
+    // it): the signals that came while a line could not be written ask for the counters
+    // once, not once each, so when stderr is read again a few lines come, not a backlog of
+    // hundreds printed long after they were asked for.
+    const SCRIPT: &str = r#"
+import os, signal, subprocess, sys, time
+r, w = os.pipe()
+p = subprocess.Popen([os.environ["PGNOTIFY"], *sys.argv[1:]], stdout=subprocess.DEVNULL, stderr=w)
+os.close(w)
+time.sleep(1)
+for _ in range(1000):
+    os.kill(p.pid, signal.SIGUSR1)
+    time.sleep(0.001)
+os.set_blocking(r, False)
+data, quiet = b"", 0
+while quiet < 30:
+    time.sleep(0.1)
+    try:
+        chunk = os.read(r, 1 << 16)
+    except BlockingIOError:
+        chunk = b""
+    data += chunk
+    quiet = 0 if chunk else quiet + 1
+print("lines", data.count(b"pgnotify: stats: "))
+p.terminate()
+print("exit", p.wait(timeout=10))
+"#;
+    let server = Server::start();
+    let mut args = server.connection_args();
+    args.extend(["pipe", "jobs"].map(String::from));
+    let out = server.python(SCRIPT).args(args).run();
+    let lines: usize = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("lines "))
+        .unwrap_or_else(|| panic!("{}", out.report()))
+        .parse()
+        .unwrap();
+    assert!(out.stdout.contains("exit 143"), "{}", out.report());
+    // What fits in the pipe (64 KiB, about 250 lines), and a line or two more.
+    assert!(
+        lines < 400,
+        "{lines} lines for 1,000 signals{}",
+        out.report()
+    );
+}
+
+#[test]
+fn a_thousand_scrapes_at_once_get_200_or_503_and_the_threads_stay_bounded() {
+    // 1,000 scrapes at once: each gets a whole answer, 200 or 503 (none a reset or
+    // nothing), the process never has more than its threads and the 8 answering, and its
+    // descriptors come back to where they were. Then 8 connections that send nothing hold
+    // every answering thread: a scrape is 503 until they go, then 200 again.
+    let server = Server::start();
+    let mut pipe = server
+        .pgnotify()
+        .args(["-v", "pipe", "jobs", "--metrics", "0"])
+        .spawn();
+    let address = metrics_address(&mut pipe);
+    pipe.wait_ready();
+    scrape(&address);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = threads_and_fds(pipe.pid());
+    let pid = pipe.pid();
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let most = std::sync::Arc::clone(&most);
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                most.fetch_max(threads_and_fds(pid).0, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let statuses: Vec<String> = (0..1000)
+        .map(|_| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                let answer = answer_of(&address);
+                let status = answer.lines().next().unwrap_or("").to_owned();
+                let whole = answer.contains("\r\n\r\n")
+                    && (!status.contains("200") || answer.ends_with("\n"));
+                if whole {
+                    status
+                } else {
+                    format!("partial: {answer:?}")
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    watcher.join().unwrap();
+    let mut by_status: HashMap<&str, usize> = HashMap::new();
+    for status in &statuses {
+        *by_status.entry(status.as_str()).or_default() += 1;
+    }
+    for status in by_status.keys() {
+        assert!(
+            *status == "HTTP/1.1 200 OK" || *status == "HTTP/1.1 503 Service Unavailable",
+            "{by_status:?}"
+        );
+    }
+    assert!(by_status.contains_key("HTTP/1.1 200 OK"), "{by_status:?}");
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(most <= before.0 + 8, "{most} threads, {before:?} before");
+    let deadline = Instant::now() + PATIENCE;
+    while threads_and_fds(pipe.pid()).1 > before.1 {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors {:?}, {before:?} before",
+            threads_and_fds(pipe.pid())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let silent: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = status_of(&address);
+        if status == "HTTP/1.1 503 Service Unavailable" {
+            break;
+        }
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(Instant::now() < deadline, "never busy{}", pipe.report());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(silent);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = status_of(&address);
+        if status == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {status}{}", pipe.report());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pipe.signal(Signal::SIGTERM);
+    pipe.expect_exit(143);
+}
+
+/// What a GET of /metrics gets back, whole; a 503 may come before the request is written
+/// (so a failed write is no failure).
+fn answer_of(address: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status line of [`answer_of`].
+fn status_of(address: &str) -> String {
+    answer_of(address).lines().next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn a_json_error_quoting_control_characters_from_the_server_is_one_valid_line() {
+    // The server's error quotes the role name as given: a newline, a C0 and a C1 control
+    // character and an escape sequence in it still make one line of valid JSON.
+    let server = Server::start();
+    let mut args = server.connection_args();
+    let user = args.iter().position(|a| a == "-U").unwrap() + 1;
+    args[user] = "u\n\u{1}\u{9b}[2J\u{1b}[31m".to_owned();
+    let out = server
+        .bare()
+        .args(["--log-format", "json"])
+        .args(args)
+        .args(["listen", "x"])
+        .run();
+    out.code(3);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.report());
+    let value: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(value["level"], "error", "{value}");
+    assert!(
+        value["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{value}"
+    );
+    assert!(!lines[0].contains('\u{1b}'), "a raw escape: {:?}", lines[0]);
+}
+
+#[test]
+fn a_journal_stream_of_garbage_keeps_the_times() {
+    // Not DEV:INODE, or numbers past u64, or this file's numbers with junk around them: not
+    // journald, so the lines are stamped and have no priority.
+    let server = Server::start();
+    for value in [
+        "",
+        ":",
+        "abc",
+        "1:2:3",
+        "-1:-1",
+        "18446744073709551616:1",
+        "$(stat -c %d:%i \"$LOG\"):0",
+        " $(stat -c %d:%i \"$LOG\")",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr");
+        let script = format!(
+            r#": > "$LOG"; export JOURNAL_STREAM="{value}"; "$PGNOTIFY" "$@" -v listen jobs --timeout 300ms 2>>"$LOG""#
+        );
+        let out = server.shell(&script).env("LOG", &log).run();
+        out.code(124);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.lines().count() >= 2, "{value:?}: {text}");
+        for line in text.lines() {
+            let (_, rest) = stamped(line);
+            assert!(rest.starts_with("pgnotify: "), "{value:?}: {line}");
+        }
+    }
 }
