@@ -802,3 +802,29 @@ fn with_a_host_list_the_server_reached_is_named_and_colour_comes_only_when_asked
         .run();
     assert!(!plain.stdout.contains('\x1b'), "{}", plain.report());
 }
+
+#[test]
+fn through_pgbouncer_with_one_server_connection_doctor_ends_in_bounded_time_and_names_the_pooler() {
+    // default_pool_size = 1: the second connection's open transaction holds the only server
+    // connection, so the first session's next statement waits for it (PgBouncer's
+    // query_wait_timeout is 120 s). doctor must neither wait that long nor call this healthy.
+    let server = Server::start();
+    let bouncer = PgBouncer::start_pool(&server, "transaction", 1);
+    let started = std::time::Instant::now();
+    let out = server
+        .through(&bouncer.port.to_string())
+        .args(["doctor", "--json"])
+        .run();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "doctor took {took:?}\n{}\n{}",
+        out.report(),
+        bouncer.log_tail()
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.report());
+    let doc = report(&out.stdout);
+    let round = check(&doc, "notify_round_trip");
+    assert_eq!(round["status"], "problem", "{doc}");
+    assert_eq!(round["data"]["pooled"], true, "{doc}");
+}

@@ -9,10 +9,13 @@ use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
 use serde_json::{Value, json};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How long a notification may take to come back before it counts as lost.
 pub(super) const ROUND_TRIP: Duration = Duration::from_secs(3);
+/// How long the second connection of the round trip holds its transaction at most.
+const HOLD: Duration = Duration::from_secs(2);
 /// A random name for a private channel or a session setting.
 fn token() -> String {
     let mut bytes = [0u8; 8];
@@ -58,16 +61,30 @@ pub(super) fn round_trip(client: &mut Client, target: &pg::Target, conn: &ConnSe
         )?;
         let (before, _) = probe(client)?;
         client.batch_execute(&format!("LISTEN {}", quote_ident(&channel)))?;
-        // The second session holds a transaction while this one sends.
-        let mut second = pg::connect(&conn.only(target).without_prompt())
+        // The second session holds a transaction while this one asks again; in a thread, for
+        // at most HOLD: with one server connection in the pool (default_pool_size = 1) this
+        // session's next statement waits for the very connection the second one holds.
+        let second = pg::connect(&conn.only(target).without_prompt())
             .ok()
             .map(|c| c.client);
-        let held = second
-            .as_mut()
-            .map(|c| c.batch_execute("BEGIN; SELECT 1"))
-            .transpose();
-        let held = matches!(held, Ok(Some(())));
+        let (release, released) = mpsc::channel::<()>();
+        let (held_tx, held_rx) = mpsc::channel::<Option<i32>>();
+        if let Some(mut second) = second {
+            std::thread::spawn(move || {
+                let pid = second
+                    .batch_execute("BEGIN")
+                    .and_then(|()| second.query_typed("SELECT pg_catalog.pg_backend_pid()", &[]))
+                    .ok()
+                    .and_then(|rows| rows.first().map(|row| row.get::<_, i32>(0)));
+                let _ = held_tx.send(pid);
+                let _ = released.recv_timeout(HOLD);
+                let _ = second.batch_execute("ROLLBACK");
+            });
+        }
+        let second_pid = held_rx.recv_timeout(ROUND_TRIP).ok().flatten();
+        let held = second_pid.is_some();
         let (after, setting) = probe(client)?;
+        let _ = release.send(());
         let sent = Instant::now();
         client.query_typed(
             "SELECT pg_catalog.pg_notify($1, $2)",
@@ -75,10 +92,6 @@ pub(super) fn round_trip(client: &mut Client, target: &pg::Target, conn: &ConnSe
         )?;
         let came_back = wait_for(client, &[(channel.clone(), mark.clone())], ROUND_TRIP);
         let elapsed = sent.elapsed();
-        if let Some(second) = second.as_mut() {
-            let _ = second.batch_execute("ROLLBACK");
-        }
-        drop(second);
         let _ = client.batch_execute(&format!("UNLISTEN {}", quote_ident(&channel)));
         Ok(judge(Probe {
             before,
@@ -87,6 +100,7 @@ pub(super) fn round_trip(client: &mut Client, target: &pg::Target, conn: &ConnSe
             came_back: came_back.first().copied().unwrap_or(false),
             elapsed,
             second_held: held,
+            second_pid,
         }))
     })();
     outcome.unwrap_or_else(|e| {
@@ -111,6 +125,8 @@ struct Probe {
     came_back: bool,
     elapsed: Duration,
     second_held: bool,
+    /// The backend of the second connection's transaction.
+    second_pid: Option<i32>,
 }
 
 const POOLER_FIX: &str = "Listen through session pooling (PgBouncer pool_mode = session, e.g. a \
@@ -119,7 +135,11 @@ const POOLER_FIX: &str = "Listen through session pooling (PgBouncer pool_mode = 
 
 /// The verdict on a round trip.
 fn judge(p: Probe) -> Check {
-    let pooled = p.before != p.after || !p.setting_kept;
+    // A second connection's transaction on this session's own backend: only a pooler hands
+    // out a server connection that another client's session lives on (with one server
+    // connection in its pool, the only way it shows: this session gets it back after).
+    let shared = p.second_pid == Some(p.before);
+    let pooled = p.before != p.after || !p.setting_kept || shared;
     let data = json!({
         "pooled": pooled,
         "came_back": p.came_back,
@@ -128,8 +148,27 @@ fn judge(p: Probe) -> Check {
         "backend_pid_after": p.after,
         "session_setting_kept": p.setting_kept,
         "second_connection_held_a_transaction": p.second_held,
+        "second_connection_backend_pid": p.second_pid,
     });
-    let check = if pooled {
+    let check = if shared && p.before == p.after && p.setting_kept {
+        Check::new(
+            "notify_round_trip",
+            Status::Problem,
+            format!(
+                "a second connection's transaction ran on this session's own server backend \
+                 (pid {}): a transaction-pooling proxy such as PgBouncer in pool_mode = \
+                 transaction is in between, handing each transaction whichever server \
+                 connection is free, so a LISTEN stays behind on a server connection this \
+                 session does not keep, and notifications {}",
+                p.before,
+                match p.came_back {
+                    true => "reach it only by luck",
+                    false => "did not come back",
+                }
+            ),
+        )
+        .fix(POOLER_FIX)
+    } else if pooled {
         Check::new(
             "notify_round_trip",
             Status::Problem,
@@ -410,6 +449,7 @@ mod tests {
             came_back: back,
             elapsed: Duration::from_millis(3),
             second_held: true,
+            second_pid: Some(20),
         }
     }
 
@@ -426,5 +466,15 @@ mod tests {
         assert_eq!(judge(probe(10, 10, false, true)).status, Status::Problem);
         assert_eq!(judge(probe(10, 10, true, false)).status, Status::Problem);
         assert_eq!(judge(probe(10, 10, true, true)).status, Status::Ok);
+        let shared = judge(Probe {
+            second_pid: Some(10),
+            ..probe(10, 10, true, true)
+        });
+        assert_eq!(shared.status, Status::Problem, "{}", shared.detail);
+        assert!(
+            shared.detail.contains("own server backend"),
+            "{}",
+            shared.detail
+        );
     }
 }
