@@ -212,8 +212,7 @@ pub(crate) fn reinstall_command(table: &Table, marker: &Marker) -> String {
         shell_word(&super::display_name(&table.schema, &table.name)),
     ];
     if marker.channel != table.name {
-        words.push("--channel".into());
-        words.push(shell_word(&marker.channel));
+        option(&mut words, "--channel", &marker.channel);
     }
     if marker.events.len() < 4 {
         words.push("--events".into());
@@ -223,8 +222,7 @@ pub(crate) fn reinstall_command(table: &Table, marker: &Marker) -> String {
         words.push("--rows".into());
     }
     if let Some(columns) = &marker.columns {
-        words.push("--columns".into());
-        words.push(shell_word(&columns.join(",")));
+        option(&mut words, "--columns", &columns.join(","));
     }
     if marker.triggers == Kind::Statement {
         words.push("--triggers".into());
@@ -234,6 +232,18 @@ pub(crate) fn reinstall_command(table: &Table, marker: &Marker) -> String {
         words.push("--durable".into());
     }
     escape_controls(&words.join(" ")).into_owned()
+}
+
+/// An option and its value, as two words; as one (`--channel=-x`) when the value begins
+/// with a dash, which the option would otherwise refuse as a flag of its own.
+fn option(words: &mut Vec<String>, option: &str, value: &str) {
+    match value.starts_with('-') {
+        true => words.push(shell_word(&format!("{option}={value}"))),
+        false => {
+            words.push(option.to_owned());
+            words.push(shell_word(value));
+        }
+    }
 }
 
 /// A word for sh: as it is when it holds nothing the shell reads, else in single quotes.
@@ -287,6 +297,17 @@ mod tests {
             reinstall_command(&table, &marker),
             "pgnotify watch-table '\"My Schema\".t' --channel 'old name' --events insert,delete \
              --rows --columns 'a,b c' --triggers auto --durable"
+        );
+        let dashed = Marker {
+            channel: "-x".into(),
+            columns: Some(vec!["-a".into(), "b".into()]),
+            ..marker
+        };
+        assert!(
+            reinstall_command(&table, &dashed)
+                .contains("--channel=-x --events insert,delete --rows --columns=-a,b "),
+            "{}",
+            reinstall_command(&table, &dashed)
         );
     }
 }

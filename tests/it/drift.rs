@@ -280,3 +280,70 @@ fn healthy_tables_with_odd_names_and_keys_have_no_problems() {
         assert!(kinds.is_empty() && !stale, "{table}: {kinds:?}");
     }
 }
+
+#[test]
+fn a_fix_for_hostile_names_runs_only_pgnotify_and_clears_the_drift() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pwn = |n: u32| dir.path().join(format!("pwn{n}")).display().to_string();
+    let tables = [
+        format!("a'; touch {}; '", pwn(1)),
+        format!("$(touch {})", pwn(2)),
+        format!("`touch {}`", pwn(3)),
+        "dashed".to_owned(),
+        "Mixed \"Case\" Ünï".to_owned(),
+    ];
+    let mut db = server.client();
+    for table in &tables {
+        let quoted = table.replace('"', "\"\"");
+        db.batch_execute(&format!(
+            "CREATE TABLE \"{quoted}\" (id int, k2 text, PRIMARY KEY (id, k2))"
+        ))
+        .unwrap();
+        let name = format!("\"{quoted}\"");
+        match table.as_str() {
+            // A channel that looks like an option.
+            "dashed" => server.watch_table(&[&name, "--channel=-dash"]),
+            _ => server.watch_table(&[&name, "--channel", table]),
+        }
+        // One column of the composite key renamed.
+        db.batch_execute(&format!(
+            "ALTER TABLE \"{quoted}\" RENAME COLUMN k2 TO \"K 2\""
+        ))
+        .unwrap();
+    }
+    let found = problems(&server);
+    for table in &tables {
+        let (kinds, fixes, _) = &found[table.as_str()];
+        assert_eq!(kinds, &["key_column_gone"], "{table}: {kinds:?}");
+        // Taken whole (a name may hold a backtick): "run `COMMAND` to reinstall".
+        let command = fixes[0]
+            .strip_prefix("run `pgnotify ")
+            .and_then(|f| f.strip_suffix("` to reinstall"))
+            .unwrap_or_else(|| panic!("{table}: {fixes:?}"));
+        server
+            .shell(&format!("\"$PGNOTIFY\" \"$@\" {command}"))
+            .run()
+            .success();
+    }
+    for n in 1..=3 {
+        assert!(
+            !std::path::Path::new(&pwn(n)).exists(),
+            "the fix ran something else than pgnotify"
+        );
+    }
+    let after = problems(&server);
+    for table in &tables {
+        assert!(after[table.as_str()].0.is_empty(), "{table}: {after:?}");
+    }
+    // The channel that looks like an option is kept.
+    let out = server
+        .pgnotify()
+        .args(["watch-table", "--list", "--json", "dashed"])
+        .run();
+    assert!(
+        out.success().stdout.contains("\"-dash\""),
+        "{}",
+        out.report()
+    );
+}
