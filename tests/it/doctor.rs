@@ -828,3 +828,112 @@ fn through_pgbouncer_with_one_server_connection_doctor_ends_in_bounded_time_and_
     assert_eq!(round["status"], "problem", "{doc}");
     assert_eq!(round["data"]["pooled"], true, "{doc}");
 }
+
+#[test]
+fn a_password_is_never_printed_when_the_connection_fails() {
+    let server = password_server("the-right-one");
+    let port = server.cluster.port().to_string();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    // (-d, the secrets that must never show, whatever their encoding)
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("postgresql://postgres:Wr0ng-pw-1@127.0.0.1:{port}/postgres"),
+            vec!["Wr0ng-pw-1"],
+        ),
+        (
+            format!("postgresql://postgres:p%40ss%2Fw%3Ard@127.0.0.1:{port}/postgres"),
+            vec!["p@ss/w:rd", "p%40ss%2Fw%3Ard"],
+        ),
+        (
+            format!("postgresql://postgres:Wr0ng-pw-2@127.0.0.1:{closed}/postgres"),
+            vec!["Wr0ng-pw-2"],
+        ),
+        (
+            format!("postgresql://127.0.0.1:{port}/postgres?user=postgres&password=Wr0ng-pw-3"),
+            vec!["Wr0ng-pw-3"],
+        ),
+        (
+            format!(
+                "host=127.0.0.1 port={port} user=postgres password='Wr0ng pw 4' dbname=postgres"
+            ),
+            vec!["Wr0ng pw 4", "Wr0ng"],
+        ),
+        (
+            format!("host=127.0.0.1 port={closed} password=Wr0ng-pw-5 user=postgres"),
+            vec!["Wr0ng-pw-5"],
+        ),
+    ];
+    for (conninfo, secrets) in cases {
+        for json in [false, true] {
+            let mut cmd = server.bare();
+            cmd.args(["-d", &conninfo, "doctor"]);
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd.run();
+            out.code(3).one_line_error();
+            if json {
+                let doc = report(&out.stdout);
+                assert_eq!(doc["exit"], 3, "{doc}");
+            }
+            for secret in &secrets {
+                assert!(
+                    !out.stdout.contains(secret) && !out.stderr.contains(secret),
+                    "{conninfo}: {secret:?} printed{}",
+                    out.report()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_role_without_privileges_gets_a_report_not_an_sql_error() {
+    let server = Server::start();
+    server.psql(
+        "CREATE ROLE plain LOGIN; \
+         CREATE SCHEMA \"Hidden\"; CREATE TABLE \"Hidden\".\"Orders\" (id int PRIMARY KEY); \
+         CREATE TABLE public.visible (id int PRIMARY KEY); \
+         REVOKE ALL ON SCHEMA \"Hidden\" FROM PUBLIC; \
+         REVOKE ALL ON public.visible FROM PUBLIC",
+    );
+    server.watch_table(&["\"Hidden\".\"Orders\""]);
+    server.watch_table(&["visible"]);
+    // Another role's session idle in a transaction: not visible to plain, and said so.
+    let mut holder = server.client();
+    holder.batch_execute("BEGIN; SELECT 1").unwrap();
+    let mut cmd = server.bare();
+    cmd.args([
+        "-h",
+        &server.cluster.socket_dir().display().to_string(),
+        "-p",
+        &server.cluster.port().to_string(),
+        "-U",
+        "plain",
+        "-d",
+        "postgres",
+        "doctor",
+        "--json",
+        "select",
+        "Ünïcödé-ch\"an'nel",
+    ]);
+    let out = cmd.run();
+    let doc = report(&out.stdout);
+    assert!(!out.stderr.contains("panicked"), "{}", out.report());
+    assert_eq!(out.status.code(), Some(0), "{}", out.report());
+    assert_eq!(check(&doc, "server")["data"]["superuser"], false, "{doc}");
+    let idle = check(&doc, "idle_in_transaction");
+    assert!(
+        idle.to_string().contains("pg_read_all_stats"),
+        "what a plain role cannot see is said: {doc}"
+    );
+    for c in doc["checks"].as_array().unwrap() {
+        if c["name"] == "channel" {
+            assert_eq!(c["status"], "ok", "{c}");
+        }
+    }
+    holder.batch_execute("ROLLBACK").unwrap();
+}
