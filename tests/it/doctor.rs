@@ -937,3 +937,63 @@ fn a_role_without_privileges_gets_a_report_not_an_sql_error() {
     }
     holder.batch_execute("ROLLBACK").unwrap();
 }
+
+#[test]
+fn names_with_control_characters_never_reach_the_text_report_raw() {
+    let server = Server::start();
+    let db = "evil\x1b]0;title\x07db\nnext";
+    let mut client = server.client();
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .unwrap();
+    let socket = server.cluster.socket_dir().display().to_string();
+    let port = server.cluster.port().to_string();
+    let app = "app\x1b[2J\r";
+    for json in [false, true] {
+        let mut cmd = server.bare();
+        cmd.env("PGAPPNAME", app)
+            .env("PGOPTIONS", "-c search_path=\x1b[31m")
+            .args([
+                "-h", &socket, "-p", &port, "-U", "postgres", "-d", db, "doctor",
+            ])
+            .arg("chan\x1b[1mnel\n");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.run();
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "{}",
+            out.report()
+        );
+        match json {
+            true => {
+                let doc = report(&out.stdout);
+                assert_eq!(check(&doc, "server")["data"]["database"], db, "{doc}");
+            }
+            false => {
+                let raw = out.stdout.chars().find(|c| c.is_control() && *c != '\n');
+                assert_eq!(raw, None, "a raw control character{}", out.report());
+                assert!(out.stdout.contains("evil\\x1b"), "{}", out.report());
+                assert!(
+                    out.stdout.lines().all(|l| !l.starts_with("next")),
+                    "{}",
+                    out.report()
+                );
+            }
+        }
+    }
+    // A socket directory that does not exist, with escapes and a newline in it: the report
+    // escapes them, the error is one line (escaped only on a terminal, as every error).
+    let out = server
+        .bare()
+        .args(["-h", "/nonexistent\x1b[31m\ndir", "-p", &port, "doctor"])
+        .run();
+    out.code(3).one_line_error();
+    assert!(!out.stdout.contains('\x1b'), "{}", out.report());
+    assert!(
+        out.stdout.contains("/nonexistent\\x1b[31m\\ndir"),
+        "{}",
+        out.report()
+    );
+}
