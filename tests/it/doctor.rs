@@ -997,3 +997,30 @@ fn names_with_control_characters_never_reach_the_text_report_raw() {
         out.report()
     );
 }
+
+#[test]
+fn a_held_notification_lock_makes_the_round_trip_a_problem_in_bounded_time() {
+    // A commit with a notification waits for a synchronous standby that does not exist, holding
+    // the lock every notifying commit takes: doctor's own test notifications must not wait for
+    // it without end.
+    let server = Server::start();
+    let held = server.hold_notification_lock("jobs", "held");
+    let started = std::time::Instant::now();
+    let out = server.pgnotify().args(["doctor", "--json", "jobs"]).run();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "{took:?}{}",
+        out.report()
+    );
+    out.code(1);
+    let doc = report(&out.stdout);
+    assert_eq!(
+        check(&doc, "notify_round_trip")["status"],
+        "problem",
+        "{doc}"
+    );
+    assert_eq!(check(&doc, "channel")["status"], "problem", "{doc}");
+    held.release();
+    server.pgnotify().args(["doctor", "jobs"]).run().success();
+}

@@ -28,6 +28,77 @@ fn token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `pg_notify` in a transaction that waits at most [`pg::NOTIFY_LOCK_WAIT`] for the lock every
+/// commit with notifications takes (held by a commit that waits for a synchronous standby, say),
+/// and commits without waiting for a standby itself: doctor must say so, not hang on it. The
+/// notification comes first, so that `listeners` never takes this for a pgnotify heartbeat.
+fn notify_bounded(
+    client: &mut Client,
+    channel: &str,
+    payload: &str,
+) -> Result<(), postgres::Error> {
+    let wait = pg::NOTIFY_LOCK_WAIT.as_millis().to_string();
+    client.query_typed(
+        "SELECT pg_catalog.pg_notify($1, $2), \
+                pg_catalog.set_config('lock_timeout', $3, true), \
+                pg_catalog.set_config('synchronous_commit', 'local', true)",
+        &[
+            (&channel, Type::TEXT),
+            (&payload, Type::TEXT),
+            (&wait, Type::TEXT),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Why a test notification could not be sent, and its fix: the notification lock held by
+/// another transaction (its pid, when this role can see it), or anything else.
+fn not_sent(client: &mut Client, e: &postgres::Error) -> (String, &'static str) {
+    if !pg::waited_for_lock(e) {
+        return (
+            format!(
+                "the test notification could not be sent: {}",
+                describe_pg_error(e)
+            ),
+            "Run doctor as a role that may LISTEN and NOTIFY here (any role that can connect may)",
+        );
+    }
+    // The lock is an AccessExclusiveLock on database object 0 (PreCommit_Notify).
+    let holders: Vec<i32> = client
+        .query_typed(
+            "SELECT l.pid FROM pg_catalog.pg_locks l \
+              WHERE l.locktype = 'object' AND l.granted \
+                AND l.classid = 'pg_catalog.pg_database'::pg_catalog.regclass \
+                AND l.objid = 0 AND l.mode = 'AccessExclusiveLock' \
+              ORDER BY l.pid",
+            &[],
+        )
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    let by = match holders.as_slice() {
+        [] => String::new(),
+        pids => format!(
+            " (held by pid {})",
+            pids.iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    (
+        format!(
+            "the test notification waited {} s for the lock that every commit with \
+             notifications takes, and another transaction holds it{by}: a commit that waits \
+             for a synchronous standby, or one sending very many notifications; until it ends, \
+             no notification is committed and nothing arrives",
+            pg::NOTIFY_LOCK_WAIT.as_secs()
+        ),
+        "Find that session (pg_stat_activity: wait_event SyncRep is a commit waiting for a \
+         standby) and bring its standby back, or change synchronous_standby_names, or end it \
+         with pg_cancel_backend(pid)",
+    )
+}
+
 /// What a session's statement saw: its backend, and the probe setting.
 fn probe(client: &mut Client) -> Result<(i32, Option<String>), postgres::Error> {
     let rows = client.query_typed(
@@ -69,6 +140,7 @@ pub(super) fn round_trip(client: &mut Client, target: &pg::Target, conn: &ConnSe
             .map(|c| c.client);
         let (release, released) = mpsc::channel::<()>();
         let (held_tx, held_rx) = mpsc::channel::<Option<i32>>();
+        let (ended_tx, ended) = mpsc::channel::<()>();
         if let Some(mut second) = second {
             std::thread::spawn(move || {
                 let pid = second
@@ -79,17 +151,20 @@ pub(super) fn round_trip(client: &mut Client, target: &pg::Target, conn: &ConnSe
                 let _ = held_tx.send(pid);
                 let _ = released.recv_timeout(HOLD);
                 let _ = second.batch_execute("ROLLBACK");
+                drop(second);
+                let _ = ended_tx.send(());
             });
         }
         let second_pid = held_rx.recv_timeout(ROUND_TRIP).ok().flatten();
         let held = second_pid.is_some();
-        let (after, setting) = probe(client)?;
+        let probed = probe(client);
         let _ = release.send(());
+        // Its transaction ended and it is gone before the next checks look at the sessions
+        // (else it is one idle in a transaction); bounded, should it wait for a pooler.
+        let _ = ended.recv_timeout(ROUND_TRIP);
+        let (after, setting) = probed?;
         let sent = Instant::now();
-        client.query_typed(
-            "SELECT pg_catalog.pg_notify($1, $2)",
-            &[(&channel, Type::TEXT), (&mark, Type::TEXT)],
-        )?;
+        notify_bounded(client, &channel, &mark)?;
         let came_back = wait_for(client, &[(channel.clone(), mark.clone())], ROUND_TRIP);
         let elapsed = sent.elapsed();
         let _ = client.batch_execute(&format!("UNLISTEN {}", quote_ident(&channel)));
@@ -104,15 +179,8 @@ pub(super) fn round_trip(client: &mut Client, target: &pg::Target, conn: &ConnSe
         }))
     })();
     outcome.unwrap_or_else(|e| {
-        Check::new(
-            "notify_round_trip",
-            Status::Problem,
-            format!(
-                "the test notification could not be sent: {}",
-                describe_pg_error(&e)
-            ),
-        )
-        .fix("Run doctor as a role that may LISTEN and NOTIFY here (any role that can connect may)")
+        let (detail, fix) = not_sent(client, &e);
+        Check::new("notify_round_trip", Status::Problem, detail).fix(fix)
     })
 }
 
@@ -128,6 +196,8 @@ struct Probe {
     /// The backend of the second connection's transaction.
     second_pid: Option<i32>,
 }
+
+const PRIMARY_FIX: &str = "Run doctor where NOTIFY can run: against the primary";
 
 const POOLER_FIX: &str = "Listen through session pooling (PgBouncer pool_mode = session, e.g. a \
                           database entry of its own for listeners) or connect listeners to \
@@ -273,17 +343,17 @@ pub(super) fn channels(
     let mut came_back = vec![false; channels.len()];
     let mut failure = None;
     if standby {
-        failure = Some("not sent: a hot standby cannot LISTEN or NOTIFY".to_owned());
+        failure = Some((
+            "not sent: a hot standby cannot LISTEN or NOTIFY".to_owned(),
+            PRIMARY_FIX,
+        ));
     } else {
         let sent = (|| -> Result<(), postgres::Error> {
             for channel in channels {
                 client.batch_execute(&format!("LISTEN {}", quote_ident(channel)))?;
             }
             for channel in channels {
-                client.query_typed(
-                    "SELECT pg_catalog.pg_notify($1, $2)",
-                    &[(channel, Type::TEXT), (&payload, Type::TEXT)],
-                )?;
+                notify_bounded(client, channel, &payload)?;
             }
             Ok(())
         })();
@@ -295,7 +365,10 @@ pub(super) fn channels(
                     .collect();
                 came_back = wait_for(client, &wanted, ROUND_TRIP);
             }
-            Err(e) => failure = Some(format!("not sent: {}", describe_pg_error(&e))),
+            Err(e) if pg::waited_for_lock(&e) => failure = Some(not_sent(client, &e)),
+            Err(e) => {
+                failure = Some((format!("not sent: {}", describe_pg_error(&e)), PRIMARY_FIX));
+            }
         }
         let _ = client.batch_execute("UNLISTEN *");
     }
@@ -303,7 +376,7 @@ pub(super) fn channels(
         .iter()
         .zip(came_back)
         .map(|(channel, back)| {
-            let check = channel_check(client, channel, &payload, back, failure.as_deref());
+            let check = channel_check(client, channel, &payload, back, failure.as_ref());
             match (pooled, check.status) {
                 (true, Status::Ok) => Check {
                     status: Status::Warning,
@@ -327,7 +400,7 @@ fn channel_check(
     channel: &str,
     payload: &str,
     came_back: bool,
-    failure: Option<&str>,
+    failure: Option<&(String, &'static str)>,
 ) -> Check {
     let listeners = listeners(client, channel);
     let mut notes: Vec<String> = Vec::new();
@@ -368,11 +441,7 @@ fn channel_check(
     );
     let shown = escape_controls(channel).into_owned();
     let (status, detail, fix) = match (failure, came_back) {
-        (Some(why), _) => (
-            Status::Problem,
-            why.to_owned(),
-            Some("Run doctor where NOTIFY can run: against the primary".to_owned()),
-        ),
+        (Some((why, fix)), _) => (Status::Problem, why.clone(), Some((*fix).to_owned())),
         (None, true) => (
             Status::Ok,
             format!("a test notification on \"{shown}\" came back to doctor's own LISTEN"),
