@@ -347,3 +347,93 @@ fn a_fix_for_hostile_names_runs_only_pgnotify_and_clears_the_drift() {
         out.report()
     );
 }
+
+#[test]
+fn a_watched_table_locked_by_another_transaction_does_not_hang_the_list_or_doctor() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE locked (id int PRIMARY KEY)")
+        .unwrap();
+    server.watch_table(&["locked"]);
+    let mut holder = server.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let list = server
+        .pgnotify()
+        .args(["watch-table", "--list", "--json"])
+        .run();
+    list.success();
+    assert!(list.stdout.contains("\"locked\""), "{}", list.report());
+    let doctor = server.pgnotify().args(["doctor", "--json"]).run();
+    assert!(
+        doctor.stdout.contains("public.locked"),
+        "{}",
+        doctor.report()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+}
+
+#[test]
+fn replica_triggers_and_mixed_case_renames_and_moves_are_flagged_and_fixed() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE \"Replica\" (id int PRIMARY KEY);
+         CREATE TABLE \"Old Name\" (id int PRIMARY KEY);
+         CREATE TABLE \"Mover\" (id int PRIMARY KEY);
+         CREATE SCHEMA \"New Home\";
+         CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region))
+             PARTITION BY LIST (region);
+         CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+         CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');",
+    )
+    .unwrap();
+    for t in ["\"Replica\"", "\"Old Name\"", "\"Mover\""] {
+        server.watch_table(&[t]);
+    }
+    server.watch_table(&["parted", "--events", "insert,update,delete"]);
+    db.batch_execute(
+        "ALTER TABLE \"Replica\" ENABLE REPLICA TRIGGER pgnotify_watch;
+         ALTER TABLE \"Old Name\" RENAME TO \"New Name\";
+         ALTER TABLE \"Mover\" SET SCHEMA \"New Home\";
+         ALTER TABLE parted DETACH PARTITION parted_us;",
+    )
+    .unwrap();
+    let found = problems(&server);
+    assert_eq!(found["Replica"].0, ["trigger_disabled"], "{found:?}");
+    assert_eq!(found["New Name"].0, ["renamed"], "{found:?}");
+    assert_eq!(found["Mover"].0, ["moved"], "{found:?}");
+    assert!(found["parted"].0.is_empty(), "{found:?}");
+    for table in ["Replica", "New Name", "Mover"] {
+        run_fix(&server, &found[table].1[0]);
+    }
+    let after = problems(&server);
+    assert!(
+        after.values().all(|(kinds, _, _)| kinds.is_empty()),
+        "{after:?}"
+    );
+    // The renamed table keeps its channel, the moved one its own.
+    let mut listen = server
+        .pgnotify()
+        .args(["-v", "listen", "--json", "Old Name", "Mover", "Replica"])
+        .spawn();
+    listen.wait_ready();
+    db.batch_execute(
+        "INSERT INTO \"New Name\" VALUES (1); INSERT INTO \"New Home\".\"Mover\" VALUES (2); \
+         INSERT INTO \"Replica\" VALUES (3)",
+    )
+    .unwrap();
+    let channels = [
+        listen.read_record().channel,
+        listen.read_record().channel,
+        listen.read_record().channel,
+    ];
+    assert_eq!(channels, ["Old Name", "Mover", "Replica"]);
+}
