@@ -437,3 +437,62 @@ fn replica_triggers_and_mixed_case_renames_and_moves_are_flagged_and_fixed() {
     ];
     assert_eq!(channels, ["Old Name", "Mover", "Replica"]);
 }
+
+#[test]
+fn the_text_list_on_a_terminal_escapes_hostile_names_and_their_drift() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE \"red\x1b[31mtable\" (\"k\x1b[2Jey\" int PRIMARY KEY, v text)")
+        .unwrap();
+    server.watch_table(&["\"red\x1b[31mtable\"", "--channel", "ch\x1b[32man"]);
+    db.batch_execute("ALTER TABLE \"red\x1b[31mtable\" RENAME COLUMN \"k\x1b[2Jey\" TO k2")
+        .unwrap();
+    let term = Terminal::start(&server, &["watch-table", "--list"], &[]);
+    assert_eq!(term.exit_status(), 0, "{}", term.report());
+    let screen = term.screen_with_escapes();
+    // Only tmux's own SGR reset may appear: nothing the names held.
+    assert!(
+        !screen.contains("\x1b[31m") && !screen.contains("\x1b[32m"),
+        "{screen}"
+    );
+    let plain = term.screen();
+    assert!(plain.contains("red\\x1b[31mtable"), "{plain}");
+    assert!(plain.contains("k\\x1b[2Jey"), "{plain}");
+}
+
+#[test]
+fn a_fix_for_a_name_with_control_characters_shows_none_and_names_the_table_when_run() {
+    let server = Server::start();
+    let mut db = server.client();
+    let table = "line\nbreak\x1b[31m% \\ 'q'";
+    let quoted = format!("\"{table}\"");
+    db.batch_execute(&format!(
+        "CREATE TABLE {quoted} (id int PRIMARY KEY, v text)"
+    ))
+    .unwrap();
+    server.watch_table(&[&quoted, "--channel", "ctl\x07chan"]);
+    db.batch_execute(&format!("ALTER TABLE {quoted} RENAME COLUMN id TO ident"))
+        .unwrap();
+    let found = problems(&server);
+    let fix = &found[table].1[0];
+    assert!(!fix.chars().any(char::is_control), "{fix:?}");
+    let command = fix
+        .strip_prefix("run `pgnotify ")
+        .and_then(|f| f.strip_suffix("` to reinstall"))
+        .unwrap_or_else(|| panic!("{fix:?}"));
+    server
+        .shell(&format!("\"$PGNOTIFY\" \"$@\" {command}"))
+        .run()
+        .success();
+    let after = problems(&server);
+    assert!(after[table].0.is_empty(), "{after:?}");
+    let out = server
+        .pgnotify()
+        .args(["watch-table", "--list", "--json"])
+        .run();
+    assert!(
+        out.success().stdout.contains("ctl\\u0007chan"),
+        "{}",
+        out.report()
+    );
+}
