@@ -1024,3 +1024,38 @@ fn a_held_notification_lock_makes_the_round_trip_a_problem_in_bounded_time() {
     held.release();
     server.pgnotify().args(["doctor", "jobs"]).run().success();
 }
+
+#[test]
+fn through_pgbouncer_in_session_mode_with_one_server_connection_doctor_is_healthy_in_bounded_time()
+{
+    // The one server connection is doctor's own session's: the second connection waits for
+    // one that never comes free. doctor says what it could not check, and no false problem.
+    let server = Server::start();
+    let bouncer = PgBouncer::start_pool(&server, "session", 1);
+    let started = std::time::Instant::now();
+    let out = server
+        .through(&bouncer.port.to_string())
+        .args(["doctor", "--json", "jobs"])
+        .run();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}{}",
+        started.elapsed(),
+        out.report()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        out.report(),
+        bouncer.log_tail()
+    );
+    let doc = report(&out.stdout);
+    let round = check(&doc, "notify_round_trip");
+    assert_eq!(round["status"], "ok", "{doc}");
+    assert_eq!(
+        round["data"]["second_connection_held_a_transaction"], false,
+        "{doc}"
+    );
+    assert_eq!(check(&doc, "channel")["status"], "ok", "{doc}");
+}
