@@ -402,7 +402,6 @@ fn idle_in_transaction(client: &mut Client) -> Check {
                       a.datname::pg_catalog.text, \
                       EXTRACT(epoch FROM pg_catalog.now() - a.xact_start)::float8, \
                       a.state, \
-                      pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER'), \
                       pg_catalog.current_setting('idle_in_transaction_session_timeout') \
                  FROM pg_catalog.pg_stat_activity a \
                 WHERE a.state LIKE 'idle in transaction%' \
@@ -418,7 +417,15 @@ fn idle_in_transaction(client: &mut Client) -> Check {
             );
         }
     };
-    let all_visible = rows.first().map(|r| r.get::<_, bool>(6));
+    // Whether this role sees every session's state (else other roles' sessions show none):
+    // asked apart from the sessions, so that it is known when none is found too.
+    let all_visible = client
+        .query_typed(
+            "SELECT pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER')",
+            &[],
+        )
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.get::<_, bool>(0)));
     let mut notes = Vec::new();
     let mut data = Vec::new();
     for row in &rows {
@@ -445,17 +452,20 @@ fn idle_in_transaction(client: &mut Client) -> Check {
     let visibility = "sessions of other roles show here only for a superuser or a member of \
                       pg_read_all_stats";
     if rows.is_empty() {
-        return Check::new(
-            "idle_in_transaction",
-            Status::Ok,
-            "no session is idle in a transaction",
-        )
-        .note(visibility)
-        .data(json!([]));
+        let detail = match all_visible {
+            Some(false) => {
+                "no session of this role is idle in a transaction; those of other \
+                            roles cannot be seen by it"
+            }
+            _ => "no session is idle in a transaction",
+        };
+        return Check::new("idle_in_transaction", Status::Ok, detail)
+            .note(visibility)
+            .data(json!([]));
     }
     let timeout = rows
         .first()
-        .map(|r| r.get::<_, String>(7))
+        .map(|r| r.get::<_, String>(6))
         .unwrap_or_default();
     let mut check = Check::new(
         "idle_in_transaction",
