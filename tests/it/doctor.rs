@@ -1067,3 +1067,42 @@ fn through_pgbouncer_in_session_mode_with_one_server_connection_doctor_is_health
     );
     assert_eq!(check(&doc, "channel")["status"], "ok", "{doc}");
 }
+
+#[test]
+fn a_channel_is_listened_on_only_by_a_listen_naming_it_whole() {
+    let server = Server::start();
+    let mut listener = server.client();
+    listener.batch_execute("LISTEN jobs").unwrap();
+    let pid: i32 = listener
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    listener.batch_execute("LISTEN Jobs").unwrap();
+    let out = server
+        .pgnotify()
+        .args(["doctor", "--json", "jobs", "o", "Jobs", "job"])
+        .run();
+    out.success();
+    let doc = report(&out.stdout);
+    let seen: Vec<(String, usize)> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "channel")
+        .map(|c| {
+            let listeners = c["data"]["listeners"].as_array().unwrap();
+            assert!(listeners.iter().all(|l| l["pid"] == pid), "{c}");
+            (c["subject"].as_str().unwrap().to_owned(), listeners.len())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("jobs".to_owned(), 1),
+            ("o".to_owned(), 0),
+            ("Jobs".to_owned(), 0),
+            ("job".to_owned(), 0)
+        ],
+        "{doc}"
+    );
+}

@@ -471,6 +471,10 @@ fn channel_check(
 }
 
 /// Sessions whose last statement was a LISTEN naming `channel`, or pgnotify's heartbeat.
+///
+/// A LISTEN names the channel when its identifier is the channel: quoted and exactly it, or
+/// unquoted and it once folded to lower case, as PostgreSQL reads it (`listened`); a channel
+/// that is only a piece of another's name (`o` in `LISTEN jobs`) is not it.
 fn listeners(
     client: &mut Client,
     channel: &str,
@@ -479,31 +483,109 @@ fn listeners(
         .query_typed(
             "SELECT a.pid, COALESCE(a.application_name, ''), \
                     COALESCE(a.usename::pg_catalog.text, ''), \
-                    a.query ~* '\\mLISTEN\\M' \
+                    a.query ~* '\\mLISTEN\\M', a.query \
                FROM pg_catalog.pg_stat_activity a \
               WHERE a.pid <> pg_catalog.pg_backend_pid() \
-                AND (  (a.query ~* '\\mLISTEN\\M' \
-                        AND (pg_catalog.strpos(a.query, $1) > 0 \
-                             OR pg_catalog.strpos(pg_catalog.lower(a.query), \
-                                                  pg_catalog.lower($2)) > 0)) \
+                AND (  a.query ~* '\\mLISTEN\\M' \
                     OR (a.query LIKE '%set_config(''lock_timeout'', $3, true)%pg_notify($1, $2)%' \
                         AND a.application_name = 'pgnotify')) \
               ORDER BY a.pid",
-            &[(&quote_ident(channel), Type::TEXT), (&channel, Type::TEXT)],
+            &[],
         )
         .map_err(|e| describe_pg_error(&e))?;
     Ok(rows
         .iter()
-        .map(|r| {
+        .filter_map(|r| {
             let how = match r.get::<_, Option<bool>>(3) {
-                Some(true) => "its last statement was a LISTEN naming this channel",
+                Some(true) => {
+                    let query: Option<String> = r.get(4);
+                    if !listened(query.as_deref().unwrap_or(""))
+                        .iter()
+                        .any(|c| c == channel)
+                    {
+                        return None;
+                    }
+                    "its last statement was a LISTEN naming this channel"
+                }
                 _ => {
                     "a pgnotify session whose last statement was its heartbeat (it may listen here)"
                 }
             };
-            (r.get(0), r.get(1), r.get(2), how)
+            Some((r.get(0), r.get(1), r.get(2), how))
         })
         .collect())
+}
+
+/// The channels the LISTEN statements of `query` name (one statement or several, `;` between
+/// them), as PostgreSQL reads their identifiers: `"..."` exactly (`""` a quote), else folded
+/// to lower case (ASCII letters only, as for a UTF-8 database).
+fn listened(query: &str) -> Vec<String> {
+    let chars: Vec<char> = query.chars().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    let skip_space = |i: &mut usize| {
+        while *i < chars.len() && chars[*i].is_whitespace() {
+            *i += 1;
+        }
+    };
+    while i < chars.len() {
+        skip_space(&mut i);
+        let word: String = chars[i..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect();
+        if word.eq_ignore_ascii_case("listen") {
+            let mut j = i + word.len();
+            let spaced = j < chars.len() && (chars[j].is_whitespace() || chars[j] == '"');
+            skip_space(&mut j);
+            if spaced && j < chars.len() {
+                if chars[j] == '"' {
+                    let mut name = String::new();
+                    j += 1;
+                    while j < chars.len() {
+                        match (chars[j], chars.get(j + 1)) {
+                            ('"', Some('"')) => {
+                                name.push('"');
+                                j += 2;
+                            }
+                            ('"', _) => {
+                                j += 1;
+                                found.push(std::mem::take(&mut name));
+                                break;
+                            }
+                            (c, _) => {
+                                name.push(c);
+                                j += 1;
+                            }
+                        }
+                    }
+                } else {
+                    let name: String = chars[j..]
+                        .iter()
+                        .take_while(|c| c.is_alphanumeric() || **c == '_' || **c == '$')
+                        .collect();
+                    if !name.is_empty() {
+                        j += name.chars().count();
+                        found.push(name.to_ascii_lowercase());
+                    }
+                }
+            }
+            i = j;
+        }
+        // On to the next statement: past the next `;` outside quotes.
+        let mut quote = None;
+        while i < chars.len() {
+            let c = chars[i];
+            i += 1;
+            match (quote, c) {
+                (None, ';') => break,
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                _ => {}
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -520,6 +602,21 @@ mod tests {
             second_held: true,
             second_pid: Some(20),
         }
+    }
+
+    #[test]
+    fn a_listen_names_a_channel_as_postgresql_reads_it() {
+        assert_eq!(listened("LISTEN jobs"), ["jobs"]);
+        assert_eq!(listened("listen Jobs;LISTEN \"Jobs\""), ["jobs", "Jobs"]);
+        assert_eq!(
+            listened("SELECT ';'; LISTEN \"a;\"\"b\" ; listen\t\"ünï\"  "),
+            ["a;\"b", "ünï"]
+        );
+        assert_eq!(
+            listened("LISTENER x; UNLISTEN y; SELECT 'LISTEN z'"),
+            Vec::<String>::new()
+        );
+        assert!(!listened("LISTEN jobs").contains(&"o".to_owned()));
     }
 
     #[test]
