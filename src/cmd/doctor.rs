@@ -44,7 +44,17 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(settings: DoctorSettings, conn: &ConnSettings) -> Result<Exit> {
     for channel in &settings.channels {
-        check_channel(channel)?;
+        // With --json a bad CHANNEL is a report too (one document for every outcome), before
+        // anything connects; the one-line error goes to stderr as for every command.
+        if let Err(e) = check_channel(channel) {
+            if settings.json {
+                let check = Check::new("channel", Status::Problem, format!("{e:#}"))
+                    .subject(channel)
+                    .fix("Give a channel name of 1 to 63 bytes without a NUL");
+                write_report(&[check], &settings, exit::for_error(&e))?;
+            }
+            return Err(e);
+        }
     }
     let mut checks = vec![connection_settings(conn)];
     let connection = match pg::connect(conn) {

@@ -525,6 +525,17 @@ fn odd_channels_come_back_and_their_listeners_are_seen() {
         .run()
         .code(2)
         .one_line_error();
+    // With --json, that too is one JSON document (exit 2), and 63 bytes of UTF-8 are fine.
+    let out = server.pgnotify().args(["doctor", "--json", &long]).run();
+    out.code(2).one_line_error();
+    let doc = report(&out.stdout);
+    assert_eq!(doc["exit"], 2, "{doc}");
+    assert_eq!(check(&doc, "channel")["status"], "problem", "{doc}");
+    let max = format!("{}x", "é".repeat(31));
+    assert_eq!(max.len(), 63);
+    let out = server.pgnotify().args(["doctor", "--json", &max]).run();
+    out.success();
+    assert_eq!(check(&report(&out.stdout), "channel")["status"], "ok");
 }
 
 #[test]
