@@ -1117,3 +1117,46 @@ fn a_channel_is_listened_on_only_by_a_listen_naming_it_whole() {
         "{doc}"
     );
 }
+
+#[test]
+fn a_connection_lost_during_the_checks_is_said_once_with_exit_3() {
+    let server = Server::start();
+    let held = server.hold_notification_lock("jobs", "held");
+    let mut doctor = server.pgnotify().args(["doctor", "--json"]).spawn();
+    // doctor's round trip waits for the held lock: end its session there.
+    server.wait_until("doctor waits for the notification lock", || {
+        server
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity \
+                  WHERE application_name = 'pgnotify' AND wait_event_type = 'Lock'",
+            )
+            .trim()
+            == "1"
+    });
+    server.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE application_name = 'pgnotify' AND wait_event_type = 'Lock'",
+    );
+    let (status, stdout) = doctor.finish();
+    assert_eq!(status.code(), Some(3), "{stdout}{}", doctor.report());
+    let doc = report(&stdout);
+    assert_eq!(doc["exit"], 3, "{doc}");
+    let checks = doc["checks"].as_array().unwrap();
+    // Said once, as the connection's problem: no later check fails for it, nor is a fix given
+    // that would send the reader the wrong way.
+    let last = checks.last().unwrap();
+    assert_eq!(last["name"], "connection", "{doc}");
+    assert!(
+        last["detail"].as_str().unwrap().contains("was lost"),
+        "{doc}"
+    );
+    assert_eq!(
+        checks.iter().filter(|c| c["status"] != "ok").count(),
+        1,
+        "{doc}"
+    );
+    assert!(!stdout.contains("Run doctor as a role"), "{doc}");
+    let stderr = doctor.wait_stderr("pgnotify: error:");
+    assert!(stderr.contains("was lost"), "{stderr}");
+    held.release();
+}
