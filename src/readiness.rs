@@ -90,7 +90,12 @@ fn one_line(status: &str) -> String {
 
 fn send_to(socket: &str, message: &[u8]) -> std::io::Result<()> {
     let address = address(socket)?;
-    let sent = UnixDatagram::unbound()?.send_to_addr(message, &address)?;
+    let datagram = UnixDatagram::unbound()?;
+    // Never wait for the manager: a socket nobody reads holds only a few datagrams
+    // (net.unix.max_dgram_qlen, 10 by default), and a blocking send after that would stop the
+    // run at its next reconnect. A full socket is a failure to send, said once.
+    datagram.set_nonblocking(true)?;
+    let sent = datagram.send_to_addr(message, &address)?;
     match sent == message.len() {
         true => Ok(()),
         false => Err(std::io::Error::other("the datagram was cut short")),
@@ -147,6 +152,29 @@ mod tests {
         assert_eq!(next(), "READY=1\nSTATUS=listening on 2 channels\n");
         assert_eq!(next(), "STATUS=listening on 2 channels again\n");
         assert_eq!(next(), "STOPPING=1\nSTATUS=stopping\n");
+    }
+
+    #[test]
+    fn a_socket_nobody_reads_never_blocks_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _socket = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier::new(Some(path.to_string_lossy().into_owned()));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            notifier.ready("listening");
+            for _ in 0..100 {
+                notifier.status("connection lost; reconnecting");
+            }
+            notifier.stopping();
+            let _ = done.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok(),
+            "sending to a socket nobody reads blocked"
+        );
     }
 
     #[test]

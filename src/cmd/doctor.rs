@@ -14,8 +14,9 @@
 //! watch is (`watch`).
 //!
 //! Exit status: 0 when no check found a problem (warnings allowed), 1 when one did, 3 when the
-//! server cannot be reached at all (the settings are reported on stdout first, and the one-line
-//! error goes to stderr as for every command), 2 for a bad CHANNEL.
+//! server cannot be reached at all or the connection is lost during the checks (the settings
+//! are reported on stdout first, and the one-line error goes to stderr as for every command),
+//! 2 for a bad CHANNEL.
 
 mod delivery;
 mod report;
@@ -44,7 +45,17 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 
 pub(crate) fn run(settings: DoctorSettings, conn: &ConnSettings) -> Result<Exit> {
     for channel in &settings.channels {
-        check_channel(channel)?;
+        // With --json a bad CHANNEL is a report too (one document for every outcome), before
+        // anything connects; the one-line error goes to stderr as for every command.
+        if let Err(e) = check_channel(channel) {
+            if settings.json {
+                let check = Check::new("channel", Status::Problem, format!("{e:#}"))
+                    .subject(channel)
+                    .fix("Give a channel name of 1 to 63 bytes without a NUL");
+                write_report(&[check], &settings, exit::for_error(&e))?;
+            }
+            return Err(e);
+        }
     }
     let mut checks = vec![connection_settings(conn)];
     let connection = match pg::connect(conn) {
@@ -64,23 +75,89 @@ pub(crate) fn run(settings: DoctorSettings, conn: &ConnSettings) -> Result<Exit>
     checks.push(server);
     checks.push(tls(connection.tls.as_ref(), &connection.target, conn));
     checks.push(listen(standby));
+    // Each further check only while the connection lasts: one lost on the way is said once,
+    // as the connection's problem (status 3), not as every later check's failure.
     let mut pooled = false;
-    if !standby {
+    let mut gone = lost(&mut client, &checks);
+    if !standby && !gone {
         let round = round_trip(&mut client, &connection.target, conn);
         pooled = round.data["pooled"] == Value::Bool(true);
         checks.push(round);
     }
-    checks.push(queue(&mut client));
-    checks.push(idle_in_transaction(&mut client));
-    checks.push(idle_timeouts(&mut client, &connection.target, conn));
-    checks.extend(watched_tables(&mut client));
-    checks.extend(channels(&mut client, &settings.channels, standby, pooled));
+    gone = gone || lost(&mut client, &checks);
+    if !gone {
+        checks.push(queue(&mut client));
+    }
+    gone = gone || lost(&mut client, &checks);
+    if !gone {
+        checks.push(idle_in_transaction(&mut client));
+    }
+    gone = gone || lost(&mut client, &checks);
+    if !gone {
+        checks.push(idle_timeouts(&mut client, &connection.target, conn));
+    }
+    gone = gone || lost(&mut client, &checks);
+    if !gone {
+        checks.extend(watched_tables(&mut client));
+    }
+    gone = gone || lost(&mut client, &checks);
+    if !gone {
+        checks.extend(channels(&mut client, &settings.channels, standby, pooled));
+    }
+    if gone || lost(&mut client, &checks) {
+        return connection_lost(checks, &settings, &connection.target);
+    }
     let exit = match checks.iter().any(|c| c.status == Status::Problem) {
         true => Exit::Failure,
         false => Exit::Success,
     };
     write_report(&checks, &settings, exit)?;
     Ok(exit)
+}
+
+/// Whether the connection is gone: closed, or, after a check that failed, no longer answering
+/// (a session ended by the server fails its statement first, and is closed only after).
+fn lost(client: &mut Client, checks: &[Check]) -> bool {
+    client.is_closed()
+        || (checks.last().is_some_and(|c| c.status != Status::Ok)
+            && client.is_valid(Duration::from_secs(5)).is_err())
+}
+
+/// The connection was lost during the checks: the check that met it (if it failed) is
+/// replaced by a `connection` problem that says so, the report is written, and the run ends
+/// with status 3 and the one-line error.
+fn connection_lost(
+    mut checks: Vec<Check>,
+    settings: &DoctorSettings,
+    target: &pg::Target,
+) -> Result<Exit> {
+    let met = match checks.last() {
+        Some(last) if last.status != Status::Ok => checks.pop(),
+        _ => None,
+    };
+    let mut check = Check::new(
+        "connection",
+        Status::Problem,
+        format!(
+            "the connection to {} was lost during the checks; the checks after it did not run",
+            escape_controls(&target.describe())
+        ),
+    )
+    .fix(
+        "Run doctor again; if the connection is lost again, look in the server's log for why \
+         (pg_terminate_backend, idle_session_timeout, a restart) and at what is in between \
+         (a proxy or firewall that cuts connections)",
+    );
+    if let Some(met) = met {
+        check = check.note(format!("{}: {}", met.name, met.detail));
+    }
+    checks.push(check);
+    write_report(&checks, settings, Exit::Connection)?;
+    Err(exit::ConnectionError(format!(
+        "the connection to {} was lost during doctor's checks",
+        target.describe()
+    ))
+    .into())
 }
 
 /// The connection settings that matter, each with where it came from. Never a password:
@@ -402,7 +479,6 @@ fn idle_in_transaction(client: &mut Client) -> Check {
                       a.datname::pg_catalog.text, \
                       EXTRACT(epoch FROM pg_catalog.now() - a.xact_start)::float8, \
                       a.state, \
-                      pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER'), \
                       pg_catalog.current_setting('idle_in_transaction_session_timeout') \
                  FROM pg_catalog.pg_stat_activity a \
                 WHERE a.state LIKE 'idle in transaction%' \
@@ -418,7 +494,15 @@ fn idle_in_transaction(client: &mut Client) -> Check {
             );
         }
     };
-    let all_visible = rows.first().map(|r| r.get::<_, bool>(6));
+    // Whether this role sees every session's state (else other roles' sessions show none):
+    // asked apart from the sessions, so that it is known when none is found too.
+    let all_visible = client
+        .query_typed(
+            "SELECT pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER')",
+            &[],
+        )
+        .ok()
+        .and_then(|rows| rows.first().map(|r| r.get::<_, bool>(0)));
     let mut notes = Vec::new();
     let mut data = Vec::new();
     for row in &rows {
@@ -445,17 +529,20 @@ fn idle_in_transaction(client: &mut Client) -> Check {
     let visibility = "sessions of other roles show here only for a superuser or a member of \
                       pg_read_all_stats";
     if rows.is_empty() {
-        return Check::new(
-            "idle_in_transaction",
-            Status::Ok,
-            "no session is idle in a transaction",
-        )
-        .note(visibility)
-        .data(json!([]));
+        let detail = match all_visible {
+            Some(false) => {
+                "no session of this role is idle in a transaction; those of other \
+                            roles cannot be seen by it"
+            }
+            _ => "no session is idle in a transaction",
+        };
+        return Check::new("idle_in_transaction", Status::Ok, detail)
+            .note(visibility)
+            .data(json!([]));
     }
     let timeout = rows
         .first()
-        .map(|r| r.get::<_, String>(7))
+        .map(|r| r.get::<_, String>(6))
         .unwrap_or_default();
     let mut check = Check::new(
         "idle_in_transaction",

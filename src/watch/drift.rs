@@ -209,11 +209,10 @@ pub(crate) fn reinstall_command(table: &Table, marker: &Marker) -> String {
     let mut words = vec![
         "pgnotify".to_owned(),
         "watch-table".to_owned(),
-        shell_word(&super::display_name(&table.schema, &table.name)),
+        shell_word(&raw_name(&table.schema, &table.name)),
     ];
     if marker.channel != table.name {
-        words.push("--channel".into());
-        words.push(shell_word(&marker.channel));
+        option(&mut words, "--channel", &marker.channel);
     }
     if marker.events.len() < 4 {
         words.push("--events".into());
@@ -223,8 +222,7 @@ pub(crate) fn reinstall_command(table: &Table, marker: &Marker) -> String {
         words.push("--rows".into());
     }
     if let Some(columns) = &marker.columns {
-        words.push("--columns".into());
-        words.push(shell_word(&columns.join(",")));
+        option(&mut words, "--columns", &columns.join(","));
     }
     if marker.triggers == Kind::Statement {
         words.push("--triggers".into());
@@ -236,16 +234,61 @@ pub(crate) fn reinstall_command(table: &Table, marker: &Marker) -> String {
     escape_controls(&words.join(" ")).into_owned()
 }
 
-/// A word for sh: as it is when it holds nothing the shell reads, else in single quotes.
+/// `schema.table` as `watch-table` reads it, as `display_name` writes it but with its control
+/// characters as they are: [`shell_word`] writes them for the shell.
+fn raw_name(schema: &str, table: &str) -> String {
+    let part = |s: &str| match s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        true => s.to_owned(),
+        false => quote_ident(s),
+    };
+    format!("{}.{}", part(schema), part(table))
+}
+
+/// An option and its value, as two words; as one (`--channel=-x`) when the value begins
+/// with a dash, which the option would otherwise refuse as a flag of its own.
+fn option(words: &mut Vec<String>, option: &str, value: &str) {
+    match value.starts_with('-') {
+        true => words.push(shell_word(&format!("{option}={value}"))),
+        false => {
+            words.push(option.to_owned());
+            words.push(shell_word(value));
+        }
+    }
+}
+
+/// A word for sh: as it is when it holds nothing the shell reads, else in single quotes; a
+/// word with control characters as `"$(printf '...')"` with them in octal (`\033`), so that
+/// the command shows none of them raw and still names the table when run. (A word that ends
+/// in a newline stays single-quoted and escaped: command substitution drops a final newline.)
 fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-,/:=@%+".contains(c));
-    match plain {
-        true => word.to_owned(),
-        false => format!("'{}'", word.replace('\'', "'\\''")),
+    if plain {
+        return word.to_owned();
     }
+    if word.chars().any(char::is_control) && !word.ends_with('\n') {
+        let mut format = String::new();
+        for c in word.chars() {
+            match c {
+                '\\' => format.push_str("\\\\"),
+                '%' => format.push_str("%%"),
+                '\'' => format.push_str("'\\''"),
+                c if c.is_control() => {
+                    for byte in c.to_string().bytes() {
+                        format.push_str(&format!("\\{byte:03o}"));
+                    }
+                }
+                c => format.push(c),
+            }
+        }
+        return format!("\"$(printf '{format}')\"");
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 #[cfg(test)]
@@ -261,6 +304,10 @@ mod tests {
         assert_eq!(
             shell_word(r#"public."It's $HOME""#),
             r#"'public."It'\''s $HOME"'"#
+        );
+        assert_eq!(
+            shell_word("public.\"a\x1b[1m%\\'\u{85}\""),
+            r#""$(printf 'public."a\033[1m%%\\'\''\302\205"')""#
         );
     }
 
@@ -287,6 +334,17 @@ mod tests {
             reinstall_command(&table, &marker),
             "pgnotify watch-table '\"My Schema\".t' --channel 'old name' --events insert,delete \
              --rows --columns 'a,b c' --triggers auto --durable"
+        );
+        let dashed = Marker {
+            channel: "-x".into(),
+            columns: Some(vec!["-a".into(), "b".into()]),
+            ..marker
+        };
+        assert!(
+            reinstall_command(&table, &dashed)
+                .contains("--channel=-x --events insert,delete --rows --columns=-a,b "),
+            "{}",
+            reinstall_command(&table, &dashed)
         );
     }
 }

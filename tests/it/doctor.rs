@@ -525,6 +525,17 @@ fn odd_channels_come_back_and_their_listeners_are_seen() {
         .run()
         .code(2)
         .one_line_error();
+    // With --json, that too is one JSON document (exit 2), and 63 bytes of UTF-8 are fine.
+    let out = server.pgnotify().args(["doctor", "--json", &long]).run();
+    out.code(2).one_line_error();
+    let doc = report(&out.stdout);
+    assert_eq!(doc["exit"], 2, "{doc}");
+    assert_eq!(check(&doc, "channel")["status"], "problem", "{doc}");
+    let max = format!("{}x", "é".repeat(31));
+    assert_eq!(max.len(), 63);
+    let out = server.pgnotify().args(["doctor", "--json", &max]).run();
+    out.success();
+    assert_eq!(check(&report(&out.stdout), "channel")["status"], "ok");
 }
 
 #[test]
@@ -801,4 +812,351 @@ fn with_a_host_list_the_server_reached_is_named_and_colour_comes_only_when_asked
         .arg("doctor")
         .run();
     assert!(!plain.stdout.contains('\x1b'), "{}", plain.report());
+}
+
+#[test]
+fn through_pgbouncer_with_one_server_connection_doctor_ends_in_bounded_time_and_names_the_pooler() {
+    // default_pool_size = 1: the second connection's open transaction holds the only server
+    // connection, so the first session's next statement waits for it (PgBouncer's
+    // query_wait_timeout is 120 s). doctor must neither wait that long nor call this healthy.
+    let server = Server::start();
+    let bouncer = PgBouncer::start_pool(&server, "transaction", 1);
+    let started = std::time::Instant::now();
+    let out = server
+        .through(&bouncer.port.to_string())
+        .args(["doctor", "--json"])
+        .run();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "doctor took {took:?}\n{}\n{}",
+        out.report(),
+        bouncer.log_tail()
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.report());
+    let doc = report(&out.stdout);
+    let round = check(&doc, "notify_round_trip");
+    assert_eq!(round["status"], "problem", "{doc}");
+    assert_eq!(round["data"]["pooled"], true, "{doc}");
+}
+
+#[test]
+fn a_password_is_never_printed_when_the_connection_fails() {
+    let server = password_server("the-right-one");
+    let port = server.cluster.port().to_string();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    // (-d, the secrets that must never show, whatever their encoding)
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("postgresql://postgres:Wr0ng-pw-1@127.0.0.1:{port}/postgres"),
+            vec!["Wr0ng-pw-1"],
+        ),
+        (
+            format!("postgresql://postgres:p%40ss%2Fw%3Ard@127.0.0.1:{port}/postgres"),
+            vec!["p@ss/w:rd", "p%40ss%2Fw%3Ard"],
+        ),
+        (
+            format!("postgresql://postgres:Wr0ng-pw-2@127.0.0.1:{closed}/postgres"),
+            vec!["Wr0ng-pw-2"],
+        ),
+        (
+            format!("postgresql://127.0.0.1:{port}/postgres?user=postgres&password=Wr0ng-pw-3"),
+            vec!["Wr0ng-pw-3"],
+        ),
+        (
+            format!(
+                "host=127.0.0.1 port={port} user=postgres password='Wr0ng pw 4' dbname=postgres"
+            ),
+            vec!["Wr0ng pw 4", "Wr0ng"],
+        ),
+        (
+            format!("host=127.0.0.1 port={closed} password=Wr0ng-pw-5 user=postgres"),
+            vec!["Wr0ng-pw-5"],
+        ),
+    ];
+    for (conninfo, secrets) in cases {
+        for json in [false, true] {
+            let mut cmd = server.bare();
+            cmd.args(["-d", &conninfo, "doctor"]);
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd.run();
+            out.code(3).one_line_error();
+            if json {
+                let doc = report(&out.stdout);
+                assert_eq!(doc["exit"], 3, "{doc}");
+            }
+            for secret in &secrets {
+                assert!(
+                    !out.stdout.contains(secret) && !out.stderr.contains(secret),
+                    "{conninfo}: {secret:?} printed{}",
+                    out.report()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_role_without_privileges_gets_a_report_not_an_sql_error() {
+    let server = Server::start();
+    server.psql(
+        "CREATE ROLE plain LOGIN; \
+         CREATE SCHEMA \"Hidden\"; CREATE TABLE \"Hidden\".\"Orders\" (id int PRIMARY KEY); \
+         CREATE TABLE public.visible (id int PRIMARY KEY); \
+         REVOKE ALL ON SCHEMA \"Hidden\" FROM PUBLIC; \
+         REVOKE ALL ON public.visible FROM PUBLIC",
+    );
+    server.watch_table(&["\"Hidden\".\"Orders\""]);
+    server.watch_table(&["visible"]);
+    // Another role's session idle in a transaction: not visible to plain, and said so.
+    let mut holder = server.client();
+    holder.batch_execute("BEGIN; SELECT 1").unwrap();
+    let mut cmd = server.bare();
+    cmd.args([
+        "-h",
+        &server.cluster.socket_dir().display().to_string(),
+        "-p",
+        &server.cluster.port().to_string(),
+        "-U",
+        "plain",
+        "-d",
+        "postgres",
+        "doctor",
+        "--json",
+        "select",
+        "Ünïcödé-ch\"an'nel",
+    ]);
+    let out = cmd.run();
+    let doc = report(&out.stdout);
+    assert!(!out.stderr.contains("panicked"), "{}", out.report());
+    assert_eq!(out.status.code(), Some(0), "{}", out.report());
+    assert_eq!(check(&doc, "server")["data"]["superuser"], false, "{doc}");
+    let idle = check(&doc, "idle_in_transaction");
+    assert!(
+        idle.to_string().contains("pg_read_all_stats"),
+        "what a plain role cannot see is said: {doc}"
+    );
+    // The superuser's session idle in a transaction is not seen: never claimed absent.
+    assert!(
+        idle["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be seen by it"),
+        "{doc}"
+    );
+    for c in doc["checks"].as_array().unwrap() {
+        if c["name"] == "channel" {
+            assert_eq!(c["status"], "ok", "{c}");
+        }
+    }
+    holder.batch_execute("ROLLBACK").unwrap();
+}
+
+#[test]
+fn names_with_control_characters_never_reach_the_text_report_raw() {
+    let server = Server::start();
+    let db = "evil\x1b]0;title\x07db\nnext";
+    let mut client = server.client();
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .unwrap();
+    let socket = server.cluster.socket_dir().display().to_string();
+    let port = server.cluster.port().to_string();
+    let app = "app\x1b[2J\r";
+    for json in [false, true] {
+        let mut cmd = server.bare();
+        cmd.env("PGAPPNAME", app)
+            .env("PGOPTIONS", "-c search_path=\x1b[31m")
+            .args([
+                "-h", &socket, "-p", &port, "-U", "postgres", "-d", db, "doctor",
+            ])
+            .arg("chan\x1b[1mnel\n");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.run();
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "{}",
+            out.report()
+        );
+        match json {
+            true => {
+                let doc = report(&out.stdout);
+                assert_eq!(check(&doc, "server")["data"]["database"], db, "{doc}");
+            }
+            false => {
+                let raw = out.stdout.chars().find(|c| c.is_control() && *c != '\n');
+                assert_eq!(raw, None, "a raw control character{}", out.report());
+                assert!(out.stdout.contains("evil\\x1b"), "{}", out.report());
+                assert!(
+                    out.stdout.lines().all(|l| !l.starts_with("next")),
+                    "{}",
+                    out.report()
+                );
+            }
+        }
+    }
+    // A socket directory that does not exist, with escapes and a newline in it: the report
+    // escapes them, the error is one line (escaped only on a terminal, as every error).
+    let out = server
+        .bare()
+        .args(["-h", "/nonexistent\x1b[31m\ndir", "-p", &port, "doctor"])
+        .run();
+    out.code(3).one_line_error();
+    assert!(!out.stdout.contains('\x1b'), "{}", out.report());
+    assert!(
+        out.stdout.contains("/nonexistent\\x1b[31m\\ndir"),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+fn a_held_notification_lock_makes_the_round_trip_a_problem_in_bounded_time() {
+    // A commit with a notification waits for a synchronous standby that does not exist, holding
+    // the lock every notifying commit takes: doctor's own test notifications must not wait for
+    // it without end.
+    let server = Server::start();
+    let held = server.hold_notification_lock("jobs", "held");
+    let started = std::time::Instant::now();
+    let out = server.pgnotify().args(["doctor", "--json", "jobs"]).run();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "{took:?}{}",
+        out.report()
+    );
+    out.code(1);
+    let doc = report(&out.stdout);
+    assert_eq!(
+        check(&doc, "notify_round_trip")["status"],
+        "problem",
+        "{doc}"
+    );
+    assert_eq!(check(&doc, "channel")["status"], "problem", "{doc}");
+    held.release();
+    server.pgnotify().args(["doctor", "jobs"]).run().success();
+}
+
+#[test]
+fn through_pgbouncer_in_session_mode_with_one_server_connection_doctor_is_healthy_in_bounded_time()
+{
+    // The one server connection is doctor's own session's: the second connection waits for
+    // one that never comes free. doctor says what it could not check, and no false problem.
+    let server = Server::start();
+    let bouncer = PgBouncer::start_pool(&server, "session", 1);
+    let started = std::time::Instant::now();
+    let out = server
+        .through(&bouncer.port.to_string())
+        .args(["doctor", "--json", "jobs"])
+        .run();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}{}",
+        started.elapsed(),
+        out.report()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        out.report(),
+        bouncer.log_tail()
+    );
+    let doc = report(&out.stdout);
+    let round = check(&doc, "notify_round_trip");
+    assert_eq!(round["status"], "ok", "{doc}");
+    assert_eq!(
+        round["data"]["second_connection_held_a_transaction"], false,
+        "{doc}"
+    );
+    assert_eq!(check(&doc, "channel")["status"], "ok", "{doc}");
+}
+
+#[test]
+fn a_channel_is_listened_on_only_by_a_listen_naming_it_whole() {
+    let server = Server::start();
+    let mut listener = server.client();
+    listener.batch_execute("LISTEN jobs").unwrap();
+    let pid: i32 = listener
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    listener.batch_execute("LISTEN Jobs").unwrap();
+    let out = server
+        .pgnotify()
+        .args(["doctor", "--json", "jobs", "o", "Jobs", "job"])
+        .run();
+    out.success();
+    let doc = report(&out.stdout);
+    let seen: Vec<(String, usize)> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "channel")
+        .map(|c| {
+            let listeners = c["data"]["listeners"].as_array().unwrap();
+            assert!(listeners.iter().all(|l| l["pid"] == pid), "{c}");
+            (c["subject"].as_str().unwrap().to_owned(), listeners.len())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("jobs".to_owned(), 1),
+            ("o".to_owned(), 0),
+            ("Jobs".to_owned(), 0),
+            ("job".to_owned(), 0)
+        ],
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_connection_lost_during_the_checks_is_said_once_with_exit_3() {
+    let server = Server::start();
+    let held = server.hold_notification_lock("jobs", "held");
+    let mut doctor = server.pgnotify().args(["doctor", "--json"]).spawn();
+    // doctor's round trip waits for the held lock: end its session there.
+    server.wait_until("doctor waits for the notification lock", || {
+        server
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity \
+                  WHERE application_name = 'pgnotify' AND wait_event_type = 'Lock'",
+            )
+            .trim()
+            == "1"
+    });
+    server.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE application_name = 'pgnotify' AND wait_event_type = 'Lock'",
+    );
+    let (status, stdout) = doctor.finish();
+    assert_eq!(status.code(), Some(3), "{stdout}{}", doctor.report());
+    let doc = report(&stdout);
+    assert_eq!(doc["exit"], 3, "{doc}");
+    let checks = doc["checks"].as_array().unwrap();
+    // Said once, as the connection's problem: no later check fails for it, nor is a fix given
+    // that would send the reader the wrong way.
+    let last = checks.last().unwrap();
+    assert_eq!(last["name"], "connection", "{doc}");
+    assert!(
+        last["detail"].as_str().unwrap().contains("was lost"),
+        "{doc}"
+    );
+    assert_eq!(
+        checks.iter().filter(|c| c["status"] != "ok").count(),
+        1,
+        "{doc}"
+    );
+    assert!(!stdout.contains("Run doctor as a role"), "{doc}");
+    let stderr = doctor.wait_stderr("pgnotify: error:");
+    assert!(stderr.contains("was lost"), "{stderr}");
+    held.release();
 }

@@ -280,3 +280,219 @@ fn healthy_tables_with_odd_names_and_keys_have_no_problems() {
         assert!(kinds.is_empty() && !stale, "{table}: {kinds:?}");
     }
 }
+
+#[test]
+fn a_fix_for_hostile_names_runs_only_pgnotify_and_clears_the_drift() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pwn = |n: u32| dir.path().join(format!("pwn{n}")).display().to_string();
+    let tables = [
+        format!("a'; touch {}; '", pwn(1)),
+        format!("$(touch {})", pwn(2)),
+        format!("`touch {}`", pwn(3)),
+        "dashed".to_owned(),
+        "Mixed \"Case\" Ünï".to_owned(),
+    ];
+    let mut db = server.client();
+    for table in &tables {
+        let quoted = table.replace('"', "\"\"");
+        db.batch_execute(&format!(
+            "CREATE TABLE \"{quoted}\" (id int, k2 text, PRIMARY KEY (id, k2))"
+        ))
+        .unwrap();
+        let name = format!("\"{quoted}\"");
+        match table.as_str() {
+            // A channel that looks like an option.
+            "dashed" => server.watch_table(&[&name, "--channel=-dash"]),
+            _ => server.watch_table(&[&name, "--channel", table]),
+        }
+        // One column of the composite key renamed.
+        db.batch_execute(&format!(
+            "ALTER TABLE \"{quoted}\" RENAME COLUMN k2 TO \"K 2\""
+        ))
+        .unwrap();
+    }
+    let found = problems(&server);
+    for table in &tables {
+        let (kinds, fixes, _) = &found[table.as_str()];
+        assert_eq!(kinds, &["key_column_gone"], "{table}: {kinds:?}");
+        // Taken whole (a name may hold a backtick): "run `COMMAND` to reinstall".
+        let command = fixes[0]
+            .strip_prefix("run `pgnotify ")
+            .and_then(|f| f.strip_suffix("` to reinstall"))
+            .unwrap_or_else(|| panic!("{table}: {fixes:?}"));
+        server
+            .shell(&format!("\"$PGNOTIFY\" \"$@\" {command}"))
+            .run()
+            .success();
+    }
+    for n in 1..=3 {
+        assert!(
+            !std::path::Path::new(&pwn(n)).exists(),
+            "the fix ran something else than pgnotify"
+        );
+    }
+    let after = problems(&server);
+    for table in &tables {
+        assert!(after[table.as_str()].0.is_empty(), "{table}: {after:?}");
+    }
+    // The channel that looks like an option is kept.
+    let out = server
+        .pgnotify()
+        .args(["watch-table", "--list", "--json", "dashed"])
+        .run();
+    assert!(
+        out.success().stdout.contains("\"-dash\""),
+        "{}",
+        out.report()
+    );
+}
+
+#[test]
+fn a_watched_table_locked_by_another_transaction_does_not_hang_the_list_or_doctor() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE locked (id int PRIMARY KEY)")
+        .unwrap();
+    server.watch_table(&["locked"]);
+    let mut holder = server.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE locked IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let list = server
+        .pgnotify()
+        .args(["watch-table", "--list", "--json"])
+        .run();
+    list.success();
+    assert!(list.stdout.contains("\"locked\""), "{}", list.report());
+    let doctor = server.pgnotify().args(["doctor", "--json"]).run();
+    assert!(
+        doctor.stdout.contains("public.locked"),
+        "{}",
+        doctor.report()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+}
+
+#[test]
+fn replica_triggers_and_mixed_case_renames_and_moves_are_flagged_and_fixed() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute(
+        "CREATE TABLE \"Replica\" (id int PRIMARY KEY);
+         CREATE TABLE \"Old Name\" (id int PRIMARY KEY);
+         CREATE TABLE \"Mover\" (id int PRIMARY KEY);
+         CREATE SCHEMA \"New Home\";
+         CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region))
+             PARTITION BY LIST (region);
+         CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+         CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');",
+    )
+    .unwrap();
+    for t in ["\"Replica\"", "\"Old Name\"", "\"Mover\""] {
+        server.watch_table(&[t]);
+    }
+    server.watch_table(&["parted", "--events", "insert,update,delete"]);
+    db.batch_execute(
+        "ALTER TABLE \"Replica\" ENABLE REPLICA TRIGGER pgnotify_watch;
+         ALTER TABLE \"Old Name\" RENAME TO \"New Name\";
+         ALTER TABLE \"Mover\" SET SCHEMA \"New Home\";
+         ALTER TABLE parted DETACH PARTITION parted_us;",
+    )
+    .unwrap();
+    let found = problems(&server);
+    assert_eq!(found["Replica"].0, ["trigger_disabled"], "{found:?}");
+    assert_eq!(found["New Name"].0, ["renamed"], "{found:?}");
+    assert_eq!(found["Mover"].0, ["moved"], "{found:?}");
+    assert!(found["parted"].0.is_empty(), "{found:?}");
+    for table in ["Replica", "New Name", "Mover"] {
+        run_fix(&server, &found[table].1[0]);
+    }
+    let after = problems(&server);
+    assert!(
+        after.values().all(|(kinds, _, _)| kinds.is_empty()),
+        "{after:?}"
+    );
+    // The renamed table keeps its channel, the moved one its own.
+    let mut listen = server
+        .pgnotify()
+        .args(["-v", "listen", "--json", "Old Name", "Mover", "Replica"])
+        .spawn();
+    listen.wait_ready();
+    db.batch_execute(
+        "INSERT INTO \"New Name\" VALUES (1); INSERT INTO \"New Home\".\"Mover\" VALUES (2); \
+         INSERT INTO \"Replica\" VALUES (3)",
+    )
+    .unwrap();
+    let channels = [
+        listen.read_record().channel,
+        listen.read_record().channel,
+        listen.read_record().channel,
+    ];
+    assert_eq!(channels, ["Old Name", "Mover", "Replica"]);
+}
+
+#[test]
+fn the_text_list_on_a_terminal_escapes_hostile_names_and_their_drift() {
+    let server = Server::start();
+    let mut db = server.client();
+    db.batch_execute("CREATE TABLE \"red\x1b[31mtable\" (\"k\x1b[2Jey\" int PRIMARY KEY, v text)")
+        .unwrap();
+    server.watch_table(&["\"red\x1b[31mtable\"", "--channel", "ch\x1b[32man"]);
+    db.batch_execute("ALTER TABLE \"red\x1b[31mtable\" RENAME COLUMN \"k\x1b[2Jey\" TO k2")
+        .unwrap();
+    let term = Terminal::start(&server, &["watch-table", "--list"], &[]);
+    assert_eq!(term.exit_status(), 0, "{}", term.report());
+    let screen = term.screen_with_escapes();
+    // Only tmux's own SGR reset may appear: nothing the names held.
+    assert!(
+        !screen.contains("\x1b[31m") && !screen.contains("\x1b[32m"),
+        "{screen}"
+    );
+    let plain = term.screen();
+    assert!(plain.contains("red\\x1b[31mtable"), "{plain}");
+    assert!(plain.contains("k\\x1b[2Jey"), "{plain}");
+}
+
+#[test]
+fn a_fix_for_a_name_with_control_characters_shows_none_and_names_the_table_when_run() {
+    let server = Server::start();
+    let mut db = server.client();
+    let table = "line\nbreak\x1b[31m% \\ 'q'";
+    let quoted = format!("\"{table}\"");
+    db.batch_execute(&format!(
+        "CREATE TABLE {quoted} (id int PRIMARY KEY, v text)"
+    ))
+    .unwrap();
+    server.watch_table(&[&quoted, "--channel", "ctl\x07chan"]);
+    db.batch_execute(&format!("ALTER TABLE {quoted} RENAME COLUMN id TO ident"))
+        .unwrap();
+    let found = problems(&server);
+    let fix = &found[table].1[0];
+    assert!(!fix.chars().any(char::is_control), "{fix:?}");
+    let command = fix
+        .strip_prefix("run `pgnotify ")
+        .and_then(|f| f.strip_suffix("` to reinstall"))
+        .unwrap_or_else(|| panic!("{fix:?}"));
+    server
+        .shell(&format!("\"$PGNOTIFY\" \"$@\" {command}"))
+        .run()
+        .success();
+    let after = problems(&server);
+    assert!(after[table].0.is_empty(), "{after:?}");
+    let out = server
+        .pgnotify()
+        .args(["watch-table", "--list", "--json"])
+        .run();
+    assert!(
+        out.success().stdout.contains("ctl\\u0007chan"),
+        "{}",
+        out.report()
+    );
+}

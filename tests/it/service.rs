@@ -388,3 +388,62 @@ fn as_pid_1_of_its_own_namespace_sigterm_ends_it_cleanly() {
     // unshare exits with its child's status.
     run.expect_exit(143);
 }
+
+#[test]
+fn a_notify_socket_too_long_a_file_or_one_nobody_reads_never_stops_the_run() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "").unwrap();
+    let long = format!("/{}", "d".repeat(200));
+    for bad in [
+        long.as_str(),
+        &file.display().to_string(),
+        &dir.path().display().to_string(),
+    ] {
+        let mut pipe = server
+            .pgnotify()
+            .env("NOTIFY_SOCKET", bad)
+            .args(["-v", "pipe", "b"])
+            .spawn();
+        pipe.wait_ready();
+        pipe.wait_stderr("could not notify the service manager");
+        server.notify("b", "still delivered");
+        assert_eq!(pipe.read_record().payload, "still delivered");
+        pipe.signal(Signal::SIGTERM);
+        pipe.expect_exit(143);
+    }
+    // A socket that nobody reads holds 10 datagrams (net.unix.max_dgram_qlen): every reconnect
+    // sends one more STATUS=, and the run must go on past them.
+    let unread = Manager::at_path();
+    let mut pipe = server
+        .pgnotify()
+        .env("NOTIFY_SOCKET", &unread.address)
+        .args(["-v", "pipe", "--max-downtime", "1min", "r"])
+        .spawn();
+    pipe.wait_ready();
+    for _ in 0..14 {
+        server.wait_until("the pipe listens", || server.sessions("pgnotify") == 1);
+        let pid = server.backend_pid("pgnotify");
+        server.psql(&format!("SELECT pg_terminate_backend({pid})"));
+        // Its new session, LISTEN done (idle), once the old one is gone.
+        server.wait_until("the pipe listens again", || {
+            server
+                .psql(&format!(
+                    "SELECT count(*) FILTER (WHERE pid <> {pid} AND state = 'idle') || ' ' || \
+                            count(*) FROM pg_stat_activity WHERE application_name = 'pgnotify'"
+                ))
+                .trim()
+                == "1 1"
+        });
+    }
+    let payload = "after many reconnects";
+    server.wait_until("a notification gets through", || {
+        server.notify("r", payload);
+        pipe.try_read_line_within(Duration::from_millis(500))
+            .is_some_and(|l| l.contains(payload))
+    });
+    pipe.signal(Signal::SIGTERM);
+    pipe.expect_exit(143);
+    drop(unread);
+}

@@ -30,6 +30,12 @@ impl PgBouncer {
     /// Starts PgBouncer in `mode` ("transaction" or "session") in front of `server`, and waits
     /// until it takes connections.
     pub fn start(server: &Server, mode: &str) -> PgBouncer {
+        PgBouncer::start_pool(server, mode, 10)
+    }
+
+    /// As [`PgBouncer::start`], with at most `pool_size` server connections (`default_pool_size`):
+    /// with 1, a client waits while another holds the one server connection in a transaction.
+    pub fn start_pool(server: &Server, mode: &str, pool_size: u32) -> PgBouncer {
         let dir = tempfile::Builder::new()
             .prefix("pgnotify-pgbouncer-")
             .tempdir()
@@ -46,7 +52,7 @@ impl PgBouncer {
              unix_socket_dir =\n\
              auth_type = any\n\
              pool_mode = {mode}\n\
-             default_pool_size = 10\n\
+             default_pool_size = {pool_size}\n\
              max_client_conn = 50\n\
              server_reset_query =\n\
              ignore_startup_parameters = extra_float_digits,options\n\
