@@ -15,8 +15,7 @@ use crate::stats;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How many scrapes may be answered at once.
@@ -45,8 +44,12 @@ pub(crate) fn serve(spec: &str) -> Result<std::net::SocketAddr> {
     Ok(local)
 }
 
+/// Answers each connection on a thread of its own, at most [`MAX_ANSWERING`] at once, and 503
+/// beyond that. A thread counts until it has ended and been joined (not merely once its
+/// answer is sent), so the process never has more than [`MAX_ANSWERING`] of them, even while
+/// one is still ending as the next connection comes.
 fn accept(listener: &TcpListener) {
-    let answering = Arc::new(AtomicUsize::new(0));
+    let mut answering: Vec<JoinHandle<()>> = Vec::new();
     for stream in listener.incoming() {
         let mut stream = match stream {
             Ok(stream) => stream,
@@ -56,20 +59,24 @@ fn accept(listener: &TcpListener) {
                 continue;
             }
         };
-        if answering.fetch_add(1, Ordering::AcqRel) >= MAX_ANSWERING {
-            answering.fetch_sub(1, Ordering::AcqRel);
+        let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut answering)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        for thread in ended {
+            // At once: its answer is sent; this waits only for the thread to be gone.
+            let _ = thread.join();
+        }
+        answering = running;
+        if answering.len() >= MAX_ANSWERING {
             busy(&mut stream);
             continue;
         }
-        let count = Arc::clone(&answering);
-        let spawned = std::thread::Builder::new()
+        // A thread that cannot start drops its connection (closed, unanswered).
+        if let Ok(thread) = std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || {
-                answer(stream);
-                count.fetch_sub(1, Ordering::AcqRel);
-            });
-        if spawned.is_err() {
-            answering.fetch_sub(1, Ordering::AcqRel);
+            .spawn(move || answer(stream))
+        {
+            answering.push(thread);
         }
     }
 }
