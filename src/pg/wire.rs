@@ -71,6 +71,11 @@ impl Wire {
     /// The exact bytes of the notification with this ordinal, when it was not UTF-8. Asked in
     /// order: what was found for an earlier ordinal is dropped.
     pub(super) fn take(&self, ordinal: u64) -> Option<Exact> {
+        if !self.inspect.load(Ordering::Relaxed) {
+            // Not a SQL_ASCII database: nothing is ever found, and no lock is taken for each
+            // notification.
+            return None;
+        }
         let mut found = self.found.lock().unwrap_or_else(PoisonError::into_inner);
         while found.front().is_some_and(|e| e.ordinal < ordinal) {
             found.pop_front();
