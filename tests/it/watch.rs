@@ -568,10 +568,12 @@ fn fetch_reads_rows_with_the_receivers_own_privileges() {
         .args(["--count", "7", "--timeout", "20s"])
         .spawn();
     reader.wait_ready();
-    db.execute("INSERT INTO orders VALUES (1, 'new')", &[])
-        .unwrap();
-    db.execute("UPDATE orders SET status = 'paid'", &[])
-        .unwrap();
+    // One transaction: its events arrive once both are committed, so that neither can be
+    // read before the UPDATE (as two commits, a fast receiver read the INSERT's row as 'new').
+    db.batch_execute(
+        "BEGIN; INSERT INTO orders VALUES (1, 'new'); UPDATE orders SET status = 'paid'; COMMIT;",
+    )
+    .unwrap();
     db.batch_execute(
         "BEGIN; INSERT INTO orders VALUES (2, 'gone'); DELETE FROM orders WHERE id = 2; COMMIT;",
     )
